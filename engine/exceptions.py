@@ -1,0 +1,73 @@
+"""The exception tree: one base, a few layers, so callers catch at the right level.
+
+A subclass's docstring is its default message.
+"""
+
+from __future__ import annotations
+
+
+class DagwatchError(Exception):
+    """A dagwatch error."""
+
+    def __init__(self, message: str | None = None) -> None:
+        super().__init__(message or (self.__doc__ or "").strip())
+
+
+class ConfigError(DagwatchError):
+    """Invalid configuration."""
+
+
+class DagDefinitionError(DagwatchError):
+    """The DAG file defines something dagwatch cannot run."""
+
+
+class CycleError(DagDefinitionError):
+    """The DAG has a cycle."""
+
+
+class DuplicateTaskIdError(DagDefinitionError):
+    """Two tasks in one DAG share a task id."""
+
+
+class ParamValidationError(DagwatchError):
+    """A DAG param does not match its schema."""
+
+
+class StoreError(DagwatchError):
+    """The metastore refused an operation."""
+
+
+class IllegalTransition(StoreError):
+    """That state transition is not allowed."""
+
+
+class TransitionConflict(StoreError):
+    """The row is not in the expected state (it changed, or does not exist)."""
+
+
+class NotFound(StoreError):
+    """No such object in the metastore."""
+
+
+class TaskError(DagwatchError):
+    """A task attempt failed."""
+
+
+class TemplateError(TaskError):
+    """A templated field could not be rendered."""
+
+
+class TaskTimeout(TaskError):
+    """The attempt ran longer than its execution_timeout."""
+
+
+class SensorTimeout(TaskError):
+    """The sensor's condition was not met within its timeout."""
+
+
+class SkipTask(Exception):  # noqa: N818 - the public name users know from Airflow
+    """Raise inside a task to end it as skipped instead of failed."""
+
+
+class FailTaskNoRetry(TaskError):
+    """Raise inside a task to fail it without using its remaining retries."""

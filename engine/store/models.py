@@ -1,0 +1,388 @@
+"""The metastore's tables.
+
+Times are stored as timezone-aware UTC (`UtcDateTime`), states as the strings of
+`engine.states`. Tables that later features fill (sla_miss, alert, job) are declared
+here from the start so that one migration history describes the whole schema.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+ID_LEN = 250
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A DateTime that is always timezone-aware UTC, on SQLite as on PostgreSQL."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r} cannot be stored; use an aware one")
+        value = value.astimezone(UTC)
+        # SQLite stores text: drop the offset so comparisons in SQL stay lexical and correct.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Dag(Base):
+    """One DAG as last parsed: its serialized structure and its scheduling state."""
+
+    __tablename__ = "dag"
+
+    dag_id: Mapped[str] = mapped_column(String(ID_LEN), primary_key=True)
+    fileloc: Mapped[str] = mapped_column(Text)
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    is_paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    schedule: Mapped[str | None] = mapped_column(String(ID_LEN))
+    owner: Mapped[str | None] = mapped_column(String(ID_LEN))
+    description: Mapped[str | None] = mapped_column(Text)
+    tags: Mapped[list[str]] = mapped_column(JSON, default=list)
+    serialized: Mapped[dict[str, Any]] = mapped_column(JSON)
+    dag_hash: Mapped[str] = mapped_column(String(64))
+    task_count: Mapped[int] = mapped_column(Integer, default=0)
+    last_parsed: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    next_dagrun: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    next_dagrun_data_interval_start: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    next_dagrun_data_interval_end: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    next_dagrun_create_after: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    max_active_runs: Mapped[int | None] = mapped_column(Integer)
+    max_active_tasks: Mapped[int | None] = mapped_column(Integer)
+
+    __table_args__ = (
+        Index(
+            "ix_dag_next_dagrun_create_after", "is_active", "is_paused", "next_dagrun_create_after"
+        ),
+    )
+
+
+class DagFile(Base):
+    """One DAG file and the outcome of its last parse."""
+
+    __tablename__ = "dag_file"
+
+    fileloc: Mapped[str] = mapped_column(String(1000), primary_key=True)
+    content_hash: Mapped[str] = mapped_column(String(64))
+    last_parsed: Mapped[datetime] = mapped_column(UtcDateTime)
+    parse_duration: Mapped[float] = mapped_column(Float)
+    dag_count: Mapped[int] = mapped_column(Integer, default=0)
+    task_count: Mapped[int] = mapped_column(Integer, default=0)
+    has_import_error: Mapped[bool] = mapped_column(Boolean, default=False)
+    timed_out: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class ImportError_(Base):
+    """Why a DAG file could not be loaded; one row per broken file."""
+
+    __tablename__ = "import_error"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    filename: Mapped[str] = mapped_column(String(1000), unique=True)
+    timestamp: Mapped[datetime] = mapped_column(UtcDateTime)
+    stacktrace: Mapped[str] = mapped_column(Text)
+
+
+class DagRun(Base):
+    """One run of a DAG for one logical date."""
+
+    __tablename__ = "dag_run"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    dag_id: Mapped[str] = mapped_column(String(ID_LEN))
+    run_id: Mapped[str] = mapped_column(String(ID_LEN))
+    run_type: Mapped[str] = mapped_column(String(20))  # scheduled | manual | backfill | test
+    state: Mapped[str] = mapped_column(String(20))
+    logical_date: Mapped[datetime] = mapped_column(UtcDateTime)
+    data_interval_start: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    data_interval_end: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    queued_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    start_date: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    end_date: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    conf: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    external_trigger: Mapped[bool] = mapped_column(Boolean, default=False)
+    dag_hash: Mapped[str | None] = mapped_column(String(64))
+    last_scheduling_decision: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+    __table_args__ = (
+        UniqueConstraint("dag_id", "run_id"),
+        UniqueConstraint("dag_id", "logical_date"),
+        Index("ix_dag_run_state_dag_id", "state", "dag_id"),
+    )
+
+
+class TaskInstance(Base):
+    """One task in one DAG run; `try_number` counts its attempts."""
+
+    __tablename__ = "task_instance"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    dag_id: Mapped[str] = mapped_column(String(ID_LEN))
+    run_id: Mapped[str] = mapped_column(String(ID_LEN))
+    task_id: Mapped[str] = mapped_column(String(ID_LEN))
+    map_index: Mapped[int] = mapped_column(Integer, default=-1)
+    state: Mapped[str] = mapped_column(String(20))
+    try_number: Mapped[int] = mapped_column(Integer, default=0)
+    max_tries: Mapped[int] = mapped_column(Integer, default=0)
+    operator: Mapped[str | None] = mapped_column(String(ID_LEN))
+    pool: Mapped[str] = mapped_column(String(ID_LEN), default="default_pool")
+    pool_slots: Mapped[int] = mapped_column(Integer, default=1)
+    priority_weight: Mapped[int] = mapped_column(Integer, default=1)
+    queue: Mapped[str] = mapped_column(String(ID_LEN), default="default")
+    scheduled_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    queued_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    start_date: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    end_date: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    duration: Mapped[float | None] = mapped_column(Float)
+    next_retry_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    hostname: Mapped[str | None] = mapped_column(String(ID_LEN))
+    pid: Mapped[int | None] = mapped_column(Integer)
+    last_heartbeat: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    executor: Mapped[str | None] = mapped_column(String(50))
+
+    __table_args__ = (
+        UniqueConstraint("dag_id", "run_id", "task_id", "map_index"),
+        ForeignKeyConstraint(
+            ["dag_id", "run_id"], ["dag_run.dag_id", "dag_run.run_id"], ondelete="CASCADE"
+        ),
+        Index("ix_task_instance_state_pool", "state", "pool"),
+        Index("ix_task_instance_dag_id_state", "dag_id", "state"),
+    )
+
+
+class TaskTry(Base):
+    """One attempt of a task instance, kept for history after a retry or clear."""
+
+    __tablename__ = "task_try"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    ti_id: Mapped[int] = mapped_column(Integer)
+    dag_id: Mapped[str] = mapped_column(String(ID_LEN))
+    run_id: Mapped[str] = mapped_column(String(ID_LEN))
+    task_id: Mapped[str] = mapped_column(String(ID_LEN))
+    map_index: Mapped[int] = mapped_column(Integer, default=-1)
+    try_number: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(20))
+    start_date: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    end_date: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    duration: Mapped[float | None] = mapped_column(Float)
+    hostname: Mapped[str | None] = mapped_column(String(ID_LEN))
+    pid: Mapped[int | None] = mapped_column(Integer)
+    log_path: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (
+        UniqueConstraint("ti_id", "try_number"),
+        ForeignKeyConstraint(["ti_id"], ["task_instance.id"], ondelete="CASCADE"),
+        Index("ix_task_try_dag_id_run_id", "dag_id", "run_id"),
+    )
+
+
+class StateTransition(Base):
+    """An event row for every state change of a task instance or DAG run."""
+
+    __tablename__ = "state_transition"
+
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
+    at: Mapped[datetime] = mapped_column(UtcDateTime)
+    entity: Mapped[str] = mapped_column(String(20))  # task_instance | dag_run
+    dag_id: Mapped[str] = mapped_column(String(ID_LEN))
+    run_id: Mapped[str] = mapped_column(String(ID_LEN))
+    task_id: Mapped[str | None] = mapped_column(String(ID_LEN))
+    map_index: Mapped[int | None] = mapped_column(Integer)
+    try_number: Mapped[int | None] = mapped_column(Integer)
+    from_state: Mapped[str] = mapped_column(String(20))
+    to_state: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_state_transition_dag_id_run_id", "dag_id", "run_id"),)
+
+
+class CallbackRecord(Base):
+    """The outcome of one callback (task or DAG), so a failing callback is visible."""
+
+    __tablename__ = "callback"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UtcDateTime)
+    dag_id: Mapped[str] = mapped_column(String(ID_LEN))
+    run_id: Mapped[str] = mapped_column(String(ID_LEN))
+    task_id: Mapped[str | None] = mapped_column(String(ID_LEN))
+    try_number: Mapped[int | None] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(50))  # on_success_callback, ...
+    callback: Mapped[str] = mapped_column(String(500))
+    status: Mapped[str] = mapped_column(String(20))  # success | failed
+    duration: Mapped[float] = mapped_column(Float)
+    error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_callback_dag_id_run_id", "dag_id", "run_id"),)
+
+
+class Pool(Base):
+    """A named set of slots that limits how many tasks using it run at once."""
+
+    __tablename__ = "pool"
+
+    name: Mapped[str] = mapped_column(String(ID_LEN), primary_key=True)
+    slots: Mapped[int] = mapped_column(Integer)
+    description: Mapped[str] = mapped_column(Text, default="")
+
+
+class XCom(Base):
+    """A value a task passed on (JSON), keyed by task instance and key."""
+
+    __tablename__ = "xcom"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    dag_id: Mapped[str] = mapped_column(String(ID_LEN))
+    run_id: Mapped[str] = mapped_column(String(ID_LEN))
+    task_id: Mapped[str] = mapped_column(String(ID_LEN))
+    map_index: Mapped[int] = mapped_column(Integer, default=-1)
+    key: Mapped[str] = mapped_column(String(512))
+    value: Mapped[Any] = mapped_column(JSON)
+    timestamp: Mapped[datetime] = mapped_column(UtcDateTime)
+
+    __table_args__ = (
+        UniqueConstraint("dag_id", "run_id", "task_id", "map_index", "key"),
+        ForeignKeyConstraint(
+            ["dag_id", "run_id"], ["dag_run.dag_id", "dag_run.run_id"], ondelete="CASCADE"
+        ),
+    )
+
+
+class Variable(Base):
+    """A key/value setting for DAGs; the value is Fernet-encrypted."""
+
+    __tablename__ = "variable"
+
+    key: Mapped[str] = mapped_column(String(ID_LEN), primary_key=True)
+    val: Mapped[bytes] = mapped_column(LargeBinary)
+    is_secret: Mapped[bool] = mapped_column(Boolean, default=False)
+    description: Mapped[str | None] = mapped_column(Text)
+
+
+class Connection(Base):
+    """Where and how to reach an external system; password and extra are encrypted."""
+
+    __tablename__ = "connection"
+
+    conn_id: Mapped[str] = mapped_column(String(ID_LEN), primary_key=True)
+    conn_type: Mapped[str] = mapped_column(String(100))
+    host: Mapped[str | None] = mapped_column(String(500))
+    schema: Mapped[str | None] = mapped_column(String(500))
+    login: Mapped[str | None] = mapped_column(String(500))
+    password: Mapped[bytes | None] = mapped_column(LargeBinary)
+    port: Mapped[int | None] = mapped_column(Integer)
+    extra: Mapped[bytes | None] = mapped_column(LargeBinary)
+    description: Mapped[str | None] = mapped_column(Text)
+
+
+class SlaMiss(Base):
+    """A task SLA or DAG-run deadline that passed; recorded once per miss."""
+
+    __tablename__ = "sla_miss"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(20))  # task_sla | dag_deadline
+    dag_id: Mapped[str] = mapped_column(String(ID_LEN))
+    run_id: Mapped[str] = mapped_column(String(ID_LEN))
+    task_id: Mapped[str] = mapped_column(String(ID_LEN), default="")
+    deadline: Mapped[datetime] = mapped_column(UtcDateTime)
+    detected_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    notified: Mapped[bool] = mapped_column(Boolean, default=False)
+
+    __table_args__ = (UniqueConstraint("kind", "dag_id", "run_id", "task_id"),)
+
+
+class Alert(Base):
+    """The notification outbox: one row per event to deliver, with its delivery record."""
+
+    __tablename__ = "alert"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    fingerprint: Mapped[str] = mapped_column(String(500), unique=True)
+    event: Mapped[str] = mapped_column(String(50))
+    severity: Mapped[str] = mapped_column(String(20), default="error")
+    route: Mapped[str | None] = mapped_column(String(ID_LEN))
+    dag_id: Mapped[str | None] = mapped_column(String(ID_LEN))
+    run_id: Mapped[str | None] = mapped_column(String(ID_LEN))
+    task_id: Mapped[str | None] = mapped_column(String(ID_LEN))
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    status: Mapped[str] = mapped_column(String(20))  # pending | sent | failed | suppressed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_alert_status_next_attempt_at", "status", "next_attempt_at"),)
+
+
+class Job(Base):
+    """A long-running dagwatch process (scheduler, worker) and its heartbeat."""
+
+    __tablename__ = "job"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_type: Mapped[str] = mapped_column(String(30))
+    state: Mapped[str] = mapped_column(String(20))  # running | success | failed
+    hostname: Mapped[str] = mapped_column(String(ID_LEN))
+    pid: Mapped[int] = mapped_column(Integer)
+    start_date: Mapped[datetime] = mapped_column(UtcDateTime)
+    end_date: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    latest_heartbeat: Mapped[datetime] = mapped_column(UtcDateTime)
+
+    __table_args__ = (Index("ix_job_job_type_state", "job_type", "state"),)
+
+
+class AuditLog(Base):
+    """Who did what, from the CLI or the console."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UtcDateTime)
+    actor: Mapped[str] = mapped_column(String(ID_LEN))
+    event: Mapped[str] = mapped_column(String(100))
+    dag_id: Mapped[str | None] = mapped_column(String(ID_LEN))
+    run_id: Mapped[str | None] = mapped_column(String(ID_LEN))
+    task_id: Mapped[str | None] = mapped_column(String(ID_LEN))
+    extra: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
