@@ -1,0 +1,5 @@
+"""`python -m engine`: the dagwatch command."""
+
+from engine.cli import main
+
+main()

@@ -1,0 +1,148 @@
+"""Shared fixtures: an isolated DAGWATCH_HOME, its config, and migrated metastores.
+
+`store` runs each test on SQLite and on PostgreSQL. The PostgreSQL database is created once
+per session (dagwatch_test_<hex>), migrated once, and truncated before each test.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy import insert, text
+
+from engine import runtime
+from engine.config import Config, load_config
+from engine.secrets import get_masker
+from engine.store.db import Store
+from engine.store.migrate import DEFAULT_POOL, migrate
+from engine.store.models import Base, Pool
+from tests.helpers import PG_HOST, PG_PORT, create_pg_database, drop_pg_database
+
+_PASSED_THROUGH = ("PATH", "HOME")
+
+
+@pytest.fixture(autouse=True)
+def _forget_process_state() -> Iterator[None]:
+    """Secrets registered for masking and runtime handles must not leak between tests."""
+    yield
+    get_masker().clear()
+    runtime.reset()
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    """An empty DAGWATCH_HOME."""
+    path = tmp_path / "dagwatch_home"
+    path.mkdir()
+    return path
+
+
+@pytest.fixture
+def environ(home: Path) -> dict[str, str]:
+    """A minimal environment: DAGWATCH_HOME plus PATH/HOME, never the caller's DAGWATCH__*."""
+    env = {"DAGWATCH_HOME": str(home)}
+    env.update({name: os.environ[name] for name in _PASSED_THROUGH if name in os.environ})
+    return env
+
+
+@pytest.fixture
+def config(environ: dict[str, str]) -> Config:
+    return load_config(environ)
+
+
+@pytest.fixture
+def cli_env(environ: dict[str, str]) -> dict[str, str]:
+    """The environment for `run_cli`: the test's home and a known actor for audit rows."""
+    return {**environ, "USER": "dagwatch-test"}
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this test session, dropped at the end."""
+    try:
+        url = create_pg_database()
+    except psycopg.Error as exc:
+        reason = f"PostgreSQL not reachable at {PG_HOST}:{PG_PORT}: {exc}".strip()
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(reason)
+        print(reason)
+        pytest.skip(reason)
+    yield url
+    drop_pg_database(url)
+
+
+@pytest.fixture(scope="session")
+def _pg_store(pg_url: str) -> Iterator[Store]:
+    store = Store(pg_url)
+    migrate(store)
+    yield store
+    store.dispose()
+
+
+def _truncate(store: Store, default_pool_slots: int) -> None:
+    tables = ", ".join(f'"{table.name}"' for table in Base.metadata.sorted_tables)
+    with store.session() as session:
+        session.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+        session.execute(
+            insert(Pool).values(
+                name=DEFAULT_POOL, slots=default_pool_slots, description="Default pool"
+            )
+        )
+
+
+def _configured(store: Store, config: Config) -> Iterator[Store]:
+    url = store.url.render_as_string(hide_password=False)
+    runtime.configure(config.with_overrides(database__sql_alchemy_conn=url), store)
+    try:
+        yield store
+    finally:
+        runtime.reset()
+
+
+def _sqlite(config: Config) -> Store:
+    store = Store.from_config(config)  # the default: $DAGWATCH_HOME/dagwatch.db
+    migrate(store, config.get("core.default_pool_slots"))
+    return store
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store(request: pytest.FixtureRequest, config: Config) -> Iterator[Store]:
+    """A migrated metastore, SQLite in `home` or the session's PostgreSQL database, emptied."""
+    if request.param == "sqlite":
+        sqlite_store = _sqlite(config)
+        yield from _configured(sqlite_store, config)
+        sqlite_store.dispose()
+    else:
+        pg_store: Store = request.getfixturevalue("_pg_store")
+        _truncate(pg_store, config.get("core.default_pool_slots"))
+        yield from _configured(pg_store, config)
+
+
+@pytest.fixture
+def sqlite_store(config: Config) -> Iterator[Store]:
+    """A migrated SQLite metastore in `home` (for SQLite-specific behaviour)."""
+    store = _sqlite(config)
+    yield from _configured(store, config)
+    store.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def empty_store(request: pytest.FixtureRequest, home: Path) -> Iterator[Store]:
+    """A never-migrated database (a SQLite file or a scratch PostgreSQL database)."""
+    if request.param == "sqlite":
+        store = Store(f"sqlite:///{home / 'empty.db'}")
+        yield store
+        store.dispose()
+        return
+    request.getfixturevalue("pg_url")  # skip or fail exactly like the other PostgreSQL tests
+    url = create_pg_database("dagwatch_test_empty")
+    store = Store(url)
+    try:
+        yield store
+    finally:
+        store.dispose()
+        drop_pg_database(url)
