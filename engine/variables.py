@@ -1,0 +1,78 @@
+"""`Variable`: Airflow's API for key/value settings, read from the environment or metastore.
+
+`DAGWATCH_VAR_<KEY>` in the environment wins over the metastore, so a deployment can pin a
+value without writing to the database.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from engine import runtime
+from engine.exceptions import NotFound
+from engine.secrets import is_sensitive_key, mask_secret
+
+ENV_PREFIX = "DAGWATCH_VAR_"
+_MISSING: Any = object()
+
+
+def _env_name(key: str) -> str:
+    return f"{ENV_PREFIX}{key.upper()}"
+
+
+class Variable:
+    """Read and write variables the way Airflow DAGs do: `Variable.get("key")`."""
+
+    @classmethod
+    def get(cls, key: str, default_var: Any = _MISSING, deserialize_json: bool = False) -> Any:
+        """The value of `key`; `default_var` when missing, else NotFound."""
+        value, is_secret = cls._lookup(key)
+        if value is None:
+            if default_var is _MISSING:
+                raise NotFound(f"Variable {key!r} does not exist")
+            return default_var
+        if is_secret:
+            mask_secret(value)
+        return json.loads(value) if deserialize_json else value
+
+    @staticmethod
+    def _lookup(key: str) -> tuple[str | None, bool]:
+        from_env = os.environ.get(_env_name(key))
+        if from_env is not None:
+            return from_env, is_sensitive_key(key)
+        from engine.store import variables as variable_store  # sqlalchemy only when used
+
+        store, config = runtime.get_store(), runtime.get_config()
+        with store.session(readonly=True) as session:
+            record = variable_store.get_variable(session, key, config=config)
+        return (None, False) if record is None else (record.value, record.is_secret)
+
+    @classmethod
+    def set(
+        cls,
+        key: str,
+        value: Any,
+        description: str | None = None,
+        serialize_json: bool = False,
+        is_secret: bool | None = None,
+    ) -> None:
+        """Store `value` (JSON-encoded when `serialize_json`); secret if the key looks so."""
+        text = json.dumps(value, indent=2) if serialize_json else str(value)
+        secret = is_sensitive_key(key) if is_secret is None else is_secret
+        from engine.store import variables as variable_store  # sqlalchemy only when used
+
+        store, config = runtime.get_store(), runtime.get_config()
+        with store.session() as session:
+            variable_store.set_variable(
+                session, key, text, description=description, is_secret=secret, config=config
+            )
+
+    @classmethod
+    def delete(cls, key: str) -> int:
+        """Delete `key` from the metastore; returns how many were deleted (0 or 1)."""
+        from engine.store import variables as variable_store
+
+        with runtime.get_store().session() as session:
+            return int(variable_store.delete_variable(session, key))
