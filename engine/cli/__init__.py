@@ -1,0 +1,94 @@
+"""The `dagwatch` command: one entry point, Airflow-shaped verb groups.
+
+Each verb group lives in its own module and is registered in `_VERB_GROUPS`. Errors that
+dagwatch raises on purpose (`DagwatchError`) become one line on stderr and exit code 1;
+bad usage exits with 2 (click's convention), before anything is written.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+from functools import cached_property
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from engine.cli.usage import Group
+from engine.config import Config, load_config
+from engine.exceptions import DagwatchError
+
+if TYPE_CHECKING:
+    from engine.store.db import Store
+
+# module name -> attribute holding the click command or group
+_VERB_GROUPS: tuple[tuple[str, str], ...] = (
+    ("engine.cli.db", "db"),
+    ("engine.cli.dags", "dags"),
+    ("engine.cli.tasks", "tasks"),
+    ("engine.cli.variables", "variables"),
+    ("engine.cli.connections", "connections"),
+    ("engine.cli.pools", "pools"),
+    ("engine.cli.config", "config"),
+    ("engine.cli.version", "version"),
+)
+
+
+class CliContext:
+    """What every verb needs, loaded lazily so `--help` and bad usage touch nothing."""
+
+    def __init__(self, environ: dict[str, str] | None = None) -> None:
+        self._environ = dict(os.environ if environ is None else environ)
+
+    @cached_property
+    def config(self) -> Config:
+        config = load_config(self._environ)
+        from engine import runtime
+
+        runtime.configure(config)
+        return config
+
+    @cached_property
+    def store(self) -> Store:
+        from engine import runtime
+
+        self.config  # noqa: B018 - configures the runtime first
+        return runtime.get_store()
+
+    @property
+    def actor(self) -> str:
+        return self._environ.get("USER") or "cli"
+
+
+pass_cli = click.make_pass_decorator(CliContext, ensure=True)
+
+
+class _Main(Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except DagwatchError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
+@click.pass_context
+def cli(ctx: click.Context) -> None:
+    """dagwatch: DAGs in Python, observable and alertable out of the box."""
+    ctx.ensure_object(CliContext)
+    logging.basicConfig(
+        level=os.environ.get("DAGWATCH__LOGGING__LEVEL", "WARNING"),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+for _module, _attr in _VERB_GROUPS:
+    cli.add_command(getattr(importlib.import_module(_module), _attr))
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="dagwatch")

@@ -1,0 +1,42 @@
+"""`dagwatch config ...`: the effective configuration and where each value comes from."""
+
+from __future__ import annotations
+
+import click
+
+from engine.cli import CliContext, pass_cli
+from engine.cli.output import echo_rows, output_option
+from engine.cli.usage import Group
+
+COLUMNS = ("section", "key", "value", "source")
+
+
+@click.group(cls=Group)
+def config() -> None:
+    """Show the effective configuration (defaults < dagwatch.toml < DAGWATCH__ variables)."""
+
+
+@config.command("list")
+@output_option
+@pass_cli
+def list_(cli: CliContext, output: str) -> None:
+    """Every option, its value (secrets masked) and its source."""
+    rows = [
+        {
+            "section": setting.option.section,
+            "key": setting.option.key,
+            "value": setting.display_value(),
+            "source": setting.source,
+        }
+        for setting in cli.config.settings.values()
+    ]
+    echo_rows(rows, COLUMNS, output)
+
+
+@config.command("get-value")
+@click.argument("section")
+@click.argument("key")
+@pass_cli
+def get_value(cli: CliContext, section: str, key: str) -> None:
+    """Print the value of SECTION.KEY (unmasked, for scripts)."""
+    click.echo(cli.config.get(f"{section}.{key}"))

@@ -1,0 +1,171 @@
+"""`dagwatch connections ...`: add, get, list and delete connections."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import click
+
+from engine.cli import CliContext, pass_cli
+from engine.cli.output import echo_object, echo_rows, output_option
+from engine.cli.usage import PORT, Group, usage_error
+from engine.connections import Connection
+from engine.exceptions import NotFound
+from engine.store.audit import record_audit
+from engine.store.connections import (
+    add_connection,
+    delete_connection,
+    get_connection,
+    list_connections,
+)
+
+COLUMNS = (
+    "conn_id",
+    "conn_type",
+    "host",
+    "schema",
+    "login",
+    "password",
+    "port",
+    "extra",
+    "description",
+)
+
+
+class ConnectionUri(click.ParamType):
+    """An Airflow-style connection URI, checked when the command line is parsed."""
+
+    name = "uri"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> str:
+        try:
+            Connection.from_uri("check", value)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+        return str(value)
+
+
+class JsonObject(click.ParamType):
+    """A JSON object given on the command line."""
+
+    name = "json"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> dict[str, Any]:
+        if isinstance(value, dict):
+            return value
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError as exc:
+            self.fail(f"not valid JSON: {exc}", param, ctx)
+        if not isinstance(parsed, dict):
+            self.fail("must be a JSON object, like '{\"key\": 1}'", param, ctx)
+        return parsed
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    return json.dumps(value, sort_keys=True) if isinstance(value, dict) else str(value)
+
+
+@click.group(cls=Group)
+def connections() -> None:
+    """Where and how DAGs reach external systems (secrets encrypted in the metastore)."""
+
+
+@connections.command()
+@click.argument("conn_id")
+@output_option
+@pass_cli
+def get(cli: CliContext, conn_id: str, output: str) -> None:
+    """Show the connection CONN_ID (password and sensitive extra masked)."""
+    with cli.store.session(readonly=True) as session:
+        connection = get_connection(session, conn_id, config=cli.config)
+    if connection is None:
+        raise NotFound(f"connection {conn_id!r} does not exist")
+    fields = connection.to_dict(masked=True)
+    text = "\n".join(f"{name}: {_text(value)}" for name, value in fields.items())
+    echo_object(fields, output, text)
+
+
+@connections.command()
+@click.argument("conn_id")
+@click.option("--conn-uri", type=ConnectionUri(), help="The whole connection as a URI.")
+@click.option("--conn-type", help="Connection type, e.g. postgres, http.")
+@click.option("--conn-host")
+@click.option("--conn-login")
+@click.option("--conn-password")
+@click.option("--conn-port", type=PORT)
+@click.option("--conn-schema")
+@click.option("--conn-extra", type=JsonObject(), help="Extra options as a JSON object.")
+@click.option("--conn-description")
+@pass_cli
+def add(
+    cli: CliContext,
+    conn_id: str,
+    conn_uri: str | None,
+    conn_type: str | None,
+    conn_host: str | None,
+    conn_login: str | None,
+    conn_password: str | None,
+    conn_port: int | None,
+    conn_schema: str | None,
+    conn_extra: dict[str, Any] | None,
+    conn_description: str | None,
+) -> None:
+    """Add the connection CONN_ID, from --conn-uri or from --conn-type and the other fields."""
+    fields = (conn_type, conn_host, conn_login, conn_password, conn_port, conn_schema)
+    if conn_uri is not None:
+        if any(value is not None for value in fields):
+            raise usage_error("give --conn-uri or --conn-type and fields, not both")
+        connection = Connection.from_uri(conn_id, conn_uri, description=conn_description)
+        if conn_extra is not None:
+            connection.extra.update(conn_extra)
+    elif conn_type is None:
+        raise usage_error("give --conn-uri, or --conn-type and the other --conn-* fields")
+    else:
+        connection = Connection(
+            conn_id,
+            conn_type=conn_type,
+            description=conn_description,
+            host=conn_host,
+            login=conn_login,
+            password=conn_password,
+            schema=conn_schema,
+            port=conn_port,
+            extra=conn_extra,
+        )
+    with cli.store.session() as session:
+        add_connection(session, connection, config=cli.config)
+        record_audit(
+            session,
+            actor=cli.actor,
+            event="connections.add",
+            extra={"conn_id": conn_id, "conn_type": connection.conn_type},
+        )
+    click.echo(f"connection {conn_id!r} added")
+
+
+@connections.command("list")
+@output_option
+@pass_cli
+def list_(cli: CliContext, output: str) -> None:
+    """List connections (passwords and sensitive extra values masked)."""
+    with cli.store.session(readonly=True) as session:
+        rows = [c.to_dict(masked=True) for c in list_connections(session, config=cli.config)]
+    echo_rows(rows, COLUMNS, output)
+
+
+@connections.command()
+@click.argument("conn_id")
+@pass_cli
+def delete(cli: CliContext, conn_id: str) -> None:
+    """Delete the connection CONN_ID."""
+    with cli.store.session() as session:
+        if not delete_connection(session, conn_id):
+            raise NotFound(f"connection {conn_id!r} does not exist")
+        record_audit(
+            session, actor=cli.actor, event="connections.delete", extra={"conn_id": conn_id}
+        )
+    click.echo(f"connection {conn_id!r} deleted")

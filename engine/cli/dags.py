@@ -1,0 +1,200 @@
+"""`dagwatch dags ...`: list, inspect, parse and test DAGs."""
+
+from __future__ import annotations
+
+import json
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import click
+import pendulum
+
+from engine.cli import CliContext, pass_cli
+from engine.cli.output import echo_object, echo_rows, output_option
+from engine.cli.usage import Group
+from engine.exceptions import DagwatchError, NotFound
+
+
+class DateTimeParam(click.ParamType):
+    """An ISO 8601 date or datetime; naive values are UTC."""
+
+    name = "datetime"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> datetime:
+        if isinstance(value, datetime):
+            return value
+        try:
+            parsed = pendulum.parse(value, tz="UTC")
+        except (ValueError, pendulum.parsing.exceptions.ParserError):
+            self.fail(f"{value!r} is not an ISO 8601 date or datetime", param, ctx)
+        if not isinstance(parsed, datetime):
+            self.fail(f"{value!r} is not a date or datetime", param, ctx)
+        return parsed.in_timezone("UTC")
+
+
+class JsonObjectParam(click.ParamType):
+    """A JSON object given on the command line."""
+
+    name = "json"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> dict:
+        if isinstance(value, dict):
+            return value
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError as exc:
+            self.fail(f"not valid JSON: {exc}", param, ctx)
+        if not isinstance(parsed, dict):
+            self.fail("must be a JSON object, like '{\"key\": 1}'", param, ctx)
+        return parsed
+
+
+DATETIME = DateTimeParam()
+JSON_OBJECT = JsonObjectParam()
+
+
+@click.group(cls=Group)
+def dags() -> None:
+    """List, inspect, parse and test DAGs."""
+
+
+@dags.command("list")
+@click.option("--include-inactive", is_flag=True, help="Also show DAGs whose file is gone.")
+@output_option
+@pass_cli
+def list_dags(cli: CliContext, include_inactive: bool, output: str) -> None:
+    """List the DAGs found in the DAG folders."""
+    from engine.store import dags as dag_store
+
+    with cli.store.session() as session:
+        rows = [
+            {
+                "dag_id": row.dag_id,
+                "filename": row.fileloc,
+                "owner": row.owner,
+                "schedule": row.schedule,
+                "is_paused": row.is_paused,
+                "is_active": row.is_active,
+                "tags": row.tags,
+                "tasks": row.task_count,
+                "last_parsed": row.last_parsed,
+            }
+            for row in dag_store.list_dags(session, include_inactive=include_inactive)
+        ]
+    columns = ["dag_id", "filename", "owner", "schedule", "is_paused", "tags", "tasks"]
+    if include_inactive:
+        columns.append("is_active")
+    echo_rows(rows, columns if output == "table" else [*columns, "last_parsed"], output)
+
+
+@dags.command("list-import-errors")
+@output_option
+@pass_cli
+def list_import_errors(cli: CliContext, output: str) -> None:
+    """List DAG files that failed to import, with the error."""
+    from engine.store import dags as dag_store
+
+    with cli.store.session() as session:
+        rows = [
+            {"filename": row.filename, "timestamp": row.timestamp, "error": row.stacktrace}
+            for row in dag_store.list_import_errors(session)
+        ]
+    echo_rows(rows, ["filename", "timestamp", "error"], output)
+
+
+@dags.command("reserialize")
+@click.option("--force", is_flag=True, help="Re-import unchanged files too.")
+@output_option
+@pass_cli
+def reserialize(cli: CliContext, force: bool, output: str) -> None:
+    """Parse the DAG folders now and store what was found."""
+    from engine.processor import process_folders
+
+    report = process_folders(cli.store, cli.config, force=force)
+    summary = {
+        "files_seen": report.files_seen,
+        "files_parsed": report.files_parsed,
+        "dags_found": report.dags_found,
+        "import_errors": report.import_errors,
+        "duration_seconds": round(report.duration, 3),
+    }
+    text = (
+        f"{report.files_seen} files, {report.files_parsed} parsed, "
+        f"{report.dags_found} DAGs, {report.import_errors} import errors "
+        f"in {report.duration:.2f} s"
+    )
+    echo_object(summary, output, text)
+
+
+@dags.command("show")
+@click.argument("dag_id")
+@output_option
+@pass_cli
+def show(cli: CliContext, dag_id: str, output: str) -> None:
+    """Show a DAG's tasks and edges."""
+    from engine.serialization import SerializedDAG
+    from engine.store import dags as dag_store
+
+    with cli.store.session() as session:
+        plan = SerializedDAG.from_dict(dag_store.get_dag(session, dag_id).serialized)
+    tasks = [
+        {
+            "task_id": task.task_id,
+            "operator": task.operator,
+            "trigger_rule": str(task.trigger_rule),
+            "upstream": sorted(task.upstream_task_ids),
+            "downstream": sorted(task.downstream_task_ids),
+        }
+        for task in plan.topological_sort()
+    ]
+    if output == "json":
+        echo_rows(tasks, ["task_id", "operator", "trigger_rule", "upstream", "downstream"], output)
+        return
+    click.echo(f"DAG {plan.dag_id}  schedule: {plan.timetable.summary}")
+    for task in tasks:
+        click.echo(f"  {task['task_id']}  [{task['operator']}, {task['trigger_rule']}]")
+        for downstream in task["downstream"]:
+            label = plan.edge_info(task["task_id"], downstream).get("label")
+            click.echo(f"    -> {downstream}" + (f"  ({label})" if label else ""))
+
+
+def load_dag(cli: CliContext, dag_id: str) -> Any:
+    """Parse the folders (unchanged files are skipped), then import the DAG's file here."""
+    from engine.processor import dag_folders, import_dag_file, process_folders
+    from engine.store import dags as dag_store
+
+    process_folders(cli.store, cli.config)
+    with cli.store.session() as session:
+        fileloc = dag_store.get_dag(session, dag_id).fileloc
+    for folder in dag_folders(cli.config):
+        if folder.is_dir() and str(folder) not in sys.path:
+            sys.path.insert(0, str(folder))
+    for dag in import_dag_file(Path(fileloc)):
+        if dag.dag_id == dag_id:
+            return dag
+    raise NotFound(f"DAG {dag_id!r} is no longer defined in {fileloc}")
+
+
+@dags.command("test")
+@click.argument("dag_id")
+@click.option("--logical-date", type=DATETIME, help="Logical date of the run [default: now].")
+@click.option("--conf", type=JSON_OBJECT, help="Run conf as a JSON object (overrides params).")
+@pass_cli
+def test(cli: CliContext, dag_id: str, logical_date: datetime | None, conf: dict | None) -> None:
+    """Run one DAG run in this process, one task at a time, and print each outcome.
+
+    States, attempts and logs are written to the metastore and the log folder. Exits
+    with 1 when the run fails.
+    """
+    from engine.inprocess import run_dag_in_process
+    from engine.states import DagRunState
+
+    dag = load_dag(cli, dag_id)
+    when = logical_date or datetime.now(UTC).replace(microsecond=0)
+    report = run_dag_in_process(
+        cli.store, cli.config, dag, logical_date=when, conf=conf, echo=click.echo
+    )
+    if report.state is not DagRunState.SUCCESS:
+        raise DagwatchError(f"run {report.run_id} of {dag_id} {report.state}")

@@ -1,0 +1,97 @@
+"""`dagwatch variables ...`: get, set, list and delete variables."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from engine.cli import CliContext, pass_cli
+from engine.cli.output import echo_rows, output_option
+from engine.cli.usage import Group, usage_error
+from engine.exceptions import NotFound
+from engine.secrets import is_sensitive_key
+from engine.store.audit import record_audit
+from engine.store.variables import delete_variable, get_variable, list_variables, set_variable
+
+COLUMNS = ("key", "value", "is_secret", "description")
+_NO_DEFAULT = object()
+
+
+@click.group(cls=Group)
+def variables() -> None:
+    """Key/value settings for DAGs (values are encrypted in the metastore)."""
+
+
+@variables.command()
+@click.argument("key")
+@click.option("--default", "default", default=None, help="Print this when KEY does not exist.")
+@pass_cli
+def get(cli: CliContext, key: str, default: str | None) -> None:
+    """Print the value of KEY (from the metastore)."""
+    with cli.store.session(readonly=True) as session:
+        record = get_variable(session, key, config=cli.config)
+    if record is None:
+        if default is None:
+            raise NotFound(f"variable {key!r} does not exist")
+        click.echo(default)
+        return
+    click.echo(record.value)
+
+
+@variables.command("set")
+@click.argument("key")
+@click.argument("value")
+@click.option("--description", default=None, help="What the variable is for.")
+@click.option(
+    "--secret/--no-secret",
+    default=None,
+    help="Mask the value in listings and logs [default: when KEY looks sensitive].",
+)
+@click.option("--json", "is_json", is_flag=True, help="VALUE is JSON: check it is valid.")
+@pass_cli
+def set_(
+    cli: CliContext,
+    key: str,
+    value: str,
+    description: str | None,
+    secret: bool | None,
+    is_json: bool,
+) -> None:
+    """Create or replace the variable KEY."""
+    if is_json:
+        try:
+            json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise usage_error(f"VALUE is not valid JSON: {exc}") from None
+    is_secret = is_sensitive_key(key) if secret is None else secret
+    with cli.store.session() as session:
+        set_variable(
+            session, key, value, description=description, is_secret=is_secret, config=cli.config
+        )
+        record_audit(
+            session, actor=cli.actor, event="variables.set", extra={"key": key, "secret": is_secret}
+        )
+    click.echo(f"variable {key!r} set" + (" (secret)" if is_secret else ""))
+
+
+@variables.command("list")
+@output_option
+@pass_cli
+def list_(cli: CliContext, output: str) -> None:
+    """List variables; values of secret variables show as ***."""
+    with cli.store.session(readonly=True) as session:
+        records = list_variables(session, config=cli.config)
+    echo_rows([record.as_row(masked=True) for record in records], COLUMNS, output)
+
+
+@variables.command()
+@click.argument("key")
+@pass_cli
+def delete(cli: CliContext, key: str) -> None:
+    """Delete the variable KEY."""
+    with cli.store.session() as session:
+        if not delete_variable(session, key):
+            raise NotFound(f"variable {key!r} does not exist")
+        record_audit(session, actor=cli.actor, event="variables.delete", extra={"key": key})
+    click.echo(f"variable {key!r} deleted")
