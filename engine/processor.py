@@ -1,0 +1,295 @@
+"""The DAG processor: finds DAG files, imports each in an isolated process, stores the result.
+
+A file is imported in a child forked from a warm server process that has already
+imported dagwatch, so a file costs a fork, not an interpreter start. A child that
+raises, calls `sys.exit`, dies or outlives `core.dag_file_processor_timeout` turns
+into an import error for its file; the processor itself never raises for user code.
+Unchanged files (same content hash) are not imported again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import multiprocessing
+import os
+import sys
+import time
+import traceback
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from multiprocessing.connection import Connection, wait
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+EXAMPLE_DAGS_FOLDER = Path(__file__).parent / "example_dags"
+#: Files that mention neither word cannot define a DAG; skipping them saves an import.
+_SAFE_MODE_WORDS = (b"dag", b"DAG")
+
+
+@dataclass
+class FileParseResult:
+    """What importing one DAG file produced."""
+
+    fileloc: str
+    content_hash: str
+    duration: float
+    dags: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+    timed_out: bool = False
+
+
+def file_hash(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def might_contain_dag(path: Path) -> bool:
+    data = path.read_bytes()
+    return any(word in data for word in _SAFE_MODE_WORDS)
+
+
+def find_dag_files(folder: Path) -> list[Path]:
+    """Python files under `folder` (sorted; hidden folders and `__pycache__` skipped)."""
+    if not folder.exists():
+        return []
+    if folder.is_file():
+        return [folder.resolve()]
+    found = []
+    for root, dirs, files in os.walk(folder, followlinks=True):
+        dirs[:] = sorted(d for d in dirs if not d.startswith((".", "__pycache__")))
+        for name in sorted(files):
+            path = Path(root, name)
+            if name.endswith(".py") and not name.startswith(".") and might_contain_dag(path):
+                found.append(path.resolve())
+    return found
+
+
+def _module_name(path: Path) -> str:
+    digest = hashlib.sha1(str(path).encode()).hexdigest()[:12]
+    return f"dagwatch_dagfile_{digest}_{path.stem}"
+
+
+def import_dag_file(path: Path) -> list[Any]:
+    """Import a DAG file in this process and return the DAGs it defines, validated.
+
+    Used by the parsing child and by the task runner, which imports user code itself.
+    """
+    from engine.dag import DAG, pop_autoregistered_dags
+
+    pop_autoregistered_dags()  # forget DAGs built before this file
+    name = _module_name(path)
+    spec = importlib.util.spec_from_file_location(name, path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
+    # Assigned DAGs, and those whose `with` block or `@dag` call ran in this file.
+    found = [value for value in vars(module).values() if isinstance(value, DAG)]
+    found += [dag for dag in pop_autoregistered_dags() if Path(dag.fileloc) == path]
+    dags: dict[str, DAG] = {}
+    for dag in found:
+        dags.setdefault(dag.dag_id, dag)
+    for dag in dags.values():
+        dag.fileloc = str(path)
+        dag.validate()
+    return list(dags.values())
+
+
+def _parse_in_child(path: str, conn: Connection, extra_sys_path: Sequence[str]) -> None:
+    """Child side: import the file, serialize its DAGs, send them back once."""
+    from engine.serialization import serialize_dag
+
+    for entry in extra_sys_path:
+        if entry not in sys.path:
+            sys.path.insert(0, entry)
+    try:
+        dags = import_dag_file(Path(path))
+        conn.send(("ok", [serialize_dag(dag) for dag in dags]))
+    except BaseException as exc:
+        text = "".join(traceback.format_exception(exc))
+        if isinstance(exc, SystemExit):
+            text = f"the file called sys.exit({exc.code!r}) while being imported\n{text}"
+        conn.send(("error", text))
+    finally:
+        conn.close()
+
+
+_context: Any = None
+
+
+def _mp_context() -> Any:
+    """A forkserver whose server has imported dagwatch: cheap, clean children."""
+    global _context
+    if _context is None:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(["engine.processor", "engine.serialization", "engine"])
+        _context = context
+    return _context
+
+
+@dataclass
+class _Child:
+    path: Path
+    content_hash: str
+    process: Any
+    conn: Connection
+    started: float
+
+
+def parse_files(
+    paths: Iterable[tuple[Path, str]],
+    *,
+    timeout: float,
+    processes: int,
+    extra_sys_path: Sequence[str] = (),
+) -> list[FileParseResult]:
+    """Import each `(path, content_hash)` in its own child, `processes` at a time."""
+    pending = list(paths)
+    pending.reverse()
+    running: dict[Connection, _Child] = {}
+    results: list[FileParseResult] = []
+    context = _mp_context()
+    while pending or running:
+        while pending and len(running) < processes:
+            path, digest = pending.pop()
+            reader, writer = context.Pipe(duplex=False)
+            process = context.Process(
+                target=_parse_in_child,
+                args=(str(path), writer, list(extra_sys_path)),
+                name=f"dagwatch-parse-{path.name}",
+                daemon=True,
+            )
+            process.start()
+            writer.close()
+            running[reader] = _Child(path, digest, process, reader, time.monotonic())
+        next_deadline = min(child.started + timeout for child in running.values())
+        ready = wait(list(running), timeout=max(0.0, next_deadline - time.monotonic()))
+        for conn in ready:
+            results.append(_collect(running.pop(conn)))  # type: ignore[arg-type]
+        now = time.monotonic()
+        for conn, child in list(running.items()):
+            if now - child.started >= timeout:
+                del running[conn]
+                results.append(_kill_timed_out(child, timeout))
+    return results
+
+
+def _collect(child: _Child) -> FileParseResult:
+    duration = time.monotonic() - child.started
+    result = FileParseResult(str(child.path), child.content_hash, duration)
+    try:
+        status, payload = child.conn.recv()
+    except (EOFError, OSError):
+        child.process.join(5)
+        result.error = (
+            f"the process importing {child.path} exited with code "
+            f"{child.process.exitcode} before reporting its DAGs"
+        )
+    else:
+        if status == "ok":
+            result.dags = payload
+        else:
+            result.error = payload
+    finally:
+        child.conn.close()
+    child.process.join(5)
+    if child.process.is_alive():
+        child.process.kill()
+        child.process.join()
+    return result
+
+
+def _kill_timed_out(child: _Child, timeout: float) -> FileParseResult:
+    child.process.kill()
+    child.process.join()
+    child.conn.close()
+    return FileParseResult(
+        str(child.path),
+        child.content_hash,
+        time.monotonic() - child.started,
+        error=(
+            f"importing {child.path} took longer than {timeout:g} s "
+            "(core.dag_file_processor_timeout) and was stopped"
+        ),
+        timed_out=True,
+    )
+
+
+@dataclass
+class ProcessorReport:
+    """What one pass over the DAG folders did."""
+
+    files_seen: int
+    files_parsed: int
+    dags_found: int
+    import_errors: int
+    duration: float
+    results: list[FileParseResult]
+
+
+def dag_folders(config: Any) -> list[Path]:
+    folders = [Path(config["core.dags_folder"])]
+    if config["core.load_examples"]:
+        folders.append(EXAMPLE_DAGS_FOLDER)
+    return folders
+
+
+def process_folders(
+    store: Any,
+    config: Any,
+    *,
+    force: bool = False,
+    now: datetime | None = None,
+) -> ProcessorReport:
+    """Scan the configured folders, import new or changed files, record everything."""
+    from engine.store import dags as dag_store
+
+    started = time.monotonic()
+    folders = dag_folders(config)
+    files = [path for folder in folders for path in find_dag_files(folder)]
+    hashes = {path: file_hash(path) for path in files}
+    with store.session() as session:
+        known = dag_store.get_file_hashes(session)
+    todo = [
+        (path, digest) for path, digest in hashes.items() if force or known.get(str(path)) != digest
+    ]
+    results = parse_files(
+        todo,
+        timeout=config["core.dag_file_processor_timeout"],
+        processes=config["core.parsing_processes"],
+        extra_sys_path=[str(folder) for folder in folders if folder.is_dir()],
+    )
+    now = now or datetime.now(UTC)
+    with store.session() as session:
+        dag_store.record_parse_results(
+            session, results, now=now, paused_at_creation=config["core.dags_are_paused_at_creation"]
+        )
+        dag_store.forget_missing_files(session, present={str(path) for path in files})
+    report = ProcessorReport(
+        files_seen=len(files),
+        files_parsed=len(results),
+        dags_found=sum(len(result.dags) for result in results),
+        import_errors=sum(1 for result in results if result.error),
+        duration=time.monotonic() - started,
+        results=results,
+    )
+    log.info(
+        "processed DAG files",
+        extra={
+            "action": "process_dag_files",
+            "files_seen": report.files_seen,
+            "files_parsed": report.files_parsed,
+            "import_errors": report.import_errors,
+            "duration": report.duration,
+        },
+    )
+    return report
