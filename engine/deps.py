@@ -1,0 +1,60 @@
+"""Which task instances of a run may start, and how a run ends: pure functions.
+
+They read the serialized DAG (never user code), so the scheduler, `dags test` and the
+console's "why is this not running" all give the same answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from engine.states import TASK_FAILED, TASK_FINISHED, DagRunState, TaskState
+from engine.trigger_rules import evaluate
+
+
+def decide(dag: Any, states: Mapping[str, TaskState]) -> dict[str, TaskState]:
+    """For every task still in state `none`, its next state if its trigger rule decides one.
+
+    Tasks are visited in topological order and decisions feed forward, so an upstream
+    failure reaches the end of a chain in one call, not one call per hop.
+    """
+    current = dict(states)
+    decisions: dict[str, TaskState] = {}
+    for task in dag.topological_sort():
+        if current.get(task.task_id) is not TaskState.NONE:
+            continue
+        upstream = [current[up] for up in task.upstream_task_ids if up in current]
+        decision = evaluate(task.trigger_rule, upstream)
+        if decision is not None:
+            decisions[task.task_id] = decision
+            current[task.task_id] = decision
+    return decisions
+
+
+def run_outcome(dag: Any, states: Mapping[str, TaskState]) -> DagRunState | None:
+    """The run's final state once every task is finished, else None (still running).
+
+    As in Airflow, a run fails when any leaf task failed or was upstream_failed.
+    """
+    if any(state not in TASK_FINISHED for state in states.values()):
+        return None
+    leaves = [task.task_id for task in dag.leaves]
+    if any(states.get(leaf) in TASK_FAILED for leaf in leaves):
+        return DagRunState.FAILED
+    return DagRunState.SUCCESS
+
+
+def why_waiting(dag: Any, task_id: str, states: Mapping[str, TaskState]) -> str | None:
+    """A sentence saying why a task in state `none` cannot start yet, or None if it can."""
+    task = dag.get_task(task_id)
+    if states.get(task_id) is not TaskState.NONE:
+        return None
+    upstream = {up: states.get(up) for up in task.upstream_task_ids}
+    if evaluate(task.trigger_rule, [s for s in upstream.values() if s is not None]) is not None:
+        return None
+    waiting = sorted(up for up, state in upstream.items() if state not in TASK_FINISHED)
+    return (
+        f"trigger rule {task.trigger_rule} is not met yet: waiting for upstream "
+        f"{', '.join(waiting) or '(none)'}"
+    )

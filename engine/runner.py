@@ -1,0 +1,363 @@
+"""One attempt of one task instance: start → render → execute → persist → callbacks.
+
+The runner is the only part besides the DAG processor that runs user code. It moves the
+task instance queued → running → outcome through the metastore's write path, writes the
+attempt's log to `<base_log_folder>/<dag_id>/<run_id>/<task_id>/attempt=<n>.log` with
+secrets masked, enforces `execution_timeout`, and records each callback's outcome; a
+raising callback never changes the task's state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from engine import secrets
+from engine.accessors import ConnectionAccessor, VariableAccessor
+from engine.context import set_current_context
+from engine.exceptions import FailTaskNoRetry, SkipTask, TaskError, TaskTimeout
+from engine.retry import retry_delay
+from engine.states import TaskState
+from engine.store import runs, transitions
+from engine.task_instance import RuntimeTaskInstance
+from engine.templating import date_context, make_jinja_env
+
+log = logging.getLogger(__name__)
+task_log = logging.getLogger("engine.task")
+
+Clock = Callable[[], datetime]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class AttemptResult:
+    """How an attempt ended, for the caller that schedules what comes next."""
+
+    ti_id: int
+    task_id: str
+    try_number: int
+    state: TaskState
+    duration: float
+    error: str | None
+    skip_task_ids: frozenset[str]
+    next_retry_at: datetime | None
+    log_path: Path
+
+
+def log_path_for(base: Path, dag_id: str, run_id: str, task_id: str, try_number: int) -> Path:
+    safe_run = run_id.replace("/", "_").replace(":", "_")
+    return Path(base, dag_id, safe_run, task_id, f"attempt={try_number}.log")
+
+
+@contextlib.contextmanager
+def attempt_logging(path: Path) -> Iterator[None]:
+    """Send the attempt's logs, prints and stderr to its log file, with secrets masked."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    stream = path.open("a", encoding="utf-8", buffering=1)
+    handler = logging.StreamHandler(secrets.redact_stream(stream))
+    handler.setFormatter(logging.Formatter("[%(asctime)s] %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(secrets.RedactingFilter())
+    root = logging.getLogger()
+    old_level = root.level
+    root.addHandler(handler)
+    root.setLevel(min(old_level or logging.INFO, logging.INFO))
+    redacted = secrets.redact_stream(stream)
+    try:
+        with contextlib.redirect_stdout(redacted), contextlib.redirect_stderr(redacted):
+            yield
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(old_level)
+        handler.close()
+        stream.close()
+
+
+@contextlib.contextmanager
+def execution_timeout(seconds: float | None, task_id: str) -> Iterator[None]:
+    """Raise TaskTimeout in this (main) thread after `seconds`."""
+    if not seconds or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _expired(signum: int, frame: Any) -> None:
+        raise TaskTimeout(f"task {task_id!r} timed out after {seconds:g} s (execution_timeout)")
+
+    previous = signal.signal(signal.SIGALRM, _expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _seconds(value: timedelta | float | None) -> float | None:
+    if value is None:
+        return None
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
+def build_context(dag: Any, task: Any, run: Any, ti: RuntimeTaskInstance, config: Any) -> dict:
+    """The template and callback context of one attempt (Airflow's names)."""
+    context = date_context(run.logical_date, run.data_interval_start, run.data_interval_end)
+    context.update(
+        dag=dag,
+        task=task,
+        ti=ti,
+        task_instance=ti,
+        run_id=run.run_id,
+        dag_run=run,
+        params=task.params.resolve(run.conf),
+        var=VariableAccessor(),
+        conn=ConnectionAccessor(),
+        conf=config,
+        try_number=ti.try_number,
+    )
+    return context
+
+
+def _begin(store: Any, ti_id: int, *, base_log: Path, now: datetime, hostname: str, pid: int):
+    """queued → running, try_number + 1, a task_try row; return (ti row, run row, log path)."""
+    with store.session() as session:
+        ti = runs.get_task_instance(session, ti_id)
+        try_number = ti.try_number + 1
+        path = log_path_for(base_log, ti.dag_id, ti.run_id, ti.task_id, try_number)
+        transitions.transition_task_instance(
+            session,
+            ti_id,
+            expected=TaskState.QUEUED,
+            to=TaskState.RUNNING,
+            at=now,
+            try_number=try_number,
+            start_date=now,
+            end_date=None,
+            duration=None,
+            hostname=hostname,
+            pid=pid,
+            last_heartbeat=now,
+            next_retry_at=None,
+        )
+        session.refresh(ti)
+        runs.start_try(session, ti, hostname=hostname, pid=pid, log_path=str(path), now=now)
+        run = runs.get_dag_run(session, ti.dag_id, ti.run_id)
+        session.expunge_all()
+    return ti, run, path
+
+
+def _execute(task: Any, context: dict, dag: Any) -> Any:
+    with set_current_context(context):
+        task.render_template_fields(context, make_jinja_env(dag))
+        with execution_timeout(_seconds(task.execution_timeout), task.task_id):
+            try:
+                return task.execute(context)
+            except TaskTimeout:
+                task.on_kill()
+                raise
+
+
+def _push_result(ti: RuntimeTaskInstance, task: Any, value: Any) -> None:
+    if value is None or not getattr(task, "do_xcom_push", True):
+        return
+    if getattr(task, "multiple_outputs", False):
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise TaskError(
+                f"task {task.task_id!r} has multiple_outputs=True but returned "
+                f"{type(value).__name__}, not a dict with string keys"
+            )
+        for key, item in value.items():
+            ti.xcom_push(key, item)
+    ti.xcom_push("return_value", value)
+
+
+def _failure_state(exc: BaseException, ti: Any) -> TaskState:
+    if isinstance(exc, FailTaskNoRetry) or ti.try_number > ti.max_tries:
+        return TaskState.FAILED
+    return TaskState.UP_FOR_RETRY
+
+
+def run_attempt(
+    store: Any,
+    config: Any,
+    dag: Any,
+    ti_id: int,
+    *,
+    clock: Clock = utcnow,
+    hostname: str | None = None,
+    pid: int | None = None,
+) -> AttemptResult:
+    """Run the queued task instance `ti_id` once, in this process, and record the outcome."""
+    started = time.monotonic()
+    row, run, path = _begin(
+        store,
+        ti_id,
+        base_log=Path(config["logging.base_log_folder"]),
+        now=clock(),
+        hostname=hostname or socket.getfqdn(),
+        pid=pid or os.getpid(),
+    )
+    task = dag.get_task(row.task_id).prepare_for_execution()
+    ti = RuntimeTaskInstance(
+        store, row.dag_id, row.run_id, row.task_id, row.try_number, row.max_tries,
+        row.hostname, path, row.map_index, task,
+    )  # fmt: skip
+    state, error, context = TaskState.SUCCESS, None, {}
+    with attempt_logging(path):
+        task_log.info("starting attempt %s of %s.%s", ti.try_number, row.dag_id, row.task_id)
+        try:
+            context = build_context(dag, task, run, ti, config)
+            run_callbacks(store, task.on_execute_callback, context, "on_execute_callback", ti)
+            _push_result(ti, task, _execute(task, context, dag))
+        except SkipTask as exc:
+            state, error = TaskState.SKIPPED, str(exc) or None
+            task_log.info("task skipped: %s", error or "SkipTask raised")
+        except (Exception, SystemExit) as exc:  # the attempt fails, the runner goes on
+            state, error = _failure_state(exc, row), _describe(exc)
+            task_log.error("task failed:\n%s", "".join(traceback.format_exception(exc)))
+        result = _finish(store, row, run, task, state, error, started, clock, ti, path)
+        context["exception"] = error
+        _after_callbacks(store, task, result, context, ti)
+    return result
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, TaskError):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _finish(
+    store: Any,
+    row: Any,
+    run: Any,
+    task: Any,
+    state: TaskState,
+    error: str | None,
+    started: float,
+    clock: Clock,
+    ti: RuntimeTaskInstance,
+    path: Path,
+) -> AttemptResult:
+    now = clock()
+    duration = time.monotonic() - started
+    next_retry_at = None
+    if state is TaskState.UP_FOR_RETRY:
+        next_retry_at = now + retry_delay(
+            base=task.retry_delay,
+            try_number=row.try_number,
+            exponential=task.retry_exponential_backoff,
+            max_delay=task.max_retry_delay,
+            seed=f"{row.dag_id}#{row.task_id}#{run.logical_date.isoformat()}",
+        )
+    with store.session() as session:
+        transitions.transition_task_instance(
+            session,
+            row.id,
+            expected=TaskState.RUNNING,
+            to=state,
+            at=now,
+            reason=error,
+            end_date=now,
+            duration=duration,
+            next_retry_at=next_retry_at,
+        )
+        runs.finish_try(
+            session,
+            row.id,
+            row.try_number,
+            state=state,
+            end_date=now,
+            duration=duration,
+            error=error,
+        )
+    level = logging.INFO if state is TaskState.SUCCESS else logging.WARNING
+    task_log.log(level, "attempt %s ended: %s (%.3f s)", row.try_number, state, duration)
+    skips = frozenset(ti.skipped_task_ids) if state is TaskState.SUCCESS else frozenset()
+    return AttemptResult(
+        row.id, row.task_id, row.try_number, state, duration, error, skips, next_retry_at, path
+    )
+
+
+_AFTER_CALLBACKS = {
+    TaskState.SUCCESS: "on_success_callback",
+    TaskState.FAILED: "on_failure_callback",
+    TaskState.UP_FOR_RETRY: "on_retry_callback",
+    TaskState.SKIPPED: "on_skipped_callback",
+}
+
+
+def _after_callbacks(
+    store: Any, task: Any, result: AttemptResult, context: dict, ti: RuntimeTaskInstance
+) -> None:
+    kind = _AFTER_CALLBACKS.get(result.state)
+    if kind and context:
+        run_callbacks(store, getattr(task, kind, None), context, kind, ti)
+
+
+def callback_name(callback: Any) -> str:
+    name = getattr(callback, "__qualname__", None) or type(callback).__qualname__
+    module = getattr(callback, "__module__", "") or ""
+    if module.startswith("dagwatch_dagfile_"):
+        module = module.split("_", 3)[-1]
+    return f"{module}.{name}" if module else name
+
+
+def run_callbacks(
+    store: Any,
+    callbacks: Callable[[dict], Any] | Sequence[Callable[[dict], Any]] | None,
+    context: dict,
+    kind: str,
+    ti: RuntimeTaskInstance | None,
+    *,
+    dag_id: str | None = None,
+    run_id: str | None = None,
+) -> list[str | None]:
+    """Call each callback with the context; record and log each outcome; never raise."""
+    if callbacks is None:
+        return []
+    outcomes = []
+    for callback in callbacks if isinstance(callbacks, list | tuple) else [callbacks]:
+        started = time.monotonic()
+        error = None
+        try:
+            callback(context)
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            log.warning("callback %s failed: %s", callback_name(callback), error, exc_info=exc)
+        with store.session() as session:
+            runs.record_callback(
+                session,
+                at=utcnow(),
+                dag_id=ti.dag_id if ti else dag_id,  # type: ignore[arg-type]
+                run_id=ti.run_id if ti else run_id,  # type: ignore[arg-type]
+                task_id=ti.task_id if ti else None,
+                try_number=ti.try_number if ti else None,
+                kind=kind,
+                callback=callback_name(callback),
+                status="failed" if error else "success",
+                duration=time.monotonic() - started,
+                error=secrets.redact(error) if error else None,
+            )
+        outcomes.append(error)
+    return outcomes
+
+
+def print_log(path: Path, out: Any = None) -> None:
+    """Copy an attempt's log to `out` (stdout by default)."""
+    out = out or sys.stdout
+    if path.exists():
+        out.write(path.read_text(encoding="utf-8"))

@@ -1,0 +1,279 @@
+"""DAG runs, their task instances, attempts, XComs and callback records.
+
+State changes never happen here: they go through `engine.store.transitions`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import delete, insert, select, update
+from sqlalchemy.orm import Session
+
+from engine.exceptions import NotFound
+from engine.states import DagRunState, TaskState
+from engine.store.models import CallbackRecord, DagRun, TaskInstance, TaskTry, XCom
+
+
+def create_dag_run(
+    session: Session,
+    serialized_dag: Mapping[str, Any],
+    *,
+    run_id: str,
+    run_type: str,
+    logical_date: datetime,
+    data_interval: tuple[datetime, datetime] | None,
+    conf: Mapping[str, Any] | None,
+    state: DagRunState,
+    now: datetime,
+    dag_hash: str | None = None,
+) -> DagRun:
+    """Insert a run and one task instance per task, in one batch."""
+    run = DagRun(
+        dag_id=serialized_dag["dag_id"],
+        run_id=run_id,
+        run_type=run_type,
+        state=state.value,
+        logical_date=logical_date,
+        data_interval_start=data_interval[0] if data_interval else None,
+        data_interval_end=data_interval[1] if data_interval else None,
+        queued_at=now,
+        start_date=now if state is DagRunState.RUNNING else None,
+        conf=dict(conf or {}),
+        external_trigger=run_type != "scheduled",
+        dag_hash=dag_hash,
+    )
+    session.add(run)
+    session.flush()
+    rows = [
+        {
+            "dag_id": run.dag_id,
+            "run_id": run_id,
+            "task_id": task["task_id"],
+            "map_index": -1,
+            "state": TaskState.NONE.value,
+            "try_number": 0,
+            "max_tries": task.get("retries", 0),
+            "operator": task.get("operator"),
+            "pool": task.get("pool", "default_pool"),
+            "pool_slots": task.get("pool_slots", 1),
+            "priority_weight": task.get("priority_weight_total", task.get("priority_weight", 1)),
+            "queue": task.get("queue", "default"),
+        }
+        for task in serialized_dag["tasks"]
+    ]
+    if rows:
+        session.execute(insert(TaskInstance), rows)
+    return run
+
+
+def get_dag_run(session: Session, dag_id: str, run_id: str) -> DagRun:
+    row = session.execute(
+        select(DagRun).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id)
+    ).scalar_one_or_none()
+    if row is None:
+        raise NotFound(f"DAG run {run_id!r} of DAG {dag_id!r} not found")
+    return row
+
+
+def find_dag_run_by_date(session: Session, dag_id: str, logical_date: datetime) -> DagRun | None:
+    return session.execute(
+        select(DagRun).where(DagRun.dag_id == dag_id, DagRun.logical_date == logical_date)
+    ).scalar_one_or_none()
+
+
+def delete_dag_run(session: Session, run: DagRun) -> None:
+    """Delete a run with its task instances, attempts and XComs."""
+    ti_ids = select(TaskInstance.id).where(
+        TaskInstance.dag_id == run.dag_id, TaskInstance.run_id == run.run_id
+    )
+    session.execute(delete(TaskTry).where(TaskTry.ti_id.in_(ti_ids)))
+    for model in (XCom, TaskInstance):
+        session.execute(delete(model).where(model.dag_id == run.dag_id, model.run_id == run.run_id))
+    session.delete(run)
+
+
+def list_dag_runs(
+    session: Session,
+    *,
+    dag_id: str | None = None,
+    state: DagRunState | None = None,
+    limit: int = 100,
+) -> list[DagRun]:
+    query = select(DagRun).order_by(DagRun.logical_date.desc(), DagRun.id.desc()).limit(limit)
+    if dag_id is not None:
+        query = query.where(DagRun.dag_id == dag_id)
+    if state is not None:
+        query = query.where(DagRun.state == state.value)
+    return list(session.execute(query).scalars())
+
+
+def get_task_instances(session: Session, dag_id: str, run_id: str) -> list[TaskInstance]:
+    return list(
+        session.execute(
+            select(TaskInstance)
+            .where(TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id)
+            .order_by(TaskInstance.id)
+        ).scalars()
+    )
+
+
+def get_task_instance(session: Session, ti_id: int) -> TaskInstance:
+    row = session.get(TaskInstance, ti_id)
+    if row is None:
+        raise NotFound(f"task instance {ti_id} not found")
+    return row
+
+
+def start_try(
+    session: Session,
+    ti: TaskInstance,
+    *,
+    hostname: str,
+    pid: int,
+    log_path: str,
+    now: datetime,
+) -> None:
+    """Record the beginning of attempt `ti.try_number` (the caller already moved it to running)."""
+    session.execute(
+        insert(TaskTry).values(
+            ti_id=ti.id,
+            dag_id=ti.dag_id,
+            run_id=ti.run_id,
+            task_id=ti.task_id,
+            map_index=ti.map_index,
+            try_number=ti.try_number,
+            state=TaskState.RUNNING.value,
+            start_date=now,
+            hostname=hostname,
+            pid=pid,
+            log_path=log_path,
+        )
+    )
+
+
+def finish_try(
+    session: Session,
+    ti_id: int,
+    try_number: int,
+    *,
+    state: TaskState,
+    end_date: datetime,
+    duration: float,
+    error: str | None,
+) -> None:
+    session.execute(
+        update(TaskTry)
+        .where(TaskTry.ti_id == ti_id, TaskTry.try_number == try_number)
+        .values(state=state.value, end_date=end_date, duration=duration, error=error)
+    )
+
+
+def list_tries(session: Session, dag_id: str, run_id: str) -> list[TaskTry]:
+    return list(
+        session.execute(
+            select(TaskTry)
+            .where(TaskTry.dag_id == dag_id, TaskTry.run_id == run_id)
+            .order_by(TaskTry.task_id, TaskTry.try_number)
+        ).scalars()
+    )
+
+
+def set_xcom(
+    session: Session,
+    *,
+    dag_id: str,
+    run_id: str,
+    task_id: str,
+    key: str,
+    value: Any,
+    now: datetime,
+    map_index: int = -1,
+) -> None:
+    """Insert or replace one XCom value."""
+    session.execute(
+        delete(XCom).where(
+            XCom.dag_id == dag_id,
+            XCom.run_id == run_id,
+            XCom.task_id == task_id,
+            XCom.map_index == map_index,
+            XCom.key == key,
+        )
+    )
+    session.execute(
+        insert(XCom).values(
+            dag_id=dag_id,
+            run_id=run_id,
+            task_id=task_id,
+            map_index=map_index,
+            key=key,
+            value=value,
+            timestamp=now,
+        )
+    )
+
+
+def get_xcoms(
+    session: Session, *, dag_id: str, run_id: str, task_ids: Sequence[str], key: str
+) -> dict[str, Any]:
+    """task_id -> value for the tasks that pushed `key` (map_index -1)."""
+    rows = session.execute(
+        select(XCom.task_id, XCom.value).where(
+            XCom.dag_id == dag_id,
+            XCom.run_id == run_id,
+            XCom.task_id.in_(task_ids),
+            XCom.key == key,
+            XCom.map_index == -1,
+        )
+    ).all()
+    return {task_id: value for task_id, value in rows}
+
+
+def clear_xcoms(session: Session, *, dag_id: str, run_id: str, task_ids: Iterable[str]) -> None:
+    session.execute(
+        delete(XCom).where(
+            XCom.dag_id == dag_id, XCom.run_id == run_id, XCom.task_id.in_(list(task_ids))
+        )
+    )
+
+
+def record_callback(
+    session: Session,
+    *,
+    at: datetime,
+    dag_id: str,
+    run_id: str,
+    task_id: str | None,
+    try_number: int | None,
+    kind: str,
+    callback: str,
+    status: str,
+    duration: float,
+    error: str | None,
+) -> None:
+    session.execute(
+        insert(CallbackRecord).values(
+            at=at,
+            dag_id=dag_id,
+            run_id=run_id,
+            task_id=task_id,
+            try_number=try_number,
+            kind=kind,
+            callback=callback,
+            status=status,
+            duration=duration,
+            error=error,
+        )
+    )
+
+
+def list_callbacks(session: Session, dag_id: str, run_id: str) -> list[CallbackRecord]:
+    return list(
+        session.execute(
+            select(CallbackRecord)
+            .where(CallbackRecord.dag_id == dag_id, CallbackRecord.run_id == run_id)
+            .order_by(CallbackRecord.id)
+        ).scalars()
+    )

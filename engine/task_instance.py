@@ -1,0 +1,75 @@
+"""The `ti` a running task sees in its context: identity, XCom access, skip requests."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from engine.exceptions import TaskError
+from engine.store import runs
+
+
+@dataclass
+class RuntimeTaskInstance:
+    """One attempt's view of its task instance; XComs go straight to the metastore."""
+
+    store: Any
+    dag_id: str
+    run_id: str
+    task_id: str
+    try_number: int
+    max_tries: int
+    hostname: str
+    log_path: Path
+    map_index: int = -1
+    task: Any = None
+    skipped_task_ids: set[str] = field(default_factory=set)
+
+    def xcom_push(self, key: str, value: Any) -> None:
+        """Store `value` (JSON-serializable) under `key` for downstream tasks."""
+        try:
+            json.dumps(value)
+        except (TypeError, ValueError) as exc:
+            raise TaskError(
+                f"task {self.task_id!r}: XCom {key!r} is not JSON-serializable: {exc}"
+            ) from None
+        with self.store.session() as session:
+            runs.set_xcom(
+                session,
+                dag_id=self.dag_id,
+                run_id=self.run_id,
+                task_id=self.task_id,
+                key=key,
+                value=value,
+                now=datetime.now(UTC),
+                map_index=self.map_index,
+            )
+
+    def xcom_pull(
+        self,
+        task_ids: str | Iterable[str] | None = None,
+        key: str = "return_value",
+        default: Any = None,
+        run_id: str | None = None,
+    ) -> Any:
+        """A value (for one task id) or a list of values (for several), like Airflow."""
+        single = isinstance(task_ids, str)
+        if task_ids is None:
+            ids = sorted(self.task.upstream_task_ids) if self.task is not None else []
+        else:
+            ids = [task_ids] if single else list(task_ids)  # type: ignore[arg-type]
+        with self.store.session() as session:
+            found = runs.get_xcoms(
+                session, dag_id=self.dag_id, run_id=run_id or self.run_id, task_ids=ids, key=key
+            )
+        if single:
+            return found.get(task_ids, default)  # type: ignore[arg-type]
+        return [found[task_id] for task_id in ids if task_id in found]
+
+    def skip_downstream(self, task_ids: Iterable[str]) -> None:
+        """Ask the runner to mark these tasks skipped once this attempt succeeds."""
+        self.skipped_task_ids.update(task_ids)
