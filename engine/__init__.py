@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from engine.connections import BaseHook, Connection
 from engine.context import get_current_context
 from engine.dag import DAG, dag
 from engine.decorators import task
@@ -15,19 +16,23 @@ from engine.operators import (
     ShortCircuitOperator,
 )
 from engine.params import Param
+from engine.secrets import mask_secret
 from engine.sensors import BaseSensorOperator, PythonSensor
 from engine.task_group import TaskGroup, task_group
 from engine.tasks import BaseOperator
 from engine.trigger_rules import TriggerRule
+from engine.variables import Variable
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DAG",
+    "BaseHook",
     "BaseOperator",
     "BaseSensorOperator",
     "BashOperator",
     "BranchPythonOperator",
+    "Connection",
     "EmptyOperator",
     "Label",
     "Param",
@@ -37,10 +42,12 @@ __all__ = [
     "SkipTask",
     "TaskGroup",
     "TriggerRule",
+    "Variable",
     "__version__",
     "chain",
     "dag",
     "get_current_context",
+    "mask_secret",
     "task",
     "task_group",
 ]
