@@ -65,7 +65,7 @@ class SensorTimeout(TaskError):
     """The sensor's condition was not met within its timeout."""
 
 
-class SkipTask(Exception):  # noqa: N818 - the public name users know from Airflow
+class SkipTask(Exception):
     """Raise inside a task to end it as skipped instead of failed."""
 
 
