@@ -6,26 +6,39 @@ console's "why is this not running" all give the same answer.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from engine.states import TASK_FAILED, TASK_FINISHED, DagRunState, TaskState
 from engine.trigger_rules import evaluate
 
 
-def decide(dag: Any, states: Mapping[str, TaskState]) -> dict[str, TaskState]:
+def decide(
+    dag: Any,
+    states: Mapping[str, TaskState],
+    *,
+    order: Sequence[Any] | None = None,
+    past_states: Mapping[str, TaskState] | None = None,
+) -> dict[str, TaskState]:
     """For every task still in state `none`, its next state if its trigger rule decides one.
 
-    Tasks are visited in topological order and decisions feed forward, so an upstream
-    failure reaches the end of a chain in one call, not one call per hop.
+    Tasks are visited in topological order (`order`, cached by callers that decide
+    often) and decisions feed forward, so an upstream failure reaches the end of a chain
+    in one call, not one call per hop. `past_states` holds each task's state in the
+    previous run, for `depends_on_past`; a task missing from it had no previous run.
     """
     current = dict(states)
     decisions: dict[str, TaskState] = {}
-    for task in dag.topological_sort():
+    for task in order if order is not None else dag.topological_sort():
         if current.get(task.task_id) is not TaskState.NONE:
             continue
         upstream = [current[up] for up in task.upstream_task_ids if up in current]
-        decision = evaluate(task.trigger_rule, upstream)
+        decision = evaluate(
+            task.trigger_rule,
+            upstream,
+            depends_on_past=task.depends_on_past,
+            past_state=(past_states or {}).get(task.task_id),
+        )
         if decision is not None:
             decisions[task.task_id] = decision
             current[task.task_id] = decision

@@ -1,0 +1,557 @@
+"""The scheduler: a short driver around one step, `tick(now)`, with the clock injected.
+
+One tick: collect ended attempts → create due runs → admit queued runs → decide the
+task instances of the runs that changed (trigger rules, retries, run outcomes,
+timeouts) → queue what fits every limit → every few seconds, fail zombies. All of it
+in a handful of batched queries; user code never runs here (callbacks go to the
+executor, parsing to a side thread or `dagwatch dag-processor`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy.exc import SQLAlchemyError
+
+from engine import deps, limits, run_creation
+from engine.exceptions import StoreError
+from engine.executors.base import AttemptEvent, AttemptRequest, CallbackRequest, Executor
+from engine.retry import retry_delay
+from engine.serialization import SerializedDAG
+from engine.states import TASK_OCCUPYING, DagRunState, TaskState
+from engine.store import scheduling, transitions
+from engine.store.models import Dag, DagRun
+from engine.store.scheduling import TiRow
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+#: Seconds between zombie checks and between job heartbeats.
+HOUSEKEEPING_INTERVAL = 5.0
+#: Longest pause after repeated metastore errors.
+MAX_ERROR_BACKOFF = 30.0
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class TickReport:
+    """What one tick did and saw: the per-loop counts metrics and the console read."""
+
+    runs_created: int = 0
+    runs_started: int = 0
+    runs_finished: int = 0
+    decisions: int = 0
+    queued: int = 0
+    executable: int = 0
+    starving: dict[str, int] = field(default_factory=dict)
+    waiting: dict[int, str] = field(default_factory=dict)
+    zombies: int = 0
+    active_runs: int = 0
+    duration: float = 0.0
+
+    @property
+    def busy(self) -> bool:
+        """Whether the tick changed anything (then the next tick may find more to do)."""
+        return bool(
+            self.runs_created or self.runs_started or self.runs_finished or self.decisions
+        ) or bool(self.queued)
+
+
+@dataclass
+class _Plan:
+    digest: str
+    fileloc: str
+    dag: SerializedDAG
+    order: list[Any]
+    has_depends_on_past: bool
+
+
+class Scheduler:
+    """Creates runs, decides task instances and feeds the executor; see `tick`."""
+
+    def __init__(
+        self,
+        store: Any,
+        config: Any,
+        executor: Executor,
+        *,
+        clock: Clock = utcnow,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.store = store
+        self.config = config
+        self.executor = executor
+        self.clock = clock
+        self.sleep = sleep
+        self.job_id: int | None = None
+        self.last_report = TickReport()
+        self._plans: dict[str, _Plan] = {}
+        self._dirty_runs: set[tuple[str, str]] = set()
+        self._last_full_pass = 0.0
+        self._last_housekeeping = 0.0
+        self._never_fits_reported: set[int] = set()
+
+    # -- plans (serialized DAGs, cached by hash) -------------------------------------
+
+    def _plan(
+        self, dag_id: str, digest: str, fileloc: str, serialized: dict | None = None
+    ) -> _Plan:
+        cached = self._plans.get(dag_id)
+        if cached is not None and cached.digest == digest:
+            return cached
+        if serialized is None:
+            with self.store.session(readonly=True) as session:
+                serialized = scheduling.serialized_dags(session, [dag_id])[dag_id]
+        dag = SerializedDAG.from_dict(serialized)
+        order = dag.topological_sort()
+        plan = _Plan(digest, fileloc, dag, order, any(t.depends_on_past for t in dag.tasks))
+        self._plans[dag_id] = plan
+        return plan
+
+    def _plan_of_row(self, row: Dag) -> SerializedDAG:
+        return self._plan(row.dag_id, row.dag_hash, row.fileloc, row.serialized).dag
+
+    def _max_active_runs(self, dag_id: str) -> int:
+        plan = self._plans.get(dag_id)
+        configured = plan.dag.max_active_runs if plan else None
+        return configured or self.config["core.max_active_runs_per_dag"]
+
+    # -- the step --------------------------------------------------------------------
+
+    def tick(self, now: datetime | None = None) -> TickReport:
+        """One scheduling step at `now`; safe to call again at once."""
+        started = time.monotonic()
+        now = now or self.clock()
+        report = TickReport()
+        self._handle_events(self.executor.collect(), now)
+        with self.store.session() as session:
+            report.runs_created = len(self._create_runs(session, now))
+            report.runs_started = len(self._start_runs(session, now))
+        self._schedule_runs(now, report)
+        self._queue_executable(now, report)
+        if time.monotonic() - self._last_housekeeping >= HOUSEKEEPING_INTERVAL:
+            self._housekeeping(now, report)
+        report.duration = time.monotonic() - started
+        self.last_report = report
+        return report
+
+    def _create_runs(self, session: Any, now: datetime) -> list[tuple[str, str]]:
+        created = run_creation.create_due_runs(
+            session,
+            now,
+            plan_of=self._plan_of_row,
+            default_max_active_runs=self.config["core.max_active_runs_per_dag"],
+        )
+        return created
+
+    def _start_runs(self, session: Any, now: datetime) -> list[tuple[int, str, str]]:
+        rows = scheduling.dag_rows(
+            session, [r.dag_id for r in scheduling.runs_in_state(session, DagRunState.QUEUED)]
+        )
+        for dag_id, (digest, fileloc, _) in rows.items():
+            self._plan(dag_id, digest, fileloc)
+        started = run_creation.start_queued_runs(
+            session,
+            now,
+            max_active_runs_of=self._max_active_runs,
+            paused=lambda dag_id: rows.get(dag_id, ("", "", True))[2],
+        )
+        self._dirty_runs.update((dag_id, run_id) for _, dag_id, run_id in started)
+        return started
+
+    # -- deciding task instances -----------------------------------------------------
+
+    def _runs_to_decide(self, session: Any) -> list[DagRun]:
+        """Running runs that changed since the last tick; all of them once a loop interval."""
+        running = scheduling.runs_in_state(session, DagRunState.RUNNING)
+        full = time.monotonic() - self._last_full_pass >= self.config["scheduler.loop_interval"]
+        if full:
+            self._last_full_pass = time.monotonic()
+            self._dirty_runs.clear()
+            return running
+        dirty, self._dirty_runs = self._dirty_runs, set()
+        return [run for run in running if (run.dag_id, run.run_id) in dirty]
+
+    def _schedule_runs(self, now: datetime, report: TickReport) -> None:
+        with self.store.session() as session:
+            runs = self._runs_to_decide(session)
+            report.active_runs = len(runs)
+            if not runs:
+                return
+            dag_info = scheduling.dag_rows(session, {run.dag_id for run in runs})
+            runs = [run for run in runs if self._load_plan(run.dag_id, dag_info)]
+            tis = scheduling.task_instances_of_runs(session, [(r.dag_id, r.run_id) for r in runs])
+            past = self._past_states(session, runs)
+            moves: dict[tuple[TaskState, TaskState], list[int]] = {}
+            settled: list[tuple[DagRun, _Plan, dict[str, TaskState]]] = []
+            for run in runs:
+                plan = self._plans[run.dag_id]
+                rows = tis.get((run.dag_id, run.run_id), [])
+                if self._timed_out(session, run, plan, rows, now, report):
+                    continue
+                decided = self._decide_run(plan, rows, past.get(run.id), now, moves)
+                settled.append(
+                    (run, plan, {r.task_id: decided.get(r.task_id, r.state) for r in rows})
+                )
+            for (expected, to), ids in moves.items():
+                changed = transitions.transition_task_instances(
+                    session, ids, expected=expected, to=to, at=now, reason="scheduler"
+                )
+                if to is TaskState.SCHEDULED:
+                    scheduling.set_scheduled_at(session, changed, now)
+                report.decisions += len(changed)
+            for run, plan, states in settled:
+                outcome = deps.run_outcome(plan.dag, states)
+                if outcome is not None:
+                    self._finish_run(session, run, plan, outcome, None, now, report)
+
+    def _load_plan(self, dag_id: str, dag_info: dict) -> bool:
+        """Cache the DAG's plan; False when its runs must wait (paused or gone)."""
+        digest, fileloc, paused = dag_info.get(dag_id, ("", "", True))
+        if paused or not digest:
+            return False
+        self._plan(dag_id, digest, fileloc)
+        return True
+
+    def _past_states(self, session: Any, runs: list[DagRun]) -> dict:
+        needing = [
+            run
+            for run in runs
+            if run.dag_id in self._plans and self._plans[run.dag_id].has_depends_on_past
+        ]
+        if not needing:
+            return {}
+        previous = scheduling.previous_run_ids(session, needing)
+        keys = [(run.dag_id, previous[run.id]) for run in needing if previous[run.id]]
+        task_ids = {t.task_id for run in needing for t in self._plans[run.dag_id].dag.tasks}
+        states = scheduling.task_states_of_runs(session, keys, task_ids)
+        return {
+            run.id: states.get((run.dag_id, previous[run.id]), {})
+            for run in needing
+            if previous[run.id]
+        }
+
+    def _decide_run(
+        self,
+        plan: _Plan,
+        rows: list[TiRow],
+        past_states: dict | None,
+        now: datetime,
+        moves: dict[tuple[TaskState, TaskState], list[int]],
+    ) -> dict[str, TaskState]:
+        by_task = {row.task_id: row for row in rows}
+        states = {row.task_id: row.state for row in rows}
+        decisions = deps.decide(plan.dag, states, order=plan.order, past_states=past_states)
+        for task_id, to in decisions.items():
+            moves.setdefault((TaskState.NONE, to), []).append(by_task[task_id].id)
+        for row in rows:
+            if row.state is TaskState.UP_FOR_RETRY and (
+                row.next_retry_at is None or row.next_retry_at <= now
+            ):
+                moves.setdefault((TaskState.UP_FOR_RETRY, TaskState.SCHEDULED), []).append(row.id)
+        return decisions
+
+    def _timed_out(
+        self,
+        session: Any,
+        run: DagRun,
+        plan: _Plan,
+        rows: list[TiRow],
+        now: datetime,
+        report: TickReport,
+    ) -> bool:
+        """Fail a run past its dagrun_timeout: skip what waits, stop what runs."""
+        timeout = plan.dag.dagrun_timeout
+        if not timeout or run.start_date is None or now - run.start_date <= timeout:
+            return False
+        reason = f"dagrun_timeout of {timeout} exceeded"
+        self._stop_unfinished(session, rows, now, reason)
+        self._finish_run(session, run, plan, DagRunState.FAILED, reason, now, report)
+        return True
+
+    def _finish_run(
+        self,
+        session: Any,
+        run: DagRun,
+        plan: _Plan,
+        outcome: DagRunState,
+        reason: str | None,
+        now: datetime,
+        report: TickReport,
+    ) -> None:
+        transitions.transition_dag_run(
+            session, run.id, expected=DagRunState.RUNNING, to=outcome, at=now, reason=reason,
+            end_date=now,
+        )  # fmt: skip
+        report.runs_finished += 1
+        log.info("run %s of %s ended: %s", run.run_id, run.dag_id, outcome)
+        kind = "on_success_callback" if outcome is DagRunState.SUCCESS else "on_failure_callback"
+        if getattr(plan.dag, f"has_{kind}", False):
+            self.executor.queue_callbacks(
+                [CallbackRequest(run.dag_id, run.run_id, plan.fileloc, kind, reason=reason)]
+            )
+
+    def _stop_unfinished(self, session: Any, rows: list[TiRow], now: datetime, reason: str) -> None:
+        """A timed-out run: waiting tasks are skipped, running attempts stopped."""
+        by_state: dict[TaskState, list[int]] = {}
+        for row in rows:
+            by_state.setdefault(row.state, []).append(row.id)
+        for state in (TaskState.NONE, TaskState.SCHEDULED, TaskState.UP_FOR_RETRY):
+            if by_state.get(state):
+                transitions.transition_task_instances(
+                    session, by_state[state], expected=state, to=TaskState.SKIPPED, at=now,
+                    reason=reason,
+                )  # fmt: skip
+        occupying = [row.id for row in rows if row.state in TASK_OCCUPYING]
+        if occupying:
+            self.executor.terminate(occupying, reason)
+
+    # -- queueing --------------------------------------------------------------------
+
+    def _queue_executable(self, now: datetime, report: TickReport) -> None:
+        open_slots = self.executor.open_slots
+        with self.store.session() as session:
+            candidates = scheduling.scheduled_candidates(session, limit=max(64, open_slots * 4))
+            if not candidates:
+                return
+            occupancy = scheduling.occupancy(session)
+            pool_sizes = scheduling.pool_sizes(session)
+            info = scheduling.dag_rows(session, {ti.dag_id for ti in candidates})
+            for dag_id, (digest, fileloc, _) in info.items():
+                self._plan(dag_id, digest, fileloc)
+            selection = limits.select_executable(
+                candidates,
+                occupancy=occupancy,
+                pool_sizes=pool_sizes,
+                open_slots=open_slots,
+                limits_of=self._task_limits,
+            )
+            report.executable = len(selection.chosen)
+            report.starving = dict(selection.starving)
+            by_id = {ti.id: ti for ti in candidates}
+            report.waiting = {
+                ti_id: limits.describe(reason, by_id[ti_id], pool_sizes.get(by_id[ti_id].pool))
+                for ti_id, reason in selection.waiting.items()
+            }
+            self._report_never_fits(selection, by_id, report)
+            if not selection.chosen:
+                return
+            queued = transitions.transition_task_instances(
+                session,
+                [ti.id for ti in selection.chosen],
+                expected=TaskState.SCHEDULED,
+                to=TaskState.QUEUED,
+                at=now,
+                values={"queued_at": now, "executor": self.executor.name},
+            )
+        chosen = [ti for ti in selection.chosen if ti.id in set(queued)]
+        self.executor.queue([self._request(ti) for ti in chosen])
+        report.queued = len(chosen)
+
+    def _task_limits(self, ti: TiRow) -> limits.TaskLimits:
+        plan = self._plans[ti.dag_id].dag
+        task = plan.task_dict.get(ti.task_id)
+        return limits.TaskLimits(
+            max_active_tasks=plan.max_active_tasks or self.config["core.max_active_tasks_per_dag"],
+            max_active_tis_per_dag=getattr(task, "max_active_tis_per_dag", None),
+        )
+
+    def _request(self, ti: TiRow) -> AttemptRequest:
+        plan = self._plans[ti.dag_id]
+        task = plan.dag.task_dict.get(ti.task_id)
+        timeout = getattr(task, "execution_timeout", None)
+        return AttemptRequest(
+            ti_id=ti.id,
+            dag_id=ti.dag_id,
+            run_id=ti.run_id,
+            task_id=ti.task_id,
+            fileloc=plan.fileloc,
+            queue=ti.queue,
+            priority_weight=ti.priority_weight,
+            execution_timeout=timeout.total_seconds() if timeout else None,
+        )
+
+    def _report_never_fits(self, selection: limits.Selection, by_id: dict, report) -> None:
+        for ti_id, reason in selection.waiting.items():
+            if reason in limits.NEVER_FITS and ti_id not in self._never_fits_reported:
+                self._never_fits_reported.add(ti_id)
+                ti = by_id[ti_id]
+                log.error(
+                    "task %s.%s in run %s %s",
+                    ti.dag_id,
+                    ti.task_id,
+                    ti.run_id,
+                    report.waiting[ti_id],
+                    extra={"action": "task_never_fits", "reason": str(reason)},
+                )
+
+    # -- ended attempts, zombies -----------------------------------------------------
+
+    def _handle_events(self, events: list[AttemptEvent], now: datetime) -> None:
+        for event in events:
+            self._dirty_runs.add((event.dag_id, event.run_id))
+        lost = [event for event in events if event.lost]
+        if lost:
+            with self.store.session() as session:
+                rows = scheduling.task_instances_of_runs(
+                    session, [(e.dag_id, e.run_id) for e in lost]
+                )
+                by_id = {ti.id: ti for tis in rows.values() for ti in tis}
+                for event in lost:
+                    ti = by_id.get(event.ti_id)
+                    if ti is not None and ti.state in TASK_OCCUPYING:
+                        self._fail_attempt(session, ti, now, event.error or "attempt lost")
+
+    def _fail_attempt(self, session: Any, ti: TiRow, now: datetime, reason: str) -> None:
+        """End an attempt that cannot record its own outcome; retry it if it may."""
+        # A queued attempt never started, so it never counted itself: count it here.
+        attempt = ti.try_number if ti.state is TaskState.RUNNING else ti.try_number + 1
+        to = TaskState.UP_FOR_RETRY if attempt <= ti.max_tries else TaskState.FAILED
+        changed = transitions.transition_task_instances(
+            session,
+            [ti.id],
+            expected=ti.state,
+            to=to,
+            at=now,
+            reason=reason,
+            values={
+                "try_number": attempt,
+                "end_date": now,
+                "next_retry_at": self._next_retry_at(ti, attempt, now)
+                if to is TaskState.UP_FOR_RETRY
+                else None,
+            },
+        )
+        if not changed:
+            return
+        scheduling.finish_open_try(session, ti.id, attempt, state=to, now=now, error=reason)
+        log.warning("task %s.%s in run %s: %s -> %s", ti.dag_id, ti.task_id, ti.run_id, reason, to)
+        plan = self._plans.get(ti.dag_id)
+        kind = "on_retry_callback" if to is TaskState.UP_FOR_RETRY else "on_failure_callback"
+        task = plan.dag.task_dict.get(ti.task_id) if plan else None
+        if task is not None and getattr(task, f"has_{kind}", False):
+            request = CallbackRequest(
+                ti.dag_id, ti.run_id, plan.fileloc, kind, task_id=ti.task_id, reason=reason
+            )
+            self.executor.queue_callbacks([request])
+
+    def _next_retry_at(self, ti: TiRow, attempt: int, now: datetime) -> datetime:
+        plan = self._plans.get(ti.dag_id)
+        task = plan.dag.task_dict.get(ti.task_id) if plan else None
+        if task is None:
+            return now
+        return now + retry_delay(
+            base=task.retry_delay or timedelta(0),
+            try_number=attempt,
+            exponential=task.retry_exponential_backoff,
+            max_delay=task.max_retry_delay,
+            seed=f"{ti.dag_id}#{ti.task_id}#{ti.run_id}",
+        )
+
+    def _housekeeping(self, now: datetime, report: TickReport) -> None:
+        self._last_housekeeping = time.monotonic()
+        cutoff = now - timedelta(seconds=self.config["scheduler.heartbeat_timeout"])
+        with self.store.session() as session:
+            if self.job_id is not None:
+                scheduling.heartbeat_job(session, self.job_id, now)
+            held = self.executor.running_ti_ids()
+            for ti in scheduling.stale_running(session, cutoff):
+                reason = (
+                    f"zombie: no heartbeat for {self.config['scheduler.heartbeat_timeout']:g} s"
+                )
+                if ti.id in held:
+                    self.executor.terminate([ti.id], reason)
+                    continue
+                self._fail_attempt(session, ti, now, reason)
+                self._dirty_runs.add((ti.dag_id, ti.run_id))
+                report.zombies += 1
+
+    # -- start, loop, stop -----------------------------------------------------------
+
+    def start(self) -> None:
+        """Register the job, reset attempts a dead scheduler left queued, start workers."""
+        now = self.clock()
+        with self.store.session() as session:
+            scheduling.fail_stale_jobs(
+                session,
+                "scheduler",
+                now - timedelta(seconds=self.config["scheduler.heartbeat_timeout"]),
+                now,
+            )
+            self.job_id = scheduling.start_job(session, "scheduler", os.getpid(), now)
+            orphans = [ti.id for ti in scheduling.tis_in_state(session, TaskState.QUEUED)]
+            if orphans:
+                transitions.transition_task_instances(
+                    session,
+                    orphans,
+                    expected=TaskState.QUEUED,
+                    to=TaskState.SCHEDULED,
+                    at=now,
+                    reason="orphaned: queued by a scheduler that is gone",
+                )
+                log.warning("reset %d orphaned queued task instances", len(orphans))
+        self.executor.start()
+
+    def run(
+        self,
+        *,
+        stop: threading.Event | None = None,
+        drain: bool = False,
+        grace: float = 30.0,
+    ) -> None:
+        """Tick until `stop` is set (or, with `drain`, until no run is left active)."""
+        stop = stop or threading.Event()
+        self.start()
+        backoff = 0.0
+        try:
+            while not stop.is_set():
+                try:
+                    report = self.tick(self.clock())
+                    backoff = 0.0
+                except (SQLAlchemyError, StoreError) as exc:
+                    backoff = min(MAX_ERROR_BACKOFF, max(0.5, backoff * 2))
+                    log.error("scheduler tick failed, retrying in %.1f s: %s", backoff, exc)
+                    stop.wait(backoff)
+                    continue
+                if drain and self._drained(report):
+                    break
+                if not report.busy:
+                    self._wait(stop)
+        finally:
+            self.shutdown(grace)
+
+    def _wait(self, stop: threading.Event) -> None:
+        """Sleep until an attempt ends or the loop interval passes."""
+        interval = self.config["scheduler.loop_interval"]
+        if self.executor.running_ti_ids():
+            self.executor.wait(interval)
+        elif not stop.is_set():
+            self.sleep(interval)
+
+    def _drained(self, report: TickReport) -> bool:
+        if report.busy or self.executor.running_ti_ids():
+            return False
+        with self.store.session(readonly=True) as session:
+            active = scheduling.active_run_counts(session)
+        return not active
+
+    def shutdown(self, grace: float) -> None:
+        """Stop queueing, give running attempts `grace` seconds, then stop them."""
+        self.executor.end(grace)
+        if self.job_id is not None:
+            try:
+                with self.store.session() as session:
+                    scheduling.end_job(session, self.job_id, "success", self.clock())
+            except (SQLAlchemyError, StoreError) as exc:
+                log.error("could not record the scheduler's end: %s", exc)

@@ -1,0 +1,331 @@
+"""The scheduler's batched reads and writes: one query per question, never one per task.
+
+Each function answers one question the scheduler asks on every tick; the indexes they
+need are declared on the models (`ix_task_instance_state_pool`,
+`ix_dag_run_state_dag_id`, `ix_dag_next_dagrun_create_after`, ...).
+"""
+
+from __future__ import annotations
+
+import socket
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, select, tuple_, update
+from sqlalchemy.orm import Session
+
+from engine.states import DagRunState, TaskState
+from engine.store.models import Dag, DagRun, Job, Pool, TaskInstance, TaskTry
+
+#: `next_dagrun_create_after` of a DAG that will never create another scheduled run.
+NEVER = datetime(9999, 12, 31, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class TiRow:
+    """The columns of a task instance the scheduler decides on."""
+
+    id: int
+    dag_id: str
+    run_id: str
+    task_id: str
+    state: TaskState
+    try_number: int
+    max_tries: int
+    next_retry_at: datetime | None
+    pool: str
+    pool_slots: int
+    priority_weight: int
+    queue: str
+    last_heartbeat: datetime | None
+
+
+_TI_COLUMNS = (
+    TaskInstance.id,
+    TaskInstance.dag_id,
+    TaskInstance.run_id,
+    TaskInstance.task_id,
+    TaskInstance.state,
+    TaskInstance.try_number,
+    TaskInstance.max_tries,
+    TaskInstance.next_retry_at,
+    TaskInstance.pool,
+    TaskInstance.pool_slots,
+    TaskInstance.priority_weight,
+    TaskInstance.queue,
+    TaskInstance.last_heartbeat,
+)
+
+
+def _ti_rows(rows: Iterable[Any]) -> list[TiRow]:
+    return [TiRow(r[0], r[1], r[2], r[3], TaskState(r[4]), *r[5:]) for r in rows]
+
+
+# -- DAGs and runs --------------------------------------------------------------------
+
+
+def due_dags(session: Session, now: datetime) -> list[Dag]:
+    """Active, unpaused DAGs whose next scheduled run may be due (or was never computed)."""
+    query = select(Dag).where(
+        Dag.is_active,
+        Dag.is_paused.is_(False),
+        (Dag.next_dagrun_create_after.is_(None)) | (Dag.next_dagrun_create_after <= now),
+    )
+    return list(session.execute(query).scalars())
+
+
+def dag_rows(session: Session, dag_ids: Iterable[str]) -> dict[str, tuple[str, str, bool]]:
+    """dag_id -> (dag_hash, fileloc, is_paused) without loading the serialized structure."""
+    ids = list(set(dag_ids))
+    if not ids:
+        return {}
+    rows = session.execute(
+        select(Dag.dag_id, Dag.dag_hash, Dag.fileloc, Dag.is_paused).where(Dag.dag_id.in_(ids))
+    )
+    return {dag_id: (digest, fileloc, paused) for dag_id, digest, fileloc, paused in rows}
+
+
+def serialized_dags(session: Session, dag_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+    ids = list(set(dag_ids))
+    if not ids:
+        return {}
+    rows = session.execute(select(Dag.dag_id, Dag.serialized).where(Dag.dag_id.in_(ids)))
+    return dict(rows.all())
+
+
+def active_run_counts(session: Session) -> dict[str, int]:
+    """dag_id -> runs queued or running."""
+    rows = session.execute(
+        select(DagRun.dag_id, func.count())
+        .where(DagRun.state.in_([DagRunState.QUEUED.value, DagRunState.RUNNING.value]))
+        .group_by(DagRun.dag_id)
+    )
+    return dict(rows.all())
+
+
+def running_run_counts(session: Session) -> dict[str, int]:
+    rows = session.execute(
+        select(DagRun.dag_id, func.count())
+        .where(DagRun.state == DagRunState.RUNNING.value)
+        .group_by(DagRun.dag_id)
+    )
+    return dict(rows.all())
+
+
+def last_scheduled_interval_ends(session: Session, dag_ids: Sequence[str]) -> dict[str, datetime]:
+    """dag_id -> end of the data interval of its latest scheduled run."""
+    if not dag_ids:
+        return {}
+    rows = session.execute(
+        select(DagRun.dag_id, func.max(DagRun.data_interval_end))
+        .where(DagRun.dag_id.in_(list(dag_ids)), DagRun.run_type == "scheduled")
+        .group_by(DagRun.dag_id)
+    )
+    return {dag_id: end for dag_id, end in rows if end is not None}
+
+
+def runs_in_state(session: Session, state: DagRunState) -> list[DagRun]:
+    return list(
+        session.execute(
+            select(DagRun).where(DagRun.state == state.value).order_by(DagRun.logical_date)
+        ).scalars()
+    )
+
+
+def previous_run_ids(session: Session, runs: Sequence[DagRun]) -> dict[int, str | None]:
+    """dag_run.id -> run_id of the same DAG's run just before it (for depends_on_past)."""
+    found: dict[int, str | None] = {}
+    for run in runs:
+        found[run.id] = session.execute(
+            select(DagRun.run_id)
+            .where(DagRun.dag_id == run.dag_id, DagRun.logical_date < run.logical_date)
+            .order_by(DagRun.logical_date.desc())
+            .limit(1)
+        ).scalar_one_or_none()
+    return found
+
+
+# -- task instances -------------------------------------------------------------------
+
+
+def task_instances_of_runs(
+    session: Session, run_keys: Iterable[tuple[str, str]]
+) -> dict[tuple[str, str], list[TiRow]]:
+    """(dag_id, run_id) -> its task instances, in one query per 500 runs."""
+    keys = list(set(run_keys))
+    found: dict[tuple[str, str], list[TiRow]] = defaultdict(list)
+    for start in range(0, len(keys), 500):
+        chunk = keys[start : start + 500]
+        rows = session.execute(
+            select(*_TI_COLUMNS).where(tuple_(TaskInstance.dag_id, TaskInstance.run_id).in_(chunk))
+        )
+        for row in _ti_rows(rows):
+            found[(row.dag_id, row.run_id)].append(row)
+    return found
+
+
+def task_states_of_runs(
+    session: Session, run_keys: Iterable[tuple[str, str]], task_ids: Iterable[str]
+) -> dict[tuple[str, str], dict[str, TaskState]]:
+    """(dag_id, run_id) -> task_id -> state, for a few tasks (depends_on_past)."""
+    keys, ids = list(set(run_keys)), list(set(task_ids))
+    if not keys or not ids:
+        return {}
+    rows = session.execute(
+        select(TaskInstance.dag_id, TaskInstance.run_id, TaskInstance.task_id, TaskInstance.state)
+        .where(tuple_(TaskInstance.dag_id, TaskInstance.run_id).in_(keys))
+        .where(TaskInstance.task_id.in_(ids))
+    )
+    found: dict[tuple[str, str], dict[str, TaskState]] = defaultdict(dict)
+    for dag_id, run_id, task_id, state in rows:
+        found[(dag_id, run_id)][task_id] = TaskState(state)
+    return found
+
+
+def scheduled_candidates(session: Session, limit: int) -> list[TiRow]:
+    """Scheduled task instances of unpaused DAGs, highest priority first."""
+    rows = session.execute(
+        select(*_TI_COLUMNS)
+        .join(Dag, Dag.dag_id == TaskInstance.dag_id)
+        .where(TaskInstance.state == TaskState.SCHEDULED.value, Dag.is_paused.is_(False))
+        .order_by(TaskInstance.priority_weight.desc(), TaskInstance.scheduled_at, TaskInstance.id)
+        .limit(limit)
+    )
+    return _ti_rows(rows)
+
+
+def tis_in_state(session: Session, state: TaskState) -> list[TiRow]:
+    rows = session.execute(select(*_TI_COLUMNS).where(TaskInstance.state == state.value))
+    return _ti_rows(rows)
+
+
+def stale_running(session: Session, cutoff: datetime) -> list[TiRow]:
+    """Running task instances whose last heartbeat is older than `cutoff`."""
+    rows = session.execute(
+        select(*_TI_COLUMNS).where(
+            TaskInstance.state == TaskState.RUNNING.value,
+            (TaskInstance.last_heartbeat.is_(None)) | (TaskInstance.last_heartbeat < cutoff),
+        )
+    )
+    return _ti_rows(rows)
+
+
+@dataclass
+class Occupancy:
+    """Slots held by queued and running attempts, counted once per tick."""
+
+    pool_used: dict[str, int]
+    pool_running: dict[str, int]
+    pool_queued: dict[str, int]
+    dag_active: dict[str, int]
+    task_active: dict[tuple[str, str], int]
+    total: int
+
+
+def occupancy(session: Session) -> Occupancy:
+    """What queued and running task instances hold, in one GROUP BY."""
+    rows = session.execute(
+        select(
+            TaskInstance.dag_id,
+            TaskInstance.task_id,
+            TaskInstance.pool,
+            TaskInstance.state,
+            func.count(),
+            func.sum(TaskInstance.pool_slots),
+        )
+        .where(TaskInstance.state.in_([TaskState.QUEUED.value, TaskState.RUNNING.value]))
+        .group_by(TaskInstance.dag_id, TaskInstance.task_id, TaskInstance.pool, TaskInstance.state)
+    )
+    result = Occupancy(
+        defaultdict(int), defaultdict(int), defaultdict(int), defaultdict(int), defaultdict(int), 0
+    )
+    for dag_id, task_id, pool, state, count, slots in rows:
+        result.pool_used[pool] += int(slots or 0)
+        by_state = result.pool_running if state == TaskState.RUNNING.value else result.pool_queued
+        by_state[pool] += int(slots or 0)
+        result.dag_active[dag_id] += count
+        result.task_active[(dag_id, task_id)] += count
+        result.total += count
+    return result
+
+
+def pool_sizes(session: Session) -> dict[str, int]:
+    return dict(session.execute(select(Pool.name, Pool.slots)).all())
+
+
+def set_scheduled_at(session: Session, ti_ids: Sequence[int], now: datetime) -> None:
+    for start in range(0, len(ti_ids), 500):
+        session.execute(
+            update(TaskInstance)
+            .where(TaskInstance.id.in_(ti_ids[start : start + 500]))
+            .values(scheduled_at=now)
+        )
+
+
+def finish_open_try(
+    session: Session, ti_id: int, try_number: int, *, state: TaskState, now: datetime, error: str
+) -> None:
+    """Close an attempt that ended without its runner (zombie, lost process)."""
+    session.execute(
+        update(TaskTry)
+        .where(TaskTry.ti_id == ti_id, TaskTry.try_number == try_number, TaskTry.end_date.is_(None))
+        .values(state=state.value, end_date=now, error=error)
+    )
+
+
+def set_next_dagrun(
+    session: Session,
+    dag_id: str,
+    *,
+    interval_start: datetime | None,
+    interval_end: datetime | None,
+    create_after: datetime,
+) -> None:
+    session.execute(
+        update(Dag)
+        .where(Dag.dag_id == dag_id)
+        .values(
+            next_dagrun=interval_start,
+            next_dagrun_data_interval_start=interval_start,
+            next_dagrun_data_interval_end=interval_end,
+            next_dagrun_create_after=create_after,
+        )
+    )
+
+
+# -- jobs -----------------------------------------------------------------------------
+
+
+def start_job(session: Session, job_type: str, pid: int, now: datetime) -> int:
+    job = Job(
+        job_type=job_type,
+        state="running",
+        hostname=socket.getfqdn(),
+        pid=pid,
+        start_date=now,
+        latest_heartbeat=now,
+    )
+    session.add(job)
+    session.flush()
+    return job.id
+
+
+def heartbeat_job(session: Session, job_id: int, now: datetime) -> None:
+    session.execute(update(Job).where(Job.id == job_id).values(latest_heartbeat=now))
+
+
+def end_job(session: Session, job_id: int, state: str, now: datetime) -> None:
+    session.execute(update(Job).where(Job.id == job_id).values(state=state, end_date=now))
+
+
+def fail_stale_jobs(session: Session, job_type: str, cutoff: datetime, now: datetime) -> int:
+    """Jobs of a crashed process still say running; mark them failed."""
+    result = session.execute(
+        update(Job)
+        .where(Job.job_type == job_type, Job.state == "running", Job.latest_heartbeat < cutoff)
+        .values(state="failed", end_date=now)
+    )
+    return result.rowcount or 0
