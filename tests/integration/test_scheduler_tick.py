@@ -121,9 +121,7 @@ def queued_ids(stub) -> list[str]:
     return [request.task_id for request in stub.held.values()]
 
 
-def test_a_finished_task_queues_its_downstream_on_the_next_tick(
-    store, add_dag, make_scheduler
-):
+def test_a_finished_task_queues_its_downstream_on_the_next_tick(store, add_dag, make_scheduler):
     add_dag(
         "chain",
         """
@@ -320,9 +318,7 @@ def test_priority_weight_orders_the_queue(store, add_dag, make_scheduler):
     assert order == ["high", "mid", "low"]
 
 
-def test_a_task_that_can_never_fit_its_pool_is_reported(
-    store, add_dag, make_scheduler, caplog
-):
+def test_a_task_that_can_never_fit_its_pool_is_reported(store, add_dag, make_scheduler, caplog):
     add_dag(
         "too_big",
         """
@@ -492,7 +488,7 @@ def test_orphaned_queued_attempts_are_reset_on_start(store, add_dag, make_schedu
             EmptyOperator(task_id="t")
         """,
     )
-    first, stub = make_scheduler()
+    first, _ = make_scheduler()
     run_id = trigger(store, "orphans")
     first.tick(T0)
     assert states(store, "orphans", run_id) == {"t": "queued"}
@@ -501,3 +497,36 @@ def test_orphaned_queued_attempts_are_reset_on_start(store, add_dag, make_schedu
     assert states(store, "orphans", run_id) == {"t": "scheduled"}
     second.tick(T0)
     assert queued_ids(stub2) == ["t"]
+
+
+def test_why_not_running_gives_the_schedulers_reason(store, add_dag, make_scheduler, sched_config):
+    from engine.explain import why_not_running
+
+    with store.session() as session:
+        pools.set_pool(session, "single", 1)
+    add_dag(
+        "explained",
+        """
+        with DAG("explained", schedule=None, max_active_runs=1):
+            first = EmptyOperator(task_id="first", pool="single")
+            other = EmptyOperator(task_id="other", pool="single")
+            first >> EmptyOperator(task_id="after")
+        """,
+    )
+    scheduler, stub = make_scheduler()
+    run_id = trigger(store, "explained")
+    second_run = trigger(store, "explained", T0 + timedelta(days=1))
+    scheduler.tick(T0)
+
+    def why(task_id: str, run: str = run_id) -> str:
+        return why_not_running(store, sched_config, "explained", run, task_id)
+
+    held = {request.task_id for request in stub.held.values()}
+    waiting = ({"first", "other"} - held).pop()
+    assert held == {"first", "other"} - {waiting}
+    assert why(waiting) == "pool 'single' is full: it needs 1 open slot(s)"
+    assert why(held.pop()) == "queued"
+    assert why("after").startswith("trigger rule all_success is not met yet: waiting for upstream")
+    assert why("first", second_run) == (
+        "run limit: the run is queued, DAG 'explained' is at max_active_runs (1)"
+    )

@@ -1,0 +1,82 @@
+"""Why a task instance is not running: the scheduler's own rules, asked from outside.
+
+The answer is computed from the metastore with the same functions the scheduler uses
+(`engine.deps` for dependencies, `engine.limits` for slots), so the CLI and the console
+say exactly what the scheduler would decide.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine import deps, limits
+from engine.serialization import SerializedDAG
+from engine.states import TASK_FINISHED, TaskState
+from engine.store import dags as dag_store
+from engine.store import runs, scheduling
+
+
+def why_not_running(store: Any, config: Any, dag_id: str, run_id: str, task_id: str) -> str:
+    """One sentence: what the task instance waits for, or what state it is in."""
+    with store.session(readonly=True) as session:
+        row = dag_store.get_dag(session, dag_id)
+        plan = SerializedDAG.from_dict(row.serialized)
+        run = runs.get_dag_run(session, dag_id, run_id)
+        rows = {ti.task_id: ti for ti in runs.get_task_instances(session, dag_id, run_id)}
+        if task_id not in rows:
+            from engine.exceptions import NotFound
+
+            raise NotFound(f"task {task_id!r} not found in run {run_id!r} of {dag_id!r}")
+        ti = rows[task_id]
+        state = TaskState(ti.state)
+        if state in TASK_FINISHED:
+            return f"finished: {state}"
+        if state in (TaskState.QUEUED, TaskState.RUNNING):
+            return f"{state} (on {ti.hostname})" if ti.hostname else str(state)
+        if row.is_paused:
+            return f"DAG {dag_id!r} is paused"
+        if run.state == "queued":
+            limit = plan.max_active_runs or config["core.max_active_runs_per_dag"]
+            return f"run limit: the run is queued, DAG {dag_id!r} is at max_active_runs ({limit})"
+        if state is TaskState.UP_FOR_RETRY:
+            return (
+                f"retry not due until {ti.next_retry_at.isoformat() if ti.next_retry_at else '?'}"
+            )
+        if state is TaskState.NONE:
+            states = {name: TaskState(other.state) for name, other in rows.items()}
+            return deps.why_waiting(plan, task_id, states) or "ready: the scheduler decides it next"
+        return _slot_reason(session, config, plan, ti.id)
+
+
+def _slot_reason(session: Any, config: Any, plan: SerializedDAG, ti_id: int) -> str:
+    """A scheduled task instance: which limit holds it back, as the scheduler would see it."""
+    candidates = scheduling.scheduled_candidates(session, limit=100_000)
+    plans = {plan.dag_id: plan}
+    for dag_id, serialized in scheduling.serialized_dags(
+        session, {c.dag_id for c in candidates} - {plan.dag_id}
+    ).items():
+        plans[dag_id] = SerializedDAG.from_dict(serialized)
+
+    def limits_of(ti: Any) -> limits.TaskLimits:
+        dag = plans[ti.dag_id]
+        task = dag.task_dict.get(ti.task_id)
+        return limits.TaskLimits(
+            max_active_tasks=dag.max_active_tasks or config["core.max_active_tasks_per_dag"],
+            max_active_tis_per_dag=getattr(task, "max_active_tis_per_dag", None),
+        )
+
+    pool_sizes = scheduling.pool_sizes(session)
+    occupancy = scheduling.occupancy(session)
+    open_slots = max(0, config["core.parallelism"] - occupancy.total)
+    selection = limits.select_executable(
+        candidates,
+        occupancy=occupancy,
+        pool_sizes=pool_sizes,
+        open_slots=open_slots,
+        limits_of=limits_of,
+    )
+    reason = selection.waiting.get(ti_id)
+    if reason is None:
+        return "ready: it fits every limit and is queued on the next tick"
+    ti = next(c for c in candidates if c.id == ti_id)
+    return limits.describe(reason, ti, pool_sizes.get(ti.pool))
