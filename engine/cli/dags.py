@@ -57,7 +57,7 @@ JSON_OBJECT = JsonObjectParam()
 
 @click.group(cls=Group)
 def dags() -> None:
-    """List, inspect, parse and test DAGs."""
+    """List, inspect, parse, test, trigger and backfill DAGs; list their runs."""
 
 
 @dags.command("list")
@@ -198,3 +198,8 @@ def test(cli: CliContext, dag_id: str, logical_date: datetime | None, conf: dict
     )
     if report.state is not DagRunState.SUCCESS:
         raise DagwatchError(f"run {report.run_id} of {dag_id} {report.state}")
+
+
+# The run verbs (trigger, pause, backfill, list-runs, state...) live in engine.cli.runs;
+# importing it registers them on `dags`.
+from engine.cli import runs as _runs  # noqa: E402, F401

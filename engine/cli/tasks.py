@@ -1,22 +1,30 @@
-"""`dagwatch tasks ...`: run and inspect single tasks."""
+"""`dagwatch tasks ...`: run and inspect single tasks, list and clear task states."""
 
 from __future__ import annotations
 
+import re
 import tempfile
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from engine.cli import CliContext, pass_cli
 from engine.cli.dags import DATETIME, load_dag
+from engine.cli.output import echo_rows, output_option, render_rows
+from engine.cli.runs import confirm_or_refuse
 from engine.cli.usage import Group
 from engine.exceptions import DagwatchError, NotFound
+
+if TYPE_CHECKING:
+    from engine.api import TaskRef
 
 
 @click.group(cls=Group)
 def tasks() -> None:
-    """Run and inspect single tasks."""
+    """Run and inspect single tasks; list and clear task states."""
 
 
 @tasks.command("test")
@@ -46,3 +54,99 @@ def test(cli: CliContext, dag_id: str, task_id: str, logical_date: datetime | No
     click.echo(f"{task_id}: {result.state}")
     if result.state not in (TaskState.SUCCESS, TaskState.SKIPPED):
         raise DagwatchError(f"task {task_id} {result.state}: {result.error}")
+
+
+TASK_STATE_COLUMNS = [
+    "dag_id",
+    "run_id",
+    "task_id",
+    "state",
+    "try_number",
+    "start_date",
+    "end_date",
+    "duration",
+    "hostname",
+]
+
+
+@tasks.command("states-for-dag-run")
+@click.argument("dag_id")
+@click.argument("run_id")
+@output_option
+@pass_cli
+def states_for_dag_run(cli: CliContext, dag_id: str, run_id: str, output: str) -> None:
+    """List the task instances of one DAG run with their state and last attempt."""
+    from engine import api
+
+    echo_rows(api.task_states(cli.store, dag_id, run_id), TASK_STATE_COLUMNS, output)
+
+
+def _regex(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    if value is not None:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise click.BadParameter(f"{value!r} is not a valid regex: {exc}") from None
+    return value
+
+
+def _echo_refs(refs: list[TaskRef], state_label: str = "state", reason: bool = False) -> None:
+    columns = ["run_id", "task_id", state_label, "try_number", *(["reason"] if reason else [])]
+    rows = [{**asdict(ref), state_label: ref.state} for ref in refs]
+    for line in render_rows(rows, columns, "table").splitlines():
+        click.echo(f"  {line}".rstrip())
+
+
+@tasks.command("clear")
+@click.argument("dag_id")
+@click.option("--task-regex", "-t", callback=_regex, help="Only tasks whose id matches (search).")
+@click.option("--run-id", help="Only this DAG run [default: every run of the DAG].")
+@click.option("--downstream", "-d", is_flag=True, help="Also clear the tasks downstream.")
+@click.option("--only-failed", "-f", is_flag=True, help="Only failed and upstream_failed ones.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@pass_cli
+def clear(
+    cli: CliContext,
+    dag_id: str,
+    task_regex: str | None,
+    run_id: str | None,
+    downstream: bool,
+    only_failed: bool,
+    yes: bool,
+) -> None:
+    """Reset task instances to none so the scheduler runs them again (asks first).
+
+    Queued and running task instances are left alone and listed. Cleared ones lose their
+    XComs and get their retries back; their finished DAG runs are queued again.
+    """
+    from engine import api
+
+    options = {
+        "task_regex": task_regex,
+        "run_id": run_id,
+        "downstream": downstream,
+        "only_failed": only_failed,
+    }
+    if not yes:
+        plan = api.clear_task_instances(cli.store, dag_id, dry_run=True, **options)
+        if plan.cleared:
+            click.echo(f"will clear {len(plan.cleared)} task instance(s) of {dag_id}:")
+            _echo_refs(plan.cleared)
+        if plan.cleared and plan.left_running:
+            click.echo(f"and leave {len(plan.left_running)} alone (queued or running)")
+        if plan.cleared:
+            confirm_or_refuse(
+                f"Clear these {len(plan.cleared)} task instance(s)?",
+                f"not confirmed; no task instances of {dag_id} were cleared",
+            )
+    result = api.clear_task_instances(cli.store, dag_id, actor=cli.actor, **options)
+    if result.cleared:
+        click.echo(f"cleared {len(result.cleared)} task instance(s) of {dag_id}:")
+        _echo_refs(result.cleared, state_label="was")
+    else:
+        click.echo(f"nothing to clear in {dag_id}")
+    if result.requeued_runs:
+        click.echo(f"queued again: {', '.join(result.requeued_runs)}")
+    if result.left_running:
+        click.echo(f"left {len(result.left_running)} alone (queued or running):")
+        _echo_refs(result.left_running, reason=True)
