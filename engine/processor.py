@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import logging
-import multiprocessing
 import os
 import sys
 import time
@@ -23,6 +22,8 @@ from datetime import UTC, datetime
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
+
+from engine.forking import mp_context
 
 log = logging.getLogger(__name__)
 
@@ -123,19 +124,6 @@ def _parse_in_child(path: str, conn: Connection, extra_sys_path: Sequence[str]) 
         conn.close()
 
 
-_context: Any = None
-
-
-def _mp_context() -> Any:
-    """A forkserver whose server has imported dagwatch: cheap, clean children."""
-    global _context
-    if _context is None:
-        context = multiprocessing.get_context("forkserver")
-        context.set_forkserver_preload(["engine.processor", "engine.serialization", "engine"])
-        _context = context
-    return _context
-
-
 @dataclass
 class _Child:
     path: Path
@@ -157,7 +145,7 @@ def parse_files(
     pending.reverse()
     running: dict[Connection, _Child] = {}
     results: list[FileParseResult] = []
-    context = _mp_context()
+    context = mp_context()
     while pending or running:
         while pending and len(running) < processes:
             path, digest = pending.pop()
@@ -282,7 +270,7 @@ def process_folders(
         duration=time.monotonic() - started,
         results=results,
     )
-    log.info(
+    log.debug(
         "processed DAG files",
         extra={
             "action": "process_dag_files",

@@ -159,6 +159,35 @@ def _begin(store: Any, ti_id: int, *, base_log: Path, now: datetime, hostname: s
     return ti, run, path
 
 
+def heartbeat_interval(config: Any) -> float:
+    """Seconds between heartbeats: several per `scheduler.heartbeat_timeout`, at most 5."""
+    return min(5.0, float(config["scheduler.heartbeat_timeout"]) / 6)
+
+
+@contextlib.contextmanager
+def heartbeating(store: Any, ti_id: int, interval: float, clock: Clock) -> Iterator[None]:
+    """Refresh `last_heartbeat` from a daemon thread while the block runs, so the scheduler
+    can tell a live attempt from one whose process vanished (a zombie)."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(interval):
+            try:
+                with store.session() as session:
+                    if not runs.heartbeat(session, ti_id, clock()):
+                        return  # no longer running: nothing left to keep alive
+            except Exception as exc:  # a missed beat is not worth failing the task for
+                log.warning("heartbeat of task instance %s failed: %s", ti_id, exc)
+
+    thread = threading.Thread(target=beat, name=f"dagwatch-heartbeat-{ti_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=interval)
+
+
 def _execute(task: Any, context: dict, dag: Any) -> Any:
     with set_current_context(context):
         task.render_template_fields(context, make_jinja_env(dag))
@@ -218,16 +247,17 @@ def run_attempt(
     state, error, context = TaskState.SUCCESS, None, {}
     with attempt_logging(path):
         task_log.info("starting attempt %s of %s.%s", ti.try_number, row.dag_id, row.task_id)
-        try:
-            context = build_context(dag, task, run, ti, config)
-            run_callbacks(store, task.on_execute_callback, context, "on_execute_callback", ti)
-            _push_result(ti, task, _execute(task, context, dag))
-        except SkipTask as exc:
-            state, error = TaskState.SKIPPED, str(exc) or None
-            task_log.info("task skipped: %s", error or "SkipTask raised")
-        except (Exception, SystemExit) as exc:  # the attempt fails, the runner goes on
-            state, error = _failure_state(exc, row), _describe(exc)
-            task_log.error("task failed:\n%s", "".join(traceback.format_exception(exc)))
+        with heartbeating(store, row.id, heartbeat_interval(config), clock):
+            try:
+                context = build_context(dag, task, run, ti, config)
+                run_callbacks(store, task.on_execute_callback, context, "on_execute_callback", ti)
+                _push_result(ti, task, _execute(task, context, dag))
+            except SkipTask as exc:
+                state, error = TaskState.SKIPPED, str(exc) or None
+                task_log.info("task skipped: %s", error or "SkipTask raised")
+            except (Exception, SystemExit) as exc:  # the attempt fails, the runner goes on
+                state, error = _failure_state(exc, row), _describe(exc)
+                task_log.error("task failed:\n%s", "".join(traceback.format_exception(exc)))
         result = _finish(store, row, run, task, state, error, started, clock, ti, path)
         context["exception"] = error
         _after_callbacks(store, task, result, context, ti)

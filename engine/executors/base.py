@@ -54,6 +54,8 @@ class AttemptEvent:
     state: TaskState | None
     exit_code: int | None
     error: str | None = None
+    #: the attempt process; a lost event only fails a running task instance with this pid
+    pid: int | None = None
 
     @property
     def lost(self) -> bool:

@@ -35,14 +35,16 @@ class StubExecutor:
     def queue_callbacks(self, requests: Sequence[CallbackRequest]) -> None:
         self.callbacks.extend(requests)
 
-    def finish(self, ti_id: int, state: TaskState | None, exit_code: int | None = 0) -> None:
+    def finish(
+        self, ti_id: int, state: TaskState | None, exit_code: int | None = 0, pid: int | None = None
+    ) -> None:
         """Report the attempt ended (state None: the process died without recording)."""
         request = self.held.pop(ti_id)
         error = None if state is not None else f"attempt process exited with code {exit_code}"
         self._events.append(
             AttemptEvent(
                 request.ti_id, request.dag_id, request.run_id, request.task_id, state, exit_code,
-                error,
+                error, pid,
             )
         )  # fmt: skip
 

@@ -171,6 +171,19 @@ def finish_try(
     )
 
 
+def heartbeat(session: Session, ti_id: int, now: datetime) -> bool:
+    """Mark a running attempt alive; not a state change, so not a transition.
+
+    Returns False when the task instance is no longer running (someone else moved it).
+    """
+    result = session.execute(
+        update(TaskInstance)
+        .where(TaskInstance.id == ti_id, TaskInstance.state == TaskState.RUNNING.value)
+        .values(last_heartbeat=now)
+    )
+    return bool(result.rowcount)
+
+
 def list_tries(session: Session, dag_id: str, run_id: str) -> list[TaskTry]:
     return list(
         session.execute(
