@@ -44,6 +44,13 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def _owned_by(ti: TiRow, event: AttemptEvent) -> bool:
+    """Whether the lost attempt is the one the task instance records (not a newer one)."""
+    if ti.state is TaskState.QUEUED:
+        return True  # it never started: the lost process was its only attempt
+    return ti.state is TaskState.RUNNING and (event.pid is None or ti.pid == event.pid)
+
+
 @dataclass
 class TickReport:
     """What one tick did and saw: the per-loop counts metrics and the console read."""
@@ -410,7 +417,7 @@ class Scheduler:
                 by_id = {ti.id: ti for tis in rows.values() for ti in tis}
                 for event in lost:
                     ti = by_id.get(event.ti_id)
-                    if ti is not None and ti.state in TASK_OCCUPYING:
+                    if ti is not None and _owned_by(ti, event):
                         self._fail_attempt(session, ti, now, event.error or "attempt lost")
 
     def _fail_attempt(self, session: Any, ti: TiRow, now: datetime, reason: str) -> None:

@@ -41,6 +41,7 @@ class TiRow:
     priority_weight: int
     queue: str
     last_heartbeat: datetime | None
+    pid: int | None
 
 
 _TI_COLUMNS = (
@@ -57,6 +58,7 @@ _TI_COLUMNS = (
     TaskInstance.priority_weight,
     TaskInstance.queue,
     TaskInstance.last_heartbeat,
+    TaskInstance.pid,
 )
 
 

@@ -530,3 +530,25 @@ def test_why_not_running_gives_the_schedulers_reason(store, add_dag, make_schedu
     assert why("first", second_run) == (
         "run limit: the run is queued, DAG 'explained' is at max_active_runs (1)"
     )
+
+
+def test_a_lost_process_does_not_fail_an_attempt_it_does_not_own(store, add_dag, make_scheduler):
+    add_dag(
+        "owned",
+        """
+        with DAG("owned", schedule=None):
+            EmptyOperator(task_id="t")
+        """,
+    )
+    scheduler, stub = make_scheduler()
+    run_id = trigger(store, "owned")
+    scheduler.tick(T0)
+    (ti_id,) = list(stub.held)
+    with store.session() as session:  # another process claimed the attempt (pid 4242)
+        transitions.transition_task_instance(
+            session, ti_id, expected=TaskState.QUEUED, to=TaskState.RUNNING, at=T0,
+            try_number=1, pid=4242, last_heartbeat=T0,
+        )  # fmt: skip
+    stub.finish(ti_id, None, exit_code=1, pid=999)  # the process that lost the claim
+    scheduler.tick(T0)
+    assert states(store, "owned", run_id) == {"t": "running"}
