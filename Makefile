@@ -3,7 +3,6 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-DEMO_DAG ?= example_etl
 
 .PHONY: run test lint format bench clean
 
@@ -17,9 +16,7 @@ $(STAMP): pyproject.toml
 
 run: $(STAMP)
 	$(BIN)/dagwatch db migrate
-	$(BIN)/dagwatch dags reserialize
-	$(BIN)/dagwatch dags list
-	$(BIN)/dagwatch dags test $(DEMO_DAG)
+	$(BIN)/dagwatch standalone
 
 test: $(STAMP)
 	$(BIN)/ruff check .
@@ -36,6 +33,7 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/parse_files.py
+	$(BIN)/python bench/scheduler_bench.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

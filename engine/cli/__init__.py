@@ -33,6 +33,9 @@ _VERB_GROUPS: tuple[tuple[str, str], ...] = (
     ("engine.cli.pools", "pools"),
     ("engine.cli.config", "config"),
     ("engine.cli.version", "version"),
+    ("engine.cli.scheduler", "scheduler"),
+    ("engine.cli.scheduler", "dag_processor"),
+    ("engine.cli.scheduler", "standalone"),
 )
 
 

@@ -1,0 +1,287 @@
+"""Scheduler workloads W1, W2, W4 with the local executor on SQLite.
+
+Run by hand: `.venv/bin/python bench/scheduler_bench.py [--runs 3] [--workloads w1,w2,w4]`.
+
+For each workload a fresh `$DAGWATCH_HOME` gets one DAG file; `dagwatch scheduler`
+runs in a subprocess, the run is triggered through the engine API once the scheduler
+is up, and the figures come from the metastore's attempt records:
+  - trigger→success: wall time from the trigger to the run's end;
+  - hop: end of a task to the start of the next (chain: each link; fan-out: the first
+    task to each of the wide tasks; join: the last wide task to the join);
+  - queued→running: queued_at to start_date of each attempt;
+  - tasks/s: tasks / (last end - first start);
+  - scheduler CPU: user+system seconds of the scheduler process during the run;
+  - peak RSS: sum over the scheduler's process tree, sampled every 50 ms;
+  - idle RSS: the same tree after the run, once nothing runs.
+Medians over the runs, with min and max.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy import select
+
+HEADER = """\
+import pendulum
+from engine import DAG, task
+
+@task
+def noop():
+    return None
+
+"""
+
+
+def _chain(n: int) -> str:
+    return (
+        "with DAG('bench', schedule=None):\n"
+        f"    tasks = [noop.override(task_id=f't{{i:02d}}')() for i in range({n})]\n"
+        "    for a, b in zip(tasks, tasks[1:]):\n"
+        "        a >> b\n"
+    )
+
+
+def _fan(n: int, join: bool) -> str:
+    source = (
+        "with DAG('bench', schedule=None, max_active_tasks=10000):\n"
+        "    first = noop.override(task_id='first')()\n"
+        f"    wide = [noop.override(task_id=f'w{{i:04d}}')() for i in range({n})]\n"
+        "    first >> wide\n"
+    )
+    return source + ("    wide >> noop.override(task_id='last')()\n" if join else "")
+
+
+WORKLOADS = {
+    "w1": ("chain of 20 no-op tasks", _chain(20)),
+    "w2": ("1 -> 200 parallel -> 1", _fan(200, join=True)),
+    "w4-500": ("1 -> 500 fan-out", _fan(500, join=False)),
+    "w4-5000": ("1 -> 5000 fan-out", _fan(5000, join=False)),
+}
+
+
+@dataclass
+class Result:
+    wall: float
+    hops: list[float]
+    queue_delays: list[float]
+    tasks_per_second: float
+    cpu: float
+    peak_rss_mib: float
+    idle_rss_mib: float
+    extra: dict = field(default_factory=dict)
+
+
+def tree_rss_kib(root: int) -> int:
+    """Sum of VmRSS over `root` and all its descendants."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                ppid = int(stat.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        todo.extend(children.get(pid, []))
+        try:
+            with open(f"/proc/{pid}/status") as status:
+                for line in status:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+        except OSError:
+            continue
+    return total
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class RssSampler(threading.Thread):
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.pid, self.peak, self.stop = pid, 0, threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(0.05):
+            self.peak = max(self.peak, tree_rss_kib(self.pid))
+
+
+def one_run(workload: str, parallelism: int) -> Result:
+    from engine import api
+    from engine.config import load_config
+    from engine.states import DAG_RUN_FINISHED
+    from engine.store.db import Store
+    from engine.store.migrate import migrate
+    from engine.store.models import DagRun, Job, TaskTry
+
+    with tempfile.TemporaryDirectory(prefix="dagwatch-bench-") as home:
+        Path(home, "dags").mkdir()
+        Path(home, "dags", "bench.py").write_text(HEADER + WORKLOADS[workload][1])
+        env = {
+            **os.environ,
+            "DAGWATCH_HOME": home,
+            "DAGWATCH__CORE__LOAD_EXAMPLES": "false",
+            "DAGWATCH__CORE__DAGS_ARE_PAUSED_AT_CREATION": "false",
+            "DAGWATCH__CORE__PARALLELISM": str(parallelism),
+        }
+        config = load_config(env)
+        store = Store.from_config(config)
+        migrate(store)
+        scheduler = subprocess.Popen(
+            [sys.executable, "-m", "engine", "scheduler"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            _wait_for(lambda: _scheduler_up(store, Job) and _dag_parsed(store), 60)
+            sampler = RssSampler(scheduler.pid)
+            sampler.start()
+            cpu_before = cpu_seconds(scheduler.pid)
+            started = time.perf_counter()
+            run = api.trigger_dag(store, "bench", actor="bench", now=datetime.now(UTC))
+
+            def finished() -> bool:
+                with store.session(readonly=True) as session:
+                    state = session.execute(
+                        select(DagRun.state).where(DagRun.run_id == run.run_id)
+                    ).scalar_one()
+                return state in DAG_RUN_FINISHED
+
+            _wait_for(finished, 600, interval=0.005)
+            wall = time.perf_counter() - started
+            cpu = cpu_seconds(scheduler.pid) - cpu_before
+            time.sleep(2)  # let attempt processes exit
+            sampler.stop.set()
+            idle = tree_rss_kib(scheduler.pid)
+            with store.session(readonly=True) as session:
+                tries = session.execute(select(TaskTry)).scalars().all()
+                queued = dict(
+                    session.execute(
+                        select(DagRun.run_id, DagRun.state).where(DagRun.run_id == run.run_id)
+                    ).all()
+                )
+            assert queued[run.run_id] == "success", queued
+            return _figures(workload, tries, wall, cpu, sampler.peak, idle, store)
+        finally:
+            scheduler.send_signal(signal.SIGTERM)
+            try:
+                scheduler.wait(30)
+            except subprocess.TimeoutExpired:
+                scheduler.kill()
+            store.dispose()
+
+
+def _figures(workload, tries, wall, cpu, peak, idle, store) -> Result:
+    from engine.store.models import TaskInstance
+
+    by_task = {t.task_id: t for t in tries}
+    with store.session(readonly=True) as session:
+        queued_at = dict(
+            session.execute(select(TaskInstance.task_id, TaskInstance.queued_at)).all()
+        )
+    delays = [(t.start_date - queued_at[t.task_id]).total_seconds() for t in tries]
+    if workload == "w1":
+        names = sorted(by_task)
+        hops = [
+            (by_task[b].start_date - by_task[a].end_date).total_seconds()
+            for a, b in itertools.pairwise(names)
+        ]
+    else:
+        first_end = by_task["first"].end_date
+        wide = [t for name, t in by_task.items() if name.startswith("w")]
+        hops = [(t.start_date - first_end).total_seconds() for t in wide]
+        if "last" in by_task:
+            hops.append(
+                (by_task["last"].start_date - max(t.end_date for t in wide)).total_seconds()
+            )
+    span = (max(t.end_date for t in tries) - min(t.start_date for t in tries)).total_seconds()
+    return Result(wall, hops, delays, len(tries) / span, cpu, peak / 1024, idle / 1024)
+
+
+def _scheduler_up(store, job_model) -> bool:
+    with store.session(readonly=True) as session:
+        return session.execute(select(job_model.id)).first() is not None
+
+
+def _dag_parsed(store) -> bool:
+    from engine.store.models import Dag
+
+    with store.session(readonly=True) as session:
+        return session.get(Dag, "bench") is not None
+
+
+def _wait_for(condition, timeout: float, interval: float = 0.1) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if condition():
+                return
+        except Exception:  # the metastore may not be ready yet
+            pass
+        time.sleep(interval)
+    raise TimeoutError("benchmark condition not met in time")
+
+
+def _p95(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))]
+
+
+def _summary(label: str, values: list[float], unit: str, scale: float = 1.0) -> str:
+    scaled = [v * scale for v in values]
+    return (
+        f"  {label:<24} median {statistics.median(scaled):9.1f} {unit:<5}"
+        f" min {min(scaled):9.1f}  max {max(scaled):9.1f}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--workloads", default="w1,w2,w4-500,w4-5000")
+    parser.add_argument("--parallelism", type=int, default=32)
+    args = parser.parse_args()
+    for workload in args.workloads.split(","):
+        results = [one_run(workload, args.parallelism) for _ in range(args.runs)]
+        print(f"{workload}: {WORKLOADS[workload][0]} ({args.runs} runs)")
+        print(_summary("trigger->success", [r.wall for r in results], "s"))
+        print(_summary("hop median", [statistics.median(r.hops) for r in results], "ms", 1000))
+        print(_summary("hop p95", [_p95(r.hops) for r in results], "ms", 1000))
+        print(
+            _summary(
+                "queued->running median",
+                [statistics.median(r.queue_delays) for r in results],
+                "ms",
+                1000,
+            )
+        )
+        print(_summary("tasks/s", [r.tasks_per_second for r in results], ""))
+        print(_summary("scheduler CPU", [r.cpu for r in results], "s"))
+        print(_summary("peak RSS (all)", [r.peak_rss_mib for r in results], "MiB"))
+        print(_summary("idle RSS (all)", [r.idle_rss_mib for r in results], "MiB"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""`dagwatch scheduler`, `dagwatch dag-processor` and `dagwatch standalone`."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from typing import Any
+
+import click
+
+from engine.cli import CliContext, pass_cli
+
+log = logging.getLogger(__name__)
+
+
+def _stop_on_signals(stop: threading.Event) -> None:
+    """SIGTERM and Ctrl-C stop the loop gracefully; a second Ctrl-C is not needed."""
+
+    def handler(signum: int, frame: Any) -> None:
+        log.warning("received %s: stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def run_scheduler(cli: CliContext, *, config: Any, drain: bool, parse: bool, grace: float) -> None:
+    """Take the single-scheduler lock, start the processor thread, run the loop."""
+    from engine.dag_processor import start_dag_processor_thread
+    from engine.executors import get_executor
+    from engine.locks import scheduler_lock
+    from engine.scheduler import Scheduler
+
+    logging.getLogger().setLevel(config["logging.level"])
+    store = cli.store
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    with scheduler_lock(store):
+        if parse:
+            start_dag_processor_thread(store, config, stop)
+        executor = get_executor(config["core.executor"], config, store)
+        scheduler = Scheduler(store, config, executor)
+        click.echo(
+            f"scheduler started: executor {executor.name}, parallelism "
+            f"{executor.parallelism}, metastore {store.display_url}"
+        )
+        scheduler.run(stop=stop, drain=drain, grace=grace)
+        click.echo("scheduler stopped")
+
+
+_GRACE = click.option(
+    "--grace",
+    type=click.FloatRange(min=0),
+    default=30.0,
+    show_default=True,
+    help="Seconds running attempts get to finish on shutdown before they are stopped.",
+)
+
+
+@click.command("scheduler")
+@click.option("--drain", is_flag=True, help="Exit once no DAG run is queued or running.")
+@click.option(
+    "--no-parse",
+    is_flag=True,
+    help="Do not parse DAG files here (run `dagwatch dag-processor` separately).",
+)
+@_GRACE
+@pass_cli
+def scheduler(cli: CliContext, drain: bool, no_parse: bool, grace: float) -> None:
+    """Run the scheduler: create runs, queue task instances, watch attempts."""
+    run_scheduler(cli, config=cli.config, drain=drain, parse=not no_parse, grace=grace)
+
+
+@click.command("dag-processor")
+@pass_cli
+def dag_processor(cli: CliContext) -> None:
+    """Parse the DAG folders every scheduler.min_file_process_interval seconds."""
+    from engine.dag_processor import run_dag_processor
+
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    run_dag_processor(cli.store, cli.config, stop)
+
+
+@click.command("standalone")
+@_GRACE
+@pass_cli
+def standalone(cli: CliContext, grace: float) -> None:
+    """Everything on one machine: migrate SQLite, load the examples, run the scheduler.
+
+    New DAGs start unpaused here, so the example DAGs run at once. Stop with Ctrl-C.
+    """
+    from engine.processor import process_folders
+    from engine.store.migrate import migrate
+
+    config = cli.config.with_overrides(core__dags_are_paused_at_creation=False)
+    migrate(cli.store, default_pool_slots=config["core.default_pool_slots"])
+    if config["core.load_examples"]:
+        _ensure_example_pool(cli.store)
+    report = process_folders(cli.store, config)
+    click.echo(
+        f"loaded {report.dags_found} DAGs from {report.files_seen} files "
+        f"({report.import_errors} import errors)"
+    )
+    run_scheduler(cli, config=config, drain=False, parse=True, grace=grace)
+
+
+def _ensure_example_pool(store: Any) -> None:
+    """example_pool_limited needs its pool; create it once, never overwrite a user's."""
+    from engine.store import pools
+
+    with store.session() as session:
+        if all(pool.name != "example_pool" for pool in pools.list_pools(session)):
+            pools.set_pool(session, "example_pool", 2, "Used by the example_pool_limited DAG")
