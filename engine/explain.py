@@ -37,7 +37,11 @@ def why_not_running(store: Any, config: Any, dag_id: str, run_id: str, task_id: 
             return f"DAG {dag_id!r} is paused"
         if run.state == "queued":
             limit = plan.max_active_runs or config["core.max_active_runs_per_dag"]
-            return f"run limit: the run is queued, DAG {dag_id!r} is at max_active_runs ({limit})"
+            if scheduling.running_run_counts(session).get(dag_id, 0) >= limit:
+                return (
+                    f"run limit: the run is queued, DAG {dag_id!r} is at max_active_runs ({limit})"
+                )
+            return "the run is queued: the scheduler starts it on its next tick"
         if state is TaskState.UP_FOR_RETRY:
             return (
                 f"retry not due until {ti.next_retry_at.isoformat() if ti.next_retry_at else '?'}"

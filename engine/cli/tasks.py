@@ -13,7 +13,7 @@ import click
 
 from engine.cli import CliContext, pass_cli
 from engine.cli.dags import DATETIME, load_dag
-from engine.cli.output import echo_rows, output_option, render_rows
+from engine.cli.output import echo_object, echo_rows, output_option, render_rows
 from engine.cli.runs import confirm_or_refuse
 from engine.cli.usage import Group
 from engine.exceptions import DagwatchError, NotFound
@@ -150,3 +150,19 @@ def clear(
     if result.left_running:
         click.echo(f"left {len(result.left_running)} alone (queued or running):")
         _echo_refs(result.left_running, reason=True)
+
+
+@tasks.command("failed-deps")
+@click.argument("dag_id")
+@click.argument("run_id")
+@click.argument("task_id")
+@output_option
+@pass_cli
+def failed_deps(cli: CliContext, dag_id: str, run_id: str, task_id: str, output: str) -> None:
+    """Say why a task instance is not running: upstream, pool, limits, retry, run limit."""
+    from engine.explain import why_not_running
+
+    reason = why_not_running(cli.store, cli.config, dag_id, run_id, task_id)
+    echo_object(
+        {"dag_id": dag_id, "run_id": run_id, "task_id": task_id, "reason": reason}, output, reason
+    )

@@ -306,3 +306,25 @@ def test_clear_yes_lists_what_was_left_running(env, failed_run):
 
     again = ok("tasks", "clear", "clearme", "--run-id", failed_run, "--only-failed", env=env)
     assert "nothing to clear in clearme" in again  # nothing asked: nothing to confirm
+
+
+def test_failed_deps_says_why_a_task_waits(env):
+    ok("dags", "trigger", "clearme", "--run-id", "why_run", env=env)
+    assert ok("tasks", "failed-deps", "clearme", "why_run", "first", env=env) == (
+        "DAG 'clearme' is paused\n"
+    )
+    ok("dags", "unpause", "clearme", env=env)
+    try:
+        result = run_cli(
+            "tasks", "failed-deps", "clearme", "why_run", "second", "-o", "json", env=env
+        )
+    finally:
+        ok("dags", "pause", "clearme", env=env)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {
+        "dag_id": "clearme",
+        "run_id": "why_run",
+        "task_id": "second",
+        "reason": "the run is queued: the scheduler starts it on its next tick",
+    }
+    fails("tasks", "failed-deps", "clearme", "why_run", "nope", env=env, code=1)
