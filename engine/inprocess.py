@@ -154,10 +154,6 @@ def _step(store, config, dag, plan, tis, order, report, echo, clock, sleep) -> b
     result = runner.run_attempt(store, config, dag, ti.id, clock=clock)
     report.attempts.append(result)
     echo(_describe(result))
-    if result.skip_task_ids:
-        fresh = _states(store, dag.dag_id, ti.run_id)
-        rows = [fresh[t] for t in result.skip_task_ids if fresh[t].state == TaskState.NONE]
-        _move(store, rows, TaskState.SKIPPED, clock(), reason=f"skipped by {ti.task_id}")
     return True
 
 

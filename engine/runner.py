@@ -314,12 +314,30 @@ def _finish(
             duration=duration,
             error=error,
         )
+        skips = frozenset(ti.skipped_task_ids) if state is TaskState.SUCCESS else frozenset()
+        if skips:  # branching: in the same transaction as the branch task's success
+            _skip_downstream(session, row, skips, now)
     level = logging.INFO if state is TaskState.SUCCESS else logging.WARNING
     task_log.log(level, "attempt %s ended: %s (%.3f s)", row.try_number, state, duration)
-    skips = frozenset(ti.skipped_task_ids) if state is TaskState.SUCCESS else frozenset()
     return AttemptResult(
         row.id, row.task_id, row.try_number, state, duration, error, skips, next_retry_at, path
     )
+
+
+def _skip_downstream(session: Any, row: Any, task_ids: frozenset[str], now: datetime) -> None:
+    """Skip the tasks a branch or short-circuit did not follow (those not yet started)."""
+    waiting = [
+        ti
+        for ti in runs.get_task_instances(session, row.dag_id, row.run_id)
+        if ti.task_id in task_ids and ti.state in (TaskState.NONE, TaskState.SCHEDULED)
+    ]
+    for state in (TaskState.NONE, TaskState.SCHEDULED):
+        ids = [ti.id for ti in waiting if ti.state == state]
+        if ids:
+            transitions.transition_task_instances(
+                session, ids, expected=state, to=TaskState.SKIPPED, at=now,
+                reason=f"skipped by {row.task_id}",
+            )  # fmt: skip
 
 
 _AFTER_CALLBACKS = {

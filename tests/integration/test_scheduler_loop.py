@@ -129,6 +129,50 @@ def test_drain_runs_a_chain_to_success_once_each(store, loop_config, add_dag, le
     assert all(t.hostname and t.pid != os.getpid() for t in tries)
 
 
+def test_branching_and_trigger_rules_through_the_loop(store, loop_config, add_dag, ledger):
+    add_dag(
+        "branches",
+        """
+        @task.branch
+        def pick():
+            return "left"
+
+        def boom():
+            raise RuntimeError("no")
+
+        with DAG("branches", schedule=None):
+            left = PythonOperator(task_id="left", python_callable=record, op_args=["left"])
+            right = PythonOperator(task_id="right", python_callable=record, op_args=["right"])
+            join = PythonOperator(task_id="join", python_callable=record, op_args=["join"],
+                                  trigger_rule=TriggerRule.NONE_FAILED)
+            pick() >> [left, right]
+            [left, right] >> join
+            failing = PythonOperator(task_id="failing", python_callable=boom)
+            on_fail = PythonOperator(task_id="on_fail", python_callable=record,
+                                     op_args=["on_fail"], trigger_rule=TriggerRule.ONE_FAILED)
+            after = EmptyOperator(task_id="after")
+            failing >> [on_fail, after]
+        """,
+    )
+    run_id = trigger(store, "branches")
+    drain(store, loop_config)
+    with store.session() as session:
+        states = {
+            ti.task_id: ti.state for ti in runs.get_task_instances(session, "branches", run_id)
+        }
+    assert states == {
+        "pick": "success",
+        "left": "success",
+        "right": "skipped",
+        "join": "success",
+        "failing": "failed",
+        "on_fail": "success",
+        "after": "upstream_failed",
+    }
+    assert sorted(s["task"] for s in entries(ledger)) == ["join", "left", "on_fail"]
+    assert run_state(store, "branches", run_id) == "failed"
+
+
 @pytest.mark.parametrize(
     ("limit", "dag_args", "task_args", "overrides"),
     [
