@@ -44,6 +44,14 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def _record_slots(report: TickReport, occupancy: Any, pool_sizes: dict[str, int]) -> None:
+    report.queued_tis = occupancy.queued
+    report.running_tis = occupancy.running
+    report.open_slots_by_pool = {
+        pool: size - occupancy.pool_used.get(pool, 0) for pool, size in pool_sizes.items()
+    }
+
+
 def _owned_by(ti: TiRow, event: AttemptEvent) -> bool:
     """Whether the lost attempt is the one the task instance records (not a newer one)."""
     if ti.state is TaskState.QUEUED:
@@ -65,6 +73,11 @@ class TickReport:
     waiting: dict[int, str] = field(default_factory=dict)
     zombies: int = 0
     active_runs: int = 0
+    #: task instances queued / running at the start of the queueing step
+    queued_tis: int = 0
+    running_tis: int = 0
+    #: pool -> slots left (negative when a pool was shrunk below what it holds)
+    open_slots_by_pool: dict[str, int] = field(default_factory=dict)
     duration: float = 0.0
 
     @property
@@ -329,11 +342,12 @@ class Scheduler:
     def _queue_executable(self, now: datetime, report: TickReport) -> None:
         open_slots = self.executor.open_slots
         with self.store.session() as session:
+            occupancy = scheduling.occupancy(session)
+            pool_sizes = scheduling.pool_sizes(session)
+            _record_slots(report, occupancy, pool_sizes)
             candidates = scheduling.scheduled_candidates(session, limit=max(64, open_slots * 4))
             if not candidates:
                 return
-            occupancy = scheduling.occupancy(session)
-            pool_sizes = scheduling.pool_sizes(session)
             info = scheduling.dag_rows(session, {ti.dag_id for ti in candidates})
             for dag_id, (digest, fileloc, _) in info.items():
                 self._plan(dag_id, digest, fileloc)

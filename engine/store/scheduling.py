@@ -225,6 +225,8 @@ class Occupancy:
     dag_active: dict[str, int]
     task_active: dict[tuple[str, str], int]
     total: int
+    queued: int = 0  #: task instances queued
+    running: int = 0  #: task instances running
 
 
 def occupancy(session: Session) -> Occupancy:
@@ -246,8 +248,12 @@ def occupancy(session: Session) -> Occupancy:
     )
     for dag_id, task_id, pool, state, count, slots in rows:
         result.pool_used[pool] += int(slots or 0)
-        by_state = result.pool_running if state == TaskState.RUNNING.value else result.pool_queued
-        by_state[pool] += int(slots or 0)
+        if state == TaskState.RUNNING.value:
+            result.pool_running[pool] += int(slots or 0)
+            result.running += count
+        else:
+            result.pool_queued[pool] += int(slots or 0)
+            result.queued += count
         result.dag_active[dag_id] += count
         result.task_active[(dag_id, task_id)] += count
         result.total += count

@@ -552,3 +552,29 @@ def test_a_lost_process_does_not_fail_an_attempt_it_does_not_own(store, add_dag,
     stub.finish(ti_id, None, exit_code=1, pid=999)  # the process that lost the claim
     scheduler.tick(T0)
     assert states(store, "owned", run_id) == {"t": "running"}
+
+
+def test_the_tick_report_counts_slots_per_pool(store, add_dag, make_scheduler):
+    with store.session() as session:
+        pools.set_pool(session, "three", 3)
+    add_dag(
+        "counted",
+        """
+        with DAG("counted", schedule=None):
+            for i in range(4):
+                EmptyOperator(task_id=f"t{i}", pool="three")
+        """,
+    )
+    scheduler, stub = make_scheduler()
+    trigger(store, "counted")
+    first = scheduler.tick(T0)
+    assert (first.executable, first.queued, first.starving) == (3, 3, {"three": 1})
+    ti_id = next(iter(stub.held))
+    with store.session() as session:
+        transitions.transition_task_instance(
+            session, ti_id, expected=TaskState.QUEUED, to=TaskState.RUNNING, at=T0, try_number=1
+        )
+    second = scheduler.tick(T0)
+    assert (second.queued_tis, second.running_tis) == (2, 1)
+    assert second.open_slots_by_pool == {"default_pool": 128, "three": 0}
+    assert second.starving == {"three": 1}
