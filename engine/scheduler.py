@@ -29,6 +29,7 @@ from engine.states import TASK_OCCUPYING, DagRunState, TaskState
 from engine.store import scheduling, transitions
 from engine.store.models import Dag, DagRun
 from engine.store.scheduling import TiRow
+from engine.store.wakeup import ChangeWatcher
 
 log = logging.getLogger(__name__)
 
@@ -107,13 +108,12 @@ class Scheduler:
         executor: Executor,
         *,
         clock: Clock = utcnow,
-        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.store = store
         self.config = config
         self.executor = executor
         self.clock = clock
-        self.sleep = sleep
+        self._watcher = ChangeWatcher(store)
         self.job_id: int | None = None
         self.last_report = TickReport()
         self._plans: dict[str, _Plan] = {}
@@ -557,8 +557,8 @@ class Scheduler:
         interval = self.config["scheduler.loop_interval"]
         if self.executor.running_ti_ids():
             self.executor.wait(interval)
-        elif not stop.is_set():
-            self.sleep(interval)
+        else:  # idle: a trigger or clear by another process wakes it at once
+            self._watcher.wait(interval, stop)
 
     def _drained(self, report: TickReport) -> bool:
         if report.busy or self.executor.running_ti_ids():
@@ -569,6 +569,7 @@ class Scheduler:
 
     def shutdown(self, grace: float) -> None:
         """Stop queueing, give running attempts `grace` seconds, then stop them."""
+        self._watcher.close()
         self.executor.end(grace)
         if self.job_id is not None:
             try:

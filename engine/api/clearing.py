@@ -25,6 +25,7 @@ from engine.store.audit import record_audit
 from engine.store.db import Store
 from engine.store.models import Dag, DagRun, TaskInstance, XCom
 from engine.store.transitions import CHUNK_SIZE, transition_dag_run, transition_task_instances
+from engine.store.wakeup import notify_scheduler
 
 
 @dataclass(frozen=True)
@@ -272,4 +273,5 @@ def clear_task_instances(
                 },
                 at=now,
             )
+            notify_scheduler(session)
     return result

@@ -18,6 +18,7 @@ from engine.store import dags, runs
 from engine.store.audit import record_audit
 from engine.store.db import Store
 from engine.store.models import ID_LEN, Dag, DagRun
+from engine.store.wakeup import notify_scheduler
 
 #: A backfill longer than this is refused: it is almost always a mistaken range or schedule.
 MAX_BACKFILL_RUNS = 10_000
@@ -105,6 +106,7 @@ def trigger_dag(
                 extra={"logical_date": when.isoformat(), "conf_keys": sorted(conf or {})},
                 at=now,
             )
+            notify_scheduler(session)
     except IntegrityError:  # another writer created the same run meanwhile
         raise DagwatchError(
             f"DAG {dag_id!r} already has a run {run_id!r} or a run at {when.isoformat()}"
@@ -130,6 +132,7 @@ def set_paused(
         record_audit(
             session, actor=actor, event=event, dag_id=dag_id, extra={"changed": changed}, at=now
         )
+        notify_scheduler(session)
     return changed
 
 
@@ -225,6 +228,7 @@ def backfill(
                     },
                     at=now,
                 )
+                notify_scheduler(session)
     except IntegrityError:  # a run id or date taken meanwhile, or a manual "backfill__" id
         raise DagwatchError(
             f"DAG {dag_id!r} got a run in this range while backfilling; nothing was queued, "
