@@ -9,7 +9,7 @@ import click
 
 from engine.cli import CliContext, pass_cli
 from engine.cli.output import echo_object, echo_rows, output_option
-from engine.cli.usage import PORT, Group, usage_error
+from engine.cli.usage import JSON_OBJECT, PORT, Group, usage_error
 from engine.connections import Connection
 from engine.exceptions import NotFound
 from engine.store.audit import record_audit
@@ -44,23 +44,6 @@ class ConnectionUri(click.ParamType):
         except ValueError as exc:
             self.fail(str(exc), param, ctx)
         return str(value)
-
-
-class JsonObject(click.ParamType):
-    """A JSON object given on the command line."""
-
-    name = "json"
-
-    def convert(self, value: Any, param: Any, ctx: Any) -> dict[str, Any]:
-        if isinstance(value, dict):
-            return value
-        try:
-            parsed = json.loads(value)
-        except json.JSONDecodeError as exc:
-            self.fail(f"not valid JSON: {exc}", param, ctx)
-        if not isinstance(parsed, dict):
-            self.fail("must be a JSON object, like '{\"key\": 1}'", param, ctx)
-        return parsed
 
 
 def _text(value: Any) -> str:
@@ -98,7 +81,7 @@ def get(cli: CliContext, conn_id: str, output: str) -> None:
 @click.option("--conn-password")
 @click.option("--conn-port", type=PORT)
 @click.option("--conn-schema")
-@click.option("--conn-extra", type=JsonObject(), help="Extra options as a JSON object.")
+@click.option("--conn-extra", type=JSON_OBJECT, help="Extra options as a JSON object.")
 @click.option("--conn-description")
 @pass_cli
 def add(

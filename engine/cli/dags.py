@@ -2,57 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import click
-import pendulum
 
 from engine.cli import CliContext, pass_cli
 from engine.cli.output import echo_object, echo_rows, output_option
-from engine.cli.usage import Group
+from engine.cli.usage import DATETIME, JSON_OBJECT, Group
 from engine.exceptions import DagwatchError, NotFound
-
-
-class DateTimeParam(click.ParamType):
-    """An ISO 8601 date or datetime; naive values are UTC."""
-
-    name = "datetime"
-
-    def convert(self, value: Any, param: Any, ctx: Any) -> datetime:
-        if isinstance(value, datetime):
-            return value
-        try:
-            parsed = pendulum.parse(value, tz="UTC")
-        except (ValueError, pendulum.parsing.exceptions.ParserError):
-            self.fail(f"{value!r} is not an ISO 8601 date or datetime", param, ctx)
-        if not isinstance(parsed, datetime):
-            self.fail(f"{value!r} is not a date or datetime", param, ctx)
-        return parsed.in_timezone("UTC")
-
-
-class JsonObjectParam(click.ParamType):
-    """A JSON object given on the command line."""
-
-    name = "json"
-
-    def convert(self, value: Any, param: Any, ctx: Any) -> dict:
-        if isinstance(value, dict):
-            return value
-        try:
-            parsed = json.loads(value)
-        except json.JSONDecodeError as exc:
-            self.fail(f"not valid JSON: {exc}", param, ctx)
-        if not isinstance(parsed, dict):
-            self.fail("must be a JSON object, like '{\"key\": 1}'", param, ctx)
-        return parsed
-
-
-DATETIME = DateTimeParam()
-JSON_OBJECT = JsonObjectParam()
 
 
 @click.group(cls=Group)
@@ -198,8 +158,3 @@ def test(cli: CliContext, dag_id: str, logical_date: datetime | None, conf: dict
     )
     if report.state is not DagRunState.SUCCESS:
         raise DagwatchError(f"run {report.run_id} of {dag_id} {report.state}")
-
-
-# The run verbs (trigger, pause, backfill, list-runs, state...) live in engine.cli.runs;
-# importing it registers them on `dags`.
-from engine.cli import runs as _runs  # noqa: E402, F401

@@ -13,9 +13,9 @@ import click
 import pendulum
 
 from engine.cli import CliContext, pass_cli
-from engine.cli.dags import DATETIME, JSON_OBJECT, dags
+from engine.cli.dags import dags
 from engine.cli.output import echo_object, echo_rows, output_option
-from engine.cli.usage import usage_error
+from engine.cli.usage import DATETIME, JSON_OBJECT, usage_error
 from engine.exceptions import DagwatchError
 from engine.states import DagRunState
 

@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING
 import click
 
 from engine.cli import CliContext, pass_cli
-from engine.cli.dags import DATETIME, load_dag
+from engine.cli.dags import load_dag
 from engine.cli.output import echo_object, echo_rows, output_option, render_rows
 from engine.cli.runs import confirm_or_refuse
-from engine.cli.usage import Group
+from engine.cli.usage import DATETIME, Group
 from engine.exceptions import DagwatchError, NotFound
 
 if TYPE_CHECKING:

@@ -6,10 +6,13 @@ argument or unknown option as `error: <command path>: <what is wrong>`.
 
 from __future__ import annotations
 
+import json
 import re
+from datetime import datetime
 from typing import IO, Any
 
 import click
+import pendulum
 from click.exceptions import NoArgsIsHelpError
 
 _NEGATIVE_NUMBER = re.compile(r"^-\d")
@@ -97,3 +100,41 @@ class NonNegativeInt(click.ParamType):
 
 NON_NEGATIVE_INT = NonNegativeInt()
 PORT = NonNegativeInt(maximum=65535)
+
+
+class DateTimeParam(click.ParamType):
+    """An ISO 8601 date or datetime; naive values are UTC."""
+
+    name = "datetime"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> datetime:
+        if isinstance(value, datetime):
+            return value
+        try:
+            parsed = pendulum.parse(value, tz="UTC")
+        except (ValueError, pendulum.parsing.exceptions.ParserError):
+            self.fail(f"{value!r} is not an ISO 8601 date or datetime", param, ctx)
+        if not isinstance(parsed, datetime):
+            self.fail(f"{value!r} is not a date or datetime", param, ctx)
+        return parsed.in_timezone("UTC")
+
+
+class JsonObjectParam(click.ParamType):
+    """A JSON object given on the command line."""
+
+    name = "json"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> dict:
+        if isinstance(value, dict):
+            return value
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError as exc:
+            self.fail(f"not valid JSON: {exc}", param, ctx)
+        if not isinstance(parsed, dict):
+            self.fail("must be a JSON object, like '{\"key\": 1}'", param, ctx)
+        return parsed
+
+
+DATETIME = DateTimeParam()
+JSON_OBJECT = JsonObjectParam()
