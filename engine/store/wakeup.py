@@ -41,10 +41,15 @@ class ChangeWatcher:
 
     def _open(self) -> Any:
         if self._connection is None:
-            self._connection = self._store.engine.raw_connection()
+            pooled = self._store.engine.raw_connection()
+            connection = pooled.dbapi_connection
+            # Its own connection, never returned to the pool: LISTEN and autocommit must not
+            # leak into the sessions that later borrow pooled connections.
+            pooled.detach()
             if self._store.dialect == "postgresql":
-                self._connection.driver_connection.autocommit = True
-                self._connection.driver_connection.execute(f"LISTEN {CHANNEL}")
+                connection.autocommit = True
+                connection.execute(f"LISTEN {CHANNEL}")
+            self._connection = connection
         return self._connection
 
     def wait(self, timeout: float, stop: threading.Event) -> bool:
@@ -52,7 +57,7 @@ class ChangeWatcher:
         try:
             connection = self._open()
             if self._store.dialect == "postgresql":
-                return self._wait_notify(connection.driver_connection, timeout, stop)
+                return self._wait_notify(connection, timeout, stop)
             return self._wait_sqlite(connection, timeout, stop)
         except Exception as exc:  # a broken watcher must not stop the loop: fall back to sleep
             log.warning("change watcher failed, sleeping instead: %s", exc)

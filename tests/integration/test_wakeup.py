@@ -53,3 +53,15 @@ def test_stop_ends_the_wait(store):
     finally:
         watcher.close()
     assert time.monotonic() - started < 2.0
+
+
+def test_the_watchers_connection_never_returns_to_the_pool(store):
+    watcher = ChangeWatcher(store)
+    watcher.wait(0.05, threading.Event())
+    watcher.close()
+    # Every pooled connection must still run transactions (savepoints need one).
+    for _ in range(8):  # more than the pool holds
+        with store.session() as session:
+            pools.set_pool(session, "after_watch", 2)
+            with session.begin_nested():
+                pools.set_pool(session, "after_watch", 3)
