@@ -11,8 +11,13 @@ is up, and the figures come from the metastore's attempt records:
   - queued→running: queued_at to start_date of each attempt;
   - tasks/s: tasks / (last end - first start);
   - scheduler CPU: user+system seconds of the scheduler process during the run;
-  - peak RSS: sum over the scheduler's process tree, sampled every 50 ms;
-  - idle RSS: the same tree after the run, once nothing runs.
+  - machine CPU: busy seconds of all cores during the run (workers and attempts included);
+  - peak PSS: proportional set size summed over the scheduler's process tree (PSS splits
+    each shared page among its sharers, so forked processes are not counted as if each
+    owned the pages they share, as a sum of RSS would); sampled every 0.5 s, since reading
+    smaps_rollup walks page tables (~1 ms a process) and would otherwise eat the CPU the
+    workload is measured on;
+  - idle PSS: the same tree after the run, once nothing runs.
 Medians over the runs, with min and max.
 """
 
@@ -79,13 +84,14 @@ class Result:
     queue_delays: list[float]
     tasks_per_second: float
     cpu: float
-    peak_rss_mib: float
-    idle_rss_mib: float
+    machine_cpu: float
+    peak_pss_mib: float
+    idle_pss_mib: float
     extra: dict = field(default_factory=dict)
 
 
-def tree_rss_kib(root: int) -> int:
-    """Sum of VmRSS over `root` and all its descendants."""
+def tree_pss_kib(root: int) -> int:
+    """Sum of PSS (from /proc/<pid>/smaps_rollup) over `root` and all its descendants."""
     children: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -101,13 +107,20 @@ def tree_rss_kib(root: int) -> int:
         pid = todo.pop()
         todo.extend(children.get(pid, []))
         try:
-            with open(f"/proc/{pid}/status") as status:
-                for line in status:
-                    if line.startswith("VmRSS:"):
+            with open(f"/proc/{pid}/smaps_rollup") as rollup:
+                for line in rollup:
+                    if line.startswith("Pss:"):
                         total += int(line.split()[1])
         except OSError:
             continue
     return total
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds all cores spent neither idle nor waiting on I/O, since boot."""
+    with open("/proc/stat") as stat:
+        fields = [int(v) for v in stat.readline().split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -116,14 +129,16 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-class RssSampler(threading.Thread):
+class PssSampler(threading.Thread):
+    interval = 0.5
+
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
         self.pid, self.peak, self.stop = pid, 0, threading.Event()
 
     def run(self) -> None:
-        while not self.stop.wait(0.05):
-            self.peak = max(self.peak, tree_rss_kib(self.pid))
+        while not self.stop.wait(self.interval):
+            self.peak = max(self.peak, tree_pss_kib(self.pid))
 
 
 def one_run(workload: str, parallelism: int) -> Result:
@@ -156,9 +171,10 @@ def one_run(workload: str, parallelism: int) -> Result:
         )
         try:
             _wait_for(lambda: _scheduler_up(store, Job) and _dag_parsed(store), 60)
-            sampler = RssSampler(scheduler.pid)
+            sampler = PssSampler(scheduler.pid)
             sampler.start()
             cpu_before = cpu_seconds(scheduler.pid)
+            machine_before = machine_busy_seconds()
             started = time.perf_counter()
             run = api.trigger_dag(store, "bench", actor="bench", now=datetime.now(UTC))
 
@@ -172,9 +188,10 @@ def one_run(workload: str, parallelism: int) -> Result:
             _wait_for(finished, 600, interval=0.005)
             wall = time.perf_counter() - started
             cpu = cpu_seconds(scheduler.pid) - cpu_before
+            machine = machine_busy_seconds() - machine_before
             time.sleep(2)  # let attempt processes exit
             sampler.stop.set()
-            idle = tree_rss_kib(scheduler.pid)
+            idle = tree_pss_kib(scheduler.pid)
             with store.session(readonly=True) as session:
                 tries = session.execute(select(TaskTry)).scalars().all()
                 queued = dict(
@@ -183,6 +200,7 @@ def one_run(workload: str, parallelism: int) -> Result:
                     ).all()
                 )
             assert queued[run.run_id] == "success", queued
+            cpu = (cpu, machine)
             return _figures(workload, tries, wall, cpu, sampler.peak, idle, store)
         finally:
             scheduler.send_signal(signal.SIGTERM)
@@ -217,7 +235,10 @@ def _figures(workload, tries, wall, cpu, peak, idle, store) -> Result:
                 (by_task["last"].start_date - max(t.end_date for t in wide)).total_seconds()
             )
     span = (max(t.end_date for t in tries) - min(t.start_date for t in tries)).total_seconds()
-    return Result(wall, hops, delays, len(tries) / span, cpu, peak / 1024, idle / 1024)
+    scheduler_cpu, machine_cpu = cpu
+    return Result(
+        wall, hops, delays, len(tries) / span, scheduler_cpu, machine_cpu, peak / 1024, idle / 1024
+    )
 
 
 def _scheduler_up(store, job_model) -> bool:
@@ -279,8 +300,9 @@ def main() -> None:
         )
         print(_summary("tasks/s", [r.tasks_per_second for r in results], ""))
         print(_summary("scheduler CPU", [r.cpu for r in results], "s"))
-        print(_summary("peak RSS (all)", [r.peak_rss_mib for r in results], "MiB"))
-        print(_summary("idle RSS (all)", [r.idle_rss_mib for r in results], "MiB"))
+        print(_summary("machine CPU", [r.machine_cpu for r in results], "s"))
+        print(_summary("peak PSS (tree)", [r.peak_pss_mib for r in results], "MiB"))
+        print(_summary("idle PSS (tree)", [r.idle_pss_mib for r in results], "MiB"))
 
 
 if __name__ == "__main__":

@@ -31,13 +31,14 @@ PRELOAD = (
     "engine.store.runs",
     "engine.store.transitions",
     "engine.executors.attempt",
+    "engine.executors.template",
     "sqlalchemy",
     "sqlalchemy.dialects.sqlite",
     "sqlalchemy.dialects.postgresql.psycopg",
     "psycopg",
     "pendulum",
     "jinja2",
-    "engine.executors.preload",  # last: runs a no-op attempt to warm SQLAlchemy up
+    "engine.executors.preload",  # last: warms SQLAlchemy up, then freezes the GC
 )
 
 _context: Any = None

@@ -132,9 +132,10 @@ def build_context(dag: Any, task: Any, run: Any, ti: RuntimeTaskInstance, config
 
 
 def _begin(store: Any, ti_id: int, *, base_log: Path, now: datetime, hostname: str, pid: int):
-    """queued → running, try_number + 1, a task_try row; return (ti row, run row, log path)."""
+    """queued → running, try_number + 1, a task_try row; return (ti row, run row, log path).
+    The row comes with its run in one query; the transition updates it in place (no refresh)."""
     with store.session() as session:
-        ti = runs.get_task_instance(session, ti_id)
+        ti, run = runs.get_task_instance_and_run(session, ti_id)
         try_number = ti.try_number + 1
         path = log_path_for(base_log, ti.dag_id, ti.run_id, ti.task_id, try_number)
         transitions.transition_task_instance(
@@ -152,9 +153,7 @@ def _begin(store: Any, ti_id: int, *, base_log: Path, now: datetime, hostname: s
             last_heartbeat=now,
             next_retry_at=None,
         )
-        session.refresh(ti)
         runs.start_try(session, ti, hostname=hostname, pid=pid, log_path=str(path), now=now)
-        run = runs.get_dag_run(session, ti.dag_id, ti.run_id)
         session.expunge_all()
     return ti, run, path
 

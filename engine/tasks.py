@@ -116,6 +116,8 @@ def unique_task_id(task_id: str, dag: DAG | None, group: TaskGroup | None) -> st
     if dag is None:
         return task_id
     full = group.child_id(task_id) if group is not None else task_id
+    if full not in dag.task_dict and full not in dag.task_group_dict:
+        return task_id  # the common case, without copying every id (O(n²) for n tasks)
     return unique_id(task_id, full, set(dag.task_dict) | set(dag.task_group_dict))
 
 

@@ -1,9 +1,9 @@
 """Inside a worker: find the task in its DAG file, run the attempt or callbacks, report.
 
-Shared by the local executor's child processes (`attempt_main`, `callback_main`) and
-the sequential executor, which calls `run_request` in its own process. An attempt whose
-DAG file or task cannot be loaded never starts: its task instance goes queued → failed
-with the reason, so the scheduler does not wait on it forever.
+Shared by the local executor's workers (`engine.executors.worker`), its callback
+processes (`callback_main`) and the sequential executor, which calls `run_request` in its
+own process. An attempt whose DAG file or task cannot be loaded never starts: its task
+instance goes queued → failed with the reason, so the scheduler does not wait on it forever.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import socket
 import sys
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import MutableMapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,8 +37,8 @@ log = logging.getLogger(__name__)
 
 #: (home, {option name: (value, source)}): a Config that crosses a process boundary.
 ConfigPayload = tuple[str, dict[str, tuple[Any, str]]]
-#: (fileloc, mtime_ns) -> {dag_id: DAG}
-DagCache = MutableMapping[tuple[str, int], dict[str, Any]]
+#: (fileloc, mtime_ns, size): one version of a DAG file
+DagFileKey = tuple[str, int, int]
 _OPTIONS = {option.name: option for option in OPTIONS}
 
 
@@ -62,6 +63,27 @@ def config_from_payload(payload: ConfigPayload) -> Config:
     return Config(Path(home), settings)
 
 
+class DagCache(OrderedDict[DagFileKey, dict[str, Any]]):
+    """Imported DAG files by version ({dag_id: DAG}), least recently used first.
+
+    A long-lived process imports each version of a file once instead of once per attempt;
+    `max_files` bounds the memory that costs (a file of thousands of tasks is big).
+    """
+
+    def __init__(self, max_files: int | None = None) -> None:
+        super().__init__()
+        self.max_files = max_files
+        self.imports = 0  #: how many imports filled it (a changed count means new objects)
+
+    def trim(self) -> None:
+        """Drop the least recently used files beyond `max_files`, with their modules."""
+        while self.max_files is not None and len(self) > self.max_files:
+            (fileloc, _mtime, _size), _dags = self.popitem(last=False)
+            for name, module in list(sys.modules.items()):
+                if getattr(module, "__file__", None) == fileloc:
+                    del sys.modules[name]
+
+
 @functools.cache
 def hostname() -> str:
     """This host's name, looked up once: the forkserver's warm-up fills the cache for every
@@ -76,26 +98,28 @@ def extend_sys_path(config: Config) -> None:
             sys.path.insert(0, str(folder))
 
 
-def load_dag(fileloc: str, dag_id: str, task_id: str | None, cache: DagCache | None) -> Any:
+def load_dag(
+    fileloc: str, dag_id: str, task_id: str | None, cache: MutableMapping[Any, Any] | None
+) -> Any:
     """Import `fileloc` (or reuse the cached import of this version) and return `dag_id`."""
     path = Path(fileloc)
     try:
-        key = (fileloc, path.stat().st_mtime_ns)
+        stat = path.stat()
     except OSError as exc:
         raise UnrunnableAttempt(f"DAG file {fileloc} cannot be read: {exc.strerror}") from None
+    key = (fileloc, stat.st_mtime_ns, stat.st_size)
     dags = cache.get(key) if cache is not None else None
+    if dags is not None and isinstance(cache, OrderedDict):
+        cache.move_to_end(key)
     if dags is None:
-        try:
-            dags = {dag.dag_id: dag for dag in import_dag_file(path)}
-        except (Exception, SystemExit) as exc:
-            log.exception("importing %s failed", fileloc)
-            raise UnrunnableAttempt(
-                f"importing DAG file {fileloc} failed: {type(exc).__name__}: {exc}"
-            ) from None
+        dags = _import(fileloc)
         if cache is not None:
             for old in [k for k in cache if k[0] == fileloc]:
                 del cache[old]
             cache[key] = dags
+        if isinstance(cache, DagCache):
+            cache.imports += 1
+            cache.trim()
     dag = dags.get(dag_id)
     if dag is None:
         defined = ", ".join(sorted(dags)) or "none"
@@ -103,6 +127,16 @@ def load_dag(fileloc: str, dag_id: str, task_id: str | None, cache: DagCache | N
     if task_id is not None and not dag.has_task(task_id):
         raise UnrunnableAttempt(f"task {task_id!r} is not in DAG {dag_id!r} ({fileloc})")
     return dag
+
+
+def _import(fileloc: str) -> dict[str, Any]:
+    try:
+        return {dag.dag_id: dag for dag in import_dag_file(Path(fileloc))}
+    except (Exception, SystemExit) as exc:
+        log.exception("importing %s failed", fileloc)
+        raise UnrunnableAttempt(
+            f"importing DAG file {fileloc} failed: {type(exc).__name__}: {exc}"
+        ) from None
 
 
 def fail_unstarted(store: Store, ti_id: int, reason: str) -> TaskState | None:
@@ -121,6 +155,16 @@ def fail_unstarted(store: Store, ti_id: int, reason: str) -> TaskState | None:
     return TaskState.FAILED if changed else None
 
 
+def refuse(
+    store: Store, request: AttemptRequest, exc: UnrunnableAttempt
+) -> tuple[TaskState | None, str]:
+    """Fail an attempt that cannot start: (the state recorded, the reason)."""
+    reason = f"the attempt could not start: {exc}"
+    log.error("task instance %s: %s", request.ti_id, reason)
+    state = fail_unstarted(store, request.ti_id, reason)
+    return state, reason if state else f"{reason}; the task instance was no longer queued"
+
+
 def run_request(
     store: Store, config: Config, request: AttemptRequest, cache: DagCache | None
 ) -> tuple[TaskState | None, str | None]:
@@ -128,15 +172,12 @@ def run_request(
     try:
         dag = load_dag(request.fileloc, request.dag_id, request.task_id, cache)
     except UnrunnableAttempt as exc:
-        reason = f"the attempt could not start: {exc}"
-        log.error("task instance %s: %s", request.ti_id, reason)
-        state = fail_unstarted(store, request.ti_id, reason)
-        return state, reason if state else f"{reason}; the task instance was no longer queued"
+        return refuse(store, request, exc)
     result = runner.run_attempt(store, config, dag, request.ti_id, hostname=hostname())
     return result.state, result.error
 
 
-class _StopHandler:
+class StopHandler:
     """SIGTERM raises AttemptStopped inside the task, so the runner records the failure.
 
     Outside the task's code (starting up, recording the outcome) raising would break the
@@ -188,25 +229,6 @@ def _child_store(payload: ConfigPayload) -> tuple[Config, Store]:
     runtime.configure(config, store)
     extend_sys_path(config)
     return config, store
-
-
-def attempt_main(request: AttemptRequest, payload: ConfigPayload, result: Any, stop: Any) -> None:
-    """Child entry point: run one attempt and send (state, error) back once."""
-    signal.signal(signal.SIGTERM, _StopHandler(stop))
-    config, store = _child_store(payload)
-    code = 0
-    try:
-        state, error = run_request(store, config, request, None)
-    except BaseException as exc:  # the attempt could not be recorded: report, exit non-zero
-        log.exception("attempt of task instance %s failed outside the task", request.ti_id)
-        state, error, code = None, f"the attempt process failed: {type(exc).__name__}: {exc}", 1
-    try:
-        result.send((state.value if state else None, error))
-    finally:
-        result.close()
-        store.dispose()
-    if code:
-        sys.exit(code)
 
 
 def run_callback_request(

@@ -1,9 +1,14 @@
-"""The local executor: each attempt in its own process, forked from a warm forkserver.
+"""The local executor: `parallelism` long-lived workers, each forking one process per attempt.
 
-A child leads its own process group, opens its own metastore connections and records
-the attempt through the runner; it only sends the recorded (state, error) back. The
-parent watches the children's pipes and sentinels, so an attempt that dies without
-recording an outcome (SIGKILL, OOM) still produces an event (`lost`).
+Workers are forked from a template process that warmed a metastore engine up once
+(`engine.executors.pool`, `.template`) and stay (`.worker`): each keeps that warm engine
+and the DAG files it imported, and forks every attempt from that state. The attempt
+process leads its own process group, opens its own metastore connections and records
+the attempt through the runner; the worker reports its pid once forked, then (state,
+error, exit code) once it exited. So an attempt that dies without recording an outcome
+(SIGKILL, OOM), or whose worker dies, still produces an event (`lost`), with the attempt
+process's pid. A dead worker is replaced. Attempts go to an idle worker that already
+imported their DAG file when there is one.
 
 Attempts beyond `parallelism` are held here in FIFO order and started as slots free up.
 `end()` drops the held ones: their task instances stay `queued`, and the scheduler's
@@ -19,13 +24,13 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as wait_for
 from typing import Any
 
 from engine.config import Config
-from engine.executors.attempt import attempt_main, callback_main, config_payload
+from engine.executors.attempt import callback_main, config_payload
 from engine.executors.base import AttemptEvent, AttemptRequest, CallbackRequest
+from engine.executors.pool import WorkerHandle, WorkerPool
 from engine.forking import describe_exit, kill_group, mp_context, warm_up
 from engine.states import TaskState
 
@@ -33,37 +38,20 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class _Child:
-    """One running attempt process and what the parent knows about it."""
+class _Attempt:
+    """One attempt handed to a worker, and what the executor knows about it."""
 
     request: AttemptRequest
-    process: Any
-    result: Connection | None  #: None once read (or at EOF)
-    stop: Connection  #: carries the stop reason to the child before SIGTERM
+    worker: WorkerHandle
     started: float
-    outcome: tuple[str | None, str | None] | None = None
+    pid: int | None = None  #: the attempt process, once the worker forked it
     stopped_at: float | None = None
     stop_reason: str | None = None
-    killed: str | None = None  #: why the parent SIGKILLed it
-
-    def read_outcome(self) -> None:
-        if self.result is None or not self.result.poll():
-            return
-        try:
-            self.outcome = self.result.recv()
-        except (EOFError, OSError):
-            pass
-        self.result.close()
-        self.result = None
-
-    @property
-    def done(self) -> bool:
-        recorded = self.outcome is not None and self.outcome[0] is not None
-        return recorded or self.process.exitcode is not None
+    killed: str | None = None  #: why the executor SIGKILLed it
 
 
 @dataclass
-class _Worker:
+class _Other:
     """A process the executor reaps and may kill but reports nothing about."""
 
     process: Any
@@ -72,7 +60,7 @@ class _Worker:
 
 
 class LocalExecutor:
-    """Runs up to `parallelism` attempts at once, each in a forked child process."""
+    """Runs up to `parallelism` attempts at once, each in its own process."""
 
     name = "local"
     #: seconds between SIGTERM and SIGKILL when an attempt is stopped
@@ -81,13 +69,18 @@ class LocalExecutor:
     hard_timeout_grace = 10.0
     #: seconds a callback process may run before it is killed
     callback_timeout = 300.0
+    #: DAG files (versions) a worker keeps imported
+    dag_cache_files = 8
+    #: seconds an idle worker (and the DAG files it holds) is kept for the next attempt
+    worker_idle_timeout = 600.0
 
     def __init__(self, config: Config, parallelism: int | None = None) -> None:
         self.parallelism: int = parallelism or config["core.parallelism"]
         self._payload = config_payload(config)
-        self._running: dict[int, _Child] = {}
+        self._pool = WorkerPool(self._payload, self.parallelism, self.dag_cache_files)
+        self._running: dict[int, _Attempt] = {}
         self._held: deque[AttemptRequest] = deque()
-        self._others: list[_Worker] = []  # callbacks, and attempts exiting after reporting
+        self._others: list[_Other] = []  # callback processes
         self._events: list[AttemptEvent] = []
         self._started = False
         self._ended = False
@@ -95,12 +88,15 @@ class LocalExecutor:
     # -- the Executor protocol -------------------------------------------------------
 
     def start(self) -> None:
-        """Warm the forkserver up front, so the first attempt does not pay for imports."""
+        """Start the worker template, which warms up while the scheduler gets going; the
+        workers are forked from it as attempts need them."""
         if self._started:
             return
         self._started = True
         warm_up()
         atexit.register(self._at_exit)
+        self._pool.size, self._pool.max_files = self.parallelism, self.dag_cache_files
+        self._pool.start()
 
     def queue(self, requests: Sequence[AttemptRequest]) -> None:
         if self._ended:
@@ -127,24 +123,24 @@ class LocalExecutor:
             )
             process.start()
             label = f"{request.kind} of {request.dag_id}/{request.run_id}"
-            self._others.append(_Worker(process, label, time.monotonic() + self.callback_timeout))
+            self._others.append(_Other(process, label, time.monotonic() + self.callback_timeout))
 
     def wait(self, timeout: float) -> bool:
-        if self._events:
-            return True
-        self._enforce_deadlines()
-        handles: list[Any] = []
-        for child in self._running.values():
-            if child.result is not None:
-                handles.append(child.result)
-            handles.append(child.process.sentinel)
-        timeout = max(0.0, min(timeout, self._next_deadline() - time.monotonic()))
-        if not handles:
-            time.sleep(timeout)
-            return False
-        ready = wait_for(handles, timeout)
-        self._enforce_deadlines()
-        return bool(ready)
+        """Block until an attempt ends (True) or `timeout` passes (False)."""
+        until = time.monotonic() + timeout
+        self._poll()
+        while not self._events:
+            handles = self._pool.handles() if self._started else []
+            now = time.monotonic()
+            remaining = min(until, self._next_deadline()) - now
+            if remaining <= 0 and now >= until:
+                break
+            if not handles:
+                time.sleep(max(0.0, remaining))
+            else:
+                wait_for(handles, max(0.0, remaining))
+            self._poll()
+        return bool(self._events)
 
     def collect(self) -> list[AttemptEvent]:
         self._poll()
@@ -155,24 +151,21 @@ class LocalExecutor:
         return set(self._running) | {request.ti_id for request in self._held}
 
     def terminate(self, ti_ids: Sequence[int], reason: str) -> None:
-        """SIGTERM each attempt's process group; SIGKILL follows in `wait`/`collect` if it
-        is still alive `kill_grace` s later. Held attempts are dropped (still queued)."""
+        """Have each attempt's worker SIGTERM its process group; SIGKILL follows in
+        `wait`/`collect` if it is still running `kill_grace` s later. Held attempts are
+        dropped (still queued)."""
         wanted = set(ti_ids)
         dropped = [r for r in self._held if r.ti_id in wanted]
         if dropped:
             self._held = deque(r for r in self._held if r.ti_id not in wanted)
             log.info("dropped %d held attempt(s) before they started: %s", len(dropped), reason)
         for ti_id in wanted:
-            child = self._running.get(ti_id)
-            if child is None or child.stopped_at is not None or child.done:
+            attempt = self._running.get(ti_id)
+            if attempt is None or attempt.stopped_at is not None:
                 continue
-            try:
-                child.stop.send(reason)
-            except OSError:
-                pass  # it is exiting already
-            log.info("stopping task instance %s (pid %s): %s", ti_id, child.process.pid, reason)
-            kill_group(child.process.pid, signal.SIGTERM)
-            child.stopped_at, child.stop_reason = time.monotonic(), reason
+            self._pool.send(attempt.worker, ("stop", ti_id, reason))
+            log.info("stopping task instance %s (pid %s): %s", ti_id, attempt.pid, reason)
+            attempt.stopped_at, attempt.stop_reason = time.monotonic(), reason
 
     @property
     def open_slots(self) -> int:
@@ -188,65 +181,105 @@ class LocalExecutor:
             )
             self._held.clear()
         self._drain(time.monotonic() + grace)
-        for worker in self._others:
-            worker.deadline = min(worker.deadline, time.monotonic())  # killed in _poll
+        for other in self._others:
+            other.deadline = min(other.deadline, time.monotonic())  # killed in _poll
         if self._running:
             self.terminate(list(self._running), "the executor is shutting down")
         self._drain(time.monotonic() + self.kill_grace + 5.0)
-        for child in self._running.values():
-            log.error("attempt process %s did not exit; giving up on it", child.process.pid)
+        for attempt in self._running.values():
+            log.error("attempt process %s did not exit; giving up on it", attempt.pid)
+        self._pool.stop(time.monotonic() + 5.0)
         atexit.unregister(self._at_exit)
 
-    # -- internals -------------------------------------------------------------------
+    # -- workers ---------------------------------------------------------------------
 
-    def _spawn(self, request: AttemptRequest) -> None:
-        context = mp_context()
-        result_r, result_w = context.Pipe(duplex=False)
-        stop_r, stop_w = context.Pipe(duplex=False)
-        process = context.Process(
-            target=attempt_main,
-            args=(request, self._payload, result_w, stop_r),
-            name=f"dagwatch-attempt-{request.ti_id}",
+    def _idle_worker(self, fileloc: str) -> WorkerHandle | None:
+        """An idle worker, preferring one that already imported `fileloc`; else a new one."""
+        idle = [w for w in self._pool.workers if w.available]
+        best = max(idle, key=lambda w: (fileloc in w.files, w.ready), default=None)
+        return best or self._pool.spawn()
+
+    def _retire_idle(self) -> None:
+        """Let workers idle for `worker_idle_timeout` go, with the DAG files they hold."""
+        expired = time.monotonic() - self.worker_idle_timeout
+        for worker in self._pool.workers:
+            if worker.available and worker.idle_since <= expired:
+                self._pool.retire(worker)
+
+    def _on_message(self, worker: WorkerHandle, message: tuple) -> None:
+        kind, attempt = message[0], worker.attempt
+        if kind == "ready":
+            worker.ready = True
+        elif attempt is None or attempt.request.ti_id != message[1]:
+            log.warning("unexpected message from worker %s: %s", worker.pid, message)
+        elif kind == "started":
+            attempt.pid = message[2]
+        elif kind == "done":
+            _, _, pid, state, error, code = message
+            worker.attempt, worker.idle_since = None, time.monotonic()
+            del self._running[attempt.request.ti_id]
+            self._events.append(self._event(attempt, state, error, code, pid))
+
+    def _lose(self, worker: WorkerHandle, code: int | None) -> None:
+        """A worker exited: if it had an attempt, report it lost and kill what it left."""
+        level = logging.DEBUG if worker.retiring and code == 0 else logging.WARNING
+        log.log(level, "worker %s exited with %s", worker.pid, describe_exit(code))
+        attempt = worker.attempt
+        if attempt is None:
+            return
+        if attempt.pid is not None:  # orphaned now: nobody else would stop it
+            kill_group(attempt.pid, signal.SIGKILL, tree=True)
+        del self._running[attempt.request.ti_id]
+        error = (
+            f"the worker running the attempt exited with {describe_exit(code)} "
+            "before the attempt recorded an outcome"
         )
-        process.start()
-        result_w.close()
-        stop_r.close()
-        self._running[request.ti_id] = _Child(
-            request, process, result_r, stop_w, started=time.monotonic()
-        )
+        if attempt.killed:
+            error += f" ({attempt.killed})"
+        self._events.append(self._event(attempt, None, error, code, attempt.pid))
+
+    # -- attempts --------------------------------------------------------------------
 
     def _start_held(self) -> None:
         while self._held and not self._ended and len(self._running) < self.parallelism:
-            self._spawn(self._held.popleft())
+            worker = self._idle_worker(self._held[0].fileloc)
+            if worker is None:
+                return
+            request = self._held.popleft()
+            attempt = _Attempt(request, worker, started=time.monotonic())
+            worker.attempt = attempt
+            self._running[request.ti_id] = attempt
+            worker.files[request.fileloc] = None
+            worker.files.move_to_end(request.fileloc)
+            while len(worker.files) > self.dag_cache_files:
+                worker.files.popitem(last=False)
+            self._pool.send(worker, ("run", request))  # if it died, `_poll` reports it lost
 
     def _poll(self) -> None:
-        """Turn finished children into events, reap the others, fill freed slots."""
-        for ti_id, child in list(self._running.items()):
-            child.read_outcome()
-            if not child.done:
-                continue
-            del self._running[ti_id]
-            child.stop.close()
-            if child.process.exitcode is None:
-                child.process.join(0.2)  # it reported and is exiting: usually instant
-            self._events.append(self._event(child))
-            if child.process.exitcode is None:
-                label = f"attempt of task instance {ti_id}"
-                self._others.append(_Worker(child.process, label, time.monotonic() + 5.0))
-            else:
-                child.process.close()
+        """Read the workers' reports, enforce deadlines, reap, fill freed slots."""
+        if self._started:
+            self._read_workers()
         self._enforce_deadlines()
         self._reap_others()
         self._start_held()
+        if self._started and not self._ended:
+            self._retire_idle()
 
-    def _event(self, child: _Child) -> AttemptEvent:
-        request = child.request
-        state, error = child.outcome or (None, None)
-        code = child.process.exitcode
+    def _read_workers(self) -> None:
+        messages, gone = self._pool.poll()
+        for worker, message in messages:
+            self._on_message(worker, message)
+        for worker, code in gone:
+            self._lose(worker, code)
+
+    def _event(
+        self, attempt: _Attempt, state: str | None, error: str | None, code: int | None, pid: Any
+    ) -> AttemptEvent:
+        request = attempt.request
         if state is None and error is None:
             error = f"attempt process exited with {describe_exit(code)} before recording an outcome"
-            if child.killed:
-                error += f" ({child.killed})"
+            if attempt.killed:
+                error += f" ({attempt.killed})"
         return AttemptEvent(
             ti_id=request.ti_id,
             dag_id=request.dag_id,
@@ -255,58 +288,70 @@ class LocalExecutor:
             state=TaskState(state) if state else None,
             exit_code=code,
             error=error,
-            pid=child.process.pid,
+            pid=pid,
         )
 
-    def _deadline(self, child: _Child) -> float | None:
-        """When the parent must SIGKILL this child, if ever."""
-        if child.killed:
+    def _deadline(self, attempt: _Attempt) -> float | None:
+        """When the executor must SIGKILL this attempt, if ever."""
+        if attempt.killed:
             return None
         deadlines = []
-        if child.request.execution_timeout:
-            timeout = child.request.execution_timeout + self.hard_timeout_grace
-            deadlines.append(child.started + timeout)
-        if child.stopped_at is not None:
-            deadlines.append(child.stopped_at + self.kill_grace)
+        if attempt.request.execution_timeout:
+            timeout = attempt.request.execution_timeout + self.hard_timeout_grace
+            deadlines.append(attempt.started + timeout)
+        if attempt.stopped_at is not None:
+            deadlines.append(attempt.stopped_at + self.kill_grace)
         return min(deadlines, default=None)
 
     def _next_deadline(self) -> float:
-        deadlines = [d for c in self._running.values() if (d := self._deadline(c)) is not None]
-        deadlines += [worker.deadline for worker in self._others]
+        deadlines = [d for a in self._running.values() if (d := self._deadline(a)) is not None]
+        deadlines += [other.deadline for other in self._others]
+        if self._started and not self._ended:
+            deadlines.append(self._pool.next_deadline())
+            idle = [w.idle_since for w in self._pool.workers if w.available]
+            deadlines.append(min(idle, default=float("inf")) + self.worker_idle_timeout)
+            if self._held:
+                deadlines.append(self._pool.respawn_at())
         return min(deadlines, default=float("inf"))
 
     def _enforce_deadlines(self) -> None:
         now = time.monotonic()
-        for child in self._running.values():
-            deadline = self._deadline(child)
-            if deadline is None or now < deadline or child.process.exitcode is not None:
+        for attempt in list(self._running.values()):
+            deadline = self._deadline(attempt)
+            if deadline is None or now < deadline:
                 continue
-            if child.stopped_at is not None and deadline == child.stopped_at + self.kill_grace:
-                why = f"killed {self.kill_grace:g} s after SIGTERM: {child.stop_reason}"
+            self._read_workers()  # it may have ended meanwhile
+            if self._running.get(attempt.request.ti_id) is not attempt:
+                continue
+            if attempt.stopped_at is not None and deadline == attempt.stopped_at + self.kill_grace:
+                why = f"killed {self.kill_grace:g} s after SIGTERM: {attempt.stop_reason}"
             else:
                 why = (
                     f"killed: still running {self.hard_timeout_grace:g} s after its "
-                    f"execution_timeout of {child.request.execution_timeout:g} s"
+                    f"execution_timeout of {attempt.request.execution_timeout:g} s"
                 )
-            log.warning("task instance %s: %s", child.request.ti_id, why)
-            kill_group(child.process.pid, signal.SIGKILL, tree=True)
-            child.killed = why
+            if attempt.pid is not None:
+                kill_group(attempt.pid, signal.SIGKILL, tree=True)
+            elif not self._pool.kill(attempt.worker):  # still importing the DAG file
+                continue  # not even forked by the template yet: try again later
+            log.warning("task instance %s: %s", attempt.request.ti_id, why)
+            attempt.killed = why
 
     def _reap_others(self) -> None:
         now = time.monotonic()
         alive = []
-        for worker in self._others:
-            code = worker.process.exitcode
+        for other in self._others:
+            code = other.process.exitcode
             if code is not None:
                 if code != 0:
-                    log.warning("%s exited with %s", worker.label, describe_exit(code))
-                worker.process.close()
+                    log.warning("%s exited with %s", other.label, describe_exit(code))
+                other.process.close()
                 continue
-            if now >= worker.deadline:
-                log.warning("%s is still running; killing it", worker.label)
-                kill_group(worker.process.pid, signal.SIGKILL, tree=True)
-                worker.deadline = float("inf")
-            alive.append(worker)
+            if now >= other.deadline:
+                log.warning("%s is still running; killing it", other.label)
+                kill_group(other.process.pid, signal.SIGKILL, tree=True)
+                other.deadline = float("inf")
+            alive.append(other)
         self._others = alive
 
     def _drain(self, deadline: float) -> None:
@@ -317,5 +362,5 @@ class LocalExecutor:
 
     def _at_exit(self) -> None:
         """An interpreter exiting without `end()` must not leave attempts behind."""
-        if not self._ended and (self._running or self._others):
+        if not self._ended and (self._running or self._others or self._pool.workers):
             self.end(grace=0.0)

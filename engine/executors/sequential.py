@@ -27,7 +27,7 @@ class SequentialExecutor:
     def __init__(self, config: Config, store: Store) -> None:
         self.config = config
         self.store = store
-        self._dags: DagCache = {}
+        self._dags = DagCache()
         self._events: list[AttemptEvent] = []
 
     def start(self) -> None:

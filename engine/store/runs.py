@@ -127,6 +127,23 @@ def get_task_instance(session: Session, ti_id: int) -> TaskInstance:
     return row
 
 
+def get_task_instance_and_run(session: Session, ti_id: int) -> tuple[TaskInstance, DagRun]:
+    """A task instance with its DAG run, in one query (an attempt needs both to start)."""
+    row = session.execute(
+        select(TaskInstance, DagRun)
+        .outerjoin(
+            DagRun, (DagRun.dag_id == TaskInstance.dag_id) & (DagRun.run_id == TaskInstance.run_id)
+        )
+        .where(TaskInstance.id == ti_id)
+    ).first()
+    if row is None:
+        raise NotFound(f"task instance {ti_id} not found")
+    ti, run = row
+    if run is None:
+        raise NotFound(f"DAG run {ti.run_id!r} of DAG {ti.dag_id!r} not found")
+    return ti, run
+
+
 def start_try(
     session: Session,
     ti: TaskInstance,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import textwrap
 import time
 from collections.abc import Callable, Iterator
@@ -483,3 +484,148 @@ def test_a_stop_before_the_task_code_runs_takes_effect_once_it_does(store, local
     assert event.state is TaskState.FAILED
     assert event.error == "stopped: run timed out (received SIGTERM)"
     assert ti_row(store, request.ti_id).try_number == 1
+
+
+# -- the local executor's long-lived workers -----------------------------------------
+
+
+def pid_pairs(path: Path) -> list[list[str]]:
+    """Whitespace-separated lines a task wrote, complete lines only."""
+    if not path.exists():
+        return []
+    return [line.split() for line in path.read_text().splitlines(keepends=True) if "\n" in line]
+
+
+def test_a_worker_killed_with_sigkill_is_replaced_and_its_attempt_lost(store, local, tmp_path):
+    pids = tmp_path / "pids.txt"
+    path = write_dag(
+        tmp_path,
+        f"""
+        def note():
+            with open({str(pids)!r}, "a") as out:  # worker pid, attempt pid
+                out.write(f"{{os.getppid()}} {{os.getpid()}}\\n")
+
+        def note_and_sleep():
+            note()
+            time.sleep(60)
+
+        with DAG("orphaned", schedule=None):
+            PythonOperator(task_id="victim", python_callable=note_and_sleep)
+            PythonOperator(task_id="after", python_callable=note)
+        """,
+    )
+    requests = queue_run(store, path, "orphaned")
+    executor = local(parallelism=1)
+    executor.queue([requests["victim"]])
+    until(executor, lambda: len(pid_pairs(pids)) == 1)
+    worker, attempt = map(int, pid_pairs(pids)[0])
+    assert attempt != worker and ti_row(store, requests["victim"].ti_id).pid == attempt
+    os.kill(worker, signal.SIGKILL)
+    (event,) = drive(executor, 1)
+    assert event.lost and event.pid == attempt and event.exit_code == -9
+    assert "the worker running the attempt exited with code -9 (signal SIGKILL)" in event.error
+    assert "before the attempt recorded an outcome" in event.error
+    until(executor, lambda: not alive(attempt), timeout=5)  # not left running unsupervised
+    executor.queue([requests["after"]])
+    (event,) = drive(executor, 1)
+    assert event.state is TaskState.SUCCESS
+    replacement, _ = map(int, pid_pairs(pids)[1])
+    assert replacement != worker and alive(replacement)
+    assert executor.running_ti_ids() == set() and executor.open_slots == 1
+
+
+def test_a_worker_imports_each_version_of_a_dag_file_once(store, local, tmp_path):
+    imports, notes = tmp_path / "imports.txt", tmp_path / "notes.txt"
+    source = f"""
+        VERSION = {{version}}
+        with open({str(imports)!r}, "a") as out:
+            out.write(f"{{{{os.getpid()}}}} {{{{VERSION}}}}\\n")
+
+        def note(ti):
+            with open({str(notes)!r}, "a") as out:
+                out.write(f"{{{{ti.task_id}}}} {{{{VERSION}}}} {{{{os.getppid()}}}}\\n")
+
+        with DAG("versions", schedule=None):
+            for name in ("a", "b", "c"):
+                PythonOperator(task_id=name, python_callable=note)
+        """
+    path = write_dag(tmp_path, source.format(version=1))
+    requests = queue_run(store, path, "versions")
+    executor = local(parallelism=1)
+    for name in ("a", "b"):
+        executor.queue([requests[name]])
+        assert drive(executor, 1)[0].state is TaskState.SUCCESS
+    write_dag(tmp_path, source.format(version=2))
+    stat = path.stat()  # a new version even where the clock is coarse
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
+    executor.queue([requests["c"]])
+    assert drive(executor, 1)[0].state is TaskState.SUCCESS
+    ran = pid_pairs(notes)
+    (worker,) = {int(w) for _task, _version, w in ran}
+    assert [(task, version) for task, version, _ in ran] == [("a", "1"), ("b", "1"), ("c", "2")]
+    by_worker = [version for pid, version in pid_pairs(imports) if int(pid) == worker]
+    assert by_worker == ["1", "2"]
+
+
+def test_attempts_of_two_dag_files_share_the_workers(store, local, tmp_path):
+    notes, imports = tmp_path / "notes.txt", tmp_path / "imports.txt"
+    requests = []
+    for name in ("left", "right"):
+        path = write_dag(
+            tmp_path,
+            f"""
+            with open({str(imports)!r}, "a") as out:
+                out.write(f"{{os.getpid()}} {name}\\n")
+
+            def note(ti):
+                line = f"{name} {{ti.dag_id}} {{ti.task_id}} {{os.getppid()}} {{os.getpid()}}"
+                with open({str(notes)!r}, "a") as out:
+                    out.write(line + "\\n")
+
+            with DAG("{name}", schedule=None):
+                for n in range(4):
+                    PythonOperator(task_id=f"t{{n}}", python_callable=note)
+            """,
+            name=f"{name}.py",
+        )
+        requests.append(list(queue_run(store, path, name).values()))
+    executor = local(parallelism=2)
+    executor.queue([r for pair in zip(*requests, strict=True) for r in pair])  # interleaved
+    events = drive(executor, 8)
+    assert all(e.state is TaskState.SUCCESS for e in events)
+    ran = pid_pairs(notes)
+    assert sorted((code, dag, task) for code, dag, task, _w, _a in ran) == sorted(
+        (dag, dag, f"t{n}") for dag in ("left", "right") for n in range(4)
+    )  # each attempt ran the code of its own DAG file
+    workers = {int(w) for *_rest, w, _a in ran}
+    assert len(workers) <= 2 and len({a for *_rest, a in ran}) == 8
+    loaded = [(int(pid), name) for pid, name in pid_pairs(imports) if int(pid) in workers]
+    assert len(loaded) == len(set(loaded))  # each worker imported each file at most once
+    assert {name for _pid, name in loaded} == {"left", "right"}
+
+
+def test_an_idle_worker_is_retired_and_a_new_one_spawned_on_demand(store, local, tmp_path):
+    pids = tmp_path / "pids.txt"
+    path = write_dag(
+        tmp_path,
+        f"""
+        def note():
+            with open({str(pids)!r}, "a") as out:
+                out.write(f"{{os.getppid()}} {{os.getpid()}}\\n")
+
+        with DAG("idle", schedule=None):
+            for name in ("a", "b"):
+                PythonOperator(task_id=name, python_callable=note)
+        """,
+    )
+    requests = queue_run(store, path, "idle")
+    executor = local(parallelism=4)
+    executor.worker_idle_timeout = 0.5
+    executor.queue([requests["a"]])
+    assert drive(executor, 1)[0].state is TaskState.SUCCESS
+    ((first, _),) = [map(int, pair) for pair in pid_pairs(pids)]
+    until(executor, lambda: not alive(first), timeout=5)
+    executor.queue([requests["b"]])
+    assert drive(executor, 1)[0].state is TaskState.SUCCESS
+    second = int(pid_pairs(pids)[1][0])
+    assert second != first and alive(second)
