@@ -9,7 +9,7 @@ start `queued` and are admitted to `running` within `max_active_runs`.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from engine.serialization import SerializedDAG
 from engine.states import DagRunState
 from engine.store import runs, scheduling, transitions
-from engine.store.models import Dag
+from engine.store.models import Dag, DagRun
 
 log = logging.getLogger(__name__)
 
@@ -101,14 +101,17 @@ def _create_for_dag(
 def start_queued_runs(
     session: Session,
     now: datetime,
+    queued: Sequence[DagRun],
     *,
     max_active_runs_of: Callable[[str], int],
     paused: Callable[[str], bool],
 ) -> list[tuple[int, str, str]]:
     """queued → running, oldest logical date first, within each DAG's max_active_runs."""
+    if not queued:
+        return []
     running = scheduling.running_run_counts(session)
     started: list[tuple[int, str, str]] = []
-    for run in scheduling.runs_in_state(session, DagRunState.QUEUED):
+    for run in queued:
         if paused(run.dag_id) or running.get(run.dag_id, 0) >= max_active_runs_of(run.dag_id):
             continue
         transitions.transition_dag_run(

@@ -167,23 +167,22 @@ class Scheduler:
         return report
 
     def _create_runs(self, session: Any, now: datetime) -> list[tuple[str, str]]:
-        created = run_creation.create_due_runs(
+        return run_creation.create_due_runs(
             session,
             now,
             plan_of=self._plan_of_row,
             default_max_active_runs=self.config["core.max_active_runs_per_dag"],
         )
-        return created
 
     def _start_runs(self, session: Any, now: datetime) -> list[tuple[int, str, str]]:
-        rows = scheduling.dag_rows(
-            session, [r.dag_id for r in scheduling.runs_in_state(session, DagRunState.QUEUED)]
-        )
+        queued = scheduling.runs_in_state(session, DagRunState.QUEUED)  # read once per tick
+        rows = scheduling.dag_rows(session, [run.dag_id for run in queued])
         for dag_id, (digest, fileloc, _) in rows.items():
             self._plan(dag_id, digest, fileloc)
         started = run_creation.start_queued_runs(
             session,
             now,
+            queued,
             max_active_runs_of=self._max_active_runs,
             paused=lambda dag_id: rows.get(dag_id, ("", "", True))[2],
         )
