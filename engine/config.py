@@ -176,6 +176,46 @@ OPTIONS: tuple[Option, ...] = (
         "Seconds between two scans of the DAG folder.",
         minimum=0,
     ),
+    Option("metrics", "statsd_on", "bool", False, "Send metrics to a StatsD server over UDP."),
+    Option("metrics", "statsd_host", "str", "127.0.0.1", "StatsD server host."),
+    Option("metrics", "statsd_port", "int", 8125, "StatsD server UDP port.", minimum=1),
+    Option("metrics", "statsd_prefix", "str", "dagwatch", "Prefix of every StatsD name."),
+    Option(
+        "metrics",
+        "statsd_tags",
+        "choice",
+        "none",
+        "none: Airflow's dotted names with the labels inside; dogstatsd or influxdb: tags.",
+        choices=("none", "dogstatsd", "influxdb"),
+    ),
+    Option(
+        "metrics",
+        "otel_on",
+        "bool",
+        False,
+        "Export metrics over OTLP/HTTP (OTEL_EXPORTER_OTLP_ENDPOINT, OTEL_SERVICE_NAME, "
+        "OTEL_METRIC_EXPORT_INTERVAL).",
+    ),
+    Option(
+        "metrics", "prometheus_on", "bool", False, "Serve /metrics and /health from the scheduler."
+    ),
+    Option("metrics", "prometheus_host", "str", "127.0.0.1", "Address /metrics listens on."),
+    Option(
+        "metrics",
+        "prometheus_port",
+        "int",
+        9112,
+        "Port of /metrics and /health (0: any free port, logged at start).",
+        minimum=0,
+    ),
+    Option(
+        "metrics",
+        "allow_list",
+        "str",
+        "",
+        "Comma-separated metric name prefixes to keep (empty: all).",
+    ),
+    Option("metrics", "block_list", "str", "", "Comma-separated metric name prefixes to drop."),
     Option("logging", "base_log_folder", "path", lambda home: home / "logs", "Task attempt logs."),
     Option(
         "logging",

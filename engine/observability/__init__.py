@@ -1,0 +1,3 @@
+"""How the engine feeds `metrics`: settings from config, emission points, the metastore
+collector and the health checks. `metrics` stays a leaf; this package is the bridge.
+"""
