@@ -29,6 +29,7 @@ from typing import Literal, Protocol, TypeVar
 from metrics.catalog import CATALOG, CUSTOM_PREFIX, Catalog, Metric, MetricType
 from metrics.errors import MetricMisuse, MetricsError, UnknownMetric
 from metrics.guard import MISSING, Guard, sanitize_key
+from metrics.relay import Relayed
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,12 @@ _OPS: Mapping[MetricType, frozenset[Op]] = {
     "counter": frozenset({"incr"}),
     "gauge": frozenset({"gauge", "incr", "decr"}),
     "timer": frozenset({"timing"}),
+}
+_REPLAY_OPS: Mapping[str, Op] = {
+    "count": "incr",
+    "gauge": "gauge",
+    "gauge_delta": "incr",
+    "timing": "timing",
 }
 _CUSTOM_TYPE: Mapping[Op, MetricType] = {
     "incr": "counter",
@@ -137,6 +144,40 @@ class Stats:
     def timer(self, name: str, tags: Tags = None) -> Timer:
         """`with stats.timer("dagrun.dependency-check", tags={"dag_id": d}): ...`"""
         return Timer(self, name, tags)
+
+    def replay(self, records: Iterable[Relayed]) -> None:
+        """Emit what another process buffered in a `RelayBackend` (`metrics.relay`).
+
+        The records passed that process's guard already; they pass this one's again, so
+        the series cap holds for the sum of all processes.
+        """
+        for record in records:
+            try:
+                if record.name.startswith(CUSTOM_PREFIX):
+                    self._declare_custom(record)
+                op: Op = _REPLAY_OPS[record.kind]
+                value = record.value
+                if record.kind == "gauge_delta" and value < 0:
+                    op, value = "decr", -value
+                self._emit(op, record.name, value, dict(record.labels))
+            except MetricsError as exc:
+                if self.strict:
+                    raise
+                self._log_once(record.name, "replay", f"relayed metric dropped: {exc}")
+
+    def _declare_custom(self, record: Relayed) -> None:
+        """Give a relayed custom metric the type its process chose (a moved gauge is
+        still a gauge, though `incr` alone would make a counter)."""
+        with self._lock:
+            if record.name in self._custom:
+                return
+            if len(self._custom) >= MAX_CUSTOM_METRICS:
+                raise MetricMisuse(f"more than {MAX_CUSTOM_METRICS} custom metrics")
+            labels = tuple(key for key, _ in record.labels)
+            try:
+                self._custom[record.name] = Metric.custom_metric(record.name, record.type, labels)
+            except ValueError as exc:
+                raise MetricMisuse(str(exc)) from None
 
     def get_backend(self, kind: type[B]) -> B | None:
         """The first backend of a class (the engine adds sources to the Prometheus one)."""
@@ -301,6 +342,9 @@ class StatsProxy:
 
     def timer(self, name: str, tags: Tags = None) -> Timer:
         return Timer(self, name, tags)
+
+    def replay(self, records: Iterable[Relayed]) -> None:
+        self._target.replay(records)
 
     def flush(self) -> None:
         self._target.flush()
