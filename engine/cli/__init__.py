@@ -32,6 +32,7 @@ _VERB_GROUPS: tuple[tuple[str, str], ...] = (
     ("engine.cli.connections", "connections"),
     ("engine.cli.pools", "pools"),
     ("engine.cli.config", "config"),
+    ("engine.cli.metrics", "metrics"),
     ("engine.cli.version", "version"),
     ("engine.cli.scheduler", "scheduler"),
     ("engine.cli.scheduler", "dag_processor"),
