@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.forking import mp_context
+from engine.observability import emit
 
 log = logging.getLogger(__name__)
 
@@ -262,6 +263,7 @@ def process_folders(
             session, results, now=now, paused_at_creation=config["core.dags_are_paused_at_creation"]
         )
         dag_store.forget_missing_files(session, present={str(path) for path in files})
+        dag_count, error_count = dag_store.parse_totals(session)
     report = ProcessorReport(
         files_seen=len(files),
         files_parsed=len(results),
@@ -270,6 +272,7 @@ def process_folders(
         duration=time.monotonic() - started,
         results=results,
     )
+    emit.parse_pass(report.duration, results, error_count, dag_count, folders)
     log.debug(
         "processed DAG files",
         extra={

@@ -28,6 +28,7 @@ from engine import secrets
 from engine.accessors import ConnectionAccessor, VariableAccessor
 from engine.context import set_current_context
 from engine.exceptions import FailTaskNoRetry, SkipTask, TaskError, TaskTimeout
+from engine.observability import emit
 from engine.retry import retry_delay
 from engine.states import TaskState
 from engine.store import runs, transitions
@@ -155,6 +156,7 @@ def _begin(store: Any, ti_id: int, *, base_log: Path, now: datetime, hostname: s
         )
         runs.start_try(session, ti, hostname=hostname, pid=pid, log_path=str(path), now=now)
         session.expunge_all()
+    emit.attempt_started(ti, now)
     return ti, run, path
 
 
@@ -243,7 +245,7 @@ def run_attempt(
         store, row.dag_id, row.run_id, row.task_id, row.try_number, row.max_tries,
         row.hostname, path, row.map_index, task,
     )  # fmt: skip
-    state, error, context = TaskState.SUCCESS, None, {}
+    state, error, context, timed_out = TaskState.SUCCESS, None, {}, False
     with attempt_logging(path):
         task_log.info("starting attempt %s of %s.%s", ti.try_number, row.dag_id, row.task_id)
         with heartbeating(store, row.id, heartbeat_interval(config), clock):
@@ -256,8 +258,12 @@ def run_attempt(
                 task_log.info("task skipped: %s", error or "SkipTask raised")
             except (Exception, SystemExit) as exc:  # the attempt fails, the runner goes on
                 state, error = _failure_state(exc, row), _describe(exc)
+                timed_out = isinstance(exc, TaskTimeout)
                 task_log.error("task failed:\n%s", "".join(traceback.format_exception(exc)))
         result = _finish(store, row, run, task, state, error, started, clock, ti, path)
+        emit.attempt_finished(
+            row.dag_id, row.task_id, row.operator, state, result.duration, timed_out=timed_out
+        )
         context["exception"] = error
         _after_callbacks(store, task, result, context, ti)
     return result
@@ -399,6 +405,9 @@ def run_callbacks(
                 duration=time.monotonic() - started,
                 error=secrets.redact(error) if error else None,
             )
+        emit.callback_ran(
+            ti.dag_id if ti else dag_id, kind, error is not None, dag_level=ti is None
+        )
         outcomes.append(error)
     return outcomes
 

@@ -23,6 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from engine import deps, limits, run_creation
 from engine.exceptions import StoreError
 from engine.executors.base import AttemptEvent, AttemptRequest, CallbackRequest, Executor
+from engine.observability import emit
 from engine.retry import retry_delay
 from engine.serialization import SerializedDAG
 from engine.states import TASK_OCCUPYING, DagRunState, TaskState
@@ -39,6 +40,8 @@ Clock = Callable[[], datetime]
 HOUSEKEEPING_INTERVAL = 5.0
 #: Longest pause after repeated metastore errors.
 MAX_ERROR_BACKOFF = 30.0
+#: Seconds between two emissions of the loop's gauges (slots, starving, executable...).
+GAUGE_INTERVAL = 1.0
 
 
 def utcnow() -> datetime:
@@ -73,7 +76,11 @@ class TickReport:
     starving: dict[str, int] = field(default_factory=dict)
     waiting: dict[int, str] = field(default_factory=dict)
     zombies: int = 0
+    #: runs decided this tick / all running runs
     active_runs: int = 0
+    running_runs: int = 0
+    #: runs that ended this tick, with their outcome (for run metrics)
+    finished: list[tuple[DagRun, DagRunState]] = field(default_factory=list)
     #: task instances queued / running at the start of the queueing step
     queued_tis: int = 0
     running_tis: int = 0
@@ -120,6 +127,7 @@ class Scheduler:
         self._dirty_runs: set[tuple[str, str]] = set()
         self._last_full_pass = 0.0
         self._last_housekeeping = 0.0
+        self._last_gauges = 0.0
         self._never_fits_reported: set[int] = set()
 
     # -- plans (serialized DAGs, cached by hash) -------------------------------------
@@ -164,7 +172,14 @@ class Scheduler:
             self._housekeeping(now, report)
         report.duration = time.monotonic() - started
         self.last_report = report
+        self._emit(report)
         return report
+
+    def _emit(self, report: TickReport) -> None:
+        emit.tick(report)
+        if time.monotonic() - self._last_gauges >= GAUGE_INTERVAL:
+            self._last_gauges = time.monotonic()
+            emit.loop_gauges(report, self.executor)
 
     def _create_runs(self, session: Any, now: datetime) -> list[tuple[str, str]]:
         return run_creation.create_due_runs(
@@ -187,13 +202,18 @@ class Scheduler:
             paused=lambda dag_id: rows.get(dag_id, ("", "", True))[2],
         )
         self._dirty_runs.update((dag_id, run_id) for _, dag_id, run_id in started)
+        started_ids = {run_pk for run_pk, _, _ in started}
+        for run in queued:
+            if run.id in started_ids:
+                emit.run_started(run, now)
         return started
 
     # -- deciding task instances -----------------------------------------------------
 
-    def _runs_to_decide(self, session: Any) -> list[DagRun]:
+    def _runs_to_decide(self, session: Any, report: TickReport) -> list[DagRun]:
         """Running runs that changed since the last tick; all of them once a loop interval."""
         running = scheduling.runs_in_state(session, DagRunState.RUNNING)
+        report.running_runs = len(running)
         full = time.monotonic() - self._last_full_pass >= self.config["scheduler.loop_interval"]
         if full:
             self._last_full_pass = time.monotonic()
@@ -204,7 +224,7 @@ class Scheduler:
 
     def _schedule_runs(self, now: datetime, report: TickReport) -> None:
         with self.store.session() as session:
-            runs = self._runs_to_decide(session)
+            runs = self._runs_to_decide(session, report)
             report.active_runs = len(runs)
             if not runs:
                 return
@@ -219,7 +239,9 @@ class Scheduler:
                 rows = tis.get((run.dag_id, run.run_id), [])
                 if self._timed_out(session, run, plan, rows, now, report):
                     continue
+                deciding = time.monotonic()
                 decided = self._decide_run(plan, rows, past.get(run.id), now, moves)
+                emit.dependency_check(run.dag_id, time.monotonic() - deciding)
                 settled.append(
                     (run, plan, {r.task_id: decided.get(r.task_id, r.state) for r in rows})
                 )
@@ -234,6 +256,17 @@ class Scheduler:
                 outcome = deps.run_outcome(plan.dag, states)
                 if outcome is not None:
                     self._finish_run(session, run, plan, outcome, None, now, report)
+            self._emit_finished(session, report.finished, now)
+
+    def _emit_finished(
+        self, session: Any, finished: list[tuple[DagRun, DagRunState]], now: datetime
+    ) -> None:
+        if not finished:
+            return
+        scheduled = [(run.dag_id, run.run_id) for run, _ in finished if run.run_type == "scheduled"]
+        first_starts = scheduling.first_task_starts(session, scheduled) if scheduled else {}
+        for run, outcome in finished:
+            emit.run_finished(run, outcome.value, now, first_starts.get((run.dag_id, run.run_id)))
 
     def _load_plan(self, dag_id: str, dag_info: dict) -> bool:
         """Cache the DAG's plan; False when its runs must wait (paused or gone)."""
@@ -314,6 +347,7 @@ class Scheduler:
             end_date=now,
         )  # fmt: skip
         report.runs_finished += 1
+        report.finished.append((run, outcome))
         log.info("run %s of %s ended: %s", run.run_id, run.dag_id, outcome)
         kind = "on_success_callback" if outcome is DagRunState.SUCCESS else "on_failure_callback"
         if getattr(plan.dag, f"has_{kind}", False):
@@ -433,7 +467,9 @@ class Scheduler:
                     if ti is not None and _owned_by(ti, event):
                         self._fail_attempt(session, ti, now, event.error or "attempt lost")
 
-    def _fail_attempt(self, session: Any, ti: TiRow, now: datetime, reason: str) -> None:
+    def _fail_attempt(
+        self, session: Any, ti: TiRow, now: datetime, reason: str, *, zombie: bool = False
+    ) -> None:
         """End an attempt that cannot record its own outcome; retry it if it may."""
         # A queued attempt never started, so it never counted itself: count it here.
         attempt = ti.try_number if ti.state is TaskState.RUNNING else ti.try_number + 1
@@ -460,6 +496,8 @@ class Scheduler:
         plan = self._plans.get(ti.dag_id)
         kind = "on_retry_callback" if to is TaskState.UP_FOR_RETRY else "on_failure_callback"
         task = plan.dag.task_dict.get(ti.task_id) if plan else None
+        operator = getattr(task, "operator", None)
+        emit.attempt_finished(ti.dag_id, ti.task_id, operator, to, None, zombie=zombie)
         if task is not None and getattr(task, f"has_{kind}", False):
             request = CallbackRequest(
                 ti.dag_id, ti.run_id, plan.fileloc, kind, task_id=ti.task_id, reason=reason
@@ -485,6 +523,7 @@ class Scheduler:
         with self.store.session() as session:
             if self.job_id is not None:
                 scheduling.heartbeat_job(session, self.job_id, now)
+                emit.heartbeat()
             held = self.executor.running_ti_ids()
             for ti in scheduling.stale_running(session, cutoff):
                 reason = (
@@ -493,7 +532,7 @@ class Scheduler:
                 if ti.id in held:
                     self.executor.terminate([ti.id], reason)
                     continue
-                self._fail_attempt(session, ti, now, reason)
+                self._fail_attempt(session, ti, now, reason, zombie=True)
                 self._dirty_runs.add((ti.dag_id, ti.run_id))
                 report.zombies += 1
 
@@ -521,6 +560,7 @@ class Scheduler:
                     reason="orphaned: queued by a scheduler that is gone",
                 )
                 log.warning("reset %d orphaned queued task instances", len(orphans))
+                emit.orphans_cleared(len(orphans))
         self.executor.start()
 
     def run(

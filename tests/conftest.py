@@ -14,12 +14,15 @@ import psycopg
 import pytest
 from sqlalchemy import insert, text
 
+import metrics
 from engine import runtime
 from engine.config import Config, load_config
 from engine.secrets import get_masker
 from engine.store.db import Store
 from engine.store.migrate import DEFAULT_POOL, migrate
 from engine.store.models import Base, Pool
+from metrics import Stats
+from metrics.testing import MemoryBackend
 from tests.helpers import PG_HOST, PG_PORT, create_pg_database, drop_pg_database
 
 _PASSED_THROUGH = ("PATH", "HOME")
@@ -31,6 +34,16 @@ def _forget_process_state() -> Iterator[None]:
     yield
     get_masker().clear()
     runtime.reset()
+
+
+@pytest.fixture(autouse=True)
+def emitted() -> Iterator[MemoryBackend]:
+    """Every metric emitted in this process during the test, through a strict facade: a
+    name missing from the catalog or a wrong label set fails the test where it happens."""
+    recorder = MemoryBackend()
+    metrics.stats.install(Stats([recorder], strict=True))
+    yield recorder
+    metrics.stats.install(None)
 
 
 @pytest.fixture

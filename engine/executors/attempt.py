@@ -19,6 +19,7 @@ import time
 from collections import OrderedDict
 from collections.abc import MutableMapping
 from datetime import UTC, datetime
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from engine.config import OPTIONS, Config, Setting
 from engine.context import get_current_context
 from engine.exceptions import DagwatchError, TaskError
 from engine.executors.base import AttemptRequest, CallbackRequest
+from engine.observability.relay import install_relay
 from engine.processor import dag_folders, import_dag_file
 from engine.states import TaskState
 from engine.store import runs, transitions
@@ -299,9 +301,13 @@ def _record_unrunnable(store: Store, request: CallbackRequest, reason: str) -> N
         )
 
 
-def callback_main(request: CallbackRequest, payload: ConfigPayload) -> None:
-    """Child entry point for callbacks; exits non-zero if they could not be run at all."""
+def callback_main(
+    request: CallbackRequest, payload: ConfigPayload, metrics_out: Connection | None = None
+) -> None:
+    """Child entry point for callbacks; exits non-zero if they could not be run at all.
+    What the callbacks emit goes back to the executor through `metrics_out`."""
     config, store = _child_store(payload)
+    relay = install_relay(config)
     try:
         run_callback_request(store, config, request, None)
     except Exception:
@@ -309,3 +315,9 @@ def callback_main(request: CallbackRequest, payload: ConfigPayload) -> None:
         sys.exit(1)
     finally:
         store.dispose()
+        if metrics_out is not None:
+            try:
+                metrics_out.send(relay.drain())
+            except OSError:
+                pass  # the executor is gone; so is anyone to read it
+            metrics_out.close()

@@ -24,6 +24,7 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as wait_for
 from typing import Any
 
@@ -32,6 +33,7 @@ from engine.executors.attempt import callback_main, config_payload
 from engine.executors.base import AttemptEvent, AttemptRequest, CallbackRequest
 from engine.executors.pool import WorkerHandle, WorkerPool
 from engine.forking import describe_exit, kill_group, mp_context, warm_up
+from engine.observability.relay import replay
 from engine.states import TaskState
 
 log = logging.getLogger(__name__)
@@ -57,6 +59,14 @@ class _Other:
     process: Any
     label: str
     deadline: float
+    metrics_in: Connection  #: what its callbacks emitted, sent as it exits
+
+    def read_metrics(self) -> None:
+        try:
+            while self.metrics_in.poll():
+                replay(self.metrics_in.recv())
+        except (EOFError, OSError):
+            pass  # it exited without sending any
 
 
 class LocalExecutor:
@@ -116,14 +126,17 @@ class LocalExecutor:
             raise RuntimeError("the local executor has ended; it runs no more callbacks")
         self.start()
         for request in requests:
+            metrics_in, metrics_out = mp_context().Pipe(duplex=False)
             process = mp_context().Process(
                 target=callback_main,
-                args=(request, self._payload),
+                args=(request, self._payload, metrics_out),
                 name=f"dagwatch-callback-{request.dag_id}",
             )
             process.start()
+            metrics_out.close()
             label = f"{request.kind} of {request.dag_id}/{request.run_id}"
-            self._others.append(_Other(process, label, time.monotonic() + self.callback_timeout))
+            deadline = time.monotonic() + self.callback_timeout
+            self._others.append(_Other(process, label, deadline, metrics_in))
 
     def wait(self, timeout: float) -> bool:
         """Block until an attempt ends (True) or `timeout` passes (False)."""
@@ -215,7 +228,8 @@ class LocalExecutor:
         elif kind == "started":
             attempt.pid = message[2]
         elif kind == "done":
-            _, _, pid, state, error, code = message
+            _, _, pid, state, error, code, relayed = message
+            replay(relayed)
             worker.attempt, worker.idle_since = None, time.monotonic()
             del self._running[attempt.request.ti_id]
             self._events.append(self._event(attempt, state, error, code, pid))
@@ -341,10 +355,13 @@ class LocalExecutor:
         now = time.monotonic()
         alive = []
         for other in self._others:
+            other.read_metrics()
             code = other.process.exitcode
             if code is not None:
                 if code != 0:
                     log.warning("%s exited with %s", other.label, describe_exit(code))
+                other.read_metrics()
+                other.metrics_in.close()
                 other.process.close()
                 continue
             if now >= other.deadline:

@@ -12,7 +12,7 @@ killed or changes process state harms neither the worker nor other attempts.
 Messages on the worker's connection (tuples):
   executor → worker: ("run", AttemptRequest) | ("stop", ti_id, reason) | ("exit",)
   worker → executor: ("ready",) | ("started", ti_id, pid)
-                   | ("done", ti_id, pid, state, error, exit_code)
+                   | ("done", ti_id, pid, state, error, exit_code, relayed metrics)
 "started" goes out before the child may begin, so the executor always knows the pid of an
 attempt process that could be running (and kills it if the worker dies).
 """
@@ -43,6 +43,7 @@ from engine.executors.attempt import (
 )
 from engine.executors.base import AttemptRequest
 from engine.forking import kill_group
+from engine.observability.relay import install_relay
 from engine.store.db import Store
 
 log = logging.getLogger(__name__)
@@ -84,11 +85,12 @@ class _Child:
                 return False
             self.data += chunk
 
-    def outcome(self) -> tuple[str | None, str | None]:
+    def outcome(self) -> tuple[str | None, str | None, list]:
+        """(state, error, relayed metrics) as the attempt process wrote them."""
         try:
             return pickle.loads(self.data)
         except Exception:  # nothing (or half an outcome) arrived
-            return None, None
+            return None, None, []
 
     def reap(self, block: bool) -> int | None:
         """Its exit code (negative: killed by that signal), or None while it runs."""
@@ -139,7 +141,9 @@ class Worker:
         except UnrunnableAttempt as exc:
             state, error = refuse(self.store, request, exc)
             self.store.dispose()  # never carry a connection across fork()
-            self.send(("done", request.ti_id, None, state.value if state else None, error, None))
+            self.send(
+                ("done", request.ti_id, None, state.value if state else None, error, None, [])
+            )
             return
         if self.cache.imports != self._imports:
             # New DAG objects: age them now (the template's and forkserver's are frozen, so
@@ -150,7 +154,8 @@ class Worker:
         self.send(("started", request.ti_id, child.pid))
         child.stop.send("go")
         code = self._supervise(request, child)
-        self.send(("done", request.ti_id, child.pid, *child.outcome(), code))
+        state, error, relayed = child.outcome()
+        self.send(("done", request.ti_id, child.pid, state, error, code, relayed))
 
     def _fork(self, request: AttemptRequest, dag: Any) -> _Child:
         result_r, result_w = os.pipe()
@@ -231,8 +236,9 @@ def _attempt_child(
             raise RuntimeError("the worker did not let the attempt start")
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _TERM)  # a pending stop lands now
         store.engine.dispose(close=False)  # the worker's pool is not ours to use
+        relay = install_relay(config)
         code, outcome = _run(store, config, request, dag)
-        data = memoryview(pickle.dumps(outcome))
+        data = memoryview(pickle.dumps((*outcome, relay.drain())))
         while data:
             data = data[os.write(result, data) :]
         store.dispose()

@@ -1,0 +1,171 @@
+"""The engine's emission points, each a named function so the call sites stay one line.
+
+They go through `metrics.stats`, whatever this process installed: the scheduler's own
+backends, or in an attempt process the relay that carries values back to the scheduler.
+Durations are seconds; labels come only from the catalog's bounded set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from engine.states import TaskState
+from metrics import stats
+
+_FAILED = frozenset({TaskState.FAILED, TaskState.UP_FOR_RETRY})
+
+
+def _task_tags(dag_id: str, task_id: str) -> dict[str, str]:
+    return {"dag_id": dag_id, "task_id": task_id}
+
+
+def _seconds(later: datetime | None, earlier: datetime | None) -> float | None:
+    if later is None or earlier is None:
+        return None
+    return (later - earlier).total_seconds()
+
+
+# -- task attempts ---------------------------------------------------------------------
+
+
+def attempt_started(ti: Any, now: datetime) -> None:
+    """queued → running: the start, the queue delay and the time it waited to be queued."""
+    tags = _task_tags(ti.dag_id, ti.task_id)
+    stats.incr("ti.start", tags=tags)
+    queued = _seconds(now, ti.queued_at)
+    if queued is not None:
+        stats.timing("task.queued_duration", queued, tags=tags)
+    scheduled = _seconds(ti.queued_at, ti.scheduled_at)
+    if scheduled is not None:
+        stats.timing("task.scheduled_duration", scheduled, tags=tags)
+
+
+def attempt_finished(
+    dag_id: str,
+    task_id: str,
+    operator: str | None,
+    state: TaskState,
+    duration: float | None,
+    *,
+    timed_out: bool = False,
+    zombie: bool = False,
+) -> None:
+    """An attempt's outcome, whoever recorded it (the runner, or the scheduler for a lost one)."""
+    tags = _task_tags(dag_id, task_id)
+    stats.incr("ti.finish", tags={**tags, "state": state.value})
+    if duration is not None:
+        stats.timing("task.duration", duration, tags=tags)
+    op_tags = {"operator": operator or "unknown"}
+    if state is TaskState.SUCCESS:
+        stats.incr("ti_successes", tags=tags)
+        stats.incr("operator_successes", tags=op_tags)
+    elif state in _FAILED:
+        stats.incr("ti_failures", tags=tags)
+        stats.incr("operator_failures", tags=op_tags)
+    if state is TaskState.UP_FOR_RETRY:
+        stats.incr("ti.retries", tags=tags)
+    if timed_out:
+        stats.incr("ti.timeouts", tags=tags)
+    if zombie:
+        stats.incr("task_instances_without_heartbeats_killed", tags=tags)
+
+
+def callback_ran(dag_id: str, kind: str, failed: bool, *, dag_level: bool) -> None:
+    """One callback call; DAG-level failures also count as Airflow's callback_exceptions."""
+    status = "failed" if failed else "success"
+    stats.incr("callback.outcome", tags={"dag_id": dag_id, "callback": kind, "status": status})
+    if failed and dag_level:
+        stats.incr("dag.callback_exceptions", tags={"dag_id": dag_id})
+
+
+# -- DAG runs --------------------------------------------------------------------------
+
+
+def run_started(run: Any, now: datetime) -> None:
+    """A scheduled run's lateness: from the end of its data interval to its start."""
+    if run.run_type != "scheduled":
+        return
+    delay = _seconds(now, run.data_interval_end)
+    if delay is not None:
+        stats.timing("dagrun.schedule_delay", max(delay, 0.0), tags={"dag_id": run.dag_id})
+
+
+def run_finished(run: Any, state: str, now: datetime, first_task_start: datetime | None) -> None:
+    """A run's duration by outcome, and (scheduled runs) how late its first task started."""
+    tags = {"dag_id": run.dag_id}
+    duration = _seconds(now, run.start_date)
+    if duration is not None and state in ("success", "failed"):
+        stats.timing(f"dagrun.duration.{state}", duration, tags=tags)
+    if run.run_type == "scheduled":
+        delay = _seconds(first_task_start, run.data_interval_end)
+        if delay is not None:
+            stats.timing("dagrun.first_task_scheduling_delay", max(delay, 0.0), tags=tags)
+
+
+def dependency_check(dag_id: str, seconds: float) -> None:
+    stats.timing("dagrun.dependency-check", seconds, tags={"dag_id": dag_id})
+
+
+# -- the scheduler loop ----------------------------------------------------------------
+
+
+def tick(report: Any) -> None:
+    """Every tick: its duration (a histogram, so rates and quantiles come for free)."""
+    stats.timing("scheduler.scheduler_loop_duration", report.duration)
+
+
+def heartbeat() -> None:
+    stats.incr("scheduler_heartbeat")
+
+
+def loop_gauges(report: Any, executor: Any) -> None:
+    """The per-loop counts; the scheduler sends them at most once a second."""
+    stats.gauge("scheduler.tasks.executable", report.executable)
+    stats.gauge("scheduler.tasks.starving", sum(report.starving.values()))
+    stats.gauge("scheduler.dagruns.running", report.running_runs)
+    stats.gauge("executor.open_slots", executor.open_slots)
+    stats.gauge("executor.running_tasks", report.running_tis)
+    stats.gauge("executor.queued_tasks", report.queued_tis)
+    for pool, open_slots in report.open_slots_by_pool.items():
+        tags = {"pool": pool}
+        stats.gauge("pool.open_slots", open_slots, tags=tags)
+        stats.gauge("pool.starving_tasks", report.starving.get(pool, 0), tags=tags)
+
+
+def orphans_cleared(count: int) -> None:
+    if count:
+        stats.incr("scheduler.orphaned_tasks.cleared", count)
+
+
+# -- DAG parsing -----------------------------------------------------------------------
+
+
+def file_label(path: str, folders: Sequence[Path]) -> str:
+    """A DAG file as a bounded, readable label: relative to its DAG folder."""
+    candidate = Path(path)
+    for folder in folders:
+        root = Path(folder).resolve()
+        if candidate.is_relative_to(root):
+            return str(candidate.relative_to(root))
+    return candidate.name
+
+
+def parse_pass(
+    total_seconds: float,
+    files: Iterable[Any],
+    import_errors: int,
+    dag_count: int,
+    folders: Sequence[Path],
+) -> None:
+    """One pass of the DAG processor: its total, each parsed file, the errors, the DAGs."""
+    stats.gauge("dag_processing.total_parse_time", total_seconds)
+    for result in files:
+        tags = {"file": file_label(result.fileloc, folders)}
+        stats.timing("dag_processing.last_duration", result.duration, tags=tags)
+        if result.timed_out:
+            stats.incr("dag_processing.processor_timeouts", tags=tags)
+    stats.gauge("dag_processing.import_errors", import_errors)
+    stats.gauge("dagbag_size", dag_count)

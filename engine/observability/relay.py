@@ -1,0 +1,29 @@
+"""Metrics of processes that do not own backends: attempt and callback processes.
+
+Such a process installs `install_relay(config)` before it runs anything, and hands
+`drain()` of what it returned back to its parent when it ends; the executor replays it
+through the scheduler's backends (see `metrics.relay` for why).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from engine.observability.settings import metrics_settings
+from metrics import Stats, stats
+from metrics.relay import RelayBackend, Relayed
+
+
+def install_relay(config: Any) -> RelayBackend:
+    """Make this process's `metrics.stats` buffer into a relay, with the configured lists."""
+    settings = metrics_settings(config, serve=False)
+    relay = RelayBackend()
+    stats.install(Stats([relay], allow=settings.allow_list, block=settings.block_list))
+    return relay
+
+
+def replay(records: Iterable[Relayed] | None) -> None:
+    """Emit what a child process relayed through this process's backends."""
+    if records:
+        stats.replay(records)
