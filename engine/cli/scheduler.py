@@ -30,6 +30,7 @@ def run_scheduler(cli: CliContext, *, config: Any, drain: bool, parse: bool, gra
     from engine.dag_processor import start_dag_processor_thread
     from engine.executors import get_executor
     from engine.locks import scheduler_lock
+    from engine.observability.service import Telemetry
     from engine.scheduler import Scheduler
 
     logging.getLogger().setLevel(config["logging.level"])
@@ -37,15 +38,22 @@ def run_scheduler(cli: CliContext, *, config: Any, drain: bool, parse: bool, gra
     stop = threading.Event()
     _stop_on_signals(stop)
     with scheduler_lock(store):
-        if parse:
-            start_dag_processor_thread(store, config, stop)
-        executor = get_executor(config["core.executor"], config, store)
-        scheduler = Scheduler(store, config, executor)
-        click.echo(
-            f"scheduler started: executor {executor.name}, parallelism "
-            f"{executor.parallelism}, metastore {store.display_url}"
-        )
-        scheduler.run(stop=stop, drain=drain, grace=grace)
+        telemetry = Telemetry(config, store, serve=True)
+        try:
+            if parse:
+                start_dag_processor_thread(store, config, stop)
+            executor = get_executor(config["core.executor"], config, store)
+            scheduler = Scheduler(store, config, executor)
+            telemetry.watch_scheduler(scheduler)
+            click.echo(
+                f"scheduler started: executor {executor.name}, parallelism "
+                f"{executor.parallelism}, metastore {store.display_url}"
+            )
+            if telemetry.url:
+                click.echo(f"metrics: {telemetry.url}/metrics, health: {telemetry.url}/health")
+            scheduler.run(stop=stop, drain=drain, grace=grace)
+        finally:
+            telemetry.close()
         click.echo("scheduler stopped")
 
 
@@ -77,10 +85,15 @@ def scheduler(cli: CliContext, drain: bool, no_parse: bool, grace: float) -> Non
 def dag_processor(cli: CliContext) -> None:
     """Parse the DAG folders every scheduler.min_file_process_interval seconds."""
     from engine.dag_processor import run_dag_processor
+    from engine.observability.service import Telemetry
 
     stop = threading.Event()
     _stop_on_signals(stop)
-    run_dag_processor(cli.store, cli.config, stop)
+    telemetry = Telemetry(cli.config, cli.store, serve=False)
+    try:
+        run_dag_processor(cli.store, cli.config, stop)
+    finally:
+        telemetry.close()
 
 
 @click.command("standalone")

@@ -33,12 +33,13 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
+from engine.observability.labels import file_label, folder_forms
 from engine.states import DAG_RUN_ACTIVE, DagRunState, TaskState
 from engine.store.models import Dag, DagFile, DagRun, ImportError_, TaskInstance
 from engine.store.scheduling import pool_sizes
@@ -83,7 +84,7 @@ def metastore_source(store: Any, config: Any, clock: Clock = utcnow) -> Callable
     scrape (logged once) rather than showing stale values.
     """
     dags_folder = Path(config["core.dags_folder"]).expanduser()
-    folders = _folder_forms(dags_folder)
+    folders = folder_forms([dags_folder])
 
     def read_metastore() -> list[Sample]:
         with store.session(readonly=True) as session:
@@ -199,17 +200,3 @@ def _file_samples(
         ages[label] = max(age, ages.get(label, 0.0))
     for label, age in sorted(ages.items()):
         yield Sample("dag_processing.last_run.seconds_ago", age, {"file": label})
-
-
-def _folder_forms(folder: Path) -> tuple[PurePath, ...]:
-    """The folder as configured and resolved: stored paths are resolved, config may not be."""
-    return tuple(dict.fromkeys([PurePath(folder), PurePath(folder.resolve())]))
-
-
-def file_label(path: str, folders: Iterable[PurePath]) -> str:
-    """A bounded, readable `file` label: relative to the DAG folder, else the basename."""
-    pure = PurePath(path)
-    for folder in folders:
-        if pure.is_relative_to(folder):
-            return pure.relative_to(folder).as_posix()
-    return pure.name

@@ -12,6 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from engine.observability.labels import file_label, folder_forms
 from engine.states import TaskState
 from metrics import stats
 
@@ -143,16 +144,6 @@ def orphans_cleared(count: int) -> None:
 # -- DAG parsing -----------------------------------------------------------------------
 
 
-def file_label(path: str, folders: Sequence[Path]) -> str:
-    """A DAG file as a bounded, readable label: relative to its DAG folder."""
-    candidate = Path(path)
-    for folder in folders:
-        root = Path(folder).resolve()
-        if candidate.is_relative_to(root):
-            return str(candidate.relative_to(root))
-    return candidate.name
-
-
 def parse_pass(
     total_seconds: float,
     files: Iterable[Any],
@@ -162,8 +153,9 @@ def parse_pass(
 ) -> None:
     """One pass of the DAG processor: its total, each parsed file, the errors, the DAGs."""
     stats.gauge("dag_processing.total_parse_time", total_seconds)
+    forms = folder_forms(folders)
     for result in files:
-        tags = {"file": file_label(result.fileloc, folders)}
+        tags = {"file": file_label(result.fileloc, forms)}
         stats.timing("dag_processing.last_duration", result.duration, tags=tags)
         if result.timed_out:
             stats.incr("dag_processing.processor_timeouts", tags=tags)

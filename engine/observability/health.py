@@ -36,7 +36,8 @@ from sqlalchemy import select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from engine.exceptions import StoreError
-from engine.observability.collector import Clock, file_label, utcnow
+from engine.observability.collector import Clock, utcnow
+from engine.observability.labels import file_label
 from engine.processor import dag_folders, file_hash, find_dag_files
 from engine.store.models import DagFile, Job
 

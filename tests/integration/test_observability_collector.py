@@ -12,7 +12,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import event
 
-from engine.observability.collector import file_label, metastore_source
+from engine.observability.collector import metastore_source
+from engine.observability.labels import file_label
 from engine.states import TaskState
 from engine.store.db import Store
 from engine.store.models import Dag, DagFile, DagRun, ImportError_, TaskInstance

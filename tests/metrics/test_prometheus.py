@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from metrics import CATALOG, Sample, Stats
 from metrics.guard import Guard
 from metrics.prometheus import PrometheusBackend
-from tests.metrics.conftest import http_get
+from tests.metrics.conftest import http_get, labels, scrape
 
 DT = {"dag_id": "etl", "task_id": "load"}
 
@@ -40,25 +40,10 @@ def stats(backend: PrometheusBackend) -> Stats:
     return Stats([backend], strict=True)
 
 
-def scrape(url: str) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
-    """{sample name: {sorted labels: value}} from a real GET /metrics."""
-    status, content_type, body = http_get(f"{url}/metrics")
-    assert status == 200 and content_type.startswith("text/plain")
-    samples: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
-    for family in text_string_to_metric_families(body):
-        for sample in family.samples:
-            samples.setdefault(sample.name, {})[tuple(sorted(sample.labels.items()))] = sample.value
-    return samples
-
-
 def families(url: str) -> dict[str, str]:
     """{family name: type} from a real GET /metrics."""
     body = http_get(f"{url}/metrics")[2]
     return {family.name: family.type for family in text_string_to_metric_families(body)}
-
-
-def labels(**values: str) -> tuple[tuple[str, str], ...]:
-    return tuple(sorted(values.items()))
 
 
 def test_a_scrape_holds_the_catalog_families_with_their_labels(

@@ -1,0 +1,76 @@
+"""Metrics for a long-lived dagwatch process: configure the backends, plug the engine in.
+
+The scheduler serves `/metrics` and `/health` (when Prometheus is on), reads the
+metastore gauges at scrape time and replays what attempt processes relay to it. A
+separate `dagwatch dag-processor` sends to StatsD and OpenTelemetry only: the files it
+parses reach Prometheus through the scheduler's metastore collector.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import metrics
+from engine.exceptions import DagwatchError
+from engine.observability.settings import metrics_settings
+
+log = logging.getLogger(__name__)
+
+
+class Telemetry:
+    """This process's metrics: its facade and, in the scheduler, its HTTP server."""
+
+    def __init__(
+        self, config: Any, store: Any, *, serve: bool, environ: Mapping[str, str] | None = None
+    ) -> None:
+        self.config = config
+        self.store = store
+        settings = metrics_settings(config, serve=serve)
+        try:
+            self.stats = metrics.configure(settings, environ=environ)
+        except OSError as exc:  # the port is taken, or the host is not ours
+            where = f"{settings.prometheus_host}:{settings.prometheus_port}"
+            raise DagwatchError(
+                f"cannot serve /metrics on {where} (metrics.prometheus_host, "
+                f"metrics.prometheus_port): {exc.strerror or exc}"
+            ) from None
+        self.server: Any = None
+        if settings.prometheus_on:
+            from engine.observability.collector import metastore_source
+            from metrics.prometheus import PrometheusBackend
+
+            backend = self.stats.get_backend(PrometheusBackend)
+            if backend is not None:
+                backend.add_source(metastore_source(store, config))
+                self.server = backend.server
+        if self.server is not None:
+            from engine.observability.health import metastore_check
+
+            self.server.add_health_check("metastore", metastore_check(store))
+        on = [name for name in ("statsd", "otel", "prometheus") if getattr(settings, f"{name}_on")]
+        log.info("metrics backends: %s", ", ".join(on) or "none")
+
+    @property
+    def url(self) -> str | None:
+        """Where /metrics and /health are served, if they are."""
+        return self.server.url if self.server is not None else None
+
+    def watch_scheduler(self, scheduler: Any) -> None:
+        """Add the scheduler's health checks: its heartbeat, parsing, its executor."""
+        if self.server is None:
+            return
+        from engine.observability.health import install_health_checks
+
+        install_health_checks(
+            self.server,
+            self.store,
+            self.config,
+            executor=scheduler.executor,
+            job_id=lambda: scheduler.job_id,
+        )
+
+    def close(self) -> None:
+        """Flush what is buffered (OpenTelemetry), stop serving, back to the no-op facade."""
+        metrics.stats.install(None)
