@@ -19,6 +19,11 @@ is up, and the figures come from the metastore's attempt records:
     workload is measured on;
   - idle PSS: the same tree after the run, once nothing runs.
 Medians over the runs, with min and max.
+
+`--metrics both` measures the cost of metrics: each run is done twice in a row, with
+metrics off and with StatsD (to a UDP socket here), OpenTelemetry (to an OTLP/HTTP sink
+here, exporting every second) and Prometheus (scraped here every second) all on, and
+the ratio of the medians is printed.
 """
 
 from __future__ import annotations
@@ -141,7 +146,63 @@ class PssSampler(threading.Thread):
             self.peak = max(self.peak, tree_pss_kib(self.pid))
 
 
-def one_run(workload: str, parallelism: int) -> Result:
+class MetricsSinks:
+    """What the scheduler sends metrics to during a run with metrics on."""
+
+    def __init__(self) -> None:
+        import socket
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.udp.bind(("127.0.0.1", 0))
+
+        class Sink(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers["Content-Length"]))
+                self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.otlp = ThreadingHTTPServer(("127.0.0.1", 0), Sink)
+        threading.Thread(target=self.otlp.serve_forever, daemon=True).start()
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        self.prometheus_port = probe.getsockname()[1]
+        probe.close()
+        self.scrapes = 0
+
+    def env(self) -> dict[str, str]:
+        return {
+            "DAGWATCH__METRICS__STATSD_ON": "true",
+            "DAGWATCH__METRICS__STATSD_PORT": str(self.udp.getsockname()[1]),
+            "DAGWATCH__METRICS__OTEL_ON": "true",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{self.otlp.server_address[1]}",
+            "OTEL_METRIC_EXPORT_INTERVAL": "1000",
+            "DAGWATCH__METRICS__PROMETHEUS_ON": "true",
+            "DAGWATCH__METRICS__PROMETHEUS_PORT": str(self.prometheus_port),
+        }
+
+    def scrape_every_second(self, stop: threading.Event) -> None:
+        import urllib.request
+
+        url = f"http://127.0.0.1:{self.prometheus_port}/metrics"
+        while not stop.wait(1.0):
+            try:
+                with urllib.request.urlopen(url, timeout=5) as response:
+                    response.read()
+                self.scrapes += 1
+            except OSError:
+                pass
+
+    def close(self) -> None:
+        self.udp.close()
+        self.otlp.shutdown()
+
+
+def one_run(workload: str, parallelism: int, sinks: MetricsSinks | None = None) -> Result:
     from engine import api
     from engine.config import load_config
     from engine.states import DAG_RUN_FINISHED
@@ -158,6 +219,7 @@ def one_run(workload: str, parallelism: int) -> Result:
             "DAGWATCH__CORE__LOAD_EXAMPLES": "false",
             "DAGWATCH__CORE__DAGS_ARE_PAUSED_AT_CREATION": "false",
             "DAGWATCH__CORE__PARALLELISM": str(parallelism),
+            **(sinks.env() if sinks else {}),
         }
         config = load_config(env)
         store = Store.from_config(config)
@@ -173,6 +235,11 @@ def one_run(workload: str, parallelism: int) -> Result:
             _wait_for(lambda: _scheduler_up(store, Job) and _dag_parsed(store), 60)
             sampler = PssSampler(scheduler.pid)
             sampler.start()
+            scraping = threading.Event()
+            if sinks:
+                threading.Thread(
+                    target=sinks.scrape_every_second, args=(scraping,), daemon=True
+                ).start()
             cpu_before = cpu_seconds(scheduler.pid)
             machine_before = machine_busy_seconds()
             started = time.perf_counter()
@@ -189,6 +256,7 @@ def one_run(workload: str, parallelism: int) -> Result:
             wall = time.perf_counter() - started
             cpu = cpu_seconds(scheduler.pid) - cpu_before
             machine = machine_busy_seconds() - machine_before
+            scraping.set()
             time.sleep(2)  # let attempt processes exit
             sampler.stop.set()
             idle = tree_pss_kib(scheduler.pid)
@@ -283,26 +351,52 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--workloads", default="w1,w2,w4-500,w4-5000")
     parser.add_argument("--parallelism", type=int, default=32)
+    parser.add_argument(
+        "--metrics",
+        choices=("off", "on", "both"),
+        default="off",
+        help="both: each run with metrics off, then on; prints the ratio of medians",
+    )
     args = parser.parse_args()
     for workload in args.workloads.split(","):
-        results = [one_run(workload, args.parallelism) for _ in range(args.runs)]
-        print(f"{workload}: {WORKLOADS[workload][0]} ({args.runs} runs)")
-        print(_summary("trigger->success", [r.wall for r in results], "s"))
-        print(_summary("hop median", [statistics.median(r.hops) for r in results], "ms", 1000))
-        print(_summary("hop p95", [_p95(r.hops) for r in results], "ms", 1000))
-        print(
-            _summary(
-                "queued->running median",
-                [statistics.median(r.queue_delays) for r in results],
-                "ms",
-                1000,
-            )
+        modes = {"off": [False], "on": [True], "both": [False, True]}[args.metrics]
+        results: dict[bool, list[Result]] = {mode: [] for mode in modes}
+        for _ in range(args.runs):
+            for mode in modes:  # interleaved, so drift of the machine hits both alike
+                sinks = MetricsSinks() if mode else None
+                try:
+                    results[mode].append(one_run(workload, args.parallelism, sinks))
+                finally:
+                    if sinks:
+                        sinks.close()
+        for mode, measured in results.items():
+            label = "metrics on" if mode else "metrics off"
+            print(f"{workload}: {WORKLOADS[workload][0]} ({args.runs} runs, {label})")
+            _print(measured)
+        if len(results) == 2:
+            for label, pick in (("trigger->success", "wall"), ("scheduler CPU", "cpu")):
+                off = statistics.median(getattr(r, pick) for r in results[False])
+                on = statistics.median(getattr(r, pick) for r in results[True])
+                print(f"  {label}: metrics on / off = {on / off:.3f}")
+
+
+def _print(results: list[Result]) -> None:
+    print(_summary("trigger->success", [r.wall for r in results], "s"))
+    print(_summary("hop median", [statistics.median(r.hops) for r in results], "ms", 1000))
+    print(_summary("hop p95", [_p95(r.hops) for r in results], "ms", 1000))
+    print(
+        _summary(
+            "queued->running median",
+            [statistics.median(r.queue_delays) for r in results],
+            "ms",
+            1000,
         )
-        print(_summary("tasks/s", [r.tasks_per_second for r in results], ""))
-        print(_summary("scheduler CPU", [r.cpu for r in results], "s"))
-        print(_summary("machine CPU", [r.machine_cpu for r in results], "s"))
-        print(_summary("peak PSS (tree)", [r.peak_pss_mib for r in results], "MiB"))
-        print(_summary("idle PSS (tree)", [r.idle_pss_mib for r in results], "MiB"))
+    )
+    print(_summary("tasks/s", [r.tasks_per_second for r in results], ""))
+    print(_summary("scheduler CPU", [r.cpu for r in results], "s"))
+    print(_summary("machine CPU", [r.machine_cpu for r in results], "s"))
+    print(_summary("peak PSS (tree)", [r.peak_pss_mib for r in results], "MiB"))
+    print(_summary("idle PSS (tree)", [r.idle_pss_mib for r in results], "MiB"))
 
 
 if __name__ == "__main__":
