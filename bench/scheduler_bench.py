@@ -22,8 +22,10 @@ Medians over the runs, with min and max.
 
 `--metrics both` measures the cost of metrics: each run is done twice in a row, with
 metrics off and with StatsD (to a UDP socket here), OpenTelemetry (to an OTLP/HTTP sink
-here, exporting every second) and Prometheus (scraped here every second) all on, and
-the ratio of the medians is printed.
+here) and Prometheus (scraped here) all on, and the ratio of the medians is printed.
+Scrapes and exports happen every `--metrics-interval` seconds (default 15, a common
+scrape interval); since their cost is per scrape rather than per task, the time of one
+scrape after the run, and its size, are printed too.
 """
 
 from __future__ import annotations
@@ -149,7 +151,7 @@ class PssSampler(threading.Thread):
 class MetricsSinks:
     """What the scheduler sends metrics to during a run with metrics on."""
 
-    def __init__(self) -> None:
+    def __init__(self, interval: float) -> None:
         import socket
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -172,6 +174,7 @@ class MetricsSinks:
         probe.bind(("127.0.0.1", 0))
         self.prometheus_port = probe.getsockname()[1]
         probe.close()
+        self.interval = interval
         self.scrapes = 0
 
     def env(self) -> dict[str, str]:
@@ -180,19 +183,25 @@ class MetricsSinks:
             "DAGWATCH__METRICS__STATSD_PORT": str(self.udp.getsockname()[1]),
             "DAGWATCH__METRICS__OTEL_ON": "true",
             "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{self.otlp.server_address[1]}",
-            "OTEL_METRIC_EXPORT_INTERVAL": "1000",
+            "OTEL_METRIC_EXPORT_INTERVAL": str(int(self.interval * 1000)),
             "DAGWATCH__METRICS__PROMETHEUS_ON": "true",
             "DAGWATCH__METRICS__PROMETHEUS_PORT": str(self.prometheus_port),
         }
 
-    def scrape_every_second(self, stop: threading.Event) -> None:
+    def scrape(self) -> tuple[float, int]:
+        """(seconds, lines) of one GET /metrics."""
         import urllib.request
 
+        started = time.perf_counter()
         url = f"http://127.0.0.1:{self.prometheus_port}/metrics"
-        while not stop.wait(1.0):
+        with urllib.request.urlopen(url, timeout=30) as response:
+            body = response.read()
+        return time.perf_counter() - started, body.count(b"\n")
+
+    def scrape_periodically(self, stop: threading.Event) -> None:
+        while not stop.wait(self.interval):
             try:
-                with urllib.request.urlopen(url, timeout=5) as response:
-                    response.read()
+                self.scrape()
                 self.scrapes += 1
             except OSError:
                 pass
@@ -238,7 +247,7 @@ def one_run(workload: str, parallelism: int, sinks: MetricsSinks | None = None) 
             scraping = threading.Event()
             if sinks:
                 threading.Thread(
-                    target=sinks.scrape_every_second, args=(scraping,), daemon=True
+                    target=sinks.scrape_periodically, args=(scraping,), daemon=True
                 ).start()
             cpu_before = cpu_seconds(scheduler.pid)
             machine_before = machine_busy_seconds()
@@ -257,6 +266,7 @@ def one_run(workload: str, parallelism: int, sinks: MetricsSinks | None = None) 
             cpu = cpu_seconds(scheduler.pid) - cpu_before
             machine = machine_busy_seconds() - machine_before
             scraping.set()
+            extra = {"scrape": sinks.scrape()} if sinks else {}
             time.sleep(2)  # let attempt processes exit
             sampler.stop.set()
             idle = tree_pss_kib(scheduler.pid)
@@ -269,7 +279,9 @@ def one_run(workload: str, parallelism: int, sinks: MetricsSinks | None = None) 
                 )
             assert queued[run.run_id] == "success", queued
             cpu = (cpu, machine)
-            return _figures(workload, tries, wall, cpu, sampler.peak, idle, store)
+            result = _figures(workload, tries, wall, cpu, sampler.peak, idle, store)
+            result.extra.update(extra)
+            return result
         finally:
             scheduler.send_signal(signal.SIGTERM)
             try:
@@ -357,13 +369,14 @@ def main() -> None:
         default="off",
         help="both: each run with metrics off, then on; prints the ratio of medians",
     )
+    parser.add_argument("--metrics-interval", type=float, default=15.0)
     args = parser.parse_args()
     for workload in args.workloads.split(","):
         modes = {"off": [False], "on": [True], "both": [False, True]}[args.metrics]
         results: dict[bool, list[Result]] = {mode: [] for mode in modes}
         for _ in range(args.runs):
             for mode in modes:  # interleaved, so drift of the machine hits both alike
-                sinks = MetricsSinks() if mode else None
+                sinks = MetricsSinks(args.metrics_interval) if mode else None
                 try:
                     results[mode].append(one_run(workload, args.parallelism, sinks))
                 finally:
@@ -378,6 +391,11 @@ def main() -> None:
                 off = statistics.median(getattr(r, pick) for r in results[False])
                 on = statistics.median(getattr(r, pick) for r in results[True])
                 print(f"  {label}: metrics on / off = {on / off:.3f}")
+            scrapes = [r.extra["scrape"] for r in results[True]]
+            print(
+                _summary("one scrape after the run", [s for s, _ in scrapes], "ms", 1000)
+                + f"  ({scrapes[0][1]} lines)"
+            )
 
 
 def _print(results: list[Result]) -> None:

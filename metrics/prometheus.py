@@ -105,6 +105,9 @@ class PrometheusBackend:
     ) -> None:
         if registry is prometheus_client.REGISTRY:
             raise ValueError("pass a CollectorRegistry of dagwatch's own, not the global one")
+        # `_created` samples add a series to every counter and histogram child, and a
+        # scrape costs per line; rate() and histogram_quantile() never read them.
+        prometheus_client.disable_created_metrics()
         self.registry = registry
         self.catalog = catalog
         self.max_series = max_series

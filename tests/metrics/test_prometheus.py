@@ -57,6 +57,7 @@ def test_a_scrape_holds_the_catalog_families_with_their_labels(
     url = backend.server.url
     samples = scrape(url)
     assert samples["dagwatch_ti_finish_total"] == {labels(**DT, state="success"): 2.0}
+    assert not [name for name in samples if name.endswith("_created")]  # a series per child
     assert samples["dagwatch_pool_open_slots"] == {labels(pool="default_pool"): 5.0}
     assert samples["dagwatch_task_duration_seconds_count"] == {labels(**DT): 1.0}
     assert samples["dagwatch_task_duration_seconds_sum"] == {labels(**DT): 42.0}
