@@ -1,7 +1,8 @@
 """Metrics for a long-lived dagwatch process: configure the backends, plug the engine in.
 
 The scheduler serves `/metrics` and `/health` (when Prometheus is on), reads the
-metastore gauges at scrape time and replays what attempt processes relay to it. A
+metastore gauges at scrape time (and pushes them to StatsD and OpenTelemetry from a
+thread every few seconds), and replays what attempt processes relay to it. A
 separate `dagwatch dag-processor` sends to StatsD and OpenTelemetry only: the files it
 parses reach Prometheus through the scheduler's metastore collector.
 """
@@ -9,7 +10,8 @@ parses reach Prometheus through the scheduler's metastore collector.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import metrics
@@ -49,6 +51,18 @@ class Telemetry:
             from engine.observability.health import metastore_check
 
             self.server.add_health_check("metastore", metastore_check(store))
+        self._pusher: GaugePusher | None = None
+        if serve and (settings.statsd_on or settings.otel_on):
+            from engine.observability.collector import metastore_source
+
+            pushed = list(self.stats.backends)
+            if settings.prometheus_on:  # it reads them at scrape time
+                from metrics.prometheus import PrometheusBackend
+
+                pushed = [b for b in pushed if not isinstance(b, PrometheusBackend)]
+            target = metrics.Stats(pushed, guard=self.stats.guard)
+            self._pusher = GaugePusher(metastore_source(store, config), target)
+            self._pusher.start()
         on = [name for name in ("statsd", "otel", "prometheus") if getattr(settings, f"{name}_on")]
         log.info("metrics backends: %s", ", ".join(on) or "none")
 
@@ -73,4 +87,40 @@ class Telemetry:
 
     def close(self) -> None:
         """Flush what is buffered (OpenTelemetry), stop serving, back to the no-op facade."""
+        if self._pusher is not None:
+            self._pusher.stop()
         metrics.stats.install(None)
+
+
+class GaugePusher:
+    """Sends the metastore gauges (pool slots by state, task instances by state and
+    task, import errors...) to StatsD and OpenTelemetry every `interval` seconds, from a
+    thread of its own: Prometheus reads them at scrape time, push backends need them
+    pushed, and the scheduler's tick must not pay for the queries."""
+
+    def __init__(
+        self, source: Callable[[], Iterable[Any]], target: metrics.Stats, interval: float = 5.0
+    ) -> None:
+        self.source = source
+        self.target = target
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="dagwatch-gauges", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=self.interval)
+
+    def push_once(self) -> None:
+        for sample in self.source():
+            self.target.gauge(sample.name, sample.value, tags=sample.labels)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.push_once()
+            except Exception as exc:  # the metastore is away: the next round tries again
+                log.warning("could not read the metastore gauges: %s", type(exc).__name__)

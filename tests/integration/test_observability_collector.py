@@ -273,3 +273,21 @@ def test_file_labels_are_relative_to_the_dag_folder_else_the_basename() -> None:
     assert file_label("/real/dags/team/etl.py", folders) == "team/etl.py"
     assert file_label("/opt/example_dags/tutorial.py", folders) == "tutorial.py"
     assert file_label("/dagsx/etl.py", folders) == "etl.py"
+
+
+def test_the_pusher_sends_the_same_gauges_to_push_backends(store: Store, config) -> None:
+    from engine.observability.service import GaugePusher
+    from metrics import Stats
+    from metrics.testing import MemoryBackend
+
+    with store.session() as session:
+        add_run(session, "etl", "r1", "running", 1)
+        add_ti(session, ("etl", "r1"), "load", "queued", pool_slots=2)
+    recorder = MemoryBackend()
+    pusher = GaugePusher(metastore_source(store, config, clock=lambda: T0), Stats([recorder]))
+    pusher.push_once()
+    assert recorder.values("pool.queued_slots") == [({"pool": "default_pool"}, 2.0)]
+    assert recorder.values("ti.queued") == [
+        ({"queue": "default", "dag_id": "etl", "task_id": "load"}, 1.0)
+    ]
+    assert {e.kind for e in recorder.emissions} == {"gauge"}

@@ -100,6 +100,7 @@ def test_one_run_reaches_statsd_otel_and_prometheus(store, observed, udp, otlp) 
         stderr=subprocess.PIPE,
         text=True,
     )
+    started = time.monotonic()
     try:
         _wait(lambda: _run_state(store, run_id) == "failed", what="the run failing")
         health = _wait(lambda: http_get(f"{url}/health")[0] == 200, what="healthy", timeout=15)
@@ -137,6 +138,7 @@ def test_one_run_reaches_statsd_otel_and_prometheus(store, observed, udp, otlp) 
         assert samples["dagwatch_dagbag_size"] == {(): 1}
         assert samples["dagwatch_scheduler_heartbeat_total"][()] >= 1
         _promtool_accepts(http_get(f"{url}/metrics")[2])
+        time.sleep(max(0.0, started + 7 - time.monotonic()))  # a push of metastore gauges
     finally:
         scheduler.send_signal(signal.SIGTERM)
         out, err = scheduler.communicate(timeout=60)
@@ -151,6 +153,8 @@ def test_one_run_reaches_statsd_otel_and_prometheus(store, observed, udp, otlp) 
         for line in lines
     )
     assert "dagwatch.custom.rows_loaded.data:5|c" in lines  # tag values join the name
+    assert "dagwatch.pool.running_slots.default_pool:0|g" in lines  # pushed from the metastore
+    assert "dagwatch.dagbag_size:1|g" in lines
 
     points = otlp.wait_for("dagwatch.ti.finish")
     flaky = [p for p in points if p.attributes.get("task_id") == "flaky"]
