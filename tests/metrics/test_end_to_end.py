@@ -22,6 +22,7 @@ from engine.store import runs
 from tests.metrics.conftest import OtlpReceiver, UdpReceiver, http_get, labels, scrape
 
 DAG_FILE = """
+import time
 from datetime import timedelta
 from engine import DAG, task
 from metrics import stats
@@ -31,11 +32,15 @@ with DAG("observed", schedule=None):
     def extract():
         stats.incr("custom.rows_loaded", 5, tags={"team": "data"})
 
+    @task
+    def nap():
+        time.sleep(0.2)
+
     @task(retries=1, retry_delay=timedelta(0))
     def flaky():
         raise RuntimeError("boom")
 
-    extract() >> flaky()
+    extract() >> nap() >> flaky()
 """
 
 
@@ -153,6 +158,8 @@ def test_one_run_reaches_statsd_otel_and_prometheus(store, observed, udp, otlp) 
         for line in lines
     )
     assert "dagwatch.custom.rows_loaded.data:5|c" in lines  # tag values join the name
+    (nap,) = [line for line in lines if line.startswith("dagwatch.dag.observed.nap.duration:")]
+    assert nap.endswith("|ms") and 200 <= float(nap.split(":")[1].split("|")[0]) < 2000
     assert "dagwatch.pool.running_slots.default_pool:0|g" in lines  # pushed from the metastore
     assert "dagwatch.dagbag_size:1|g" in lines
 
@@ -162,6 +169,12 @@ def test_one_run_reaches_statsd_otel_and_prometheus(store, observed, udp, otlp) 
     assert all(p.resource.get("service.name") == "dagwatch-e2e" for p in points)
     rows = [p for p in otlp.points() if p.name == "dagwatch.custom.rows_loaded"]
     assert rows and rows[-1].value == 5
+    naps = [
+        p
+        for p in otlp.points()
+        if p.name == "dagwatch.task.duration" and p.attributes.get("task_id") == "nap"
+    ]
+    assert naps[-1].kind == "histogram" and naps[-1].count == 1 and 0.2 <= naps[-1].value < 2
 
 
 def _everything_received(udp: UdpReceiver) -> list[str]:
