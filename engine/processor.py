@@ -263,7 +263,6 @@ def process_folders(
             session, results, now=now, paused_at_creation=config["core.dags_are_paused_at_creation"]
         )
         dag_store.forget_missing_files(session, present={str(path) for path in files})
-        dag_count, error_count = dag_store.parse_totals(session)
     report = ProcessorReport(
         files_seen=len(files),
         files_parsed=len(results),
@@ -272,7 +271,7 @@ def process_folders(
         duration=time.monotonic() - started,
         results=results,
     )
-    emit.parse_pass(report.duration, results, error_count, dag_count, folders)
+    emit.parse_pass(report.duration, results, folders)
     log.debug(
         "processed DAG files",
         extra={

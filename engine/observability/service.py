@@ -16,6 +16,7 @@ from typing import Any
 
 import metrics
 from engine.exceptions import DagwatchError
+from engine.observability import emit
 from engine.observability.settings import metrics_settings
 
 log = logging.getLogger(__name__)
@@ -39,32 +40,31 @@ class Telemetry:
                 f"metrics.prometheus_port): {exc.strerror or exc}"
             ) from None
         self.server: Any = None
-        if settings.prometheus_on:
-            from engine.observability.collector import metastore_source
-            from metrics.prometheus import PrometheusBackend
-
-            backend = self.stats.get_backend(PrometheusBackend)
-            if backend is not None:
-                backend.add_source(metastore_source(store, config))
-                self.server = backend.server
-        if self.server is not None:
-            from engine.observability.health import metastore_check
-
-            self.server.add_health_check("metastore", metastore_check(store))
         self._pusher: GaugePusher | None = None
-        if serve and (settings.statsd_on or settings.otel_on):
-            from engine.observability.collector import metastore_source
-
-            pushed = list(self.stats.backends)
-            if settings.prometheus_on:  # it reads them at scrape time
-                from metrics.prometheus import PrometheusBackend
-
-                pushed = [b for b in pushed if not isinstance(b, PrometheusBackend)]
-            target = metrics.Stats(pushed, guard=self.stats.guard)
-            self._pusher = GaugePusher(metastore_source(store, config), target)
-            self._pusher.start()
+        if serve and self.stats.backends:
+            self._serve_metastore_gauges(settings)
         on = [name for name in ("statsd", "otel", "prometheus") if getattr(settings, f"{name}_on")]
         log.info("metrics backends: %s", ", ".join(on) or "none")
+
+    def _serve_metastore_gauges(self, settings: metrics.MetricsSettings) -> None:
+        """One reader of the metastore gauges: Prometheus calls it at each scrape, a
+        thread pushes its values to the other backends."""
+        from engine.observability.collector import metastore_source
+
+        source = metastore_source(self.store, self.config)
+        prometheus = None
+        if settings.prometheus_on:
+            from metrics.prometheus import PrometheusBackend
+
+            prometheus = self.stats.get_backend(PrometheusBackend)
+        if prometheus is not None:
+            prometheus.add_source(source)
+            self.server = prometheus.server
+        pushed = [backend for backend in self.stats.backends if backend is not prometheus]
+        if pushed:
+            target = metrics.Stats(pushed, guard=self.stats.guard)
+            self._pusher = GaugePusher(source, target, skip=emit.LOOP_GAUGES)
+            self._pusher.start()
 
     @property
     def url(self) -> str | None:
@@ -99,11 +99,18 @@ class GaugePusher:
     pushed, and the scheduler's tick must not pay for the queries."""
 
     def __init__(
-        self, source: Callable[[], Iterable[Any]], target: metrics.Stats, interval: float = 5.0
+        self,
+        source: Callable[[], Iterable[Any]],
+        target: metrics.Stats,
+        interval: float = 5.0,
+        *,
+        skip: Iterable[str] = (),
     ) -> None:
         self.source = source
         self.target = target
         self.interval = interval
+        #: names another emitter owns (the scheduler loop's gauges): one value per name
+        self.skip = frozenset(skip)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="dagwatch-gauges", daemon=True)
 
@@ -116,11 +123,14 @@ class GaugePusher:
 
     def push_once(self) -> None:
         for sample in self.source():
-            self.target.gauge(sample.name, sample.value, tags=sample.labels)
+            if sample.name not in self.skip:
+                self.target.gauge(sample.name, sample.value, tags=sample.labels)
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
+        while True:  # at once, then every interval: dashboards have values from the start
             try:
                 self.push_once()
             except Exception as exc:  # the metastore is away: the next round tries again
                 log.warning("could not read the metastore gauges: %s", type(exc).__name__)
+            if self._stop.wait(self.interval):
+                return

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from engine.exceptions import NotFound
@@ -179,10 +179,3 @@ def list_import_errors(session: Session) -> list[ImportError_]:
 
 def list_dag_files(session: Session) -> list[DagFile]:
     return list(session.execute(select(DagFile).order_by(DagFile.fileloc)).scalars())
-
-
-def parse_totals(session: Session) -> tuple[int, int]:
-    """(active DAGs, files with an import error): the DAG bag as the last passes left it."""
-    dags = session.scalar(select(func.count()).select_from(Dag).where(Dag.is_active))
-    errors = session.scalar(select(func.count()).select_from(ImportError_))
-    return int(dags or 0), int(errors or 0)

@@ -291,3 +291,17 @@ def test_the_pusher_sends_the_same_gauges_to_push_backends(store: Store, config)
         ({"queue": "default", "dag_id": "etl", "task_id": "load"}, 1.0)
     ]
     assert {e.kind for e in recorder.emissions} == {"gauge"}
+
+
+def test_the_pusher_leaves_the_loops_gauges_to_the_loop(store: Store, config) -> None:
+    from engine.observability.emit import LOOP_GAUGES
+    from engine.observability.service import GaugePusher
+    from metrics import Stats
+    from metrics.testing import MemoryBackend
+
+    recorder = MemoryBackend()
+    source = metastore_source(store, config, clock=lambda: T0)
+    GaugePusher(source, Stats([recorder]), skip=LOOP_GAUGES).push_once()
+    names = {emission.name for emission in recorder.emissions}
+    assert "pool.queued_slots" in names and "dagbag_size" in names
+    assert not names & LOOP_GAUGES
