@@ -161,7 +161,9 @@ class LocalExecutor:
         return events
 
     def running_ti_ids(self) -> set[int]:
-        return set(self._running) | {request.ti_id for request in self._held}
+        # Copies taken in one C call each, so another thread (/health) may read this
+        # while the loop queues and starts attempts.
+        return set(self._running) | {request.ti_id for request in tuple(self._held)}
 
     def terminate(self, ti_ids: Sequence[int], reason: str) -> None:
         """Have each attempt's worker SIGTERM its process group; SIGKILL follows in

@@ -233,29 +233,3 @@ def test_the_dag_processor_is_behind_when_a_change_waits_past_the_grace(
     ok, detail = check()
     assert ok, detail
     assert (detail["dag_files"], detail["files_in_metastore"], detail["files_behind"]) == (2, 2, 0)
-
-
-def test_the_executor_check_reads_again_while_the_scheduler_changes_it(config) -> None:
-    from engine.observability.health import executor_check
-
-    class Busy:
-        """Its table changes size under the first read, as a running scheduler's does."""
-
-        name = "local"
-        open_slots = 30
-        reads = 0
-
-        def running_ti_ids(self) -> set[int]:
-            self.reads += 1
-            if self.reads == 1:
-                raise RuntimeError("dictionary changed size during iteration")
-            return {1, 2}
-
-    ok, detail = executor_check(Busy(), config)()
-    assert ok
-    assert detail == {
-        "executor": "local",
-        "open_slots": 30,
-        "running": 2,
-        "parallelism": config["core.parallelism"],
-    }

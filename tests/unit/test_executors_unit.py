@@ -76,3 +76,29 @@ def test_an_idle_local_executor_waits_without_spinning(config):
     assert executor.wait(0.1) is False
     assert time.monotonic() - started >= 0.09
     assert executor.collect() == [] and executor.running_ti_ids() == set()
+
+
+def test_running_ti_ids_can_be_read_from_another_thread(config):
+    """/health reads it from the HTTP server's thread while the loop queues attempts."""
+    import threading
+
+    from engine.executors.base import AttemptRequest
+
+    executor = LocalExecutor(config, parallelism=2)
+    requests = [AttemptRequest(i, "d", "r", f"t{i}", "f.py") for i in range(2000)]
+    executor._held.extend(requests)
+    done = threading.Event()
+
+    def churn() -> None:  # what queueing and starting attempts do to the held queue
+        while not done.is_set():
+            executor._held.rotate(1)
+
+    thread = threading.Thread(target=churn)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            assert len(executor.running_ti_ids()) == 2000
+    finally:
+        done.set()
+        thread.join()
