@@ -129,8 +129,9 @@ class EmptyOperator(BaseOperator):
         return None
 
 
-class PythonOperator(BaseOperator):
-    """Calls `python_callable(*op_args, **op_kwargs)` plus the context keys it asks for."""
+class PythonCallableOperator(BaseOperator):
+    """The `python_callable` with `op_args`, `op_kwargs` and `templates_dict` that
+    PythonOperator executes and PythonSensor pokes."""
 
     template_fields: Sequence[str] = ("templates_dict", "op_args", "op_kwargs")
 
@@ -150,7 +151,7 @@ class PythonOperator(BaseOperator):
         self.templates_dict = dict(templates_dict) if templates_dict is not None else None
         super().__init__(**kwargs)
 
-    def execute(self, context: Mapping[str, Any]) -> Any:
+    def call_callable(self, context: Mapping[str, Any]) -> Any:
         return call_python(
             self.python_callable,
             self.op_args,
@@ -158,6 +159,13 @@ class PythonOperator(BaseOperator):
             context,
             templates_dict=self.templates_dict,
         )
+
+
+class PythonOperator(PythonCallableOperator):
+    """Calls `python_callable(*op_args, **op_kwargs)` plus the context keys it asks for."""
+
+    def execute(self, context: Mapping[str, Any]) -> Any:
+        return self.call_callable(context)
 
 
 class BranchPythonOperator(PythonOperator):

@@ -7,13 +7,13 @@ sensor with a fake clock instead of waiting.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from engine.exceptions import DagDefinitionError, SensorTimeout, SkipTask
-from engine.operators import call_python
+from engine.operators import PythonCallableOperator
 from engine.tasks import BaseOperator
 
 MODES = ("poke",)
@@ -111,36 +111,9 @@ class BaseSensorOperator(BaseOperator):
             self._sleep(min(self._interval(pokes), self.timeout - elapsed))
 
 
-class PythonSensor(BaseSensorOperator):
+class PythonSensor(PythonCallableOperator, BaseSensorOperator):
     """Pokes by calling `python_callable`; a truthy result (or PokeReturnValue) ends the wait."""
 
-    template_fields: Sequence[str] = ("templates_dict", "op_args", "op_kwargs")
-
-    def __init__(
-        self,
-        *,
-        python_callable: Callable[..., Any],
-        op_args: Sequence[Any] | None = None,
-        op_kwargs: Mapping[str, Any] | None = None,
-        templates_dict: Mapping[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        if not callable(python_callable):
-            raise DagDefinitionError(
-                f"task {kwargs.get('task_id', '?')!r}: python_callable must be callable"
-            )
-        self.python_callable = python_callable
-        self.op_args = list(op_args or [])
-        self.op_kwargs = dict(op_kwargs or {})
-        self.templates_dict = dict(templates_dict) if templates_dict is not None else None
-        super().__init__(**kwargs)
-
     def poke(self, context: Mapping[str, Any]) -> bool | PokeReturnValue:
-        result = call_python(
-            self.python_callable,
-            self.op_args,
-            self.op_kwargs,
-            context,
-            templates_dict=self.templates_dict,
-        )
+        result = self.call_callable(context)
         return result if isinstance(result, PokeReturnValue) else bool(result)
