@@ -33,8 +33,8 @@ from engine.executors.attempt import callback_main, config_payload
 from engine.executors.base import AttemptEvent, AttemptRequest, CallbackRequest
 from engine.executors.pool import WorkerHandle, WorkerPool
 from engine.forking import describe_exit, kill_group, mp_context, warm_up
-from engine.observability.relay import replay
 from engine.states import TaskState
+from metrics import stats
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,7 @@ class _Other:
     def read_metrics(self) -> None:
         try:
             while self.metrics_in.poll():
-                replay(self.metrics_in.recv())
+                stats.replay(self.metrics_in.recv())
         except (EOFError, OSError):
             pass  # it exited without sending any
 
@@ -231,7 +231,7 @@ class LocalExecutor:
             attempt.pid = message[2]
         elif kind == "done":
             _, _, pid, state, error, code, relayed = message
-            replay(relayed)
+            stats.replay(relayed)
             worker.attempt, worker.idle_since = None, time.monotonic()
             del self._running[attempt.request.ti_id]
             self._events.append(self._event(attempt, state, error, code, pid))

@@ -1,18 +1,17 @@
 """Metrics of processes that do not own backends: attempt and callback processes.
 
 Such a process installs `install_relay(config)` before it runs anything, and hands
-`drain()` of what it returned back to its parent when it ends; the executor replays it
-through the scheduler's backends (see `metrics.relay` for why).
+`drain()` of what it returned back to its parent when it ends; the executor passes it to
+`metrics.stats.replay`, the scheduler's backends (see `metrics.relay` for why).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Any
 
 from engine.observability.settings import metrics_settings
 from metrics import Stats, stats
-from metrics.relay import RelayBackend, Relayed
+from metrics.relay import RelayBackend
 
 
 def install_relay(config: Any) -> RelayBackend:
@@ -21,9 +20,3 @@ def install_relay(config: Any) -> RelayBackend:
     relay = RelayBackend()
     stats.install(Stats([relay], allow=settings.allow_list, block=settings.block_list))
     return relay
-
-
-def replay(records: Iterable[Relayed] | None) -> None:
-    """Emit what a child process relayed through this process's backends."""
-    if records:
-        stats.replay(records)
