@@ -7,6 +7,7 @@ The environment is read only by `load_config`, called at the edge (CLI, task run
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import tomllib
@@ -31,7 +32,7 @@ class Option:
 
     section: str
     key: str
-    type: str  # str | int | float | bool | path | choice
+    type: str  # str | int | float | bool | path | choice | table
     default: Default
     help: str
     secret: bool = False
@@ -89,6 +90,15 @@ def _parse_float(raw: Any) -> float:
     return value
 
 
+def _parse_table(raw: Any) -> dict[str, Any]:
+    """A TOML table, or (from the environment) the same as a JSON object."""
+    if isinstance(raw, str):
+        raw = json.loads(raw) if raw.strip() else {}
+    if not isinstance(raw, dict):
+        raise TypeError(raw)
+    return raw
+
+
 def _parse_str(raw: Any) -> str:
     if not isinstance(raw, str | int | float) or isinstance(raw, bool):
         raise TypeError(raw)
@@ -102,6 +112,7 @@ _PARSERS: dict[str, Callable[[Any], Any]] = {
     "int": _parse_int,
     "float": _parse_float,
     "bool": _parse_bool,
+    "table": _parse_table,
 }
 
 OPTIONS: tuple[Option, ...] = (
@@ -216,6 +227,98 @@ OPTIONS: tuple[Option, ...] = (
         "Comma-separated metric name prefixes to keep (empty: all).",
     ),
     Option("metrics", "block_list", "str", "", "Comma-separated metric name prefixes to drop."),
+    Option("alerts", "enabled", "bool", True, "Write and deliver alerts (routes and notifiers)."),
+    Option(
+        "alerts",
+        "routes",
+        "table",
+        {},
+        "Routes: [alerts.routes.NAME] tables of urls|conn_id|tag, events, dags, tags, owners,"
+        " severity, rate_limit (env: a JSON object).",
+        secret=True,
+    ),
+    Option(
+        "alerts",
+        "apprise_config",
+        "str",
+        "",
+        "An Apprise configuration file (YAML or text) whose tags routes may name.",
+    ),
+    Option(
+        "alerts",
+        "fallback_urls",
+        "str",
+        "",
+        "Apprise URLs (comma-separated) that receive alert_delivery_failed.",
+        secret=True,
+    ),
+    Option(
+        "alerts",
+        "console_url",
+        "str",
+        "http://127.0.0.1:8501",
+        "Base URL of the console, for the run links in alerts.",
+    ),
+    Option("alerts", "max_attempts", "int", 5, "Deliveries tried per alert.", minimum=1),
+    Option(
+        "alerts", "retry_delay", "float", 5.0, "Seconds before the first re-delivery.", minimum=0
+    ),
+    Option(
+        "alerts",
+        "max_retry_delay",
+        "float",
+        300.0,
+        "Cap of the exponential delay between deliveries.",
+        minimum=0,
+    ),
+    Option(
+        "alerts",
+        "delivery_timeout",
+        "float",
+        30.0,
+        "Seconds one delivery may take before it counts as failed.",
+        minimum=0.1,
+    ),
+    Option(
+        "alerts",
+        "group_window",
+        "float",
+        600.0,
+        "Repeated alerts of one task and event within this many seconds go out as one.",
+        minimum=0,
+    ),
+    Option(
+        "alerts",
+        "send_resolved",
+        "bool",
+        False,
+        "Send task_resolved when a task whose failure was alerted later succeeds.",
+    ),
+    Option(
+        "alerts",
+        "miss_after_failure",
+        "choice",
+        "fold",
+        "A deadline passed by a run that already failed: fold it into the failure alert, or"
+        " page it too.",
+        choices=("fold", "page"),
+    ),
+    Option(
+        "alerts",
+        "forecast_history",
+        "int",
+        10,
+        "Successful attempts per task the deadline forecast learns from.",
+        minimum=1,
+    ),
+    Option(
+        "alerts",
+        "forecast_quantile",
+        "float",
+        0.9,
+        "Quantile of recent durations the forecast assumes each remaining task takes.",
+        minimum=0.5,
+    ),
     Option("logging", "base_log_folder", "path", lambda home: home / "logs", "Task attempt logs."),
     Option(
         "logging",
@@ -240,8 +343,12 @@ class Setting:
     source: str  # "default" | "file" | "env"
 
     def display_value(self) -> str:
-        if self.option.secret and self.value not in ("", None):
-            return _mask_url(str(self.value)) if "://" in str(self.value) else MASK
+        if self.option.secret and self.value not in ("", None, {}):
+            if isinstance(self.value, dict):  # routes: their names, never their URLs
+                return "{" + ", ".join(f"{name}: {MASK}" for name in self.value) + "}"
+            if self.option.section == "database" and "://" in str(self.value):
+                return _mask_url(str(self.value))  # the database stays recognisable
+            return MASK
         return str(self.value)
 
 

@@ -35,6 +35,9 @@ def configure(config: Config, store: Store | None = None) -> None:
             _store, _owns_store = None, False
         if owned and previous is not None and previous is not _store:
             previous.dispose()
+    from engine import hooks
+
+    hooks.install(config)
 
 
 def _url_of(source: Config | Store) -> str:
@@ -74,3 +77,6 @@ def reset() -> None:
         if _store is not None and _owns_store:
             _store.dispose()
         _config, _store, _owns_store = None, None, False
+    from engine import hooks
+
+    hooks.uninstall()

@@ -20,7 +20,7 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from engine import deps, limits, run_creation
+from engine import deps, hooks, limits, run_creation
 from engine.exceptions import StoreError
 from engine.executors.base import AttemptEvent, AttemptRequest, CallbackRequest, Executor
 from engine.observability import emit
@@ -115,6 +115,7 @@ class Scheduler:
         executor: Executor,
         *,
         clock: Clock = utcnow,
+        registry: hooks.Registry | None = None,
     ) -> None:
         self.store = store
         self.config = config
@@ -129,6 +130,9 @@ class Scheduler:
         self._last_housekeeping = 0.0
         self._last_gauges = 0.0
         self._never_fits_reported: set[int] = set()
+        self.registry = registry if registry is not None else hooks.current()
+        self._tick_hooks = hooks.TickHookRunner(self.registry.tick_hooks, time.monotonic)
+        self._services: list[hooks.Service] = []
 
     # -- plans (serialized DAGs, cached by hash) -------------------------------------
 
@@ -150,6 +154,11 @@ class Scheduler:
     def _plan_of_row(self, row: Dag) -> SerializedDAG:
         return self._plan(row.dag_id, row.dag_hash, row.fileloc, row.serialized).dag
 
+    def plan_of(self, dag_id: str) -> SerializedDAG | None:
+        """The cached serialized DAG of `dag_id`, if this scheduler has loaded it."""
+        plan = self._plans.get(dag_id)
+        return plan.dag if plan else None
+
     def _max_active_runs(self, dag_id: str) -> int:
         plan = self._plans.get(dag_id)
         configured = plan.dag.max_active_runs if plan else None
@@ -170,6 +179,10 @@ class Scheduler:
         self._queue_executable(now, report)
         if time.monotonic() - self._last_housekeeping >= HOUSEKEEPING_INTERVAL:
             self._housekeeping(now, report)
+        if self._tick_hooks:
+            self._tick_hooks.run(
+                hooks.TickContext(now, self.store, self.config, self.plan_of, report, self.executor)
+            )
         report.duration = time.monotonic() - started
         self.last_report = report
         self._emit(report)
@@ -562,6 +575,10 @@ class Scheduler:
                 log.warning("reset %d orphaned queued task instances", len(orphans))
                 emit.orphans_cleared(len(orphans))
         self.executor.start()
+        for factory in self.registry.services:
+            service = factory(self.config, self.store)
+            service.start()
+            self._services.append(service)
 
     def run(
         self,
@@ -610,6 +627,12 @@ class Scheduler:
         """Stop queueing, give running attempts `grace` seconds, then stop them."""
         self._watcher.close()
         self.executor.end(grace)
+        for service in reversed(self._services):
+            try:
+                service.stop(grace)
+            except Exception as exc:  # one service's failure must not keep the others running
+                log.error("service %s did not stop cleanly: %s", service.name, exc)
+        self._services.clear()
         if self.job_id is not None:
             try:
                 with self.store.session() as session:

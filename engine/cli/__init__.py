@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from engine import hooks
 from engine.cli.usage import Group
 from engine.config import Config, load_config
 from engine.exceptions import DagwatchError
@@ -92,6 +93,8 @@ def cli(ctx: click.Context) -> None:
 for _module, _attr in _VERB_GROUPS:
     cli.add_command(getattr(importlib.import_module(_module), _attr))
 importlib.import_module("engine.cli.runs")  # adds trigger, pause, backfill... to `dags`
+for _command in hooks.cli_commands():  # verbs of installed plugins (`alerts`, `sla`...)
+    cli.add_command(_command)
 
 
 def main() -> None:

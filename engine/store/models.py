@@ -328,8 +328,13 @@ class SlaMiss(Base):
     deadline: Mapped[datetime] = mapped_column(UtcDateTime)
     detected_at: Mapped[datetime] = mapped_column(UtcDateTime)
     notified: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: the task's (task_sla) or run's (dag_deadline) state when the miss was detected
+    state: Mapped[str | None] = mapped_column(String(20))
 
-    __table_args__ = (UniqueConstraint("kind", "dag_id", "run_id", "task_id"),)
+    __table_args__ = (
+        UniqueConstraint("kind", "dag_id", "run_id", "task_id"),
+        Index("ix_sla_miss_detected_at", "detected_at"),
+    )
 
 
 class Alert(Base):
@@ -352,8 +357,33 @@ class Alert(Base):
     next_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     last_error: Mapped[str | None] = mapped_column(Text)
+    #: route|event|dag|task: repeated alerts of one key within the group window go out as one
+    group_key: Mapped[str | None] = mapped_column(String(1000))
+    #: how many alerts this delivery stands for (itself and those grouped into it)
+    count: Mapped[int] = mapped_column(Integer, default=1)
 
-    __table_args__ = (Index("ix_alert_status_next_attempt_at", "status", "next_attempt_at"),)
+    __table_args__ = (
+        Index("ix_alert_status_next_attempt_at", "status", "next_attempt_at"),
+        Index("ix_alert_group_key_status", "group_key", "status"),
+        Index("ix_alert_route_sent_at", "route", "sent_at"),
+        Index("ix_alert_created_at", "created_at"),
+    )
+
+
+class AlertDelivery(Base):
+    """One delivery attempt of an alert: its outcome, latency and the channel's error text."""
+
+    __tablename__ = "alert_delivery"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    alert_id: Mapped[int] = mapped_column(Integer)
+    attempt: Mapped[int] = mapped_column(Integer)
+    at: Mapped[datetime] = mapped_column(UtcDateTime)
+    status: Mapped[str] = mapped_column(String(20))  # sent | failed
+    latency: Mapped[float] = mapped_column(Float)
+    error: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_alert_delivery_alert_id", "alert_id"),)
 
 
 class Job(Base):

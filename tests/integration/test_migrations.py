@@ -109,7 +109,30 @@ def test_check_reports_a_database_behind_head(empty_store):
     problems = migrations.check(empty_store)
 
     assert len(problems) == 1
-    assert "is at revision 0000, this dagwatch needs 0001" in problems[0]
+    assert f"is at revision 0000, this dagwatch needs {migrations.head_revision()}" in problems[0]
+
+
+def test_upgrade_from_0001_keeps_alerts_and_adds_delivery_records(empty_store):
+    from alembic import command
+
+    with empty_store.connect() as connection:
+        command.upgrade(migrations._alembic_config(connection, default_pool_slots=8), "0001")
+        connection.execute(
+            text(
+                "INSERT INTO alert (fingerprint, event, severity, payload, status, attempts,"
+                " created_at) VALUES ('f1', 'task_failed', 'error', '{}', 'pending', 0,"
+                " '2026-01-01 00:00:00+00:00')"
+            )
+        )
+
+    migrations.migrate(empty_store)
+
+    assert migrations.check(empty_store) == []
+    with empty_store.session() as session:
+        rows = session.execute(text("SELECT fingerprint, count, group_key FROM alert")).all()
+        deliveries = session.execute(text("SELECT count(*) FROM alert_delivery")).scalar_one()
+    assert [tuple(row) for row in rows] == [("f1", 1, None)]
+    assert deliveries == 0
 
 
 def test_check_reports_an_unreachable_database():

@@ -1,0 +1,26 @@
+"""How alerts plug into the engine (`dagwatch.plugins` entry point): listeners, hooks, verbs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine.config import Config
+from engine.hooks import Registry, TickHook
+
+
+def register(registry: Registry, config: Config) -> None:
+    """Write alerts with the transitions that cause them, check SLAs, run the dispatcher."""
+    if not config["alerts.enabled"]:
+        return
+    from alerts import listener, routes
+
+    configured = routes.load_routes(config)
+    registry.add_transition_listener(listener.TransitionAlerts(configured, config))
+    registry.add_tick_hook(
+        TickHook("import_errors", listener.ImportErrorAlerts(configured, config).check, 5.0)
+    )
+
+
+def commands() -> list[Any]:
+    """The `alerts` and `sla` verbs."""
+    return []
