@@ -5,6 +5,7 @@ from __future__ import annotations
 from engine.connections import BaseHook, Connection
 from engine.context import get_current_context
 from engine.dag import DAG, dag
+from engine.deadlines import Deadline, DeadlineReference
 from engine.decorators import task
 from engine.edges import Label, chain
 from engine.exceptions import SkipTask
@@ -33,6 +34,8 @@ __all__ = [
     "BashOperator",
     "BranchPythonOperator",
     "Connection",
+    "Deadline",
+    "DeadlineReference",
     "EmptyOperator",
     "Label",
     "Param",

@@ -17,6 +17,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from engine.deadlines import Deadline, coerce_deadline
 from engine.exceptions import CycleError, DagDefinitionError, DuplicateTaskIdError
 from engine.params import NOTSET, DagParam, Param, ParamsDict
 from engine.schedules import coerce_utc, timetable_from_schedule, timezone_of
@@ -159,6 +160,7 @@ class DAG:
         max_active_runs: int | None = None,
         max_active_tasks: int | None = None,
         dagrun_timeout: timedelta | None = None,
+        deadline: Deadline | timedelta | None = None,
         on_success_callback: Any = None,
         on_failure_callback: Any = None,
         sla_miss_callback: Any = None,
@@ -198,6 +200,7 @@ class DAG:
         if dagrun_timeout is not None and not isinstance(dagrun_timeout, timedelta):
             raise DagDefinitionError(f"{where}: dagrun_timeout must be a timedelta or None")
         self.dagrun_timeout = dagrun_timeout
+        self.deadline = coerce_deadline(deadline, where)
         self.on_success_callback = normalize_callbacks(on_success_callback, f"{where}: callback")
         self.on_failure_callback = normalize_callbacks(on_failure_callback, f"{where}: callback")
         self.sla_miss_callback = normalize_callbacks(sla_miss_callback, f"{where}: callback")

@@ -15,6 +15,7 @@ from typing import Any
 import pendulum
 
 from engine.dag import topological_order
+from engine.deadlines import Deadline
 from engine.params import ParamsDict
 from engine.schedules import Timetable, parse_timezone, timezone_name
 from engine.trigger_rules import TriggerRule
@@ -111,6 +112,7 @@ def serialize_dag(dag: Any) -> dict[str, Any]:
         "max_active_runs": dag.max_active_runs,
         "max_active_tasks": dag.max_active_tasks,
         "dagrun_timeout": _seconds(dag.dagrun_timeout),
+        "deadline": dag.deadline.to_dict() if dag.deadline is not None else None,
         "is_paused_upon_creation": dag.is_paused_upon_creation,
         "has_on_success_callback": bool(dag.on_success_callback),
         "has_on_failure_callback": bool(dag.on_failure_callback),
@@ -191,6 +193,8 @@ class SerializedDAG:
         self.max_active_runs: int | None = data.get("max_active_runs")
         self.max_active_tasks: int | None = data.get("max_active_tasks")
         self.dagrun_timeout = _timedelta(data.get("dagrun_timeout"))
+        deadline = data.get("deadline")
+        self.deadline = Deadline.from_dict(deadline) if deadline is not None else None
         self.is_paused_upon_creation: bool | None = data.get("is_paused_upon_creation")
         for kind in ("on_success_callback", "on_failure_callback", "sla_miss_callback"):
             setattr(self, f"has_{kind}", bool(data.get(f"has_{kind}")))

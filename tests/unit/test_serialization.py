@@ -14,6 +14,8 @@ import pytest
 from engine import (
     DAG,
     BashOperator,
+    Deadline,
+    DeadlineReference,
     EmptyOperator,
     Label,
     Param,
@@ -255,3 +257,47 @@ def test_unscheduled_and_delta_schedules():
     )
     assert delta["schedule"] == {"type": "delta", "seconds": 1800.0}
     assert SerializedDAG.from_dict(delta).timetable.delta == timedelta(minutes=30)
+
+
+@pytest.mark.parametrize(
+    ("deadline", "expected"),
+    [
+        (
+            timedelta(hours=2),
+            {"reference": "scheduled_time", "time_of_day": None, "interval": 7200.0,
+             "recent_runs": None},
+        ),
+        (
+            Deadline(DeadlineReference.DAGRUN_QUEUED_AT, timedelta(minutes=15)),
+            {"reference": "queued_at", "time_of_day": None, "interval": 900.0,
+             "recent_runs": None},
+        ),
+        (
+            Deadline(DeadlineReference.TIME_OF_DAY("07:30"), timedelta(days=1)),
+            {"reference": "time_of_day", "time_of_day": "07:30:00", "interval": 86400.0,
+             "recent_runs": None},
+        ),
+        (
+            Deadline(DeadlineReference.DAGRUN_LOGICAL_DATE, Deadline.recent_runs(n=5, factor=2)),
+            {"reference": "logical_date", "time_of_day": None, "interval": None,
+             "recent_runs": {"n": 5, "factor": 2.0, "min_runs": 3}},
+        ),
+    ],
+)  # fmt: skip
+def test_deadline_round_trips_through_the_serialized_form(deadline, expected):
+    original = DAG(
+        "timed",
+        schedule="@daily",
+        start_date=pendulum.datetime(2026, 1, 1, tz="Europe/Amsterdam"),
+        deadline=deadline,
+    )
+    data = json.loads(json.dumps(serialize_dag(original)))
+    assert data["deadline"] == expected
+    plan = SerializedDAG.from_dict(data)
+    assert plan.deadline == original.deadline
+    assert serialize_dag(DAG("untimed"))["deadline"] is None
+    assert SerializedDAG.from_dict(serialize_dag(DAG("untimed"))).deadline is None
+    other = DAG(
+        "timed", schedule="@daily", start_date=pendulum.datetime(2026, 1, 1, tz="Europe/Amsterdam")
+    )
+    assert dag_hash(serialize_dag(other)) != dag_hash(data)  # a deadline changes the hash
