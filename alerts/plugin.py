@@ -12,15 +12,24 @@ def register(registry: Registry, config: Config) -> None:
     """Write alerts with the transitions that cause them, check SLAs, run the dispatcher."""
     if not config["alerts.enabled"]:
         return
-    from alerts import listener, routes
+    from alerts import dispatcher, listener, routes
 
     configured = routes.load_routes(config)
     registry.add_transition_listener(listener.TransitionAlerts(configured, config))
     registry.add_tick_hook(
         TickHook("import_errors", listener.ImportErrorAlerts(configured, config).check, 5.0)
     )
+    registry.add_service(lambda cfg, store: dispatcher.Dispatcher(cfg, store, registry=registry))
 
 
 def commands() -> list[Any]:
     """The `alerts` and `sla` verbs."""
-    return []
+    from alerts.cli import alerts_group
+
+    try:
+        from alerts.sla_cli import sla
+    except ModuleNotFoundError as exc:  # the `sla` verbs ship separately
+        if exc.name != "alerts.sla_cli":
+            raise
+        return [alerts_group]
+    return [alerts_group, sla]

@@ -1,0 +1,521 @@
+"""The alert dispatcher: delivers outbox rows with retries, grouping and rate limits.
+
+A service thread of the scheduler (and the foreground loop of `dagwatch alerts dispatch`).
+One pass, `run_once(now)`:
+
+1. every few seconds, raise scheduler_unhealthy for scheduler jobs still marked running
+   whose heartbeat is older than `scheduler.heartbeat_timeout` (one alert per job);
+2. for each due row, claim it with a compare-and-set lease: `next_attempt_at` moves past
+   the delivery's worst case only if the row is still pending and due, so two dispatchers
+   never deliver one row, and a dispatcher that dies mid-delivery leaves a row that is due
+   again when its lease ends. In the claim's transaction the route's `rate_limit` may
+   suppress it, the group window may defer it, and the other due rows of its group are
+   folded into it (one message, with a count);
+3. deliver it outside any transaction, bounded by `alerts.delivery_timeout`;
+4. record the attempt: sent; pending again after retry_delay * 2**(attempt-1) (capped by
+   max_retry_delay); or failed after `alerts.max_attempts`, which raises
+   alert_delivery_failed for the other routes (never for an alert_delivery_failed row).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from alerts import notifiers, outbox
+from alerts.events import Event
+from alerts.routes import Route, compose, load_routes, run_link
+from alerts.targets import Target
+from engine import hooks, secrets
+from engine.store.models import Alert, Job
+from metrics import stats
+
+log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+
+#: Seconds a claim outlives the delivery timeout before another dispatcher may take the row.
+LEASE_MARGIN = 60.0
+#: Seconds between two looks at the schedulers' heartbeats.
+HEALTH_INTERVAL = 5.0
+#: Seconds an idle dispatcher waits before looking for due rows again.
+POLL_INTERVAL = 1.0
+#: Rows one pass reads; more are taken by the next pass, at once.
+BATCH = 100
+RATE_WINDOW = timedelta(hours=1)
+MAX_ERROR_BACKOFF = 30.0
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class DispatchReport:
+    """What one pass did."""
+
+    sent: int = 0
+    failed: int = 0
+    retried: int = 0
+    suppressed: int = 0
+    #: rows folded into another row's message
+    grouped: int = 0
+    #: rows put back until their group window ends
+    deferred: int = 0
+    #: alerts this pass wrote (alert_delivery_failed, scheduler_unhealthy)
+    raised: int = 0
+    #: due rows another dispatcher claimed first
+    contended: int = 0
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.sent or self.failed or self.retried or self.suppressed or self.grouped)
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class _Claim:
+    """A claimed row, detached from its session: what delivering and recording need."""
+
+    id: int
+    event: str
+    route: str | None
+    severity: str
+    dag_id: str | None
+    run_id: str | None
+    task_id: str | None
+    payload: dict[str, Any]
+    attempts: int
+    count: int
+    created_at: datetime
+    #: why the row cannot be delivered at all (its route is gone): it fails at once
+    problem: str | None = None
+
+
+def backoff(config: Any, attempt: int) -> timedelta:
+    """The wait after failed attempt number `attempt` (1-based): exponential, capped."""
+    delay = float(config["alerts.retry_delay"]) * 2 ** (attempt - 1)
+    return timedelta(seconds=min(delay, float(config["alerts.max_retry_delay"])))
+
+
+def _emit(name: str, route: str | None, event: str, channels: list[str]) -> None:
+    for channel in channels or ["none"]:
+        stats.incr(name, tags={"channel": channel, "route": route or "none", "event": event})
+
+
+class Dispatcher:
+    """Delivers the alert outbox: a scheduler service, or `dagwatch alerts dispatch`.
+
+    `registry` ties the thread to the plugin installation that made it: once that is
+    replaced or removed (`engine.runtime.reset`), the thread stops by itself.
+    """
+
+    name = "alert-dispatcher"
+
+    def __init__(
+        self,
+        config: Any,
+        store: Any,
+        *,
+        clock: Clock = utcnow,
+        registry: hooks.Registry | None = None,
+        poll_interval: float = POLL_INTERVAL,
+        health_grace: float | None = None,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.clock = clock
+        self.routes: dict[str, Route] = load_routes(config)
+        self.poll_interval = poll_interval
+        self._registry = registry
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._flush_deadline: float | None = None
+        #: a dispatcher gives schedulers this long to show a heartbeat before judging them
+        self._health_grace = timedelta(
+            seconds=float(config["scheduler.heartbeat_timeout"])
+            if health_grace is None
+            else health_grace
+        )
+        self._watching_since: datetime | None = None
+        self._last_health: datetime | None = None
+        self._health_routes = {
+            name: route
+            for name, route in self.routes.items()
+            if Event.SCHEDULER_UNHEALTHY in route.events
+        }
+
+    # -- the service ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Dispatch from a daemon thread until `stop`."""
+        self._stop.clear()
+        self._thread = threading.Thread(
+            target=self.serve, args=(self._stop,), name="dagwatch-alert-dispatcher", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self, timeout: float) -> None:
+        """Stop the thread: it delivers what is due now within `timeout`, then exits."""
+        self._flush_deadline = time.monotonic() + timeout
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout + 0.5)
+            if self._thread.is_alive():
+                log.warning("alert dispatcher still delivering after %.1f s; leaving it", timeout)
+            self._thread = None
+
+    def serve(self, stop: threading.Event) -> None:
+        """Pass after pass until `stop` is set, then one last pass over what is due."""
+        failures = 0
+        while not stop.is_set() and self._owned():
+            try:
+                report = self.run_once(self.clock())
+                failures = 0
+            except Exception as exc:  # the metastore is away: wait, never die
+                failures += 1
+                wait = min(MAX_ERROR_BACKOFF, 0.5 * 2**failures)
+                log.error("alert dispatch failed, retrying in %.1f s: %s", wait, exc)
+                stop.wait(wait)
+                continue
+            if not report.busy:
+                stop.wait(self.poll_interval)
+        if self._owned():
+            self._flush()
+
+    def _flush(self) -> None:
+        timeout = float(self.config["alerts.delivery_timeout"])
+        deadline = self._flush_deadline or time.monotonic() + timeout
+        try:
+            self.run_once(self.clock(), deadline=deadline, check_health=False)
+        except Exception as exc:
+            log.error("alert dispatch at shutdown failed: %s", exc)
+
+    def _owned(self) -> bool:
+        return self._registry is None or hooks.current() is self._registry
+
+    # -- one pass ------------------------------------------------------------------------
+
+    def run_once(
+        self,
+        now: datetime | None = None,
+        *,
+        deadline: float | None = None,
+        check_health: bool = True,
+    ) -> DispatchReport:
+        """Deliver every row due at `now` (until the monotonic `deadline`, if given)."""
+        now = now or self.clock()
+        started = time.monotonic()
+        report = DispatchReport()
+        if check_health and self._health_due(now):
+            self._check_schedulers(now, report)
+        with self.store.session(readonly=True) as session:
+            due = [alert.id for alert in outbox.due(session, now, BATCH)]
+        for alert_id in due:
+            if (deadline is not None and time.monotonic() >= deadline) or not self._owned():
+                break
+            at = now + timedelta(seconds=time.monotonic() - started)
+            claim = self._claim(alert_id, at, report)
+            if claim is None:
+                continue
+            delivery = self._deliver(claim, deadline)
+            self._record(claim, delivery, at + timedelta(seconds=delivery.latency), report)
+        return report
+
+    def _claim(self, alert_id: int, at: datetime, report: DispatchReport) -> _Claim | None:
+        """Lease the row if it is still pending and due; apply rate limit and group window."""
+        lease = float(self.config["alerts.delivery_timeout"]) + LEASE_MARGIN
+        suppressed: list[tuple[str | None, str]] = []
+        claim = None
+        with self.store.session() as session:
+            won = session.execute(
+                update(Alert)
+                .where(Alert.id == alert_id, Alert.status == outbox.PENDING)
+                .where(Alert.next_attempt_at <= at)
+                .values(next_attempt_at=at + timedelta(seconds=lease))
+            ).rowcount
+            alert = session.get(Alert, alert_id) if won else None
+            if alert is None:
+                report.contended += 1
+                return None
+            route = self.routes.get(alert.route or "")
+            if route is None and alert.route != notifiers.NOTIFIER_ROUTE:
+                claim = _snapshot(alert, problem=f"route {alert.route!r} is not configured")
+            elif route is not None and self._over_rate_limit(session, route, at):
+                outbox.mark(session, [alert.id], status=outbox.SUPPRESSED, reason="rate limited")
+                report.suppressed += 1
+                suppressed.append((alert.route, alert.event))
+            elif self._defer_for_window(session, alert, at):
+                report.deferred += 1
+            else:
+                folded = self._fold_group(session, alert, at)
+                report.grouped += len(folded)
+                suppressed += [(row.route, row.event) for row in folded]
+                count = (alert.count or 1) + sum(row.count or 1 for row in folded)
+                if folded:
+                    session.execute(update(Alert).where(Alert.id == alert.id).values(count=count))
+                claim = _snapshot(alert, count=count)
+        for route_name, event in suppressed:  # once the transaction has committed
+            _emit("alert.suppressed", route_name, event, [])
+        return claim
+
+    def _over_rate_limit(self, session: Session, route: Route, at: datetime) -> bool:
+        if not route.rate_limit:
+            return False
+        return outbox.sent_since(session, route.name, at - RATE_WINDOW) >= route.rate_limit
+
+    def _window(self) -> timedelta:
+        return timedelta(seconds=float(self.config["alerts.group_window"]))
+
+    def _defer_for_window(self, session: Session, alert: Alert, at: datetime) -> bool:
+        """Hold the row until the group window of the group's last delivery ends."""
+        window = self._window()
+        if not window or not alert.group_key:
+            return False
+        last = outbox.last_sent_in_group(session, alert.group_key)
+        if last is None or last.sent_at is None or last.sent_at + window <= at:
+            return False
+        outbox.mark(
+            session,
+            [alert.id],
+            status=outbox.PENDING,
+            reason=f"waiting for the group window of alert #{last.id}",
+            next_attempt_at=last.sent_at + window,
+        )
+        return True
+
+    def _fold_group(self, session: Session, alert: Alert, at: datetime) -> list[Any]:
+        """Suppress the other due rows of the group into this one; returns them.
+
+        Compare-and-set as the claim is: a row another dispatcher leased meanwhile is no
+        longer due, so it is left to that dispatcher.
+        """
+        if not self._window() or not alert.group_key:
+            return []
+        return list(
+            session.execute(
+                update(Alert)
+                .where(Alert.group_key == alert.group_key, Alert.id != alert.id)
+                .where(Alert.status == outbox.PENDING, Alert.next_attempt_at <= at)
+                .values(
+                    status=outbox.SUPPRESSED,
+                    last_error=f"grouped into alert #{alert.id}",
+                    next_attempt_at=None,
+                )
+                .returning(Alert.id, Alert.count, Alert.event, Alert.route)
+            ).all()
+        )
+
+    # -- delivering ----------------------------------------------------------------------
+
+    def _deliver(self, claim: _Claim, deadline: float | None) -> notifiers.Delivery:
+        if claim.problem is not None:
+            return notifiers.Delivery(False, claim.problem, 0.0)
+        timeout = float(self.config["alerts.delivery_timeout"])
+        if deadline is not None:
+            timeout = max(0.1, min(timeout, deadline - time.monotonic()))
+        try:
+            target, title, body, notify_type = self.message(claim)
+        except Exception as exc:  # a bad key, template or connection fails this attempt only
+            error = secrets.redact(f"cannot build the message: {type(exc).__name__}: {exc}")
+            return notifiers.Delivery(False, error, 0.0)
+        return notifiers.deliver(target, title, body, notify_type, self.config, timeout=timeout)
+
+    def message(self, claim: _Claim) -> tuple[Target, str, str, str]:
+        """(target, title, body, notify_type) of a claimed row."""
+        payload = claim.payload
+        if claim.route == notifiers.NOTIFIER_ROUTE:
+            target = notifiers.unseal_target(payload.get("target") or {}, self.config)
+            title, body = str(payload.get("title") or ""), str(payload.get("body") or "")
+            notify_type = payload.get("notify_type") or notifiers.notify_type_of(
+                claim.event, claim.severity
+            )
+        else:
+            route = self.routes[claim.route or ""]
+            target = route.target
+            title, body = self._render(route, claim)
+            notify_type = notifiers.notify_type_of(claim.event, claim.severity)
+        return target, *_with_count(title, body, claim), notify_type
+
+    def _render(self, route: Route, claim: _Claim) -> tuple[str, str]:
+        context = {
+            **claim.payload,
+            "alert_id": claim.id,
+            "route": claim.route,
+            "severity": claim.severity,
+            "count": claim.count,
+            "more": claim.count - 1,
+        }
+        for key in ("dag_id", "run_id", "task_id"):
+            context.setdefault(key, getattr(claim, key))
+        context.setdefault("link", run_link(self.config, claim.dag_id, claim.run_id))
+        try:
+            return notifiers.render_message(claim.event, context, route.title, route.body)
+        except Exception as exc:  # a broken route template must not lose the alert
+            title, body = notifiers.render_message(claim.event, context)
+            return title, f"{body}\n\n(route {route.name}: its template failed: {exc})"
+
+    # -- recording -----------------------------------------------------------------------
+
+    def _record(
+        self, claim: _Claim, delivery: notifiers.Delivery, at: datetime, report: DispatchReport
+    ) -> None:
+        attempt = claim.attempts + 1
+        final = claim.problem is not None or attempt >= int(self.config["alerts.max_attempts"])
+        record = {
+            "attempt": attempt,
+            "ok": delivery.ok,
+            "latency": delivery.latency,
+            "error": delivery.error,
+            "now": at,
+        }
+        with self.store.session() as session:
+            if delivery.ok:
+                outbox.record_delivery(session, claim.id, status=outbox.SENT, **record)
+            elif not final:
+                retry_at = at + backoff(self.config, attempt)
+                outbox.record_delivery(
+                    session, claim.id, status=outbox.PENDING, next_attempt_at=retry_at, **record
+                )
+            else:
+                outbox.record_delivery(session, claim.id, status=outbox.FAILED, **record)
+                if claim.event != Event.ALERT_DELIVERY_FAILED.value:
+                    report.raised += self._raise_delivery_failed(session, claim, delivery, at)
+        self._after_record(claim, delivery, attempt, final, at, report)
+
+    def _after_record(
+        self,
+        claim: _Claim,
+        delivery: notifiers.Delivery,
+        attempt: int,
+        final: bool,
+        at: datetime,
+        report: DispatchReport,
+    ) -> None:
+        where = f"alert #{claim.id} ({claim.event}, route {claim.route})"
+        extra = {"action": "alert_delivery", "alert_id": claim.id, "attempt": attempt}
+        if delivery.ok:
+            report.sent += 1
+            _emit("alert.delivered", claim.route, claim.event, delivery.channels)
+            waited = max(0.0, (at - claim.created_at).total_seconds())
+            for channel in delivery.channels or ["none"]:
+                stats.timing("alert.delivery_latency", waited, tags={"channel": channel})
+            log.info("%s delivered (attempt %d)", where, attempt, extra=extra)
+        elif not final:
+            report.retried += 1
+            log.warning(
+                "%s: attempt %d failed, retrying: %s", where, attempt, delivery.error, extra=extra
+            )
+        else:
+            report.failed += 1
+            _emit("alert.failed", claim.route, claim.event, delivery.channels)
+            log.error(
+                "%s failed after %d attempt(s): %s", where, attempt, delivery.error, extra=extra
+            )
+
+    def _raise_delivery_failed(
+        self, session: Session, claim: _Claim, delivery: notifiers.Delivery, at: datetime
+    ) -> int:
+        """alert_delivery_failed for every other route that wants it (the fallback route)."""
+        others = {name: route for name, route in self.routes.items() if name != claim.route}
+        payload = {
+            "failed_alert_id": claim.id,
+            "failed_event": claim.event,
+            "failed_route": claim.route,
+            "attempts": claim.attempts + 1,
+            "error": delivery.error,
+            "state": "undelivered",
+            "dag_id": claim.dag_id,
+            "run_id": claim.run_id,
+            "task_id": claim.task_id,
+            "link": claim.payload.get("link") or run_link(self.config, claim.dag_id, claim.run_id),
+        }
+        rows = compose(
+            others, Event.ALERT_DELIVERY_FAILED, payload=payload, extra=f"alert-{claim.id}"
+        )
+        return len(outbox.enqueue(session, rows, at))
+
+    # -- scheduler health ----------------------------------------------------------------
+
+    def _health_due(self, now: datetime) -> bool:
+        if not self._health_routes:
+            return False
+        if self._watching_since is None:
+            self._watching_since = now
+        if now - self._watching_since < self._health_grace:
+            return False
+        if self._last_health is not None and (now - self._last_health).total_seconds() < (
+            HEALTH_INTERVAL
+        ):
+            return False
+        self._last_health = now
+        return True
+
+    def _check_schedulers(self, now: datetime, report: DispatchReport) -> None:
+        """scheduler_unhealthy for each running scheduler job whose heartbeat stopped."""
+        timeout = float(self.config["scheduler.heartbeat_timeout"])
+        statement = select(Job).where(
+            Job.job_type == "scheduler",
+            Job.state == "running",
+            Job.latest_heartbeat < now - timedelta(seconds=timeout),
+        )
+        with self.store.session(readonly=True) as session:
+            silent = list(session.scalars(statement))
+        rows = []
+        for job in silent:
+            quiet = (now - job.latest_heartbeat).total_seconds()
+            payload = {
+                "job_id": job.id,
+                "hostname": job.hostname,
+                "pid": job.pid,
+                "latest_heartbeat": job.latest_heartbeat.isoformat(),
+                "state": "unhealthy",
+                "message": f"no heartbeat for {quiet:.0f} s "
+                f"(scheduler.heartbeat_timeout = {timeout:g} s)",
+            }
+            rows += compose(
+                self._health_routes,
+                Event.SCHEDULER_UNHEALTHY,
+                payload=payload,
+                extra=f"job-{job.id}",
+            )
+        if rows:
+            with self.store.session() as session:
+                report.raised += len(outbox.enqueue(session, rows, now))
+
+
+def _snapshot(alert: Alert, *, count: int | None = None, problem: str | None = None) -> _Claim:
+    return _Claim(
+        id=alert.id,
+        event=alert.event,
+        route=alert.route,
+        severity=alert.severity,
+        dag_id=alert.dag_id,
+        run_id=alert.run_id,
+        task_id=alert.task_id,
+        payload=dict(alert.payload or {}),
+        attempts=alert.attempts or 0,
+        count=count or alert.count or 1,
+        created_at=alert.created_at,
+        problem=problem,
+    )
+
+
+def _with_count(title: str, body: str, claim: _Claim) -> tuple[str, str]:
+    """A message standing for several alerts says how many more."""
+    more = claim.count - 1
+    if more <= 0:
+        return title, body
+    subject = "task" if claim.task_id else "DAG" if claim.dag_id else "kind"
+    note = f"… and {more} more {claim.event} alert(s) of this {subject} since the last message"
+    return f"{title} (+{more} more)", f"{body}\n\n{note}" if body else note
