@@ -12,13 +12,14 @@ def register(registry: Registry, config: Config) -> None:
     """Write alerts with the transitions that cause them, check SLAs, run the dispatcher."""
     if not config["alerts.enabled"]:
         return
-    from alerts import dispatcher, listener, routes
+    from alerts import dispatcher, listener, routes, sla
 
     configured = routes.load_routes(config)
     registry.add_transition_listener(listener.TransitionAlerts(configured, config))
     registry.add_tick_hook(
         TickHook("import_errors", listener.ImportErrorAlerts(configured, config).check, 5.0)
     )
+    registry.add_tick_hook(TickHook("sla", sla.SlaChecker(configured, config).check, 1.0))
     registry.add_service(lambda cfg, store: dispatcher.Dispatcher(cfg, store, registry=registry))
 
 

@@ -23,6 +23,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import select
+
 from engine import runner, runtime
 from engine.config import OPTIONS, Config, Setting
 from engine.context import get_current_context
@@ -33,6 +35,7 @@ from engine.processor import dag_folders, import_dag_file
 from engine.states import TaskState
 from engine.store import runs, transitions
 from engine.store.db import Store
+from engine.store.models import SlaMiss
 from engine.task_instance import RuntimeTaskInstance
 
 log = logging.getLogger(__name__)
@@ -253,12 +256,38 @@ def run_callback_request(
             "reason": request.reason or str(run.state),
             "logical_date": run.logical_date,
         }
+        if request.kind == "sla_miss_callback":
+            context["sla_misses"] = _sla_misses(store, run.dag_id, run.run_id)
         callbacks = getattr(dag, request.kind, None)
         runner.run_callbacks(
             store, callbacks, context, request.kind, None, dag_id=dag.dag_id, run_id=run.run_id
         )
         return
     _run_task_callbacks(store, config, dag, run, request)
+
+
+def _sla_misses(store: Store, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+    """The run's recorded SLA misses and missed deadline, for its sla_miss_callback."""
+    with store.session(readonly=True) as session:
+        rows = session.scalars(
+            select(SlaMiss)
+            .where(
+                SlaMiss.kind.in_(["dag_deadline", "task_sla"]),  # the unique index leads with kind
+                SlaMiss.dag_id == dag_id,
+                SlaMiss.run_id == run_id,
+            )
+            .order_by(SlaMiss.deadline, SlaMiss.id)
+        )
+        return [
+            {
+                "kind": row.kind,
+                "task_id": row.task_id or None,
+                "deadline": row.deadline,
+                "detected_at": row.detected_at,
+                "state": row.state,
+            }
+            for row in rows
+        ]
 
 
 def _run_task_callbacks(

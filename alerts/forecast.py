@@ -1,0 +1,359 @@
+"""Early warning: runs forecast to miss their deadline, told before they miss it.
+
+Each task is expected to take the `alerts.forecast_quantile` quantile (default p90) of
+its last `alerts.forecast_history` successful attempts (one query over task_try, cached
+and refreshed at most every `HISTORY_REFRESH` seconds). A run's predicted finish is now
+plus the longest path through its unfinished tasks in the serialized DAG, a running task
+counting only the time it is still expected to take; a task without history counts as
+instant, so a DAG never warns on what it has not learned. Tasks a branch will skip still
+count: the forecast errs towards warning.
+
+When the prediction is past the run's deadline (or past a task's SLA deadline, for that
+task's path), `deadline_at_risk` is written once per run (or task) while the deadline is
+still ahead; the outbox fingerprint keeps it once across restarts. Gauges per DAG:
+`deadline.at_risk` (runs predicted to miss) and `deadline.slack_seconds` (deadline minus
+predicted finish of the run with the nearest deadline; negative once missed).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy.orm import Session
+
+from alerts import outbox
+from alerts.events import Event
+from alerts.routes import Route, compose, dag_details, run_link, wanted_events
+from engine.hooks import TickContext
+from engine.states import TASK_FINISHED, TaskState
+from engine.store.models import TaskInstance, TaskTry
+from metrics import stats
+
+if TYPE_CHECKING:
+    from alerts.sla import Target
+
+log = logging.getLogger(__name__)
+
+#: Seconds (of the tick's clock) between two forecasts.
+FORECAST_INTERVAL = 5.0
+#: Seconds between two reads of the task duration history.
+HISTORY_REFRESH = 45.0
+#: Runs per statement.
+CHUNK = 200
+
+_FINISHED = frozenset(state.value for state in TASK_FINISHED)
+
+
+def quantile(values: Sequence[float], q: float) -> float:
+    """The q-quantile of `values` (linear interpolation between the closest ranks)."""
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * min(max(q, 0.0), 1.0)
+    low, high = math.floor(position), math.ceil(position)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def remaining_path(
+    order: Sequence[Any],
+    tasks: Mapping[str, tuple[str, datetime | None]],
+    expected: Mapping[str, float],
+    now: datetime,
+) -> dict[str, float]:
+    """Seconds from now until each unfinished task is predicted to end.
+
+    `order`: the plan's tasks, upstream first; `tasks`: task_id -> (state, start_date).
+    A task ends after its slowest unfinished upstream task plus its own remaining time.
+    """
+    finish: dict[str, float] = {}
+    for task in order:
+        state, started = tasks.get(task.task_id, (TaskState.NONE.value, None))
+        if state in _FINISHED:
+            continue
+        own = expected.get(task.task_id, 0.0)
+        if state == TaskState.RUNNING.value and started is not None:
+            own = max(0.0, own - (now - started).total_seconds())
+        after = max((finish[up] for up in task.upstream_task_ids if up in finish), default=0.0)
+        finish[task.task_id] = after + own
+    return finish
+
+
+@dataclass(frozen=True)
+class Forecast:
+    """One active run's predicted finish against its deadlines."""
+
+    dag_id: str
+    run_id: str
+    deadline: datetime | None
+    finish: datetime
+    #: task_id -> (its SLA deadline, its predicted end), for tasks predicted late
+    late_tasks: dict[str, tuple[datetime, datetime]] = field(default_factory=dict)
+
+    @property
+    def slack(self) -> float | None:
+        """Seconds between the deadline and the predicted finish (negative: late)."""
+        if self.deadline is None:
+            return None
+        return (self.deadline - self.finish).total_seconds()
+
+    def at_risk(self, now: datetime) -> bool:
+        """Predicted to miss a deadline that has not passed yet."""
+        return self.deadline is not None and self.finish > self.deadline > now
+
+
+def forecast_run(
+    target: Target,
+    tasks: Mapping[str, tuple[str, datetime | None]],
+    expected: Mapping[str, float],
+    order: Sequence[Any],
+    now: datetime,
+) -> Forecast:
+    """The run's predicted finish, and the SLA tasks predicted to end after their deadline."""
+    finish = remaining_path(order, tasks, expected, now)
+    end = now + timedelta(seconds=max(finish.values(), default=0.0))
+    late = {}
+    for task_id, deadline in target.task_deadlines.items():
+        if task_id in finish:
+            predicted = now + timedelta(seconds=finish[task_id])
+            if predicted > deadline > now:
+                late[task_id] = (deadline, predicted)
+    return Forecast(target.run.dag_id, target.run.run_id, target.deadline, end, late)
+
+
+class TaskDurations:
+    """Expected seconds per (dag_id, task_id): a quantile of recent successful attempts."""
+
+    def __init__(self, history: int, q: float, refresh: float = HISTORY_REFRESH) -> None:
+        self.history = history
+        self.q = q
+        self.refresh = timedelta(seconds=refresh)
+        self._expected: dict[str, dict[str, float]] = {}
+        self._at: datetime | None = None
+
+    def expected(self, session: Session, dag_ids: Iterable[str], now: datetime) -> None:
+        """Refresh the cache if it is stale or misses a DAG (one query for all DAGs)."""
+        wanted = set(dag_ids)
+        fresh = self._at is not None and now - self._at < self.refresh
+        if wanted and (not fresh or not wanted <= set(self._expected)):
+            self._expected = self._read(session, wanted | set(self._expected))
+            self._at = now
+
+    def of(self, dag_id: str) -> dict[str, float]:
+        return self._expected.get(dag_id, {})
+
+    def _read(self, session: Session, dag_ids: set[str]) -> dict[str, dict[str, float]]:
+        rank = (
+            func.row_number()
+            .over(
+                partition_by=(TaskTry.dag_id, TaskTry.task_id),
+                order_by=(TaskTry.end_date.desc(), TaskTry.id.desc()),
+            )
+            .label("rank")
+        )
+        ranked = (
+            select(TaskTry.dag_id, TaskTry.task_id, TaskTry.duration, rank)
+            .where(
+                TaskTry.dag_id.in_(sorted(dag_ids)),
+                TaskTry.state == TaskState.SUCCESS.value,
+                TaskTry.duration.is_not(None),
+            )
+            .subquery()
+        )
+        statement = select(ranked.c.dag_id, ranked.c.task_id, ranked.c.duration).where(
+            ranked.c.rank <= self.history
+        )
+        samples: dict[tuple[str, str], list[float]] = {}
+        for dag_id, task_id, duration in session.execute(statement):
+            samples.setdefault((dag_id, task_id), []).append(duration)
+        found: dict[str, dict[str, float]] = {dag_id: {} for dag_id in dag_ids}
+        for (dag_id, task_id), values in samples.items():
+            found[dag_id][task_id] = quantile(values, self.q)
+        return found
+
+
+def of_runs(keys: Sequence[tuple[str, str]]) -> ColumnElement[bool]:
+    """Task instances of these (dag_id, run_id): an OR of pairs, which both databases answer
+    from the (dag_id, run_id, ...) unique index (SQLite scans for a row-value IN list)."""
+    return or_(*(and_(TaskInstance.dag_id == d, TaskInstance.run_id == r) for d, r in keys))
+
+
+def task_states(
+    session: Session, runs: Iterable[tuple[str, str]]
+) -> dict[tuple[str, str], dict[str, tuple[str, datetime | None]]]:
+    """(dag_id, run_id) -> task_id -> (state, start_date), in one query per 200 runs."""
+    keys = sorted(set(runs))
+    found: dict[tuple[str, str], dict[str, tuple[str, datetime | None]]] = {}
+    for start in range(0, len(keys), CHUNK):
+        statement = select(
+            TaskInstance.dag_id,
+            TaskInstance.run_id,
+            TaskInstance.task_id,
+            TaskInstance.state,
+            TaskInstance.start_date,
+        ).where(of_runs(keys[start : start + CHUNK]))
+        for dag_id, run_id, task_id, state, started in session.execute(statement):
+            tasks = found.setdefault((dag_id, run_id), {})
+            previous = tasks.get(task_id)
+            # mapped tasks: the least advanced map index stands for the task
+            if previous is None or previous[0] in _FINISHED:
+                tasks[task_id] = (state, started)
+    return found
+
+
+def emit_gauges(dag_id: str, at_risk: int, slack: float | None) -> None:
+    """deadline.at_risk and, when the DAG has a run with a deadline, deadline.slack_seconds."""
+    stats.gauge("deadline.at_risk", at_risk, tags={"dag_id": dag_id})
+    if slack is not None:
+        stats.gauge("deadline.slack_seconds", slack, tags={"dag_id": dag_id})
+
+
+class Forecaster:
+    """Called by the SLA checker each pass; forecasts every `FORECAST_INTERVAL` seconds."""
+
+    def __init__(self, routes: Mapping[str, Route], config: Any) -> None:
+        self.routes = {n: r for n, r in routes.items() if Event.DEADLINE_AT_RISK in r.events}
+        self.config = config
+        self.wanted = Event.DEADLINE_AT_RISK in wanted_events(self.routes)
+        self.needs_details = any(route.needs_dag_details for route in self.routes.values())
+        self.durations = TaskDurations(
+            config["alerts.forecast_history"], config["alerts.forecast_quantile"]
+        )
+        self._last: datetime | None = None
+        self._warned: set[tuple[str, str, str]] = set()
+        self._gauged: set[str] = set()
+        self._orders: dict[str, tuple[Any, list[Any]]] = {}
+
+    def check(self, ctx: TickContext, targets: Sequence[Target]) -> list[Forecast]:
+        now = ctx.now
+        if self._last is not None and (now - self._last).total_seconds() < FORECAST_INTERVAL:
+            return []
+        self._last = now
+        if not targets and not self._gauged:
+            return []
+        with ctx.store.session() as session:
+            forecasts = self._forecast(session, targets, now) if targets else []
+            warnings = self._warnings(session, targets, forecasts, now)
+            outbox.enqueue(session, warnings, now)
+        self._gauge(targets, forecasts, now)
+        live = {(t.run.dag_id, t.run.run_id) for t in targets}
+        self._warned = {key for key in self._warned if (key[0], key[1]) in live}
+        return forecasts
+
+    def _order(self, target: Target) -> list[Any]:
+        plan = target.spec.plan
+        cached = self._orders.get(target.run.dag_id)
+        if cached is None or cached[0] is not plan:
+            cached = (plan, plan.topological_sort())
+            self._orders[target.run.dag_id] = cached
+        return cached[1]
+
+    def _forecast(
+        self, session: Session, targets: Sequence[Target], now: datetime
+    ) -> list[Forecast]:
+        self.durations.expected(session, {t.run.dag_id for t in targets}, now)
+        states = task_states(session, [(t.run.dag_id, t.run.run_id) for t in targets])
+        return [
+            forecast_run(
+                target,
+                states.get((target.run.dag_id, target.run.run_id), {}),
+                self.durations.of(target.run.dag_id),
+                self._order(target),
+                now,
+            )
+            for target in targets
+        ]
+
+    def _warnings(
+        self,
+        session: Session,
+        targets: Sequence[Target],
+        forecasts: Sequence[Forecast],
+        now: datetime,
+    ) -> list[outbox.NewAlert]:
+        risky = []
+        for f in forecasts:
+            if f.at_risk(now) and (f.dag_id, f.run_id, "") not in self._warned:
+                risky.append((f, "", f.deadline, f.finish))
+            for task_id, (deadline, predicted) in f.late_tasks.items():
+                if (f.dag_id, f.run_id, task_id) not in self._warned:
+                    risky.append((f, task_id, deadline, predicted))
+        if not risky:
+            return []
+        ids = {f.dag_id for f, *_ in risky}
+        details = dag_details(session, ids) if self.wanted and self.needs_details else {}
+        rows: list[outbox.NewAlert] = []
+        for f, task_id, deadline, predicted in risky:
+            self._warned.add((f.dag_id, f.run_id, task_id))
+            self._log(f, task_id, deadline, predicted)
+            if self.wanted:
+                rows += self._compose(f, task_id, deadline, predicted, details, now)
+        return rows
+
+    def _log(self, f: Forecast, task_id: str, deadline: Any, predicted: datetime) -> None:
+        what = f"task {task_id}" if task_id else "the run"
+        log.warning(
+            "%s %s: %s is predicted to end at %s, after its deadline %s",
+            f.dag_id,
+            f.run_id,
+            what,
+            predicted.isoformat(),
+            deadline.isoformat(),
+            extra={"action": "deadline_at_risk"},
+        )
+
+    def _compose(
+        self,
+        f: Forecast,
+        task_id: str,
+        deadline: datetime,
+        predicted: datetime,
+        details: Mapping[str, Any],
+        now: datetime,
+    ) -> list[outbox.NewAlert]:
+        kind = "task_sla" if task_id else "dag_deadline"
+        what = f"task {task_id}" if task_id else "the run"
+        payload = {
+            "kind": kind,
+            "dag_id": f.dag_id,
+            "run_id": f.run_id,
+            "task_id": task_id or None,
+            "deadline": deadline.isoformat(),
+            "predicted_finish": predicted.isoformat(),
+            "slack": (deadline - predicted).total_seconds(),
+            "at": now.isoformat(),
+            "message": (
+                f"{f.dag_id} {f.run_id}: {what} is predicted to end at {predicted.isoformat()},"
+                f" {(predicted - deadline).total_seconds():.0f} s after its deadline"
+            ),
+            "link": run_link(self.config, f.dag_id, f.run_id),
+        }
+        return compose(
+            self.routes,
+            Event.DEADLINE_AT_RISK,
+            payload=payload,
+            dag_id=f.dag_id,
+            run_id=f.run_id,
+            task_id=task_id or None,
+            details=details.get(f.dag_id, ((), None)),
+            extra=kind,
+        )
+
+    def _gauge(self, targets: Sequence[Target], forecasts: Sequence[Forecast], now: datetime):
+        at_risk: dict[str, int] = {}
+        nearest: dict[str, Forecast] = {}
+        for f in forecasts:
+            if f.deadline is None:
+                continue
+            at_risk[f.dag_id] = at_risk.get(f.dag_id, 0) + int(f.at_risk(now))
+            best = nearest.get(f.dag_id)
+            if best is None or f.deadline < best.deadline:  # type: ignore[operator]
+                nearest[f.dag_id] = f
+        for dag_id in sorted(self._gauged - set(at_risk)):
+            emit_gauges(dag_id, 0, None)  # its last run with a deadline ended
+        for dag_id, count in sorted(at_risk.items()):
+            emit_gauges(dag_id, count, nearest[dag_id].slack)
+        self._gauged = set(at_risk)
