@@ -36,7 +36,9 @@ ROUTES = {"oncall": {"urls": [URL]}}
 @pytest.fixture
 def start_scheduler(store, sched_config):
     """A scheduler as a new process starts one: the alerts plugin installed afresh (so the
-    SLA checker remembers nothing), its tick hooks run on every tick of the fake clock."""
+    SLA checker remembers nothing), its tick hooks run on every tick of the fake clock.
+    Services (the dispatcher) are left out: the outbox rows stay as the checks wrote them."""
+    started: list[Scheduler] = []
 
     def _start(clock: Clock, **overrides):
         config = sched_config.with_overrides(alerts__routes=ROUTES, **overrides)
@@ -48,12 +50,15 @@ def start_scheduler(store, sched_config):
             config,
             stub,
             clock=clock,
-            registry=dataclasses.replace(registry, tick_hooks=every_tick),
+            registry=dataclasses.replace(registry, tick_hooks=every_tick, services=[]),
         )
         scheduler.start()
+        started.append(scheduler)
         return scheduler, stub
 
-    return _start
+    yield _start
+    for scheduler in started:
+        scheduler.shutdown(grace=0)
 
 
 def start_attempt(store, ti_id: int, at: datetime) -> None:
