@@ -27,6 +27,7 @@ import json
 import logging
 import os
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -54,6 +55,8 @@ NOTIFY_TYPES = ("info", "success", "warning", "failure")
 MAX_ERROR_LEN = 2000
 #: URL parts at least this long that do not look like a host name are masked as tokens.
 _TOKEN_LEN = 8
+#: Loggers whose records may hold a URL being delivered to (urllib3 logs request paths).
+_LOGGERS_SEEING_URLS = ("apprise", "urllib3.connectionpool")
 _SUCCESS_EVENTS = frozenset({"task_succeeded", "task_resolved", "dag_run_succeeded"})
 
 
@@ -157,20 +160,26 @@ def resolve_urls(target: Target, environ: Mapping[str, str] | None = None) -> li
 
 
 @functools.cache
-def _redact_apprise_logs() -> None:
-    """Apprise logs to its own logger; its records pass through the secrets masker."""
-    import apprise
+def load_apprise() -> Any:
+    """The apprise module, imported on first use; the loggers that see URLs are masked.
 
-    logging.getLogger(apprise.LOGGER_NAME).addFilter(secrets.RedactingFilter())
+    Apprise's PGP support imports `imghdr`, deprecated on Python 3.11 and 3.12; that
+    warning is about Apprise, not about dagwatch, so it is silenced for this import.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "'imghdr' is deprecated", DeprecationWarning)
+        import apprise
+        import apprise.plugins.email  # the module that imports imghdr
+    for name in _LOGGERS_SEEING_URLS:
+        logging.getLogger(name).addFilter(secrets.RedactingFilter())
+    return apprise
 
 
 def build_apprise(
     target: Target, config: Config, environ: Mapping[str, str] | None = None
 ) -> apprise.Apprise:
     """An Apprise object holding every URL of `target`, all tagged with its tag (if any)."""
-    import apprise
-
-    _redact_apprise_logs()
+    apprise = load_apprise()
     notifier = apprise.Apprise()
     for where, url in resolve_urls(target, environ):
         if not notifier.add(url, tag=target.tag):
@@ -186,7 +195,7 @@ def build_apprise(
         loaded = apprise.AppriseConfig()
         if not loaded.add(str(Path(path).expanduser())):
             raise NotifierError(f"alerts.apprise_config = {path}: not an Apprise configuration")
-        for server in loaded.servers():
+        for server in loaded.services():
             mask_url(server.url())
         notifier.add(loaded)
     return notifier
@@ -230,8 +239,7 @@ def deliver(
         notifier = build_apprise(target, config)
     except (DagwatchError, ValueError, OSError) as exc:
         return Delivery(False, _error_text(str(exc)), time.monotonic() - started)
-    import apprise
-
+    apprise = load_apprise()
     seconds = float(timeout if timeout is not None else config["alerts.delivery_timeout"])
     try:
         result = notifier.notify(
@@ -254,14 +262,13 @@ def _since(started: float) -> float:
 
 
 def _outcome(result: Any, target: Target, latency: float) -> Delivery:
-    from apprise import AppriseResultStatus
-
+    status = load_apprise().AppriseResultStatus
     services = list(result.results)
     channels = list(dict.fromkeys(_scheme(service.url) for service in services))
-    failed = [service for service in services if service.status != AppriseResultStatus.SUCCESS]
-    if result.status == AppriseResultStatus.SUCCESS and services and not failed:
+    failed = [service for service in services if service.status != status.SUCCESS]
+    if result.status == status.SUCCESS and services and not failed:
         return Delivery(True, None, latency, channels)
-    if result.status == AppriseResultStatus.NOMATCH or not services:
+    if result.status == status.NOMATCH or not services:
         detail = "; ".join(entry.message for entry in result.call_logs())
         error = "no channel matched" + (f" tag {target.tag!r}" if target.tag else "")
         return Delivery(False, _error_text(f"{error}: {detail}" if detail else error), latency)
