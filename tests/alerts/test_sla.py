@@ -18,7 +18,7 @@ from engine.executors.stub import StubExecutor
 from engine.hooks import TickContext
 from engine.processor import process_folders
 from engine.scheduler import Scheduler
-from engine.states import TaskState
+from engine.states import DagRunState, TaskState
 from engine.store import transitions
 from engine.store.models import Alert, CallbackRecord, DagRun, SlaMiss, TaskInstance
 from tests.integration import test_scheduler_loop as loop
@@ -484,3 +484,63 @@ def test_a_pass_that_fails_to_commit_is_retried_and_counted_once(
     assert [(m[0], m[4]) for m in misses(store)] == [("dag_deadline", clock.now)]
     assert emitted.values("deadline.missed") == [({"dag_id": "flaky"}, 1.0)]
     assert [a.event for a in alerts(store)] == ["sla_missed"]
+
+
+def seed_runs(store, dag_id: str, seconds: list[float]) -> None:
+    """Past successful runs of `dag_id` that took these durations (newest first)."""
+    from engine.store import dags as dag_store
+    from engine.store import runs
+
+    with store.session() as session:
+        serialized = dag_store.get_dag(session, dag_id).serialized
+        for i, duration in enumerate(seconds):
+            when = T0 - timedelta(days=i + 1)
+            run = runs.create_dag_run(
+                session, serialized, run_id=f"old_{i}", run_type="manual", logical_date=when,
+                data_interval=(when, when), conf=None, state=DagRunState.SUCCESS, now=when,
+            )  # fmt: skip
+            run.start_date, run.end_date = when, when + timedelta(seconds=duration)
+
+
+LEARNED = """
+with DAG("learned", schedule=None, deadline=Deadline(DeadlineReference.DAGRUN_QUEUED_AT,
+                                                     Deadline.recent_runs(n=3, factor=2))):
+    EmptyOperator(task_id="t")
+"""
+
+
+@pytest.mark.parametrize(("history", "deadline"), [([60, 90, 120, 5000], 180), ([60, 90], None)])
+def test_a_deadline_learned_from_recent_runs(store, add_dag, start_scheduler, history, deadline):
+    add_dag("learned", LEARNED)
+    seed_runs(store, "learned", history)
+    clock = Clock()
+    scheduler, _ = start_scheduler(clock)
+    trigger(store, "learned")
+    seen: list[tuple[str, object]] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        seen.append((statement, parameters))
+
+    event.listen(store.engine, "before_cursor_execute", record)
+    try:
+        for seconds in (0, 179, 181, 10_000):
+            clock.now = T0 + timedelta(seconds=seconds)
+            scheduler.tick(clock.now)
+            if seconds == 179:
+                assert misses(store) == []
+    finally:
+        event.remove(store.engine, "before_cursor_execute", record)
+
+    if deadline is None:  # fewer than min_runs (3) successful runs: no deadline yet
+        assert misses(store) == []
+        return
+    # 2 x the mean of the newest three runs (60, 90, 120 s), from the queued time
+    assert [(m[0], m[3], m[4]) for m in misses(store)] == [
+        ("dag_deadline", T0 + timedelta(seconds=deadline), T0 + timedelta(seconds=181))
+    ]
+    learned = [s for s in seen if "row_number() OVER" in s[0] and "dag_run" in s[0]]
+    assert len(learned) == 3  # at +0 s, +179 s (a minute old), cached at +181 s, +10000 s
+    if store.url.get_backend_name() == "sqlite":
+        with store.engine.connect() as connection:
+            plan = connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {learned[0][0]}", learned[0][1])
+            assert not [row[-1] for row in plan if row[-1].startswith("SCAN dag_run")]
