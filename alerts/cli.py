@@ -74,12 +74,14 @@ def test(cli: CliContext, url: str | None, route_name: str | None) -> None:
     """Send a test notification now to URL (an Apprise URL or env:VAR) or to a route."""
     from alerts import notifiers
     from alerts.routes import run_link
+    from alerts.targets import ENV_PREFIX
 
     if bool(url) == bool(route_name):
         raise usage_error("give either an Apprise URL or --route NAME")
     target = _test_target(cli, url, route_name)
     for inline in target.urls:
-        notifiers.mask_url(inline)  # the URL was typed here: mask it before anything logs
+        if not inline.startswith(ENV_PREFIX):
+            notifiers.mask_url(inline)  # the URL was typed here: mask it before anything logs
     context = _TEST_CONTEXT | {
         "link": run_link(cli.config, _TEST_CONTEXT["dag_id"], _TEST_CONTEXT["run_id"])
     }
