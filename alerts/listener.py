@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from sqlalchemy import and_, or_, select, tuple_
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from alerts import outbox
@@ -23,6 +23,7 @@ from alerts.events import Event
 from alerts.routes import Route, compose, dag_details, run_link, wanted_events
 from engine.hooks import TickContext
 from engine.store.models import Alert, ImportError_, SlaMiss, TaskInstance
+from engine.store.scheduling import pairs_in
 from engine.store.transitions import TASK_INSTANCE, TransitionEvent
 
 log = logging.getLogger(__name__)
@@ -149,7 +150,7 @@ class TransitionAlerts:
         statement = (
             select(Alert.id, Alert.route, Alert.dag_id, Alert.task_id, Alert.event)
             .where(
-                tuple_(Alert.dag_id, Alert.task_id).in_(sorted(pairs)),
+                pairs_in(Alert.dag_id, Alert.task_id, pairs),
                 Alert.event.in_([Event.TASK_FAILED.value, Event.TASK_RESOLVED.value]),
                 Alert.status != outbox.SUPPRESSED,
             )
@@ -216,9 +217,7 @@ def _misses_of_runs(
     """SLA misses and deadlines already recorded for these runs (told in their failure alert)."""
     if not runs:
         return {}
-    statement = select(SlaMiss).where(
-        or_(*(and_(SlaMiss.dag_id == d, SlaMiss.run_id == r) for d, r in sorted(runs)))
-    )
+    statement = select(SlaMiss).where(pairs_in(SlaMiss.dag_id, SlaMiss.run_id, runs))
     found: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for miss in session.scalars(statement):
         found.setdefault((miss.dag_id, miss.run_id), []).append(

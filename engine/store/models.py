@@ -367,6 +367,7 @@ class Alert(Base):
         Index("ix_alert_group_key_status", "group_key", "status"),
         Index("ix_alert_route_sent_at", "route", "sent_at"),
         Index("ix_alert_created_at", "created_at"),
+        Index("ix_alert_dag_id_task_id", "dag_id", "task_id"),
     )
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select, tuple_, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from engine.states import DagRunState, TaskState
@@ -153,6 +153,18 @@ def previous_run_ids(session: Session, runs: Sequence[DagRun]) -> dict[int, str 
 # -- task instances -------------------------------------------------------------------
 
 
+def pairs_in(first: Any, second: Any, keys: Iterable[tuple[str, str]]) -> Any:
+    """`(first, second) IN keys`, written as `first = :a AND second IN (...)` per first value.
+
+    SQLite plans a row-value IN over two or more pairs as a full table scan; this form
+    uses a (first, second, ...) index on SQLite and PostgreSQL alike.
+    """
+    by_first: dict[str, list[str]] = defaultdict(list)
+    for a, b in keys:
+        by_first[a].append(b)
+    return or_(*(and_(first == a, second.in_(bs)) for a, bs in sorted(by_first.items())))
+
+
 def task_instances_of_runs(
     session: Session, run_keys: Iterable[tuple[str, str]]
 ) -> dict[tuple[str, str], list[TiRow]]:
@@ -162,7 +174,7 @@ def task_instances_of_runs(
     for start in range(0, len(keys), 500):
         chunk = keys[start : start + 500]
         rows = session.execute(
-            select(*_TI_COLUMNS).where(tuple_(TaskInstance.dag_id, TaskInstance.run_id).in_(chunk))
+            select(*_TI_COLUMNS).where(pairs_in(TaskInstance.dag_id, TaskInstance.run_id, chunk))
         )
         for row in _ti_rows(rows):
             found[(row.dag_id, row.run_id)].append(row)
@@ -179,7 +191,7 @@ def first_task_starts(
         chunk = keys[start : start + 500]
         rows = session.execute(
             select(TaskInstance.dag_id, TaskInstance.run_id, func.min(TaskInstance.start_date))
-            .where(tuple_(TaskInstance.dag_id, TaskInstance.run_id).in_(chunk))
+            .where(pairs_in(TaskInstance.dag_id, TaskInstance.run_id, chunk))
             .group_by(TaskInstance.dag_id, TaskInstance.run_id)
         )
         found.update({(dag_id, run_id): at for dag_id, run_id, at in rows if at is not None})
@@ -195,7 +207,7 @@ def task_states_of_runs(
         return {}
     rows = session.execute(
         select(TaskInstance.dag_id, TaskInstance.run_id, TaskInstance.task_id, TaskInstance.state)
-        .where(tuple_(TaskInstance.dag_id, TaskInstance.run_id).in_(keys))
+        .where(pairs_in(TaskInstance.dag_id, TaskInstance.run_id, keys))
         .where(TaskInstance.task_id.in_(ids))
     )
     found: dict[tuple[str, str], dict[str, TaskState]] = defaultdict(dict)

@@ -4,7 +4,7 @@ does not grow with the number of task instances, and none scans a big table."""
 from __future__ import annotations
 
 import textwrap
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import event
@@ -18,7 +18,16 @@ from engine.store.migrate import migrate
 
 T0 = datetime(2026, 1, 10, 12, tzinfo=UTC)
 #: Tables that grow with use; a full scan of one of them in the loop is a defect.
-BIG_TABLES = ("task_instance", "dag_run", "task_try", "xcom", "state_transition")
+BIG_TABLES = (
+    "task_instance",
+    "dag_run",
+    "task_try",
+    "xcom",
+    "state_transition",
+    "alert",
+    "alert_delivery",
+    "sla_miss",
+)
 
 
 def recording(store) -> list[tuple[str, object]]:
@@ -49,7 +58,7 @@ def fresh_store(home):
         store.dispose()
 
 
-def prepare(store, config, width: int) -> Scheduler:
+def prepare(store, config, width: int, runs: int = 1) -> Scheduler:
     config = config.with_overrides(
         core__load_examples=False, core__dags_are_paused_at_creation=False
     )
@@ -68,7 +77,10 @@ def prepare(store, config, width: int) -> Scheduler:
     process_folders(store, config)
     scheduler = Scheduler(store, config, StubExecutor(parallelism=100000), clock=lambda: T0)
     scheduler.start()
-    api.trigger_dag(store, f"wide_{width}", actor="test", now=T0)
+    for number in range(runs):
+        api.trigger_dag(
+            store, f"wide_{width}", actor="test", now=T0, logical_date=T0 - timedelta(days=number)
+        )
     return scheduler
 
 
@@ -76,18 +88,19 @@ def tick_statements(scheduler, statements: list) -> list[tuple[str, object]]:
     """Run two ticks (start the run, then fan out after `first` ends); return the SQL."""
     scheduler.tick(T0)
     stub = scheduler.executor
-    (ti_id,) = list(stub.held)
     from engine.states import TaskState
     from engine.store import transitions
 
-    with scheduler.store.session() as session:
-        transitions.transition_task_instance(
-            session, ti_id, expected=TaskState.QUEUED, to=TaskState.RUNNING, at=T0, try_number=1
-        )
-        transitions.transition_task_instance(
-            session, ti_id, expected=TaskState.RUNNING, to=TaskState.SUCCESS, at=T0
-        )
-    stub.finish(ti_id, TaskState.SUCCESS)
+    for ti_id in list(stub.held):
+        with scheduler.store.session() as session:
+            transitions.transition_task_instance(
+                session, ti_id, expected=TaskState.QUEUED, to=TaskState.RUNNING, at=T0,
+                try_number=1,
+            )  # fmt: skip
+            transitions.transition_task_instance(
+                session, ti_id, expected=TaskState.RUNNING, to=TaskState.SUCCESS, at=T0
+            )
+        stub.finish(ti_id, TaskState.SUCCESS)
     statements.clear()
     scheduler.tick(T0)
     return list(statements)
@@ -111,6 +124,34 @@ def test_no_tick_statement_scans_a_big_table(fresh_store, config):
         if query.lstrip().upper().startswith(("SELECT", "UPDATE", "DELETE"))
     ]
     assert len(queries) >= 5
+    with store.engine.connect() as connection:
+        for query, parameters in queries:
+            plan = connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {query}", parameters).all()
+            scans = [row[-1] for row in plan if _full_scan(row[-1])]
+            assert not scans, f"{query}\n-> {scans}"
+
+
+def test_several_runs_and_the_alerts_hooks_scan_no_big_table(fresh_store, config):
+    """Row-value IN over several runs is a full scan on SQLite; the store must not use it."""
+    from engine import hooks
+
+    store = fresh_store("plans_many")
+    hooks.install(
+        config.with_overrides(
+            alerts__routes={"oncall": {"urls": ["json://127.0.0.1:9/x"], "events": []}},
+            alerts__send_resolved=True,
+        )
+    )
+    try:
+        scheduler = prepare(store, config, 20, runs=3)
+        statements = recording(store)
+        tick_statements(scheduler, [])  # start the runs, `first` succeeds, fan out
+        queries = list(statements)
+    finally:
+        hooks.uninstall()
+    queries = [q for q in queries if q[0].lstrip().upper().startswith(("SELECT", "UPDATE"))]
+    assert any("task_instance" in query for query, _ in queries)
+    assert any("FROM alert" in query for query, _ in queries)  # the resolved lookup ran
     with store.engine.connect() as connection:
         for query, parameters in queries:
             plan = connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {query}", parameters).all()

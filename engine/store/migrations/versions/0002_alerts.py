@@ -36,6 +36,7 @@ def upgrade() -> None:
     op.create_index("ix_alert_group_key_status", "alert", ["group_key", "status"], unique=False)
     op.create_index("ix_alert_route_sent_at", "alert", ["route", "sent_at"], unique=False)
     op.create_index("ix_alert_created_at", "alert", ["created_at"], unique=False)
+    op.create_index("ix_alert_dag_id_task_id", "alert", ["dag_id", "task_id"], unique=False)
     with op.batch_alter_table("sla_miss") as batch:
         batch.add_column(sa.Column("state", sa.String(length=20), nullable=True))
     op.create_index("ix_sla_miss_detected_at", "sla_miss", ["detected_at"], unique=False)
@@ -45,6 +46,7 @@ def downgrade() -> None:
     op.drop_index("ix_sla_miss_detected_at", table_name="sla_miss")
     with op.batch_alter_table("sla_miss") as batch:
         batch.drop_column("state")
+    op.drop_index("ix_alert_dag_id_task_id", table_name="alert")
     op.drop_index("ix_alert_created_at", table_name="alert")
     op.drop_index("ix_alert_route_sent_at", table_name="alert")
     op.drop_index("ix_alert_group_key_status", table_name="alert")
