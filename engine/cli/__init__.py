@@ -71,6 +71,25 @@ pass_cli = click.make_pass_decorator(CliContext, ensure=True)
 
 
 class _Main(Group):
+    """The root group; the verbs of installed plugins join it on first lookup, so that a
+    plugin's CLI module may import this package without a cycle."""
+
+    _plugins_loaded = False
+
+    def _load_plugin_commands(self) -> None:
+        if not self._plugins_loaded:
+            self._plugins_loaded = True
+            for command in hooks.cli_commands():  # `alerts`, `sla`...
+                self.add_command(command)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        self._load_plugin_commands()
+        return super().get_command(ctx, cmd_name)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._load_plugin_commands()
+        return super().list_commands(ctx)
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
@@ -93,8 +112,6 @@ def cli(ctx: click.Context) -> None:
 for _module, _attr in _VERB_GROUPS:
     cli.add_command(getattr(importlib.import_module(_module), _attr))
 importlib.import_module("engine.cli.runs")  # adds trigger, pause, backfill... to `dags`
-for _command in hooks.cli_commands():  # verbs of installed plugins (`alerts`, `sla`...)
-    cli.add_command(_command)
 
 
 def main() -> None:
