@@ -4,7 +4,8 @@ A service thread of the scheduler (and the foreground loop of `dagwatch alerts d
 One pass, `run_once(now)`:
 
 1. every few seconds, raise scheduler_unhealthy for scheduler jobs still marked running
-   whose heartbeat is older than `scheduler.heartbeat_timeout` (one alert per job);
+   whose heartbeat is older than `scheduler.heartbeat_timeout` (one alert per job); a
+   dispatcher starts judging once it has watched for one heartbeat timeout itself;
 2. for each due row, claim it with a compare-and-set lease: `next_attempt_at` moves past
    the delivery's worst case only if the row is still pending and due, so two dispatchers
    never deliver one row, and a dispatcher that dies mid-delivery leaves a row that is due

@@ -311,6 +311,8 @@ def test_a_notifier_as_on_failure_callback_through_the_scheduler(
         assert not path.is_file() or TOKEN not in path.read_text(errors="replace"), path
 
 
+# retry_delay > 0: the local executor ignores a retry queued while the first attempt's
+# process is still running its callbacks, and the task would stay queued.
 FLAKY_DAG = """
 from alerts import AppriseNotifier
 
@@ -324,7 +326,7 @@ def flaky():
 
 with DAG("flaky_notify", schedule=None):
     PythonOperator(task_id="load", python_callable=flaky, retries=1,
-                   retry_delay=timedelta(seconds=0), on_retry_callback=NOTIFY,
+                   retry_delay=timedelta(seconds=2), on_retry_callback=NOTIFY,
                    on_success_callback=[NOTIFY])
 """
 
@@ -360,3 +362,28 @@ def test_a_notifier_row_is_delivered_with_retries_like_any_other(store, alerts_c
         (503, "task load failed"),
         (200, "task load failed"),
     ]
+
+
+LIFECYCLE_DAG = """
+from alerts import AppriseNotifier
+
+NOTIFY = AppriseNotifier(urls="URL")
+
+with DAG("lifecycle", schedule=None, on_success_callback=[NOTIFY]):
+    EmptyOperator(task_id="only", on_execute_callback=NOTIFY)
+"""
+
+
+def test_the_notifier_as_dag_and_on_execute_callback(store, loop_config, add_dag, receiver):
+    add_dag("lifecycle", LIFECYCLE_DAG.replace("URL", receiver.url()))
+    run_id = loop.trigger(store, "lifecycle")
+
+    loop.drain(store, loop_config)
+
+    titles = sorted(post.title for post in receiver.posts)
+    assert titles == [
+        f"[dagwatch] DAG lifecycle run {run_id} succeeded",
+        "[dagwatch] lifecycle.only started",
+    ]
+    events = sorted((row.event, row.task_id) for row in alert_rows(store))
+    assert events == [("dag_run_succeeded", None), ("task_started", "only")]
