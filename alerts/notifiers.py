@@ -477,16 +477,17 @@ def _task_facts(ti: Any, context: Mapping[str, Any]) -> dict[str, Any]:
     """Event, state and duration of a task callback, from the task instance's row.
 
     The runner calls a task's callbacks after recording the attempt's outcome, so the row
-    tells which callback this is; if the row has already moved on (a retry was queued),
-    the context decides: no `exception` key is on_execute, None is success, else retry
-    while tries remain.
+    tells which callback this is; if the row has already moved on (another attempt), the
+    context decides: no `exception` key is on_execute, None is success, else retry while
+    tries remain.
     """
     from sqlalchemy import select
 
     from engine import runtime
     from engine.store.models import TaskInstance
 
-    statement = select(TaskInstance.state, TaskInstance.duration, TaskInstance.max_tries).where(
+    columns = (TaskInstance.state, TaskInstance.try_number, TaskInstance.duration)
+    statement = select(*columns).where(
         TaskInstance.dag_id == ti.dag_id,
         TaskInstance.run_id == ti.run_id,
         TaskInstance.task_id == ti.task_id,
@@ -494,8 +495,11 @@ def _task_facts(ti: Any, context: Mapping[str, Any]) -> dict[str, Any]:
     )
     with runtime.get_store().session(readonly=True) as session:
         row = session.execute(statement).first()
-    state = str(row.state) if row is not None and row.state is not None else None
+    moved_on = row is None or row.try_number != ti.try_number
+    state = None if moved_on else str(row.state)
     event = _TASK_STATE_EVENTS.get(state or "")
+    if event == "task_started" and "exception" in context:
+        event = None  # an after-attempt callback never sees its own attempt running
     if event is None:
         if "exception" not in context:
             event, state = "task_started", "running"

@@ -387,3 +387,26 @@ def test_the_notifier_as_dag_and_on_execute_callback(store, loop_config, add_dag
     ]
     events = sorted((row.event, row.task_id) for row in alert_rows(store))
     assert events == [("dag_run_succeeded", None), ("task_started", "only")]
+
+
+@pytest.mark.parametrize(
+    ("extra", "try_number", "event"),
+    [
+        ({}, 1, "task_started"),
+        ({"exception": None}, 1, "task_succeeded"),
+        ({"exception": "ValueError: x"}, 1, "task_retry"),
+        ({"exception": "ValueError: x"}, 2, "task_failed"),
+    ],
+)
+def test_without_its_row_a_task_callback_is_told_by_its_context(
+    store, alerts_config, extra, try_number, event
+):
+    alerts_config()
+    ti = SimpleNamespace(dag_id="etl", run_id="r1", task_id="load", try_number=try_number,
+                         max_tries=1, map_index=-1)  # fmt: skip
+
+    AppriseNotifier(urls="env:HOOK")({"ti": ti, "run_id": "r1", **extra})
+
+    (row,) = alert_rows(store)
+    assert (row.event, row.task_id, row.payload["attempt"]) == (event, "load", try_number)
+    assert row.payload["max_attempts"] == 2
