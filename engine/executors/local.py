@@ -112,12 +112,14 @@ class LocalExecutor:
         if self._ended:
             raise RuntimeError("the local executor has ended; it takes no more attempts")
         self.start()
-        known = self.running_ti_ids()
+        held = {request.ti_id for request in self._held}
         for request in requests:
-            if request.ti_id in known:
-                log.warning("task instance %s is already running here; ignored", request.ti_id)
+            if request.ti_id in held:
+                log.warning("task instance %s is already queued here; ignored", request.ti_id)
                 continue
-            known.add(request.ti_id)
+            if request.ti_id in self._running:  # its last attempt is still running callbacks
+                log.info("task instance %s waits for its previous attempt to exit", request.ti_id)
+            held.add(request.ti_id)
             self._held.append(request)
         self._start_held()
 
@@ -257,19 +259,32 @@ class LocalExecutor:
     # -- attempts --------------------------------------------------------------------
 
     def _start_held(self) -> None:
-        while self._held and not self._ended and len(self._running) < self.parallelism:
-            worker = self._idle_worker(self._held[0].fileloc)
-            if worker is None:
-                return
-            request = self._held.popleft()
-            attempt = _Attempt(request, worker, started=time.monotonic())
-            worker.attempt = attempt
-            self._running[request.ti_id] = attempt
-            worker.files[request.fileloc] = None
-            worker.files.move_to_end(request.fileloc)
-            while len(worker.files) > self.dag_cache_files:
-                worker.files.popitem(last=False)
-            self._pool.send(worker, ("run", request))  # if it died, `_poll` reports it lost
+        waiting: list[AttemptRequest] = []  # retries whose previous attempt has not exited
+        try:
+            while self._held and not self._ended and len(self._running) < self.parallelism:
+                if self._held[0].ti_id in self._running:
+                    waiting.append(self._held.popleft())
+                    continue
+                if not self._start_next():
+                    return
+        finally:
+            self._held.extendleft(reversed(waiting))
+
+    def _start_next(self) -> bool:
+        """Start the first held request on an idle worker; False when none is idle."""
+        worker = self._idle_worker(self._held[0].fileloc)
+        if worker is None:
+            return False
+        request = self._held.popleft()
+        attempt = _Attempt(request, worker, started=time.monotonic())
+        worker.attempt = attempt
+        self._running[request.ti_id] = attempt
+        worker.files[request.fileloc] = None
+        worker.files.move_to_end(request.fileloc)
+        while len(worker.files) > self.dag_cache_files:
+            worker.files.popitem(last=False)
+        self._pool.send(worker, ("run", request))  # if it died, `_poll` reports it lost
+        return True
 
     def _poll(self) -> None:
         """Read the workers' reports, enforce deadlines, reap, fill freed slots."""

@@ -629,3 +629,45 @@ def test_an_idle_worker_is_retired_and_a_new_one_spawned_on_demand(store, local,
     assert drive(executor, 1)[0].state is TaskState.SUCCESS
     second = int(pid_pairs(pids)[1][0])
     assert second != first and alive(second)
+
+
+def test_a_retry_queued_while_the_last_attempt_runs_its_callbacks_starts_after_it(
+    store, local, tmp_path
+):
+    """The runner records up_for_retry, then runs on_retry_callback: the scheduler may queue
+    the retry before that process exits. It must wait for it, never be dropped."""
+    path = write_dag(
+        tmp_path,
+        """
+        def slow_callback(context):
+            time.sleep(2)
+
+        def first_try_fails(ti):
+            if ti.try_number == 1:
+                raise RuntimeError("first try")
+
+        with DAG("retrying", schedule=None):
+            PythonOperator(
+                task_id="t", python_callable=first_try_fails, retries=1,
+                on_retry_callback=slow_callback,
+            )
+        """,
+    )
+    request = queue_run(store, path, "retrying")["t"]
+    executor = local(parallelism=2)
+    executor.queue([request])
+    until(executor, lambda: ti_row(store, request.ti_id).state == "up_for_retry")
+    assert request.ti_id in executor.running_ti_ids()  # still in its callback
+    now = datetime.now(UTC)
+    with store.session() as session:
+        for before, after in (("up_for_retry", "scheduled"), ("scheduled", "queued")):
+            transitions.transition_task_instances(
+                session, [request.ti_id], expected=TaskState(before), to=TaskState(after), at=now
+            )
+    executor.queue([request])
+
+    events = drive(executor, 2)
+
+    assert [event.state for event in events] == [TaskState.UP_FOR_RETRY, TaskState.SUCCESS]
+    row = ti_row(store, request.ti_id)
+    assert (row.state, row.try_number) == ("success", 2)
