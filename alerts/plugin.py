@@ -26,11 +26,6 @@ def register(registry: Registry, config: Config) -> None:
 def commands() -> list[Any]:
     """The `alerts` and `sla` verbs."""
     from alerts.cli import alerts_group
+    from alerts.sla_cli import sla
 
-    try:
-        from alerts.sla_cli import sla
-    except ModuleNotFoundError as exc:  # the `sla` verbs ship separately
-        if exc.name != "alerts.sla_cli":
-            raise
-        return [alerts_group]
     return [alerts_group, sla]
