@@ -14,9 +14,9 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, func, insert, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from engine.store.db import upsert_insert
 from engine.store.models import Alert, AlertDelivery
 
 PENDING = "pending"
@@ -41,15 +41,6 @@ class NewAlert:
     group_key: str | None = None
     #: a row born suppressed (e.g. a deadline folded into a failure) keeps its reason here
     suppressed_reason: str | None = None
-
-
-def _insert(session: Session) -> Any:
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        return postgresql.insert(Alert)
-    if dialect == "sqlite":
-        return sqlite.insert(Alert)
-    return insert(Alert)  # pragma: no cover - dagwatch runs on SQLite and PostgreSQL
 
 
 def enqueue(session: Session, alerts: Sequence[NewAlert], now: datetime) -> list[int]:
@@ -77,13 +68,13 @@ def enqueue(session: Session, alerts: Sequence[NewAlert], now: datetime) -> list
         }
         for alert in unique.values()
     ]
-    statement = _insert(session).on_conflict_do_nothing(index_elements=["fingerprint"])
-    ids: list[int] = []
-    for row in rows:  # RETURNING with ON CONFLICT is per row; outbox batches are small
-        inserted = session.execute(statement.values(**row).returning(Alert.id)).scalar()
-        if inserted is not None:
-            ids.append(inserted)
-    return ids
+    statement = (
+        upsert_insert(session, Alert)
+        .values(rows)
+        .on_conflict_do_nothing(index_elements=["fingerprint"])
+        .returning(Alert.id)
+    )
+    return list(session.scalars(statement))
 
 
 def due(session: Session, now: datetime, limit: int = 100) -> list[Alert]:
@@ -95,11 +86,6 @@ def due(session: Session, now: datetime, limit: int = 100) -> list[Alert]:
         .limit(limit)
     )
     return list(session.scalars(statement))
-
-
-def next_due_at(session: Session) -> datetime | None:
-    """When the earliest pending row becomes due (None when nothing is pending)."""
-    return session.scalar(select(func.min(Alert.next_attempt_at)).where(Alert.status == PENDING))
 
 
 def record_delivery(
@@ -165,15 +151,6 @@ def last_sent_in_group(session: Session, group_key: str) -> Alert | None:
         .limit(1)
     )
     return session.scalars(statement).first()
-
-
-def pending_in_group(session: Session, group_key: str) -> list[Alert]:
-    statement = (
-        select(Alert)
-        .where(Alert.group_key == group_key, Alert.status == PENDING)
-        .order_by(Alert.id)
-    )
-    return list(session.scalars(statement))
 
 
 def sent_since(session: Session, route: str, since: datetime) -> int:

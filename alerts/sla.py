@@ -32,8 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, insert, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from alerts import forecast, outbox
@@ -43,6 +42,7 @@ from engine.deadlines import CHECKED_RUN_TYPES, Deadline, scheduled_time
 from engine.executors.base import CallbackRequest
 from engine.hooks import TickContext
 from engine.states import DAG_RUN_ACTIVE, TASK_FINISHED, DagRunState
+from engine.store.db import upsert_insert
 from engine.store.models import Alert, DagRun, SlaMiss, TaskInstance
 from metrics import stats
 
@@ -267,15 +267,6 @@ def list_misses(session: Session, *, dag_id: str | None = None, limit: int = 100
 # -- store writes --------------------------------------------------------------------
 
 
-def _insert(session: Session) -> Any:
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        return postgresql.insert(SlaMiss)
-    if dialect == "sqlite":
-        return sqlite.insert(SlaMiss)
-    return insert(SlaMiss)  # pragma: no cover - dagwatch runs on SQLite and PostgreSQL
-
-
 def record_misses(
     session: Session, misses: Sequence[Miss], now: datetime, notified: set[MissKey]
 ) -> set[MissKey]:
@@ -296,7 +287,7 @@ def record_misses(
     inserted: set[MissKey] = set()
     for start in range(0, len(rows), INSERT_CHUNK):
         statement = (
-            _insert(session)
+            upsert_insert(session, SlaMiss)
             .values(rows[start : start + INSERT_CHUNK])
             .on_conflict_do_nothing(index_elements=["kind", "dag_id", "run_id", "task_id"])
             .returning(SlaMiss.kind, SlaMiss.dag_id, SlaMiss.run_id, SlaMiss.task_id)

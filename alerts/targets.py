@@ -35,11 +35,6 @@ class Target:
             urls = [part.strip() for part in urls.split(",")]
         return cls(tuple(u for u in (urls or ()) if u), conn_id or None, tag or None)
 
-    @property
-    def has_inline_secrets(self) -> bool:
-        """Whether some URL is written out (not an env: reference) and must be stored encrypted."""
-        return any(not url.startswith(ENV_PREFIX) for url in self.urls)
-
     def describe(self) -> str:
         """A text naming the target without any secret (logs, CLI, console)."""
         parts = []

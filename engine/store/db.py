@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import create_engine, event, text
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DisconnectionError, NoSuchModuleError
 from sqlalchemy.orm import Session, sessionmaker
@@ -174,6 +175,13 @@ class Store:
     def dispose(self, close: bool = True) -> None:
         """Drop every pooled connection; `close=False` in a forked child leaves the parent's."""
         self.engine.dispose(close=close)
+
+
+def upsert_insert(session: Session, model: type[Any]) -> Any:
+    """An INSERT for `model` with the dialect's ON CONFLICT clauses (SQLite or PostgreSQL)."""
+    if session.get_bind().dialect.name == "postgresql":
+        return postgresql.insert(model)
+    return sqlite.insert(model)
 
 
 def _first_line(exc: BaseException) -> str:

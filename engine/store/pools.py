@@ -6,13 +6,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import ColumnElement, Row, Select, and_, case, func, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.util import identity_key
 
 from engine.exceptions import NotFound, StoreError
 from engine.states import TaskState
+from engine.store.db import upsert_insert
 from engine.store.models import Pool, TaskInstance
 
 DEFAULT_POOL = "default_pool"
@@ -106,13 +105,11 @@ def set_pool(session: Session, name: str, slots: int, description: str | None = 
         raise StoreError("a pool needs a non-empty name")
     if isinstance(slots, bool) or not isinstance(slots, int) or slots < 0:
         raise StoreError(f"pool {name!r}: slots must be an integer >= 0, not {slots!r}")
-    dialect = session.get_bind().dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
     changes: dict[str, object] = {"slots": slots}
     if description is not None:
         changes["description"] = description
     statement = (
-        insert(Pool)
+        upsert_insert(session, Pool)
         .values(name=name, slots=slots, description=description or "")
         .on_conflict_do_update(index_elements=[Pool.name], set_=changes)
     )
