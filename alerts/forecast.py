@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from alerts import outbox
@@ -33,6 +33,7 @@ from alerts.routes import Route, compose, dag_details, run_link, wanted_events
 from engine.hooks import TickContext
 from engine.states import TASK_FINISHED, TaskState
 from engine.store.models import TaskInstance, TaskTry
+from engine.store.scheduling import pairs_in
 from metrics import stats
 
 if TYPE_CHECKING:
@@ -175,32 +176,37 @@ class TaskDurations:
         return found
 
 
-def of_runs(keys: Sequence[tuple[str, str]]) -> ColumnElement[bool]:
-    """Task instances of these (dag_id, run_id): an OR of pairs, which both databases answer
-    from the (dag_id, run_id, ...) unique index (SQLite scans for a row-value IN list)."""
-    return or_(*(and_(TaskInstance.dag_id == d, TaskInstance.run_id == r) for d, r in keys))
+def task_instance_times(
+    session: Session, runs: Iterable[tuple[str, str]]
+) -> Iterator[tuple[str, str, str, str, datetime | None, datetime | None]]:
+    """(dag_id, run_id, task_id, state, start_date, end_date) of every task instance of
+    these runs, in one indexed query per CHUNK runs (the SLA check reads them too)."""
+    keys = sorted(set(runs))
+    for start in range(0, len(keys), CHUNK):
+        chunk = keys[start : start + CHUNK]
+        yield from session.execute(
+            select(
+                TaskInstance.dag_id,
+                TaskInstance.run_id,
+                TaskInstance.task_id,
+                TaskInstance.state,
+                TaskInstance.start_date,
+                TaskInstance.end_date,
+            ).where(pairs_in(TaskInstance.dag_id, TaskInstance.run_id, chunk))
+        )
 
 
 def task_states(
     session: Session, runs: Iterable[tuple[str, str]]
 ) -> dict[tuple[str, str], dict[str, tuple[str, datetime | None]]]:
-    """(dag_id, run_id) -> task_id -> (state, start_date), in one query per 200 runs."""
-    keys = sorted(set(runs))
+    """(dag_id, run_id) -> task_id -> (state, start_date)."""
     found: dict[tuple[str, str], dict[str, tuple[str, datetime | None]]] = {}
-    for start in range(0, len(keys), CHUNK):
-        statement = select(
-            TaskInstance.dag_id,
-            TaskInstance.run_id,
-            TaskInstance.task_id,
-            TaskInstance.state,
-            TaskInstance.start_date,
-        ).where(of_runs(keys[start : start + CHUNK]))
-        for dag_id, run_id, task_id, state, started in session.execute(statement):
-            tasks = found.setdefault((dag_id, run_id), {})
-            previous = tasks.get(task_id)
-            # mapped tasks: the least advanced map index stands for the task
-            if previous is None or previous[0] in _FINISHED:
-                tasks[task_id] = (state, started)
+    for dag_id, run_id, task_id, state, started, _ in task_instance_times(session, runs):
+        tasks = found.setdefault((dag_id, run_id), {})
+        previous = tasks.get(task_id)
+        # mapped tasks: the least advanced map index stands for the task
+        if previous is None or previous[0] in _FINISHED:
+            tasks[task_id] = (state, started)
     return found
 
 

@@ -43,7 +43,7 @@ from engine.executors.base import CallbackRequest
 from engine.hooks import TickContext
 from engine.states import DAG_RUN_ACTIVE, TASK_FINISHED, DagRunState
 from engine.store.db import upsert_insert
-from engine.store.models import Alert, DagRun, SlaMiss, TaskInstance
+from engine.store.models import Alert, DagRun, SlaMiss
 from metrics import stats
 
 log = logging.getLogger(__name__)
@@ -209,19 +209,11 @@ def task_rows(
     The tasks are picked here rather than in SQL: with a long task_id list SQLite's planner
     drops the (dag_id, run_id, ...) index for a scan of the table.
     """
-    keys, wanted = sorted(set(runs)), set(task_ids)
+    wanted = set(task_ids)
     found: dict[tuple[str, str, str], list[tuple[str, datetime | None]]] = {}
-    for start in range(0, len(keys), CHUNK):
-        statement = select(
-            TaskInstance.dag_id,
-            TaskInstance.run_id,
-            TaskInstance.task_id,
-            TaskInstance.state,
-            TaskInstance.end_date,
-        ).where(forecast.of_runs(keys[start : start + CHUNK]))
-        for dag_id, run_id, task_id, state, end in session.execute(statement):
-            if task_id in wanted:
-                found.setdefault((dag_id, run_id, task_id), []).append((state, end))
+    for dag_id, run_id, task_id, state, _, end in forecast.task_instance_times(session, runs):
+        if task_id in wanted:
+            found.setdefault((dag_id, run_id, task_id), []).append((state, end))
     return found
 
 
