@@ -227,26 +227,36 @@ def _misses_of_runs(
 
 
 class ImportErrorAlerts:
-    """A tick hook: each new or changed DAG import error is alerted once."""
+    """A tick hook: each new or changed DAG import error is alerted once.
+
+    Each pass reads only file names and parse times; tracebacks are loaded for the files
+    whose error is new or was re-recorded, and the fingerprint (file + traceback digest)
+    keeps a restarted scheduler from telling the same error twice.
+    """
 
     def __init__(self, routes: Mapping[str, Route], config: Any) -> None:
         self.routes = {n: r for n, r in routes.items() if Event.IMPORT_ERROR in r.events}
         self.config = config
-        self._seen: set[tuple[str, str]] = set()
+        self._seen: dict[str, Any] = {}  # filename -> timestamp of the error last looked at
 
     def check(self, context: TickContext) -> None:
         if not self.routes:
             return
         with context.store.session() as session:
+            found = session.execute(select(ImportError_.filename, ImportError_.timestamp))
+            current = {filename: at for filename, at in found}
+            changed = [name for name, at in current.items() if self._seen.get(name) != at]
+            self._seen = current  # errors that went away are forgotten
+            if not changed:
+                return
             rows = session.execute(
-                select(ImportError_.filename, ImportError_.timestamp, ImportError_.stacktrace)
-            ).all()
+                select(
+                    ImportError_.filename, ImportError_.timestamp, ImportError_.stacktrace
+                ).where(ImportError_.filename.in_(changed))
+            )
             fresh = []
             for filename, timestamp, stacktrace in rows:
                 digest = hashlib.sha256(stacktrace.encode()).hexdigest()[:16]
-                if (filename, digest) in self._seen:
-                    continue
-                self._seen.add((filename, digest))
                 last_line = stacktrace.strip().splitlines()[-1] if stacktrace.strip() else ""
                 payload = {
                     "filename": filename,
