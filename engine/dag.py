@@ -138,6 +138,31 @@ def _optional_int(value: Any, what: str) -> int | None:
     return value
 
 
+def _template_names(value: Any, where: str, what: str) -> dict[str, Any]:
+    """user_defined_macros/filters as a dict keyed by Jinja names; filters must be callable.
+
+    Checked here so a typo fails when the DAG file is parsed, not in every task's render.
+    """
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise DagDefinitionError(
+            f"{where}: user_defined_{what} must be a dict, not {type(value).__name__}"
+        )
+    for name, item in value.items():
+        # Jinja filter names may be dotted ({{ x | my.filter }}); a macro is a plain name
+        parts = name.split(".") if isinstance(name, str) and what == "filters" else [name]
+        if not all(isinstance(part, str) and part.isidentifier() for part in parts):
+            raise DagDefinitionError(
+                f"{where}: user_defined_{what} key {name!r} is not a valid Jinja name"
+            )
+        if what == "filters" and not callable(item):
+            raise DagDefinitionError(
+                f"{where}: user_defined_filters[{name!r}] must be callable, not {item!r}"
+            )
+    return dict(value)
+
+
 class DAG:
     """A workflow: tasks, their dependencies and when it runs.
 
@@ -168,6 +193,8 @@ class DAG:
         doc_md: str | None = None,
         render_template_as_native_obj: bool = False,
         template_searchpath: str | Iterable[str] | None = None,
+        user_defined_macros: Mapping[str, Any] | None = None,
+        user_defined_filters: Mapping[str, Callable[..., Any]] | None = None,
         fileloc: str | None = None,
     ) -> None:
         self.dag_id = check_id(dag_id, "dag_id")
@@ -209,6 +236,8 @@ class DAG:
         if isinstance(template_searchpath, str):
             template_searchpath = [template_searchpath]
         self.template_searchpath: list[str] = list(template_searchpath or [])
+        self.user_defined_macros = _template_names(user_defined_macros, where, "macros")
+        self.user_defined_filters = _template_names(user_defined_filters, where, "filters")
         self.task_dict: dict[str, BaseOperator] = {}
         self.task_group_dict: dict[str, TaskGroup] = {}
         self._check_schedule()

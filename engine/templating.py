@@ -93,7 +93,9 @@ def make_jinja_env(dag: Any = None) -> Any:
     """The Jinja environment for a DAG's templates.
 
     Template files are looked up next to the DAG file, then in `template_searchpath`.
-    With `render_template_as_native_obj` templates render to Python objects.
+    With `render_template_as_native_obj` templates render to Python objects. The DAG's
+    `user_defined_macros` become Jinja globals and its `user_defined_filters` filters, as
+    in Airflow: a context variable of the same name (ds, params...) wins over a macro.
     """
     import jinja2
 
@@ -116,6 +118,9 @@ def make_jinja_env(dag: Any = None) -> Any:
     else:
         env = jinja2.Environment(**options)
     env.filters.update(FILTERS)
+    if dag is not None:
+        env.globals.update(getattr(dag, "user_defined_macros", None) or {})
+        env.filters.update(getattr(dag, "user_defined_filters", None) or {})
     return env
 
 
