@@ -1,20 +1,26 @@
 """Sensors: tasks that wait for a condition by poking it until it holds or time runs out.
 
-The clock and sleep are instance attributes (`_monotonic`, `_sleep`) so tests can drive a
-sensor with a fake clock instead of waiting.
+The clocks and sleep are instance attributes (`_monotonic`, `_now`, `_sleep`) so tests can
+drive a sensor with a fake clock instead of waiting.
 """
 
 from __future__ import annotations
 
+import glob
+import logging
+import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from engine.exceptions import DagDefinitionError, SensorTimeout, SkipTask
+from engine.exceptions import DagDefinitionError, SensorTimeout, SkipTask, TaskError
 from engine.operators import PythonCallableOperator
+from engine.schedules import coerce_utc
 from engine.tasks import BaseOperator
+
+log = logging.getLogger("engine.task")
 
 MODES = ("poke",)
 
@@ -28,6 +34,10 @@ class PokeReturnValue:
 
     def __bool__(self) -> bool:
         return self.is_done
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
 
 
 def _seconds(value: Any, name: str, task_id: str, optional: bool = False) -> float | None:
@@ -78,6 +88,7 @@ class BaseSensorOperator(BaseOperator):
         self.exponential_backoff = bool(exponential_backoff)
         self._sleep: Callable[[float], Any] = time.sleep
         self._monotonic: Callable[[], float] = time.monotonic
+        self._now: Callable[[], datetime] = _utcnow
         super().__init__(**kwargs)
 
     def poke(self, context: Mapping[str, Any]) -> bool | PokeReturnValue:
@@ -117,3 +128,154 @@ class PythonSensor(PythonCallableOperator, BaseSensorOperator):
     def poke(self, context: Mapping[str, Any]) -> bool | PokeReturnValue:
         result = self.call_callable(context)
         return result if isinstance(result, PokeReturnValue) else bool(result)
+
+
+class FileSensor(BaseSensorOperator):
+    """Waits for a file, or a directory holding a file, to exist (Airflow's FileSensor).
+
+    `filepath` is templated and may be a glob pattern (`**` matches across directories
+    with `recursive=True`). A relative path is joined to the `path` extra of the
+    `fs_conn_id` connection (Airflow's FSHook); without a connection, to the worker's
+    working directory. A matched directory counts once a file exists anywhere below it.
+    """
+
+    template_fields: Sequence[str] = ("filepath",)
+
+    def __init__(
+        self,
+        *,
+        filepath: str,
+        fs_conn_id: str | None = None,
+        recursive: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        task_id = kwargs.get("task_id", "?")
+        if not isinstance(filepath, str) or not filepath:
+            raise DagDefinitionError(
+                f"task {task_id!r}: filepath must be a non-empty string, not {filepath!r}"
+            )
+        if fs_conn_id is not None and (not isinstance(fs_conn_id, str) or not fs_conn_id):
+            raise DagDefinitionError(
+                f"task {task_id!r}: fs_conn_id must be a connection id or None, not {fs_conn_id!r}"
+            )
+        self.filepath = filepath
+        self.fs_conn_id = fs_conn_id
+        self.recursive = bool(recursive)
+        super().__init__(**kwargs)
+
+    def base_path(self) -> str:
+        """The `path` extra of `fs_conn_id` ("" without a connection), like FSHook.get_path."""
+        if self.fs_conn_id is None:
+            return ""
+        from engine.connections import Connection
+
+        return str(Connection.get(self.fs_conn_id).extra_dejson.get("path", "") or "")
+
+    def poke(self, context: Mapping[str, Any]) -> bool:
+        if not isinstance(self.filepath, str) or not self.filepath:
+            raise TaskError(f"task {self.task_id!r}: filepath rendered to {self.filepath!r}")
+        full_path = os.path.join(self.base_path(), self.filepath)
+        log.info("poking for file %s", full_path)
+        for path in glob.glob(full_path, recursive=self.recursive):
+            if os.path.isfile(path):
+                log.info("found file %s", path)
+                return True
+            for folder, _, files in os.walk(path):
+                if files:
+                    log.info("found file %s in %s", os.path.join(folder, files[0]), path)
+                    return True
+        return False
+
+
+class _TimeSensor(BaseSensorOperator):
+    """Waits until a moment on the wall clock has passed; pokes no later than that moment.
+
+    Airflow pokes every `poke_interval` and may see the moment up to one interval late;
+    here the wait before a poke is also cut short at the target time.
+    """
+
+    _target: datetime | None = None
+
+    def target(self, context: Mapping[str, Any]) -> datetime:
+        """The aware moment after which the condition holds."""
+        raise NotImplementedError
+
+    def poke(self, context: Mapping[str, Any]) -> bool:
+        self._target = self.target(context)
+        log.info("checking if the time (%s) has come", self._target.isoformat())
+        return self._now() > self._target
+
+    def _interval(self, pokes: int) -> float:
+        interval = super()._interval(pokes)
+        if self._target is None:
+            return interval
+        # a hair past the target, since the condition is "now > target" as in Airflow
+        remaining = (self._target - self._now()).total_seconds() + 0.001
+        return max(0.001, min(interval, remaining))
+
+
+class TimeDeltaSensor(_TimeSensor):
+    """Waits until `delta` after the end of the run's data interval (Airflow's rule).
+
+    For a daily run of 2024-01-01 (interval ending 2024-01-02 00:00) with
+    `delta=timedelta(hours=2)`, it succeeds after 2024-01-02 02:00 UTC. A manual run's
+    interval ends at its logical date.
+    """
+
+    def __init__(self, *, delta: timedelta, **kwargs: Any) -> None:
+        if not isinstance(delta, timedelta):
+            raise DagDefinitionError(
+                f"task {kwargs.get('task_id', '?')!r}: delta must be a timedelta, not {delta!r}"
+            )
+        self.delta = delta
+        super().__init__(**kwargs)
+
+    def target(self, context: Mapping[str, Any]) -> datetime:
+        end = context.get("data_interval_end") or context["logical_date"]
+        return coerce_utc(end) + self.delta
+
+
+def parse_target_time(value: Any, task_id: str) -> datetime:
+    """An aware datetime from a datetime or an ISO 8601 string; naive means UTC."""
+    if isinstance(value, datetime):
+        return coerce_utc(value)
+    if isinstance(value, str):
+        import pendulum
+
+        try:
+            parsed = pendulum.parse(value.strip(), tz="UTC")
+        except ValueError as exc:  # pendulum's ParserError is one
+            raise TaskError(
+                f"task {task_id!r}: target_time {value!r} is not an ISO 8601 date/time: {exc}"
+            ) from None
+        if isinstance(parsed, datetime):
+            return coerce_utc(parsed)
+    raise TaskError(
+        f"task {task_id!r}: target_time must be a datetime or an ISO 8601 string, not {value!r}"
+    )
+
+
+class DateTimeSensor(_TimeSensor):
+    """Waits until `target_time` has passed (Airflow's DateTimeSensor).
+
+    `target_time` is templated: a datetime, or a string rendered then parsed as ISO 8601,
+    such as `"{{ data_interval_end + macros.timedelta(hours=1) }}"`. A time without an
+    offset is UTC.
+    """
+
+    template_fields: Sequence[str] = ("target_time",)
+
+    def __init__(self, *, target_time: str | datetime, **kwargs: Any) -> None:
+        if isinstance(target_time, datetime):
+            # stored as text like Airflow, so rendering leaves it alone
+            target_time = coerce_utc(target_time).isoformat()
+        if not isinstance(target_time, str) or not target_time.strip():
+            raise DagDefinitionError(
+                f"task {kwargs.get('task_id', '?')!r}: target_time must be a datetime or a "
+                f"non-empty string, not {target_time!r}"
+            )
+        self.target_time: Any = target_time
+        super().__init__(**kwargs)
+
+    def target(self, context: Mapping[str, Any]) -> datetime:
+        return parse_target_time(self.target_time, self.task_id)
