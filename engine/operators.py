@@ -1,4 +1,4 @@
-"""The built-in operators: Python, Bash, Empty, branching and short-circuit.
+"""The built-in operators: Python, Bash, Empty, branching, short-circuit and latest-only.
 
 Branching never changes other task instances itself: it asks the runner, through
 `context["ti"].skip_downstream(task_ids)`, to skip them once this attempt succeeds.
@@ -14,9 +14,11 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from engine.exceptions import DagDefinitionError, SkipTask, TaskError
+from engine.schedules import coerce_utc
 from engine.tasks import BaseOperator
 
 log = logging.getLogger("engine.task")
@@ -197,6 +199,59 @@ class ShortCircuitOperator(PythonOperator):
             log.info("condition is falsy (%r); skipping %s", condition, skip or "nothing")
             context["ti"].skip_downstream(skip)
         return condition
+
+
+#: Runs a person started (`dags trigger`, `dags test`): LatestOnlyOperator lets them through,
+#: as Airflow does for externally triggered runs. Backfills are checked like scheduled runs.
+TRIGGERED_RUN_TYPES = frozenset({"manual", "test"})
+
+
+def is_latest_interval(timetable: Any, data_interval_end: datetime, now: datetime) -> bool:
+    """Whether `now` is within the interval after the one ending at `data_interval_end`,
+    i.e. whether a run of that interval is the latest one the schedule has made due.
+
+    A schedule with no interval after it (None, @once) makes every run the latest.
+    """
+    following = timetable.next_dagrun_info(
+        coerce_utc(data_interval_end), None, None, catchup=True, now=now
+    )
+    if following is None:
+        return True
+    return following.start < coerce_utc(now) <= following.end
+
+
+class LatestOnlyOperator(BaseOperator):
+    """Skips its direct downstream tasks unless the run is of the latest scheduled interval.
+
+    On a scheduled (or backfill) run whose next interval has not started by now, or has
+    already ended, every direct downstream task is skipped and trigger rules carry the
+    skip further (an `all_done` task still runs). Manual and test runs go through.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        self._now: Callable[[], datetime] = _utcnow  # a test may drive its own clock
+        super().__init__(**kwargs)
+
+    def execute(self, context: Mapping[str, Any]) -> list[str]:
+        follow = sorted(self.downstream_task_ids)
+        run = context["dag_run"]
+        if getattr(run, "run_type", None) in TRIGGERED_RUN_TYPES:
+            log.info("%s run: allowing execution to proceed", run.run_type)
+            return follow
+        dag = context["dag"]
+        end = getattr(run, "data_interval_end", None) or context["logical_date"]
+        now = self._now()
+        if is_latest_interval(dag.timetable, end, now):
+            log.info("latest interval (now %s): allowing execution to proceed", now.isoformat())
+            return follow
+        skip = branch_skip_ids(self, None)
+        log.info("not the latest interval (now %s); skipping %s", now.isoformat(), skip)
+        context["ti"].skip_downstream(skip)
+        return []
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
 
 
 class BashOperator(BaseOperator):
