@@ -13,12 +13,20 @@ from engine.operators import (
     BashOperator,
     BranchPythonOperator,
     EmptyOperator,
+    LatestOnlyOperator,
     PythonOperator,
     ShortCircuitOperator,
 )
 from engine.params import Param
 from engine.secrets import mask_secret
-from engine.sensors import BaseSensorOperator, PythonSensor
+from engine.sensors import (
+    BaseSensorOperator,
+    DateTimeSensor,
+    FileSensor,
+    PokeReturnValue,
+    PythonSensor,
+    TimeDeltaSensor,
+)
 from engine.task_group import TaskGroup, task_group
 from engine.tasks import BaseOperator
 from engine.trigger_rules import TriggerRule
@@ -34,16 +42,21 @@ __all__ = [
     "BashOperator",
     "BranchPythonOperator",
     "Connection",
+    "DateTimeSensor",
     "Deadline",
     "DeadlineReference",
     "EmptyOperator",
+    "FileSensor",
     "Label",
+    "LatestOnlyOperator",
     "Param",
+    "PokeReturnValue",
     "PythonOperator",
     "PythonSensor",
     "ShortCircuitOperator",
     "SkipTask",
     "TaskGroup",
+    "TimeDeltaSensor",
     "TriggerRule",
     "Variable",
     "__version__",
