@@ -14,7 +14,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from engine.exceptions import DagDefinitionError, NotFound, SkipTask, TaskError
+from engine.exceptions import DagDefinitionError, DagwatchError, NotFound, SkipTask, TaskError
 from engine.schedules import coerce_utc
 from engine.sensors import BaseSensorOperator
 from engine.sensors import _seconds as seconds_of
@@ -134,13 +134,16 @@ class TriggerDagRunOperator(BaseOperator):
 
         store = runtime.get_store()
         dag_id = self._target()
+        # rendered before anything is written, so a bad value triggers nothing
+        for name in ("wait_for_completion", "skip_when_already_exists"):
+            setattr(self, name, _flag(getattr(self, name), name, self.task_id))
         when = self._parsed_logical_date()
         run_id = str(self.trigger_run_id) if self.trigger_run_id else f"manual__{when.isoformat()}"
         run = self._trigger(store, dag_id, run_id, when, self._parsed_conf(), context)
         ti = context["ti"]
         ti.xcom_push(XCOM_RUN_ID, run.run_id)
         ti.xcom_push(XCOM_LOGICAL_DATE_ISO, run.logical_date.isoformat())
-        if _flag(self.wait_for_completion, "wait_for_completion", self.task_id):
+        if self.wait_for_completion:
             self._wait(store, dag_id, run.run_id)
 
     def _target(self) -> str:
@@ -202,7 +205,6 @@ class TriggerDagRunOperator(BaseOperator):
     ) -> DagRun:
         """Create the run, or deal with the one that already has this run id or date."""
         from engine import api
-        from engine.exceptions import DagwatchError
 
         ti = context["ti"]
         actor = f"task {ti.dag_id}.{ti.task_id} ({ti.run_id})"[:_ACTOR_LEN]
@@ -236,7 +238,7 @@ class TriggerDagRunOperator(BaseOperator):
                     "task %s of run %s not cleared: %s", ref.task_id, ref.run_id, ref.reason
                 )
             return run
-        if _flag(self.skip_when_already_exists, "skip_when_already_exists", self.task_id):
+        if self.skip_when_already_exists:
             raise SkipTask(
                 f"DAG {run.dag_id!r} already has the run {run.run_id!r} at "
                 f"{run.logical_date.isoformat()}; skipping (skip_when_already_exists)"

@@ -433,6 +433,7 @@ def test_a_failed_state_while_waiting_fails_with_the_run_and_its_state(store, ad
         ({"logical_date": "yesterday-ish"}, TaskError, "logical_date 'yesterday-ish' is not"),
         ({"conf": {"n": "x"}}, TaskError, "cannot trigger DAG 'target': param 'n'"),
         ({"trigger_run_id": "x" * 300}, TaskError, "run id 'xxx"),
+        ({"wait_for_completion": "maybe"}, TaskError, "wait_for_completion rendered to 'maybe'"),
     ],
 )
 def test_bad_input_fails_the_task_and_writes_nothing(store, add_dags, options, error, match):
