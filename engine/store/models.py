@@ -24,6 +24,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
@@ -185,6 +186,16 @@ class TaskInstance(Base):
         ),
         Index("ix_task_instance_state_pool", "state", "pool"),
         Index("ix_task_instance_dag_id_state", "dag_id", "state"),
+        # the scheduler's queue, read in order: no sort of every scheduled row per tick
+        Index(
+            "ix_task_instance_queue_order",
+            "state",
+            text("priority_weight DESC"),
+            "scheduled_at",
+            "id",
+        ),
+        # "does this run still have unfinished tasks": stops at the first one
+        Index("ix_task_instance_run_state", "dag_id", "run_id", "state"),
     )
 
 

@@ -83,11 +83,13 @@ def test_check_reports_schema_drift(empty_store):
     migrations.migrate(empty_store)
     with empty_store.session() as session:
         session.execute(text("DROP INDEX ix_dag_run_state_dag_id"))
+        session.execute(text("DROP INDEX ix_task_instance_queue_order"))  # over an expression
         session.execute(text("ALTER TABLE pool ADD COLUMN color VARCHAR(10)"))
 
     problems = migrations.check(empty_store)
 
     assert "schema drift: add_index ix_dag_run_state_dag_id on dag_run" in problems
+    assert "schema drift: add_index ix_task_instance_queue_order on task_instance" in problems
     assert "schema drift: remove_column pool.color" in problems
 
 
