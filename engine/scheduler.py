@@ -96,6 +96,13 @@ class TickReport:
         ) or bool(self.queued)
 
 
+#: A run whose changed tasks would bring more than this share of its task instances into
+#: a decision is decided whole (one query for all its rows beats many narrow lookups).
+PARTIAL_SHARE = 0.5
+#: Changed tasks of a run: a set of task ids, or ALL (a new run, a full pass, a timeout).
+ALL = None
+
+
 @dataclass
 class _Plan:
     digest: str
@@ -103,6 +110,30 @@ class _Plan:
     dag: SerializedDAG
     order: list[Any]
     has_depends_on_past: bool
+    position: dict[str, int] = field(default_factory=dict)  #: task_id -> index in `order`
+
+    def __post_init__(self) -> None:
+        self.position = {task.task_id: index for index, task in enumerate(self.order)}
+
+    def affected(self, changed: set[str]) -> tuple[list[Any], set[str]]:
+        """What a change to `changed` can move: the tasks downstream of them (transitively,
+        since decisions feed forward) in topological order, and the task ids whose states
+        deciding those needs (them and their upstream)."""
+        tasks = self.dag.task_dict
+        todo = [down for task_id in changed for down in tasks[task_id].downstream_task_ids]
+        reached: set[str] = set()
+        while todo:
+            task_id = todo.pop()
+            if task_id not in reached:
+                reached.add(task_id)
+                todo.extend(tasks[task_id].downstream_task_ids)
+        needed = set(changed) | reached
+        for task_id in reached:
+            needed.update(tasks[task_id].upstream_task_ids)
+        order = sorted(
+            (tasks[task_id] for task_id in reached), key=lambda t: self.position[t.task_id]
+        )
+        return order, needed
 
 
 class Scheduler:
@@ -125,7 +156,8 @@ class Scheduler:
         self.job_id: int | None = None
         self.last_report = TickReport()
         self._plans: dict[str, _Plan] = {}
-        self._dirty_runs: set[tuple[str, str]] = set()
+        #: runs to decide next tick -> the tasks that changed in them (or ALL)
+        self._dirty_runs: dict[tuple[str, str], set[str] | None] = {}
         self._last_full_pass = 0.0
         self._last_housekeeping = 0.0
         self._last_gauges = 0.0
@@ -214,7 +246,8 @@ class Scheduler:
             max_active_runs_of=self._max_active_runs,
             paused=lambda dag_id: rows.get(dag_id, ("", "", True))[2],
         )
-        self._dirty_runs.update((dag_id, run_id) for _, dag_id, run_id in started)
+        for _, dag_id, run_id in started:
+            self._dirty_runs[(dag_id, run_id)] = ALL
         started_ids = {run_pk for run_pk, _, _ in started}
         for run in queued:
             if run.id in started_ids:
@@ -223,41 +256,58 @@ class Scheduler:
 
     # -- deciding task instances -----------------------------------------------------
 
-    def _runs_to_decide(self, session: Any, report: TickReport) -> list[DagRun]:
-        """Running runs that changed since the last tick; all of them once a loop interval."""
+    def _mark_changed(self, dag_id: str, run_id: str, task_id: str) -> None:
+        key = (dag_id, run_id)
+        if key in self._dirty_runs and self._dirty_runs[key] is ALL:
+            return
+        self._dirty_runs.setdefault(key, set()).add(task_id)  # type: ignore[union-attr]
+
+    def _runs_to_decide(
+        self, session: Any, report: TickReport
+    ) -> list[tuple[DagRun, set[str] | None]]:
+        """Running runs that changed since the last tick, with the tasks that changed; all
+        of them, whole, once a loop interval (which also finds retries that became due)."""
         running = scheduling.runs_in_state(session, DagRunState.RUNNING)
         report.running_runs = len(running)
         full = time.monotonic() - self._last_full_pass >= self.config["scheduler.loop_interval"]
+        dirty, self._dirty_runs = self._dirty_runs, {}
         if full:
             self._last_full_pass = time.monotonic()
-            self._dirty_runs.clear()
-            return running
-        dirty, self._dirty_runs = self._dirty_runs, set()
-        return [run for run in running if (run.dag_id, run.run_id) in dirty]
+            return [(run, ALL) for run in running]
+        return [
+            (run, dirty[(run.dag_id, run.run_id)])
+            for run in running
+            if (run.dag_id, run.run_id) in dirty
+        ]
 
     def _schedule_runs(self, now: datetime, report: TickReport) -> None:
         with self.store.session() as session:
-            runs = self._runs_to_decide(session, report)
-            report.active_runs = len(runs)
-            if not runs:
+            changes = self._runs_to_decide(session, report)
+            report.active_runs = len(changes)
+            if not changes:
                 return
-            dag_info = scheduling.dag_rows(session, {run.dag_id for run in runs})
-            runs = [run for run in runs if self._load_plan(run.dag_id, dag_info)]
-            tis = scheduling.task_instances_of_runs(session, [(r.dag_id, r.run_id) for r in runs])
-            past = self._past_states(session, runs)
+            dag_info = scheduling.dag_rows(session, {run.dag_id for run, _ in changes})
+            changes = [
+                (r, changed) for r, changed in changes if self._load_plan(r.dag_id, dag_info)
+            ]
+            scopes = {run.id: self._scope(run, changed, now) for run, changed in changes}
+            tis = self._rows_in_scope(session, changes, scopes)
+            past = self._past_states(session, [run for run, _ in changes])
             moves: dict[tuple[TaskState, TaskState], list[int]] = {}
-            settled: list[tuple[DagRun, _Plan, dict[str, TaskState]]] = []
-            for run in runs:
+            settled: list[tuple[DagRun, _Plan, dict[str, TaskState] | None]] = []
+            for run, _ in changes:
                 plan = self._plans[run.dag_id]
                 rows = tis.get((run.dag_id, run.run_id), [])
                 if self._timed_out(session, run, plan, rows, now, report):
                     continue
+                scope = scopes[run.id]
                 deciding = time.monotonic()
-                decided = self._decide_run(plan, rows, past.get(run.id), now, moves)
-                emit.dependency_check(run.dag_id, time.monotonic() - deciding)
-                settled.append(
-                    (run, plan, {r.task_id: decided.get(r.task_id, r.state) for r in rows})
+                decided = self._decide_run(
+                    plan, rows, past.get(run.id), now, moves, None if scope is ALL else scope[0]
                 )
+                emit.dependency_check(run.dag_id, time.monotonic() - deciding)
+                states = {r.task_id: decided.get(r.task_id, r.state) for r in rows}
+                settled.append((run, plan, states if scope is ALL else None))
             for (expected, to), ids in moves.items():
                 changed = transitions.transition_task_instances(
                     session, ids, expected=expected, to=to, at=now, reason="scheduler"
@@ -265,11 +315,58 @@ class Scheduler:
                 if to is TaskState.SCHEDULED:
                     scheduling.set_scheduled_at(session, changed, now)
                 report.decisions += len(changed)
-            for run, plan, states in settled:
+            for run, plan, states in self._with_outcome_states(session, settled):
                 outcome = deps.run_outcome(plan.dag, states)
                 if outcome is not None:
                     self._finish_run(session, run, plan, outcome, None, now, report)
             self._emit_finished(session, report.finished, now)
+
+    def _scope(
+        self, run: DagRun, changed: set[str] | None, now: datetime
+    ) -> tuple[list[Any], set[str]] | None:
+        """(tasks to decide, task ids to read) for a run where only `changed` moved, or ALL
+        when the whole run must be read (a new run, a full pass, a timeout, a wide change)."""
+        plan = self._plans[run.dag_id]
+        timeout = plan.dag.dagrun_timeout
+        if changed is ALL or (timeout and run.start_date and now - run.start_date > timeout):
+            return ALL
+        known = [task_id for task_id in changed if task_id in plan.dag.task_dict]
+        order, needed = plan.affected(set(known))
+        if len(known) < len(changed) or len(needed) > PARTIAL_SHARE * len(plan.order):
+            return ALL
+        return order, needed
+
+    def _rows_in_scope(
+        self, session: Any, changes: list[tuple[DagRun, Any]], scopes: dict[int, Any]
+    ) -> dict[tuple[str, str], list[TiRow]]:
+        """The task instances each run's decision reads: all of them or just its scope."""
+        whole = [(r.dag_id, r.run_id) for r, _ in changes if scopes[r.id] is ALL]
+        rows = scheduling.task_instances_of_runs(session, whole) if whole else {}
+        for run, _ in changes:
+            scope = scopes[run.id]
+            if scope is not ALL:
+                key = (run.dag_id, run.run_id)
+                rows[key] = scheduling.task_instances_of_tasks(session, key, scope[1])
+        return rows
+
+    def _with_outcome_states(
+        self, session: Any, settled: list[tuple[DagRun, _Plan, dict[str, TaskState] | None]]
+    ) -> list[tuple[DagRun, _Plan, dict[str, TaskState]]]:
+        """Each settled run with the states its outcome is judged on. A run decided on part
+        of its rows is read whole only once none of its task instances is unfinished."""
+        partial = [(run.dag_id, run.run_id) for run, _, states in settled if states is None]
+        unfinished = scheduling.runs_with_unfinished_tasks(session, partial) if partial else set()
+        done = [key for key in partial if key not in unfinished]
+        rows = scheduling.task_instances_of_runs(session, done) if done else {}
+        judged = []
+        for run, plan, states in settled:
+            if states is None:
+                key = (run.dag_id, run.run_id)
+                if key in unfinished:
+                    continue
+                states = {r.task_id: r.state for r in rows.get(key, [])}
+            judged.append((run, plan, states))
+        return judged
 
     def _emit_finished(
         self, session: Any, finished: list[tuple[DagRun, DagRunState]], now: datetime
@@ -314,10 +411,14 @@ class Scheduler:
         past_states: dict | None,
         now: datetime,
         moves: dict[tuple[TaskState, TaskState], list[int]],
+        order: list[Any] | None = None,
     ) -> dict[str, TaskState]:
+        """Decide `order` (the run's affected tasks; all of them when None) on `rows`."""
         by_task = {row.task_id: row for row in rows}
         states = {row.task_id: row.state for row in rows}
-        decisions = deps.decide(plan.dag, states, order=plan.order, past_states=past_states)
+        decisions = deps.decide(
+            plan.dag, states, order=plan.order if order is None else order, past_states=past_states
+        )
         for task_id, to in decisions.items():
             moves.setdefault((TaskState.NONE, to), []).append(by_task[task_id].id)
         for row in rows:
@@ -467,7 +568,7 @@ class Scheduler:
 
     def _handle_events(self, events: list[AttemptEvent], now: datetime) -> None:
         for event in events:
-            self._dirty_runs.add((event.dag_id, event.run_id))
+            self._mark_changed(event.dag_id, event.run_id, event.task_id)
         lost = [event for event in events if event.lost]
         if lost:
             with self.store.session() as session:
@@ -546,7 +647,7 @@ class Scheduler:
                     self.executor.terminate([ti.id], reason)
                     continue
                 self._fail_attempt(session, ti, now, reason, zombie=True)
-                self._dirty_runs.add((ti.dag_id, ti.run_id))
+                self._mark_changed(ti.dag_id, ti.run_id, ti.task_id)
                 report.zombies += 1
 
     # -- start, loop, stop -----------------------------------------------------------

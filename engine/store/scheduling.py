@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from engine.states import DagRunState, TaskState
+from engine.states import TASK_UNFINISHED, DagRunState, TaskState
 from engine.store.models import Dag, DagRun, Job, Pool, TaskInstance, TaskTry
 
 #: `next_dagrun_create_after` of a DAG that will never create another scheduled run.
@@ -178,6 +178,51 @@ def task_instances_of_runs(
         )
         for row in _ti_rows(rows):
             found[(row.dag_id, row.run_id)].append(row)
+    return found
+
+
+def task_instances_of_tasks(
+    session: Session, run_key: tuple[str, str], task_ids: Iterable[str]
+) -> list[TiRow]:
+    """Some task instances of one run (those a decision reads), in one query per 500."""
+    ids = sorted(set(task_ids))
+    found: list[TiRow] = []
+    for start in range(0, len(ids), 500):
+        rows = session.execute(
+            select(*_TI_COLUMNS).where(
+                TaskInstance.dag_id == run_key[0],
+                TaskInstance.run_id == run_key[1],
+                TaskInstance.task_id.in_(ids[start : start + 500]),
+            )
+        )
+        found.extend(_ti_rows(rows))
+    return found
+
+
+def runs_with_unfinished_tasks(
+    session: Session, run_keys: Iterable[tuple[str, str]]
+) -> set[tuple[str, str]]:
+    """The runs among `run_keys` that still have a task instance to finish; each run's
+    check stops at its first such row (`ix_task_instance_run_state`)."""
+    keys = list(set(run_keys))
+    unfinished = [state.value for state in TASK_UNFINISHED]
+    found: set[tuple[str, str]] = set()
+    for start in range(0, len(keys), 500):
+        pending = (
+            select(TaskInstance.id)
+            .where(
+                TaskInstance.dag_id == DagRun.dag_id,
+                TaskInstance.run_id == DagRun.run_id,
+                TaskInstance.state.in_(unfinished),
+            )
+            .exists()
+        )
+        rows = session.execute(
+            select(DagRun.dag_id, DagRun.run_id).where(
+                pairs_in(DagRun.dag_id, DagRun.run_id, keys[start : start + 500]), pending
+            )
+        )
+        found.update((dag_id, run_id) for dag_id, run_id in rows)
     return found
 
 

@@ -164,3 +164,70 @@ def _full_scan(detail: str) -> bool:
     return (
         len(words) >= 2 and words[0] == "SCAN" and words[1] in BIG_TABLES and "USING" not in detail
     )
+
+
+def test_a_leaf_that_ends_costs_a_few_rows_not_the_whole_run(fresh_store, config, monkeypatch):
+    """After one of 500 fanned-out tasks ends, the tick reads that task (nothing lies
+    downstream of it) and asks whether the run has unfinished tasks; it does not read all
+    501 task instances, and it runs no scan of a big table."""
+    from engine.states import TaskState
+    from engine.store import scheduling, transitions
+
+    store = fresh_store("leaf")
+    scheduler = prepare(store, config, 500)
+    tick_statements(scheduler, [])  # `first` succeeded, the 500 are queued
+    stub = scheduler.executor
+    leaf = next(iter(stub.held))
+    with store.session() as session:
+        transitions.transition_task_instance(
+            session, leaf, expected=TaskState.QUEUED, to=TaskState.RUNNING, at=T0, try_number=1
+        )
+        transitions.transition_task_instance(
+            session, leaf, expected=TaskState.RUNNING, to=TaskState.SUCCESS, at=T0
+        )
+    stub.finish(leaf, TaskState.SUCCESS)
+    rows_read = []  # what the decision read (the queue's own read is bounded by its limit)
+    whole_runs, some_tasks = scheduling.task_instances_of_runs, scheduling.task_instances_of_tasks
+
+    def of_runs(session, keys):
+        found = whole_runs(session, keys)
+        rows_read.extend(row for rows in found.values() for row in rows)
+        return found
+
+    def of_tasks(session, key, task_ids):
+        found = some_tasks(session, key, task_ids)
+        rows_read.extend(found)
+        return found
+
+    monkeypatch.setattr(scheduling, "task_instances_of_runs", of_runs)
+    monkeypatch.setattr(scheduling, "task_instances_of_tasks", of_tasks)
+    statements = recording(store)
+    scheduler.tick(T0)
+    assert [row.id for row in rows_read] == [leaf]
+    assert any("EXISTS" in query for query, _ in statements)
+    with store.engine.connect() as connection:
+        for query, parameters in statements:
+            if not query.lstrip().upper().startswith("SELECT"):
+                continue
+            plan = connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {query}", parameters).all()
+            assert not [row[-1] for row in plan if _full_scan(row[-1])], query
+
+
+def test_the_queue_is_read_in_index_order_without_sorting(fresh_store, config):
+    """Picking the highest-priority scheduled task instances must not sort all of them."""
+    store = fresh_store("order")
+    scheduler = prepare(store, config, 50)
+    statements = recording(store)
+    scheduler.tick(T0)
+    candidates = [
+        (query, parameters)
+        for query, parameters in statements
+        if "ORDER BY task_instance.priority_weight DESC" in query
+    ]
+    assert candidates
+    with store.engine.connect() as connection:
+        for query, parameters in candidates:
+            plan = connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {query}", parameters).all()
+            details = [row[-1] for row in plan]
+            assert any("ix_task_instance_queue_order" in d for d in details), details
+            assert not any("TEMP B-TREE" in d for d in details), details
