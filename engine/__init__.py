@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from engine.connections import BaseHook, Connection
 from engine.context import get_current_context
+from engine.cross_dag import ExternalTaskSensor, TriggerDagRunOperator
 from engine.dag import DAG, dag
 from engine.deadlines import Deadline, DeadlineReference
 from engine.decorators import task
@@ -46,6 +47,7 @@ __all__ = [
     "Deadline",
     "DeadlineReference",
     "EmptyOperator",
+    "ExternalTaskSensor",
     "FileSensor",
     "Label",
     "LatestOnlyOperator",
@@ -57,6 +59,7 @@ __all__ = [
     "SkipTask",
     "TaskGroup",
     "TimeDeltaSensor",
+    "TriggerDagRunOperator",
     "TriggerRule",
     "Variable",
     "__version__",
