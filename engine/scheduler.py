@@ -99,8 +99,12 @@ class TickReport:
 #: A run whose changed tasks would bring more than this share of its task instances into
 #: a decision is decided whole (one query for all its rows beats many narrow lookups).
 PARTIAL_SHARE = 0.5
-#: Changed tasks of a run: a set of task ids, or ALL (a new run, a full pass, a timeout).
+#: Changed tasks of a run: a set of task ids, ALL (a new run: read it whole) or WAITING
+#: (a full pass: whatever still waits to be decided, read from the metastore).
 ALL = None
+WAITING = frozenset({"*waiting*"})
+#: The states a decision can move a task instance out of.
+DECIDABLE = (TaskState.NONE, TaskState.UP_FOR_RETRY)
 
 
 @dataclass
@@ -130,10 +134,20 @@ class _Plan:
         needed = set(changed) | reached
         for task_id in reached:
             needed.update(tasks[task_id].upstream_task_ids)
-        order = sorted(
-            (tasks[task_id] for task_id in reached), key=lambda t: self.position[t.task_id]
-        )
-        return order, needed
+        return self._in_order(reached), needed
+
+    def waiting(self, waiting: set[str]) -> tuple[list[Any], set[str]]:
+        """What deciding the still-waiting tasks needs: them in topological order, and the
+        task ids whose states they read (them and their upstream)."""
+        tasks = self.dag.task_dict
+        needed = set(waiting)
+        for task_id in waiting:
+            needed.update(tasks[task_id].upstream_task_ids)
+        return self._in_order(waiting), needed
+
+    def _in_order(self, task_ids: set[str]) -> list[Any]:
+        tasks = self.dag.task_dict
+        return [tasks[task_id] for task_id in sorted(task_ids, key=self.position.__getitem__)]
 
 
 class Scheduler:
@@ -273,7 +287,10 @@ class Scheduler:
         dirty, self._dirty_runs = self._dirty_runs, {}
         if full:
             self._last_full_pass = time.monotonic()
-            return [(run, ALL) for run in running]
+            return [
+                (run, ALL if dirty.get((run.dag_id, run.run_id), WAITING) is ALL else WAITING)
+                for run in running
+            ]
         return [
             (run, dirty[(run.dag_id, run.run_id)])
             for run in running
@@ -290,7 +307,20 @@ class Scheduler:
             changes = [
                 (r, changed) for r, changed in changes if self._load_plan(r.dag_id, dag_info)
             ]
-            scopes = {run.id: self._scope(run, changed, now) for run, changed in changes}
+            waiting = scheduling.task_ids_in_states(
+                session,
+                [(r.dag_id, r.run_id) for r, changed in changes if changed is WAITING],
+                DECIDABLE,
+            )
+            scopes = {
+                run.id: self._scope(
+                    run,
+                    waiting.get((run.dag_id, run.run_id), set()) if ch is WAITING else ch,
+                    now,
+                    around=ch is not WAITING,
+                )
+                for run, ch in changes
+            }
             tis = self._rows_in_scope(session, changes, scopes)
             past = self._past_states(session, [run for run, _ in changes])
             moves: dict[tuple[TaskState, TaskState], list[int]] = {}
@@ -322,17 +352,21 @@ class Scheduler:
             self._emit_finished(session, report.finished, now)
 
     def _scope(
-        self, run: DagRun, changed: set[str] | None, now: datetime
+        self, run: DagRun, tasks: set[str] | None, now: datetime, *, around: bool
     ) -> tuple[list[Any], set[str]] | None:
-        """(tasks to decide, task ids to read) for a run where only `changed` moved, or ALL
-        when the whole run must be read (a new run, a full pass, a timeout, a wide change)."""
+        """(tasks to decide, task ids to read) for a run, or ALL when the whole run must be
+        read (a new run, a timeout, a wide change). With `around`, `tasks` changed and what
+        lies downstream of them is decided; otherwise `tasks` are the ones still waiting."""
         plan = self._plans[run.dag_id]
         timeout = plan.dag.dagrun_timeout
-        if changed is ALL or (timeout and run.start_date and now - run.start_date > timeout):
+        if tasks is ALL or (timeout and run.start_date and now - run.start_date > timeout):
             return ALL
-        known = [task_id for task_id in changed if task_id in plan.dag.task_dict]
-        order, needed = plan.affected(set(known))
-        if len(known) < len(changed) or len(needed) > PARTIAL_SHARE * len(plan.order):
+        known = {task_id for task_id in tasks if task_id in plan.dag.task_dict}
+        if around:
+            order, needed = plan.affected(known)
+        else:
+            order, needed = plan.waiting(known)
+        if len(known) < len(tasks) or len(needed) > PARTIAL_SHARE * len(plan.order):
             return ALL
         return order, needed
 

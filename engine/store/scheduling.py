@@ -199,6 +199,25 @@ def task_instances_of_tasks(
     return found
 
 
+def task_ids_in_states(
+    session: Session, run_keys: Iterable[tuple[str, str]], states: Iterable[TaskState]
+) -> dict[tuple[str, str], set[str]]:
+    """(dag_id, run_id) -> ids of its tasks in `states` (`ix_task_instance_run_state`)."""
+    keys = list(set(run_keys))
+    values = [TaskState(state).value for state in states]
+    found: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for start in range(0, len(keys), 500):
+        rows = session.execute(
+            select(TaskInstance.dag_id, TaskInstance.run_id, TaskInstance.task_id).where(
+                pairs_in(TaskInstance.dag_id, TaskInstance.run_id, keys[start : start + 500]),
+                TaskInstance.state.in_(values),
+            )
+        )
+        for dag_id, run_id, task_id in rows:
+            found[(dag_id, run_id)].add(task_id)
+    return found
+
+
 def runs_with_unfinished_tasks(
     session: Session, run_keys: Iterable[tuple[str, str]]
 ) -> set[tuple[str, str]]:

@@ -205,6 +205,13 @@ def test_a_leaf_that_ends_costs_a_few_rows_not_the_whole_run(fresh_store, config
     scheduler.tick(T0)
     assert [row.id for row in rows_read] == [leaf]
     assert any("EXISTS" in query for query, _ in statements)
+
+    # A full pass (every loop interval) reads what still waits to be decided: nothing here.
+    rows_read.clear()
+    scheduler._last_full_pass = float("-inf")
+    scheduler.tick(T0)
+    assert scheduler.last_report.active_runs == 1
+    assert rows_read == []
     with store.engine.connect() as connection:
         for query, parameters in statements:
             if not query.lstrip().upper().startswith("SELECT"):
