@@ -17,7 +17,9 @@ is up, and the figures come from the metastore's attempt records:
     owned the pages they share, as a sum of RSS would); sampled every 0.5 s, since reading
     smaps_rollup walks page tables (~1 ms a process) and would otherwise eat the CPU the
     workload is measured on;
-  - idle PSS: the same tree after the run, once nothing runs.
+  - PSS after the run: the same tree 2 s after the run ended, workers still kept;
+  - idle PSS: the same tree once the idle workers retired (`core.worker_idle_timeout`,
+    set to WORKER_IDLE_TIMEOUT seconds here so a run does not wait a minute for it).
 Medians over the runs, with min and max.
 
 `--metrics both` measures the cost of metrics: each run is done twice in a row, with
@@ -45,6 +47,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import select
+
+#: `core.worker_idle_timeout` of the benchmarked scheduler (seconds)
+WORKER_IDLE_TIMEOUT = 5.0
 
 HEADER = """\
 import pendulum
@@ -94,6 +99,7 @@ class Result:
     machine_cpu: float
     peak_pss_mib: float
     idle_pss_mib: float
+    after_run_pss_mib: float = 0.0
     extra: dict = field(default_factory=dict)
 
 
@@ -228,6 +234,7 @@ def one_run(workload: str, parallelism: int, sinks: MetricsSinks | None = None) 
             "DAGWATCH__CORE__LOAD_EXAMPLES": "false",
             "DAGWATCH__CORE__DAGS_ARE_PAUSED_AT_CREATION": "false",
             "DAGWATCH__CORE__PARALLELISM": str(parallelism),
+            "DAGWATCH__CORE__WORKER_IDLE_TIMEOUT": str(WORKER_IDLE_TIMEOUT),
             **(sinks.env() if sinks else {}),
         }
         config = load_config(env)
@@ -269,6 +276,8 @@ def one_run(workload: str, parallelism: int, sinks: MetricsSinks | None = None) 
             extra = {"scrape": sinks.scrape()} if sinks else {}
             time.sleep(2)  # let attempt processes exit
             sampler.stop.set()
+            after_run = tree_pss_kib(scheduler.pid)
+            time.sleep(WORKER_IDLE_TIMEOUT)  # idle workers retire
             idle = tree_pss_kib(scheduler.pid)
             with store.session(readonly=True) as session:
                 tries = session.execute(select(TaskTry)).scalars().all()
@@ -281,6 +290,7 @@ def one_run(workload: str, parallelism: int, sinks: MetricsSinks | None = None) 
             cpu = (cpu, machine)
             result = _figures(workload, tries, wall, cpu, sampler.peak, idle, store)
             result.extra.update(extra)
+            result.after_run_pss_mib = after_run / 1024
             return result
         finally:
             scheduler.send_signal(signal.SIGTERM)
@@ -414,6 +424,7 @@ def _print(results: list[Result]) -> None:
     print(_summary("scheduler CPU", [r.cpu for r in results], "s"))
     print(_summary("machine CPU", [r.machine_cpu for r in results], "s"))
     print(_summary("peak PSS (tree)", [r.peak_pss_mib for r in results], "MiB"))
+    print(_summary("PSS after run (tree)", [r.after_run_pss_mib for r in results], "MiB"))
     print(_summary("idle PSS (tree)", [r.idle_pss_mib for r in results], "MiB"))
 
 

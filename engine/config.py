@@ -128,6 +128,15 @@ OPTIONS: tuple[Option, ...] = (
         choices=("sequential", "local", "celery"),
     ),
     Option("core", "parallelism", "int", 32, "Task attempts running at once, all DAGs.", minimum=1),
+    Option(
+        "core",
+        "worker_idle_timeout",
+        "float",
+        60.0,
+        "Seconds an idle local-executor worker (and the DAG files it imported) waits for the "
+        "next attempt before it exits and returns its memory.",
+        minimum=0,
+    ),
     Option("core", "load_examples", "bool", True, "Load the example DAGs shipped with dagwatch."),
     Option(
         "core",

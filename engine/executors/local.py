@@ -82,10 +82,12 @@ class LocalExecutor:
     #: DAG files (versions) a worker keeps imported
     dag_cache_files = 8
     #: seconds an idle worker (and the DAG files it holds) is kept for the next attempt
-    worker_idle_timeout = 600.0
+    #: (`core.worker_idle_timeout`)
+    worker_idle_timeout = 60.0
 
     def __init__(self, config: Config, parallelism: int | None = None) -> None:
         self.parallelism: int = parallelism or config["core.parallelism"]
+        self.worker_idle_timeout = config["core.worker_idle_timeout"]
         self._payload = config_payload(config)
         self._pool = WorkerPool(self._payload, self.parallelism, self.dag_cache_files)
         self._running: dict[int, _Attempt] = {}

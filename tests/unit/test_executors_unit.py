@@ -78,6 +78,12 @@ def test_an_idle_local_executor_waits_without_spinning(config):
     assert executor.collect() == [] and executor.running_ti_ids() == set()
 
 
+def test_idle_workers_are_kept_for_the_configured_time(config):
+    assert LocalExecutor(config, parallelism=2).worker_idle_timeout == 60.0
+    tuned = config.with_overrides(core__worker_idle_timeout=5)
+    assert LocalExecutor(tuned, parallelism=2).worker_idle_timeout == 5.0
+
+
 def test_running_ti_ids_can_be_read_from_another_thread(config):
     """/health reads it from the HTTP server's thread while the loop queues attempts."""
     import threading
