@@ -6,7 +6,7 @@ from engine.connections import BaseHook, Connection
 from engine.context import get_current_context
 from engine.dag import DAG, dag
 from engine.deadlines import Deadline, DeadlineReference
-from engine.decorators import task
+from engine.decorators import setup, task, teardown
 from engine.edges import Label, chain
 from engine.exceptions import SkipTask
 from engine.operators import (
@@ -64,6 +64,8 @@ __all__ = [
     "dag",
     "get_current_context",
     "mask_secret",
+    "setup",
     "task",
     "task_group",
+    "teardown",
 ]
