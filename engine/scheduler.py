@@ -118,7 +118,7 @@ class _Plan:
     def affected(self, changed: set[str]) -> tuple[list[Any], set[str]]:
         """What a change to `changed` can move: the tasks downstream of them (transitively,
         since decisions feed forward) in topological order, and the task ids whose states
-        deciding those needs (them and their upstream)."""
+        deciding those needs (them, their upstream and the setups they wait for)."""
         tasks = self.dag.task_dict
         todo = [down for task_id in changed for down in tasks[task_id].downstream_task_ids]
         reached: set[str] = set()
@@ -128,8 +128,10 @@ class _Plan:
                 reached.add(task_id)
                 todo.extend(tasks[task_id].downstream_task_ids)
         needed = set(changed) | reached
+        indirect = self.dag.indirect_setups
         for task_id in reached:
             needed.update(tasks[task_id].upstream_task_ids)
+            needed.update(indirect.get(task_id, ()))
         order = sorted(
             (tasks[task_id] for task_id in reached), key=lambda t: self.position[t.task_id]
         )
