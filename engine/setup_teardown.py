@@ -96,6 +96,8 @@ def with_setups_and_teardowns(dag: Any, task_ids: Collection[str]) -> set[str]:
     relevant upstream setups and their teardowns, and each setup's own teardowns (a
     resource created again must be removed again)."""
     selected = set(task_ids)
+    if not any(task.is_setup for task in dag.task_dict.values()):
+        return selected
     for task_id in task_ids:
         setups = relevant_setups(dag, task_id)
         if dag.task_dict[task_id].is_setup:
