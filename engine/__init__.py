@@ -7,7 +7,7 @@ from engine.context import get_current_context
 from engine.cross_dag import ExternalTaskSensor, TriggerDagRunOperator
 from engine.dag import DAG, dag
 from engine.deadlines import Deadline, DeadlineReference
-from engine.decorators import task
+from engine.decorators import setup, task, teardown
 from engine.edges import Label, chain
 from engine.exceptions import SkipTask
 from engine.operators import (
@@ -67,6 +67,8 @@ __all__ = [
     "dag",
     "get_current_context",
     "mask_secret",
+    "setup",
     "task",
     "task_group",
+    "teardown",
 ]

@@ -356,6 +356,20 @@ class DAG:
                 f"start_date {self.start_date.isoformat()}"
             )
 
+    def _check_setups(self) -> None:
+        """Work right after a setup must need it to succeed (Airflow's rule), so clearing
+        and trigger rules agree on when the work may run."""
+        for task in self.task_dict.values():
+            if not task.is_setup:
+                continue
+            for down in task.downstream_list:
+                if not down.is_teardown and down.trigger_rule != "all_success":
+                    raise DagDefinitionError(
+                        f"task {down.task_id!r} of DAG {self.dag_id!r} follows setup "
+                        f"{task.task_id!r}, so its trigger_rule must be all_success, "
+                        f"not {down.trigger_rule}"
+                    )
+
     def validate(self) -> None:
         """Check the whole definition: edges, cycles, schedule, param defaults."""
         for task in self.task_dict.values():
@@ -366,6 +380,7 @@ class DAG:
                         f"task {other!r}, which is not in the DAG"
                     )
         self.topological_sort()
+        self._check_setups()
         self._check_schedule()
         try:
             self.params.validate()

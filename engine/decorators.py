@@ -160,6 +160,7 @@ class _TaskDecorator:
         operator_class: type[_PythonDecoratedOperator],
         kwargs: Mapping[str, Any],
         multiple_outputs: bool | None,
+        role: Mapping[str, Any] | None = None,
     ) -> None:
         if not callable(function):
             raise TypeError(f"@task must decorate a function, not {function!r}")
@@ -168,6 +169,8 @@ class _TaskDecorator:
         self.operator_class = operator_class
         self.kwargs = dict(kwargs)
         self._multiple_outputs = multiple_outputs
+        #: {"setup": True} or {"teardown": True, "on_failure_fail_dagrun": ...}
+        self.role = dict(role or {})
 
     @property
     def multiple_outputs(self) -> bool:
@@ -195,13 +198,21 @@ class _TaskDecorator:
             multiple_outputs=self.multiple_outputs,
             **options,
         )
+        if self.role.get("setup"):
+            operator.as_setup()
+        if self.role.get("teardown"):
+            operator.as_teardown(on_failure_fail_dagrun=self.role.get("on_failure_fail_dagrun"))
         return XComArg(operator)
 
     def override(self, **kwargs: Any) -> _TaskDecorator:
         """The same task with some operator arguments changed (task_id, retries, ...)."""
         multiple_outputs = kwargs.pop("multiple_outputs", self._multiple_outputs)
         return _TaskDecorator(
-            self.function, self.operator_class, {**self.kwargs, **kwargs}, multiple_outputs
+            self.function,
+            self.operator_class,
+            {**self.kwargs, **kwargs},
+            multiple_outputs,
+            self.role,
         )
 
 
@@ -237,3 +248,35 @@ class _TaskDecoratorCollection(_TaskDecoratorFactory):
 
 
 task = _TaskDecoratorCollection()
+
+
+def _with_role(function: Any, role: dict[str, Any]) -> _TaskDecorator:
+    """A `@task` (made from a plain function if need be) whose tasks take `role`."""
+    if not isinstance(function, _TaskDecorator):
+        function = task(function)
+    return _TaskDecorator(
+        function.function,
+        function.operator_class,
+        function.kwargs,
+        function._multiple_outputs,
+        {**function.role, **role},
+    )
+
+
+def setup(python_callable: Callable[..., Any]) -> _TaskDecorator:
+    """`@setup` (over a function or a `@task`): its tasks are setups (`as_setup`)."""
+    return _with_role(python_callable, {"setup": True})
+
+
+def teardown(
+    python_callable: Callable[..., Any] | None = None, *, on_failure_fail_dagrun: bool = False
+) -> Any:
+    """`@teardown` or `@teardown(on_failure_fail_dagrun=True)`: its tasks are teardowns.
+
+    Wire the setups with `.as_teardown(setups=...)` on the call, or `setup_call >>
+    teardown_call`, as in Airflow.
+    """
+    role = {"teardown": True, "on_failure_fail_dagrun": on_failure_fail_dagrun}
+    if python_callable is not None:
+        return _with_role(python_callable, role)
+    return lambda function: _with_role(function, role)

@@ -9,8 +9,31 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from engine import setup_teardown
 from engine.states import TASK_FAILED, TASK_FINISHED, DagRunState, TaskState
 from engine.trigger_rules import evaluate
+
+
+def _indirect_setups(dag: Any) -> Mapping[str, frozenset[str]]:
+    cached = getattr(dag, "indirect_setups", None)
+    return cached if cached is not None else setup_teardown.indirect_setups(dag)
+
+
+def _outcome_leaves(dag: Any) -> list[str]:
+    cached = getattr(dag, "outcome_leaves", None)
+    return cached if cached is not None else setup_teardown.outcome_leaves(dag)
+
+
+def _setup_constraint(setups: frozenset[str], current: Mapping[str, TaskState]) -> Any:
+    """Airflow's check of a work task's indirect setups, before its own trigger rule:
+    upstream_failed if one failed, skipped if one was skipped, wait until all succeeded.
+    Returns a decision, None to wait, or True when the setups allow the rule to decide."""
+    states = [current.get(setup) for setup in setups]
+    if any(state in TASK_FAILED for state in states):
+        return TaskState.UPSTREAM_FAILED
+    if TaskState.SKIPPED in states:
+        return TaskState.SKIPPED
+    return all(state is TaskState.SUCCESS for state in states) or None
 
 
 def decide(
@@ -29,15 +52,25 @@ def decide(
     """
     current = dict(states)
     decisions: dict[str, TaskState] = {}
+    indirect = _indirect_setups(dag)
+    tasks = dag.task_dict
     for task in order if order is not None else dag.topological_sort():
         if current.get(task.task_id) is not TaskState.NONE:
             continue
-        upstream = [current[up] for up in task.upstream_task_ids if up in current]
+        if task.task_id in indirect:
+            allowed = _setup_constraint(indirect[task.task_id], current)
+            if allowed is None:
+                continue
+            if allowed is not True:
+                decisions[task.task_id] = current[task.task_id] = allowed
+                continue
+        ups = [up for up in task.upstream_task_ids if up in current]
         decision = evaluate(
             task.trigger_rule,
-            upstream,
+            [current[up] for up in ups],
             depends_on_past=task.depends_on_past,
             past_state=(past_states or {}).get(task.task_id),
+            setup_states=[current[up] for up in ups if tasks[up].is_setup],
         )
         if decision is not None:
             decisions[task.task_id] = decision
@@ -48,11 +81,13 @@ def decide(
 def run_outcome(dag: Any, states: Mapping[str, TaskState]) -> DagRunState | None:
     """The run's final state once every task is finished, else None (still running).
 
-    As in Airflow, a run fails when any leaf task failed or was upstream_failed.
+    As in Airflow, a run fails when any leaf task failed or was upstream_failed, where
+    teardowns do not count as leaves (their upstream tasks do) unless they were declared
+    with `on_failure_fail_dagrun=True`; the run still waits for them to finish.
     """
     if any(state not in TASK_FINISHED for state in states.values()):
         return None
-    leaves = [task.task_id for task in dag.leaves]
+    leaves = _outcome_leaves(dag)
     if any(states.get(leaf) in TASK_FAILED for leaf in leaves):
         return DagRunState.FAILED
     return DagRunState.SUCCESS
@@ -64,7 +99,12 @@ def why_waiting(dag: Any, task_id: str, states: Mapping[str, TaskState]) -> str 
     if states.get(task_id) is not TaskState.NONE:
         return None
     upstream = {up: states.get(up) for up in task.upstream_task_ids}
-    if evaluate(task.trigger_rule, [s for s in upstream.values() if s is not None]) is not None:
+    setups = _indirect_setups(dag).get(task_id, frozenset())
+    if setups and _setup_constraint(setups, states) is None:
+        return f"waiting for its setup tasks to succeed: {', '.join(sorted(setups))}"
+    known = {up: state for up, state in upstream.items() if state is not None}
+    setup_states = [s for up, s in known.items() if dag.task_dict[up].is_setup]
+    if evaluate(task.trigger_rule, list(known.values()), setup_states=setup_states) is not None:
         return None
     waiting = sorted(up for up, state in upstream.items() if state not in TASK_FINISHED)
     return (

@@ -122,7 +122,7 @@ class _Plan:
     def affected(self, changed: set[str]) -> tuple[list[Any], set[str]]:
         """What a change to `changed` can move: the tasks downstream of them (transitively,
         since decisions feed forward) in topological order, and the task ids whose states
-        deciding those needs (them and their upstream)."""
+        deciding those needs (them, their upstream and the setups they wait for)."""
         tasks = self.dag.task_dict
         todo = [down for task_id in changed for down in tasks[task_id].downstream_task_ids]
         reached: set[str] = set()
@@ -132,17 +132,22 @@ class _Plan:
                 reached.add(task_id)
                 todo.extend(tasks[task_id].downstream_task_ids)
         needed = set(changed) | reached
+        indirect = self.dag.indirect_setups
         for task_id in reached:
             needed.update(tasks[task_id].upstream_task_ids)
+            needed.update(indirect.get(task_id, ()))
         return self._in_order(reached), needed
 
     def waiting(self, waiting: set[str]) -> tuple[list[Any], set[str]]:
         """What deciding the still-waiting tasks needs: them in topological order, and the
-        task ids whose states they read (them and their upstream)."""
+        task ids whose states they read (them, their upstream and the setups they wait
+        for)."""
         tasks = self.dag.task_dict
+        indirect = self.dag.indirect_setups
         needed = set(waiting)
         for task_id in waiting:
             needed.update(tasks[task_id].upstream_task_ids)
+            needed.update(indirect.get(task_id, ()))
         return self._in_order(waiting), needed
 
     def _in_order(self, task_ids: set[str]) -> list[Any]:

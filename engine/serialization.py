@@ -7,6 +7,7 @@ reprs), so `dag_hash` only changes when the definition does.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from datetime import datetime, timedelta
@@ -18,6 +19,7 @@ from engine.dag import topological_order
 from engine.deadlines import Deadline
 from engine.params import ParamsDict
 from engine.schedules import Timetable, parse_timezone, timezone_name
+from engine.setup_teardown import indirect_setups, outcome_leaves
 from engine.trigger_rules import TriggerRule
 
 FORMAT_VERSION = 1
@@ -64,6 +66,9 @@ def serialize_task(task: Any) -> dict[str, Any]:
         "multiple_outputs": bool(getattr(task, "multiple_outputs", False)),
         "is_sensor": bool(task.is_sensor),
         "sensor": None,
+        "is_setup": bool(task.is_setup),
+        "is_teardown": bool(task.is_teardown),
+        "on_failure_fail_dagrun": bool(task.on_failure_fail_dagrun),
     }
     for kind in CALLBACK_KINDS:
         data[f"has_on_{kind}_callback"] = bool(getattr(task, f"on_{kind}_callback", None))
@@ -151,6 +156,9 @@ class SerializedTask:
             setattr(self, name, _timedelta(data.get(name)))
         self.upstream_task_ids = frozenset(data["upstream_task_ids"])
         self.downstream_task_ids = frozenset(data["downstream_task_ids"])
+        # absent from DAGs serialized before setup/teardown existed
+        for name in ("is_setup", "is_teardown", "on_failure_fail_dagrun"):
+            setattr(self, name, bool(data.get(name, False)))
 
     def __repr__(self) -> str:
         return f"<SerializedTask({self.operator}): {self.task_id}>"
@@ -235,6 +243,16 @@ class SerializedDAG:
     @property
     def leaves(self) -> list[SerializedTask]:
         return [task for task in self.tasks if not task.downstream_task_ids]
+
+    @functools.cached_property
+    def indirect_setups(self) -> dict[str, frozenset[str]]:
+        """Work task -> the setups it waits for beyond its direct upstream (cached)."""
+        return indirect_setups(self)
+
+    @functools.cached_property
+    def outcome_leaves(self) -> list[str]:
+        """The tasks whose states decide a run's outcome: teardowns left out (cached)."""
+        return outcome_leaves(self)
 
     def topological_sort(self) -> list[SerializedTask]:
         upstream = {task.task_id: task.upstream_task_ids for task in self.tasks}

@@ -20,6 +20,7 @@ from engine.dag import DAG, check_id, current_dag, normalize_callbacks
 from engine.edges import DependencyMixin, Label, chain
 from engine.exceptions import DagDefinitionError, TaskError
 from engine.params import DagParam, ParamsDict
+from engine.setup_teardown import SetupTeardownScope
 from engine.task_group import TaskGroup, current_task_group, task_group, unique_id
 from engine.trigger_rules import TriggerRule
 
@@ -71,6 +72,32 @@ class XComArg(DependencyMixin):
     @property
     def leaves(self) -> list[BaseOperator]:
         return [self.operator]
+
+    @property
+    def is_setup(self) -> bool:
+        return self.operator.is_setup
+
+    @property
+    def is_teardown(self) -> bool:
+        return self.operator.is_teardown
+
+    def as_setup(self) -> XComArg:
+        """Mark the task as a setup (see `BaseOperator.as_setup`)."""
+        self.operator.as_setup()
+        return self
+
+    def as_teardown(
+        self, *, setups: Any = None, on_failure_fail_dagrun: bool | None = None
+    ) -> XComArg:
+        """Mark the task as a teardown (see `BaseOperator.as_teardown`)."""
+        self.operator.as_teardown(setups=setups, on_failure_fail_dagrun=on_failure_fail_dagrun)
+        return self
+
+    def __enter__(self) -> SetupTeardownScope:
+        return self.operator.__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        self.operator.__exit__(*exc)
 
     def resolve(self, context: Mapping[str, Any]) -> Any:
         """The pushed value, pulled through the running task instance."""
@@ -203,6 +230,12 @@ class BaseOperator(DependencyMixin):
     shallow_copy_attrs: Sequence[str] = ()
     is_sensor = False
     multiple_outputs = False
+    #: creates a resource other tasks use (see `as_setup`)
+    is_setup = False
+    #: removes a setup's resource, even when the work failed (see `as_teardown`)
+    is_teardown = False
+    #: a teardown whose failure fails the run (teardowns are ignored by default)
+    on_failure_fail_dagrun = False
     custom_operator_name: str | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -454,6 +487,49 @@ class BaseOperator(DependencyMixin):
         relatives = self.get_flat_relative_ids(upstream=self.weight_rule == "upstream")
         tasks = self._dag.task_dict
         return self.priority_weight + sum(tasks[t].priority_weight for t in relatives if t in tasks)
+
+    # -- setup and teardown -------------------------------------------------------------
+
+    def as_setup(self) -> BaseOperator:
+        """Mark this task as a setup: it creates what its work tasks use."""
+        self.is_setup = True
+        return self
+
+    def as_teardown(
+        self, *, setups: Any = None, on_failure_fail_dagrun: bool | None = None
+    ) -> BaseOperator:
+        """Mark this task as a teardown, run once its upstream is done if a setup succeeded.
+
+        `setups` (tasks or XComArgs) become setups upstream of it. Its failure does not
+        fail the run unless `on_failure_fail_dagrun=True` (Airflow's semantics).
+        """
+        self.is_teardown = True
+        self.trigger_rule = TriggerRule.ALL_DONE_SETUP_SUCCESS
+        if on_failure_fail_dagrun is not None:
+            self.on_failure_fail_dagrun = bool(on_failure_fail_dagrun)
+        if setups is not None:
+            for setup in setups if isinstance(setups, list | tuple | set) else [setups]:
+                setup.as_setup()
+                setup >> self
+        return self
+
+    def __enter__(self) -> SetupTeardownScope:
+        """`with delete.as_teardown(setups=create): ...` wires the block's tasks between them."""
+        if self.is_teardown:
+            tasks = self._in_dag_order(self._upstream_task_ids)
+            scope = SetupTeardownScope([t for t in tasks if t.is_setup], [self])
+        elif self.is_setup:
+            tasks = self._in_dag_order(self._downstream_task_ids)
+            scope = SetupTeardownScope([self], [t for t in tasks if t.is_teardown])
+        else:
+            raise DagDefinitionError(
+                f"task {self.task_id!r}: only setup and teardown tasks can be used with `with`"
+            )
+        self._scopes = [*getattr(self, "_scopes", []), scope]
+        return scope.__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        self._scopes.pop().__exit__(*exc)
 
     # -- execution ----------------------------------------------------------------------
 

@@ -29,6 +29,8 @@ class TriggerRule(StrEnum):
     NONE_FAILED_MIN_ONE_SUCCESS = "none_failed_min_one_success"
     NONE_SKIPPED = "none_skipped"
     ALWAYS = "always"
+    #: A teardown's rule: all upstream done and, if it has setups upstream, one succeeded.
+    ALL_DONE_SETUP_SUCCESS = "all_done_setup_success"
 
 
 RUN = TaskState.SCHEDULED
@@ -36,6 +38,21 @@ SKIP = TaskState.SKIPPED
 UPSTREAM_FAILED = TaskState.UPSTREAM_FAILED
 #: Past states that let a depends_on_past task run (Airflow's PrevDagrunDep).
 PAST_OK: frozenset[TaskState] = frozenset({TaskState.SUCCESS, TaskState.SKIPPED})
+
+
+def _setup_rule(n: int, c: Counter[TaskState], setups: Counter[TaskState]) -> TaskState | None:
+    """ALL_DONE_SETUP_SUCCESS (Airflow's teardown rule): wait for every upstream, then run
+    if there is no upstream setup or one of them succeeded; skip if all of them were
+    skipped, else upstream_failed (the resource was never created, nothing to tear down)."""
+    done = sum(count for state, count in c.items() if state in TASK_FINISHED)
+    if done < n:
+        return None
+    n_setups = setups.total()
+    if n_setups and setups[TaskState.SKIPPED] >= n_setups:
+        return SKIP
+    if n_setups and not setups[TaskState.SUCCESS]:
+        return UPSTREAM_FAILED
+    return RUN
 
 
 def _terminal(rule: TriggerRule, n: int, c: Counter[TaskState]) -> TaskState | None:
@@ -96,6 +113,7 @@ def evaluate(
     *,
     depends_on_past: bool = False,
     past_state: TaskState | str | None = None,
+    setup_states: Collection[TaskState | str] = (),
 ) -> TaskState | None:
     """Decide a waiting task's next state from its direct upstream tasks' states.
 
@@ -108,12 +126,17 @@ def evaluate(
     With `depends_on_past`, a task that would run waits unless `past_state` (its state in
     the previous run; None when there is no previous run) is success or skipped.
     Skip/upstream_failed decisions do not wait for the past, as in Airflow.
+
+    `setup_states` are the states of the upstream tasks that are setups (a subset of
+    `upstream_states`); only `all_done_setup_success` reads them.
     """
     rule = TriggerRule(rule)
     counts = Counter(TaskState(state) for state in upstream_states)
     n = len(upstream_states)
     if n == 0 or rule is TriggerRule.ALWAYS:
         decision: TaskState | None = RUN
+    elif rule is TriggerRule.ALL_DONE_SETUP_SUCCESS:
+        decision = _setup_rule(n, counts, Counter(TaskState(s) for s in setup_states))
     else:
         decision = _terminal(rule, n, counts)
         if decision is None and _met(rule, n, counts):

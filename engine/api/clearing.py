@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from engine.exceptions import DagwatchError, NotFound, TransitionConflict
 from engine.schedules import coerce_utc
 from engine.serialization import SerializedDAG
+from engine.setup_teardown import with_setups_and_teardowns
 from engine.states import DAG_RUN_FINISHED, TASK_FAILED, TASK_OCCUPYING, DagRunState, TaskState
 from engine.store import dags, runs
 from engine.store.audit import record_audit
@@ -206,7 +207,8 @@ def _delete_xcoms(session: Session, dag_id: str, task_ids_by_run: Mapping[str, s
 
 
 def _task_selection(plan: SerializedDAG, task_regex: str | None, downstream: bool) -> set[str]:
-    """The DAG's tasks matching the regex (re.search), plus everything downstream of them."""
+    """The DAG's tasks matching the regex (re.search), plus everything downstream of them,
+    plus their setups and teardowns."""
     if task_regex is None:
         return set(plan.task_ids)
     try:
@@ -219,7 +221,8 @@ def _task_selection(plan: SerializedDAG, task_regex: str | None, downstream: boo
     if downstream:
         for task_id in list(selected):
             selected |= plan.get_task(task_id).get_flat_relative_ids()
-    return selected
+    # as Airflow: work re-runs inside its resources, so their setups/teardowns run again
+    return with_setups_and_teardowns(plan, selected)
 
 
 def clear_task_instances(
@@ -237,8 +240,9 @@ def clear_task_instances(
     """Reset task instances to state none so the scheduler runs them again.
 
     Selects the DAG's task instances (of one run, or of all), of the tasks matching
-    `task_regex` (re.search) plus, with `downstream`, every task downstream of them;
-    `only_failed` keeps the failed and upstream_failed ones. Queued and running ones
+    `task_regex` (re.search) plus, with `downstream`, every task downstream of them, plus
+    the setups they run inside and those setups' teardowns (Airflow's rule); `only_failed`
+    keeps the failed and upstream_failed ones. Queued and running ones
     are left alone and reported. Cleared ones lose their XComs and get their retries
     back; their finished runs are queued again. `dry_run` reports without writing.
     """

@@ -81,6 +81,9 @@ CASES = [
     # always: run at once
     (TR.ALWAYS, [R, N], RUN),
     (TR.ALWAYS, [F, SK], RUN),
+    # all_done_setup_success without setups upstream is all_done (setups: test_setup_teardown)
+    (TR.ALL_DONE_SETUP_SUCCESS, [S, F, SK], RUN),
+    (TR.ALL_DONE_SETUP_SUCCESS, [F, R], WAIT),
 ]
 
 
