@@ -67,6 +67,7 @@ def _slot_reason(session: Any, config: Any, plan: SerializedDAG, ti_id: int) -> 
         return limits.TaskLimits(
             max_active_tasks=dag.max_active_tasks or config["core.max_active_tasks_per_dag"],
             max_active_tis_per_dag=getattr(task, "max_active_tis_per_dag", None),
+            max_active_tis_per_dagrun=getattr(task, "max_active_tis_per_dagrun", None),
         )
 
     pool_sizes = scheduling.pool_sizes(session)

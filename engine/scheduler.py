@@ -533,6 +533,7 @@ class Scheduler:
         return limits.TaskLimits(
             max_active_tasks=plan.max_active_tasks or self.config["core.max_active_tasks_per_dag"],
             max_active_tis_per_dag=getattr(task, "max_active_tis_per_dag", None),
+            max_active_tis_per_dagrun=getattr(task, "max_active_tis_per_dagrun", None),
         )
 
     def _request(self, ti: TiRow) -> AttemptRequest:

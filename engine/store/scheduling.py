@@ -10,12 +10,12 @@ from __future__ import annotations
 import socket
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from engine.states import TASK_UNFINISHED, DagRunState, TaskState
 from engine.store.models import Dag, DagRun, Job, Pool, TaskInstance, TaskTry
@@ -301,6 +301,10 @@ class Occupancy:
     total: int
     queued: int = 0  #: task instances queued
     running: int = 0  #: task instances running
+    #: (dag_id, run_id, task_id) -> queued or running (max_active_tis_per_dagrun)
+    run_task_active: dict[tuple[str, str, str], int] = field(
+        default_factory=lambda: defaultdict(int)
+    )
 
 
 def occupancy(session: Session) -> Occupancy:
@@ -308,6 +312,7 @@ def occupancy(session: Session) -> Occupancy:
     rows = session.execute(
         select(
             TaskInstance.dag_id,
+            TaskInstance.run_id,
             TaskInstance.task_id,
             TaskInstance.pool,
             TaskInstance.state,
@@ -315,12 +320,18 @@ def occupancy(session: Session) -> Occupancy:
             func.sum(TaskInstance.pool_slots),
         )
         .where(TaskInstance.state.in_([TaskState.QUEUED.value, TaskState.RUNNING.value]))
-        .group_by(TaskInstance.dag_id, TaskInstance.task_id, TaskInstance.pool, TaskInstance.state)
+        .group_by(
+            TaskInstance.dag_id,
+            TaskInstance.run_id,
+            TaskInstance.task_id,
+            TaskInstance.pool,
+            TaskInstance.state,
+        )
     )
     result = Occupancy(
         defaultdict(int), defaultdict(int), defaultdict(int), defaultdict(int), defaultdict(int), 0
     )
-    for dag_id, task_id, pool, state, count, slots in rows:
+    for dag_id, run_id, task_id, pool, state, count, slots in rows:
         result.pool_used[pool] += int(slots or 0)
         if state == TaskState.RUNNING.value:
             result.pool_running[pool] += int(slots or 0)
@@ -330,6 +341,7 @@ def occupancy(session: Session) -> Occupancy:
             result.queued += count
         result.dag_active[dag_id] += count
         result.task_active[(dag_id, task_id)] += count
+        result.run_task_active[(dag_id, run_id, task_id)] += count
         result.total += count
     return result
 
