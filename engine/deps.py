@@ -25,9 +25,11 @@ def decide(
     Tasks are visited in topological order (`order`, cached by callers that decide
     often) and decisions feed forward, so an upstream failure reaches the end of a chain
     in one call, not one call per hop. `past_states` holds each task's state in the
-    previous run, for `depends_on_past`; a task missing from it had no previous run.
+    previous run, for `depends_on_past` and `wait_for_downstream`; a task missing from it
+    had no previous run.
     """
     current = dict(states)
+    past = past_states or {}
     decisions: dict[str, TaskState] = {}
     for task in order if order is not None else dag.topological_sort():
         if current.get(task.task_id) is not TaskState.NONE:
@@ -37,12 +39,33 @@ def decide(
             task.trigger_rule,
             upstream,
             depends_on_past=task.depends_on_past,
-            past_state=(past_states or {}).get(task.task_id),
+            past_state=past.get(task.task_id),
+            past_downstream_states=past_downstream(task, past),
         )
         if decision is not None:
             decisions[task.task_id] = decision
             current[task.task_id] = decision
     return decisions
+
+
+def past_downstream(task: Any, past_states: Mapping[str, TaskState]) -> list[TaskState]:
+    """The previous run's states of a `wait_for_downstream` task's immediate downstream
+    tasks (those it had: a task added since is not waited for); empty otherwise."""
+    if not getattr(task, "wait_for_downstream", False):
+        return []
+    return [past_states[d] for d in sorted(task.downstream_task_ids) if d in past_states]
+
+
+def past_task_ids(dag: Any) -> set[str]:
+    """The tasks whose previous-run states `decide` needs: every `depends_on_past` task,
+    and the immediate downstream of each `wait_for_downstream` task."""
+    needed: set[str] = set()
+    for task in dag.tasks:
+        if task.depends_on_past:
+            needed.add(task.task_id)
+        if getattr(task, "wait_for_downstream", False):
+            needed.update(task.downstream_task_ids)
+    return needed
 
 
 def run_outcome(dag: Any, states: Mapping[str, TaskState]) -> DagRunState | None:

@@ -96,6 +96,7 @@ def evaluate(
     *,
     depends_on_past: bool = False,
     past_state: TaskState | str | None = None,
+    past_downstream_states: Collection[TaskState | str] = (),
 ) -> TaskState | None:
     """Decide a waiting task's next state from its direct upstream tasks' states.
 
@@ -108,6 +109,8 @@ def evaluate(
     With `depends_on_past`, a task that would run waits unless `past_state` (its state in
     the previous run; None when there is no previous run) is success or skipped.
     Skip/upstream_failed decisions do not wait for the past, as in Airflow.
+    `past_downstream_states` (with `wait_for_downstream`: the previous run's states of the
+    task's immediate downstream tasks) must all be success or skipped too.
     """
     rule = TriggerRule(rule)
     counts = Counter(TaskState(state) for state in upstream_states)
@@ -120,5 +123,7 @@ def evaluate(
             decision = RUN
     if decision is RUN and depends_on_past and past_state is not None:
         if TaskState(past_state) not in PAST_OK:
+            return None
+        if any(TaskState(state) not in PAST_OK for state in past_downstream_states):
             return None
     return decision
