@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from engine.states import TASK_FAILED, TASK_FINISHED, DagRunState, TaskState
-from engine.trigger_rules import evaluate
+from engine.trigger_rules import PAST_OK, evaluate
 
 
 def decide(
@@ -81,16 +81,52 @@ def run_outcome(dag: Any, states: Mapping[str, TaskState]) -> DagRunState | None
     return DagRunState.SUCCESS
 
 
-def why_waiting(dag: Any, task_id: str, states: Mapping[str, TaskState]) -> str | None:
-    """A sentence saying why a task in state `none` cannot start yet, or None if it can."""
+def why_waiting(
+    dag: Any,
+    task_id: str,
+    states: Mapping[str, TaskState],
+    past_states: Mapping[str, TaskState] | None = None,
+) -> str | None:
+    """A sentence saying why a task in state `none` cannot start yet, or None if it can.
+
+    `past_states` (the previous run's states, None when there is none) explains a task
+    held back by `depends_on_past` or `wait_for_downstream`.
+    """
     task = dag.get_task(task_id)
     if states.get(task_id) is not TaskState.NONE:
         return None
     upstream = {up: states.get(up) for up in task.upstream_task_ids}
-    if evaluate(task.trigger_rule, [s for s in upstream.values() if s is not None]) is not None:
+    decision = evaluate(task.trigger_rule, [s for s in upstream.values() if s is not None])
+    if decision is None:
+        waiting = sorted(up for up, state in upstream.items() if state not in TASK_FINISHED)
+        return (
+            f"trigger rule {task.trigger_rule} is not met yet: waiting for upstream "
+            f"{', '.join(waiting) or '(none)'}"
+        )
+    if decision is not TaskState.SCHEDULED:
+        return None  # skipped or upstream_failed on the next decision, not waiting
+    return _why_waiting_for_past(task, past_states)
+
+
+def _why_waiting_for_past(task: Any, past_states: Mapping[str, TaskState] | None) -> str | None:
+    past = past_states or {}
+    past_state = past.get(task.task_id)
+    if not task.depends_on_past or past_state is None:
         return None
-    waiting = sorted(up for up, state in upstream.items() if state not in TASK_FINISHED)
-    return (
-        f"trigger rule {task.trigger_rule} is not met yet: waiting for upstream "
-        f"{', '.join(waiting) or '(none)'}"
-    )
+    if past_state not in PAST_OK:
+        return (
+            f"depends_on_past: {task.task_id} is {past_state} in the previous run "
+            "(it needs success or skipped)"
+        )
+    pending = [
+        f"{down} ({past[down]})"
+        for down in sorted(task.downstream_task_ids)
+        if getattr(task, "wait_for_downstream", False) and down in past
+        if past[down] not in PAST_OK
+    ]
+    if pending:
+        return (
+            "wait_for_downstream: in the previous run, downstream "
+            f"{', '.join(pending)} has not succeeded or been skipped yet"
+        )
+    return None

@@ -48,8 +48,24 @@ def why_not_running(store: Any, config: Any, dag_id: str, run_id: str, task_id: 
             )
         if state is TaskState.NONE:
             states = {name: TaskState(other.state) for name, other in rows.items()}
-            return deps.why_waiting(plan, task_id, states) or "ready: the scheduler decides it next"
+            past = _past_states(session, run, deps.past_task_ids(plan))
+            return (
+                deps.why_waiting(plan, task_id, states, past)
+                or "ready: the scheduler decides it next"
+            )
         return _slot_reason(session, config, plan, ti.id)
+
+
+def _past_states(session: Any, run: Any, task_ids: set[str]) -> dict[str, TaskState] | None:
+    """The previous run's states of the tasks that depend on the past, as the scheduler
+    reads them; None when no task does or there is no previous run."""
+    if not task_ids:
+        return None
+    previous = scheduling.previous_run_ids(session, [run]).get(run.id)
+    if previous is None:
+        return None
+    states = scheduling.task_states_of_runs(session, [(run.dag_id, previous)], task_ids)
+    return states.get((run.dag_id, previous), {})
 
 
 def _slot_reason(session: Any, config: Any, plan: SerializedDAG, ti_id: int) -> str:
