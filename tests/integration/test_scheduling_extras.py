@@ -298,3 +298,32 @@ def test_triggered_runs_get_the_serialized_priority(store, loop_config, add_dag)
     with store.session() as session:
         rows = runs.get_task_instances(session, "prio_rows", run_id)
         assert {row.task_id: row.priority_weight for row in rows} == {"a": 4, "b": 1}
+
+
+@pytest.mark.parametrize("store", ["sqlite"], indirect=True)
+def test_the_past_and_per_run_queries_scan_no_big_table(store, loop_config, add_dag):
+    """The ticks that read previous runs (wait_for_downstream) and count per-run
+    occupancy use indexes only (SQLite's plan; the row-value IN would be a scan)."""
+    from tests.integration.test_scheduler_queries import _full_scan, recording
+
+    add_dag(
+        "planned",
+        """
+        with DAG("planned", schedule=None):
+            first = EmptyOperator(task_id="first", wait_for_downstream=True,
+                                  max_active_tis_per_dagrun=1)
+            first >> EmptyOperator(task_id="second")
+        """,
+    )
+    scheduler, _ = stub_scheduler(store, loop_config)
+    for day in range(3):
+        trigger(store, "planned", when=T0 + timedelta(days=day))
+    statements = recording(store)
+    scheduler.tick(T0)
+    scheduler.tick(T0)
+    queries = [(q, p) for q, p in statements if q.lstrip().upper().startswith("SELECT")]
+    assert any("dag_run_1" in query for query, _ in queries)  # the previous-run lookup ran
+    with store.engine.connect() as connection:
+        for query, parameters in queries:
+            plan = connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {query}", parameters).all()
+            assert not [row[-1] for row in plan if _full_scan(row[-1])], query
