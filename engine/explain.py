@@ -48,8 +48,24 @@ def why_not_running(store: Any, config: Any, dag_id: str, run_id: str, task_id: 
             )
         if state is TaskState.NONE:
             states = {name: TaskState(other.state) for name, other in rows.items()}
-            return deps.why_waiting(plan, task_id, states) or "ready: the scheduler decides it next"
+            past = _past_states(session, run, deps.past_task_ids(plan))
+            return (
+                deps.why_waiting(plan, task_id, states, past)
+                or "ready: the scheduler decides it next"
+            )
         return _slot_reason(session, config, plan, ti.id)
+
+
+def _past_states(session: Any, run: Any, task_ids: set[str]) -> dict[str, TaskState] | None:
+    """The previous run's states of the tasks that depend on the past, as the scheduler
+    reads them; None when no task does or there is no previous run."""
+    if not task_ids:
+        return None
+    previous = scheduling.previous_run_ids(session, [run]).get(run.id)
+    if previous is None:
+        return None
+    states = scheduling.task_states_of_runs(session, [(run.dag_id, previous)], task_ids)
+    return states.get((run.dag_id, previous), {})
 
 
 def _slot_reason(session: Any, config: Any, plan: SerializedDAG, ti_id: int) -> str:
@@ -67,6 +83,7 @@ def _slot_reason(session: Any, config: Any, plan: SerializedDAG, ti_id: int) -> 
         return limits.TaskLimits(
             max_active_tasks=dag.max_active_tasks or config["core.max_active_tasks_per_dag"],
             max_active_tis_per_dag=getattr(task, "max_active_tis_per_dag", None),
+            max_active_tis_per_dagrun=getattr(task, "max_active_tis_per_dagrun", None),
         )
 
     pool_sizes = scheduling.pool_sizes(session)

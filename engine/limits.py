@@ -3,7 +3,8 @@
 A pure function over one tick's snapshot: the candidates (highest priority first) and
 what queued and running attempts already hold. Every limit users tune is applied here,
 in one place: `core.parallelism` (the executor's open slots), pools (`slots`,
-`pool_slots`), `max_active_tasks` per DAG and `max_active_tis_per_dag` per task.
+`pool_slots`), `max_active_tasks` per DAG, `max_active_tis_per_dag` per task and
+`max_active_tis_per_dagrun` per task and run.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ class WaitReason(StrEnum):
     POOL_TOO_SMALL = "pool_too_small"  #: pool_slots exceeds the pool's size: can never run
     DAG_MAX_ACTIVE_TASKS = "dag_max_active_tasks"  #: its DAG runs max_active_tasks already
     TASK_MAX_ACTIVE_TIS = "task_max_active_tis"  #: its task runs max_active_tis_per_dag already
+    #: its task runs max_active_tis_per_dagrun already in the same run
+    TASK_MAX_ACTIVE_TIS_PER_RUN = "task_max_active_tis_per_dagrun"
 
 
 _POOL_REASONS = frozenset(
@@ -40,6 +43,7 @@ class TaskLimits:
 
     max_active_tasks: int
     max_active_tis_per_dag: int | None
+    max_active_tis_per_dagrun: int | None = None
 
 
 @dataclass
@@ -73,6 +77,8 @@ def describe(reason: WaitReason, ti: TiRow, pool_size: int | None) -> str:
             return f"DAG {ti.dag_id!r} is at max_active_tasks"
         case WaitReason.TASK_MAX_ACTIVE_TIS:
             return f"task {ti.task_id!r} is at max_active_tis_per_dag"
+        case WaitReason.TASK_MAX_ACTIVE_TIS_PER_RUN:
+            return f"task {ti.task_id!r} is at max_active_tis_per_dagrun in run {ti.run_id!r}"
 
 
 def select_executable(
@@ -89,11 +95,14 @@ def select_executable(
     big task waiting for its pool must not stall other pools).
     """
     selection = Selection()
-    pool_used = Counter(occupancy.pool_used)
-    dag_active = Counter(occupancy.dag_active)
-    task_active = Counter(occupancy.task_active)
+    active = _Active(
+        Counter(occupancy.pool_used),
+        Counter(occupancy.dag_active),
+        Counter(occupancy.task_active),
+        Counter(occupancy.run_task_active),
+    )
     for ti in candidates:
-        reason = _blocked(ti, pool_used, dag_active, task_active, pool_sizes, limits_of(ti))
+        reason = _blocked(ti, active, pool_sizes, limits_of(ti))
         if reason is None and len(selection.chosen) >= open_slots:
             reason = WaitReason.PARALLELISM
         if reason is not None:
@@ -102,30 +111,39 @@ def select_executable(
                 selection.starving[ti.pool] += 1
             continue
         selection.chosen.append(ti)
-        pool_used[ti.pool] += ti.pool_slots
-        dag_active[ti.dag_id] += 1
-        task_active[(ti.dag_id, ti.task_id)] += 1
+        active.pool_used[ti.pool] += ti.pool_slots
+        active.dag_active[ti.dag_id] += 1
+        active.task_active[(ti.dag_id, ti.task_id)] += 1
+        active.run_task_active[(ti.dag_id, ti.run_id, ti.task_id)] += 1
     return selection
 
 
+@dataclass(frozen=True)
+class _Active:
+    """What queued, running and already chosen attempts hold, by limit."""
+
+    pool_used: Counter[str]
+    dag_active: Counter[str]
+    task_active: Counter[tuple[str, str]]
+    run_task_active: Counter[tuple[str, str, str]]
+
+
 def _blocked(
-    ti: TiRow,
-    pool_used: Counter[str],
-    dag_active: Counter[str],
-    task_active: Counter[tuple[str, str]],
-    pool_sizes: Mapping[str, int],
-    limits: TaskLimits,
+    ti: TiRow, active: _Active, pool_sizes: Mapping[str, int], limits: TaskLimits
 ) -> WaitReason | None:
     size = pool_sizes.get(ti.pool)
     if size is None:
         return WaitReason.POOL_MISSING
     if ti.pool_slots > size:
         return WaitReason.POOL_TOO_SMALL
-    if pool_used[ti.pool] + ti.pool_slots > size:
+    if active.pool_used[ti.pool] + ti.pool_slots > size:
         return WaitReason.POOL_FULL
-    if dag_active[ti.dag_id] >= limits.max_active_tasks:
+    if active.dag_active[ti.dag_id] >= limits.max_active_tasks:
         return WaitReason.DAG_MAX_ACTIVE_TASKS
     cap = limits.max_active_tis_per_dag
-    if cap is not None and task_active[(ti.dag_id, ti.task_id)] >= cap:
+    if cap is not None and active.task_active[(ti.dag_id, ti.task_id)] >= cap:
         return WaitReason.TASK_MAX_ACTIVE_TIS
+    cap = limits.max_active_tis_per_dagrun
+    if cap is not None and active.run_task_active[(ti.dag_id, ti.run_id, ti.task_id)] >= cap:
+        return WaitReason.TASK_MAX_ACTIVE_TIS_PER_RUN
     return None

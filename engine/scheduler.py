@@ -113,7 +113,9 @@ class _Plan:
     fileloc: str
     dag: SerializedDAG
     order: list[Any]
-    has_depends_on_past: bool
+    #: tasks whose state in the previous run a decision reads (depends_on_past and the
+    #: downstream of wait_for_downstream tasks); empty when no task depends on the past
+    past_task_ids: frozenset[str]
     position: dict[str, int] = field(default_factory=dict)  #: task_id -> index in `order`
 
     def __post_init__(self) -> None:
@@ -198,7 +200,7 @@ class Scheduler:
                 serialized = scheduling.serialized_dags(session, [dag_id])[dag_id]
         dag = SerializedDAG.from_dict(serialized)
         order = dag.topological_sort()
-        plan = _Plan(digest, fileloc, dag, order, any(t.depends_on_past for t in dag.tasks))
+        plan = _Plan(digest, fileloc, dag, order, frozenset(deps.past_task_ids(dag)))
         self._plans[dag_id] = plan
         return plan
 
@@ -426,16 +428,18 @@ class Scheduler:
         return True
 
     def _past_states(self, session: Any, runs: list[DagRun]) -> dict:
+        """run.id -> task_id -> state in the run before it, for the tasks that depend on
+        the past (two queries for all runs: their previous runs, then those states)."""
         needing = [
             run
             for run in runs
-            if run.dag_id in self._plans and self._plans[run.dag_id].has_depends_on_past
+            if run.dag_id in self._plans and self._plans[run.dag_id].past_task_ids
         ]
         if not needing:
             return {}
         previous = scheduling.previous_run_ids(session, needing)
         keys = [(run.dag_id, previous[run.id]) for run in needing if previous[run.id]]
-        task_ids = {t.task_id for run in needing for t in self._plans[run.dag_id].dag.tasks}
+        task_ids = {t for run in needing for t in self._plans[run.dag_id].past_task_ids}
         states = scheduling.task_states_of_runs(session, keys, task_ids)
         return {
             run.id: states.get((run.dag_id, previous[run.id]), {})
@@ -572,6 +576,7 @@ class Scheduler:
         return limits.TaskLimits(
             max_active_tasks=plan.max_active_tasks or self.config["core.max_active_tasks_per_dag"],
             max_active_tis_per_dag=getattr(task, "max_active_tis_per_dag", None),
+            max_active_tis_per_dagrun=getattr(task, "max_active_tis_per_dagrun", None),
         )
 
     def _request(self, ti: TiRow) -> AttemptRequest:

@@ -55,7 +55,9 @@ def serialize_task(task: Any) -> dict[str, Any]:
         "priority_weight_total": task.priority_weight_total,
         "queue": task.queue,
         "depends_on_past": task.depends_on_past,
+        "wait_for_downstream": task.wait_for_downstream,
         "max_active_tis_per_dag": task.max_active_tis_per_dag,
+        "max_active_tis_per_dagrun": task.max_active_tis_per_dagrun,
         "upstream_task_ids": sorted(task.upstream_task_ids),
         "downstream_task_ids": sorted(task.downstream_task_ids),
         "task_group": task.task_group,
@@ -146,6 +148,10 @@ def _datetime(value: str | None) -> Any:
 
 class SerializedTask:
     """Read-only task: the serialized fields as attributes, durations as timedeltas."""
+
+    # defaults for DAGs serialized before these fields existed
+    wait_for_downstream = False
+    max_active_tis_per_dagrun: int | None = None
 
     def __init__(self, data: dict[str, Any], dag: SerializedDAG) -> None:
         self.__dict__.update(data)

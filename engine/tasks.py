@@ -266,7 +266,9 @@ class BaseOperator(DependencyMixin):
         queue: str = "default",
         trigger_rule: TriggerRule | str = TriggerRule.ALL_SUCCESS,
         depends_on_past: bool = False,
+        wait_for_downstream: bool = False,
         max_active_tis_per_dag: int | None = None,
+        max_active_tis_per_dagrun: int | None = None,
         on_execute_callback: Any = None,
         on_success_callback: Any = None,
         on_failure_callback: Any = None,
@@ -358,14 +360,17 @@ class BaseOperator(DependencyMixin):
                 f"task {task_id!r}: invalid trigger_rule {args['trigger_rule']!r}; "
                 f"allowed: {allowed}"
             ) from None
-        self.depends_on_past = bool(args["depends_on_past"])
-        limit = args["max_active_tis_per_dag"]
-        _check(
-            limit is None or (_is_int(limit) and limit >= 1),
-            task_id,
-            f"max_active_tis_per_dag must be None or an int >= 1, not {limit!r}",
-        )
-        self.max_active_tis_per_dag = limit
+        # as in Airflow, waiting for the previous run's downstream implies waiting for it
+        self.wait_for_downstream = bool(args["wait_for_downstream"])
+        self.depends_on_past = bool(args["depends_on_past"]) or self.wait_for_downstream
+        for name in ("max_active_tis_per_dag", "max_active_tis_per_dagrun"):
+            limit = args[name]
+            _check(
+                limit is None or (_is_int(limit) and limit >= 1),
+                task_id,
+                f"{name} must be None or an int >= 1, not {limit!r}",
+            )
+            setattr(self, name, limit)
         for kind in ("execute", "success", "failure", "retry", "skipped"):
             name = f"on_{kind}_callback"
             setattr(self, name, normalize_callbacks(args[name], f"task {task_id!r}: {name}"))

@@ -113,6 +113,7 @@ def evaluate(
     *,
     depends_on_past: bool = False,
     past_state: TaskState | str | None = None,
+    past_downstream_states: Collection[TaskState | str] = (),
     setup_states: Collection[TaskState | str] = (),
 ) -> TaskState | None:
     """Decide a waiting task's next state from its direct upstream tasks' states.
@@ -126,6 +127,8 @@ def evaluate(
     With `depends_on_past`, a task that would run waits unless `past_state` (its state in
     the previous run; None when there is no previous run) is success or skipped.
     Skip/upstream_failed decisions do not wait for the past, as in Airflow.
+    `past_downstream_states` (with `wait_for_downstream`: the previous run's states of the
+    task's immediate downstream tasks) must all be success or skipped too.
 
     `setup_states` are the states of the upstream tasks that are setups (a subset of
     `upstream_states`); only `all_done_setup_success` reads them.
@@ -143,5 +146,7 @@ def evaluate(
             decision = RUN
     if decision is RUN and depends_on_past and past_state is not None:
         if TaskState(past_state) not in PAST_OK:
+            return None
+        if any(TaskState(state) not in PAST_OK for state in past_downstream_states):
             return None
     return decision

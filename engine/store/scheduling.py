@@ -10,12 +10,12 @@ from __future__ import annotations
 import socket
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from engine.states import TASK_UNFINISHED, DagRunState, TaskState
 from engine.store.models import Dag, DagRun, Job, Pool, TaskInstance, TaskTry
@@ -138,15 +138,24 @@ def runs_in_state(session: Session, state: DagRunState) -> list[DagRun]:
 
 
 def previous_run_ids(session: Session, runs: Sequence[DagRun]) -> dict[int, str | None]:
-    """dag_run.id -> run_id of the same DAG's run just before it (for depends_on_past)."""
+    """dag_run.id -> run_id of the same DAG's run just before it (for depends_on_past), in
+    one query per 500 runs: a correlated subquery on the (dag_id, logical_date) key."""
+    ids = sorted({run.id for run in runs})
+    before = aliased(DagRun)
+    previous = (
+        select(before.run_id)
+        .where(before.dag_id == DagRun.dag_id, before.logical_date < DagRun.logical_date)
+        .order_by(before.logical_date.desc())
+        .limit(1)
+        .correlate(DagRun)
+        .scalar_subquery()
+    )
     found: dict[int, str | None] = {}
-    for run in runs:
-        found[run.id] = session.execute(
-            select(DagRun.run_id)
-            .where(DagRun.dag_id == run.dag_id, DagRun.logical_date < run.logical_date)
-            .order_by(DagRun.logical_date.desc())
-            .limit(1)
-        ).scalar_one_or_none()
+    for start in range(0, len(ids), 500):
+        rows = session.execute(
+            select(DagRun.id, previous).where(DagRun.id.in_(ids[start : start + 500]))
+        )
+        found.update(dict(rows.all()))
     return found
 
 
@@ -320,6 +329,10 @@ class Occupancy:
     total: int
     queued: int = 0  #: task instances queued
     running: int = 0  #: task instances running
+    #: (dag_id, run_id, task_id) -> queued or running (max_active_tis_per_dagrun)
+    run_task_active: dict[tuple[str, str, str], int] = field(
+        default_factory=lambda: defaultdict(int)
+    )
 
 
 def occupancy(session: Session) -> Occupancy:
@@ -327,6 +340,7 @@ def occupancy(session: Session) -> Occupancy:
     rows = session.execute(
         select(
             TaskInstance.dag_id,
+            TaskInstance.run_id,
             TaskInstance.task_id,
             TaskInstance.pool,
             TaskInstance.state,
@@ -334,12 +348,18 @@ def occupancy(session: Session) -> Occupancy:
             func.sum(TaskInstance.pool_slots),
         )
         .where(TaskInstance.state.in_([TaskState.QUEUED.value, TaskState.RUNNING.value]))
-        .group_by(TaskInstance.dag_id, TaskInstance.task_id, TaskInstance.pool, TaskInstance.state)
+        .group_by(
+            TaskInstance.dag_id,
+            TaskInstance.run_id,
+            TaskInstance.task_id,
+            TaskInstance.pool,
+            TaskInstance.state,
+        )
     )
     result = Occupancy(
         defaultdict(int), defaultdict(int), defaultdict(int), defaultdict(int), defaultdict(int), 0
     )
-    for dag_id, task_id, pool, state, count, slots in rows:
+    for dag_id, run_id, task_id, pool, state, count, slots in rows:
         result.pool_used[pool] += int(slots or 0)
         if state == TaskState.RUNNING.value:
             result.pool_running[pool] += int(slots or 0)
@@ -349,6 +369,7 @@ def occupancy(session: Session) -> Occupancy:
             result.queued += count
         result.dag_active[dag_id] += count
         result.task_active[(dag_id, task_id)] += count
+        result.run_task_active[(dag_id, run_id, task_id)] += count
         result.total += count
     return result
 
