@@ -124,7 +124,7 @@ class _Plan:
     def affected(self, changed: set[str]) -> tuple[list[Any], set[str]]:
         """What a change to `changed` can move: the tasks downstream of them (transitively,
         since decisions feed forward) in topological order, and the task ids whose states
-        deciding those needs (them, their upstream and the setups they wait for)."""
+        deciding those needs."""
         tasks = self.dag.task_dict
         todo = [down for task_id in changed for down in tasks[task_id].downstream_task_ids]
         reached: set[str] = set()
@@ -133,24 +133,22 @@ class _Plan:
             if task_id not in reached:
                 reached.add(task_id)
                 todo.extend(tasks[task_id].downstream_task_ids)
-        needed = set(changed) | reached
-        indirect = self.dag.indirect_setups
-        for task_id in reached:
-            needed.update(tasks[task_id].upstream_task_ids)
-            needed.update(indirect.get(task_id, ()))
-        return self._in_order(reached), needed
+        return self._in_order(reached), set(changed) | self._reads(reached)
 
     def waiting(self, waiting: set[str]) -> tuple[list[Any], set[str]]:
         """What deciding the still-waiting tasks needs: them in topological order, and the
-        task ids whose states they read (them, their upstream and the setups they wait
-        for)."""
-        tasks = self.dag.task_dict
-        indirect = self.dag.indirect_setups
-        needed = set(waiting)
-        for task_id in waiting:
+        task ids whose states they read."""
+        return self._in_order(waiting), self._reads(waiting)
+
+    def _reads(self, deciding: set[str]) -> set[str]:
+        """The tasks whose states deciding `deciding` reads: them, their upstream and the
+        setups they wait for."""
+        tasks, indirect = self.dag.task_dict, self.dag.indirect_setups
+        needed = set(deciding)
+        for task_id in deciding:
             needed.update(tasks[task_id].upstream_task_ids)
             needed.update(indirect.get(task_id, ()))
-        return self._in_order(waiting), needed
+        return needed
 
     def _in_order(self, task_ids: set[str]) -> list[Any]:
         tasks = self.dag.task_dict
