@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import socket
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -19,6 +19,15 @@ from sqlalchemy.orm import Session, aliased
 
 from engine.states import TASK_UNFINISHED, DagRunState, TaskState
 from engine.store.models import Dag, DagRun, Job, Pool, TaskInstance, TaskTry
+
+#: Keys per IN list: one statement per this many runs or task instances.
+BATCH = 500
+
+
+def _batches(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), BATCH):
+        yield items[start : start + BATCH]
+
 
 #: `next_dagrun_create_after` of a DAG that will never create another scheduled run.
 NEVER = datetime(9999, 12, 31, tzinfo=UTC)
@@ -151,10 +160,8 @@ def previous_run_ids(session: Session, runs: Sequence[DagRun]) -> dict[int, str 
         .scalar_subquery()
     )
     found: dict[int, str | None] = {}
-    for start in range(0, len(ids), 500):
-        rows = session.execute(
-            select(DagRun.id, previous).where(DagRun.id.in_(ids[start : start + 500]))
-        )
+    for batch in _batches(ids):
+        rows = session.execute(select(DagRun.id, previous).where(DagRun.id.in_(batch)))
         found.update(dict(rows.all()))
     return found
 
@@ -180,8 +187,7 @@ def task_instances_of_runs(
     """(dag_id, run_id) -> its task instances, in one query per 500 runs."""
     keys = list(set(run_keys))
     found: dict[tuple[str, str], list[TiRow]] = defaultdict(list)
-    for start in range(0, len(keys), 500):
-        chunk = keys[start : start + 500]
+    for chunk in _batches(keys):
         rows = session.execute(
             select(*_TI_COLUMNS).where(pairs_in(TaskInstance.dag_id, TaskInstance.run_id, chunk))
         )
@@ -196,12 +202,12 @@ def task_instances_of_tasks(
     """Some task instances of one run (those a decision reads), in one query per 500."""
     ids = sorted(set(task_ids))
     found: list[TiRow] = []
-    for start in range(0, len(ids), 500):
+    for batch in _batches(ids):
         rows = session.execute(
             select(*_TI_COLUMNS).where(
                 TaskInstance.dag_id == run_key[0],
                 TaskInstance.run_id == run_key[1],
-                TaskInstance.task_id.in_(ids[start : start + 500]),
+                TaskInstance.task_id.in_(batch),
             )
         )
         found.extend(_ti_rows(rows))
@@ -215,10 +221,10 @@ def task_ids_in_states(
     keys = list(set(run_keys))
     values = [TaskState(state).value for state in states]
     found: dict[tuple[str, str], set[str]] = defaultdict(set)
-    for start in range(0, len(keys), 500):
+    for batch in _batches(keys):
         rows = session.execute(
             select(TaskInstance.dag_id, TaskInstance.run_id, TaskInstance.task_id).where(
-                pairs_in(TaskInstance.dag_id, TaskInstance.run_id, keys[start : start + 500]),
+                pairs_in(TaskInstance.dag_id, TaskInstance.run_id, batch),
                 TaskInstance.state.in_(values),
             )
         )
@@ -235,7 +241,7 @@ def runs_with_unfinished_tasks(
     keys = list(set(run_keys))
     unfinished = [state.value for state in TASK_UNFINISHED]
     found: set[tuple[str, str]] = set()
-    for start in range(0, len(keys), 500):
+    for batch in _batches(keys):
         pending = (
             select(TaskInstance.id)
             .where(
@@ -247,7 +253,7 @@ def runs_with_unfinished_tasks(
         )
         rows = session.execute(
             select(DagRun.dag_id, DagRun.run_id).where(
-                pairs_in(DagRun.dag_id, DagRun.run_id, keys[start : start + 500]), pending
+                pairs_in(DagRun.dag_id, DagRun.run_id, batch), pending
             )
         )
         found.update((dag_id, run_id) for dag_id, run_id in rows)
@@ -260,8 +266,7 @@ def first_task_starts(
     """(dag_id, run_id) -> when its first task instance started, in one query per 500 runs."""
     keys = list(set(run_keys))
     found: dict[tuple[str, str], datetime] = {}
-    for start in range(0, len(keys), 500):
-        chunk = keys[start : start + 500]
+    for chunk in _batches(keys):
         rows = session.execute(
             select(TaskInstance.dag_id, TaskInstance.run_id, func.min(TaskInstance.start_date))
             .where(pairs_in(TaskInstance.dag_id, TaskInstance.run_id, chunk))
@@ -379,11 +384,9 @@ def pool_sizes(session: Session) -> dict[str, int]:
 
 
 def set_scheduled_at(session: Session, ti_ids: Sequence[int], now: datetime) -> None:
-    for start in range(0, len(ti_ids), 500):
+    for batch in _batches(ti_ids):
         session.execute(
-            update(TaskInstance)
-            .where(TaskInstance.id.in_(ti_ids[start : start + 500]))
-            .values(scheduled_at=now)
+            update(TaskInstance).where(TaskInstance.id.in_(batch)).values(scheduled_at=now)
         )
 
 
