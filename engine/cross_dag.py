@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from engine.exceptions import DagDefinitionError, DagwatchError, NotFound, SkipTask, TaskError
 from engine.schedules import coerce_utc
 from engine.sensors import BaseSensorOperator
-from engine.sensors import _seconds as seconds_of
+from engine.sensors import seconds_argument as seconds_of
 from engine.states import DagRunState, TaskState
 from engine.tasks import BaseOperator, XComArg
 

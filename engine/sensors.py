@@ -40,7 +40,9 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def _seconds(value: Any, name: str, task_id: str, optional: bool = False) -> float | None:
+def seconds_argument(value: Any, name: str, task_id: str, optional: bool = False) -> float | None:
+    """A waiting argument (seconds or a timedelta) as seconds, or a definition error naming
+    the task and the argument; shared by every operator that polls."""
     if value is None and optional:
         return None
     if isinstance(value, timedelta):
@@ -75,9 +77,9 @@ class BaseSensorOperator(BaseOperator):
         **kwargs: Any,
     ) -> None:
         task_id = kwargs.get("task_id", "?")
-        self.poke_interval: float = _seconds(poke_interval, "poke_interval", task_id)  # type: ignore[assignment]
-        self.timeout: float = _seconds(timeout, "timeout", task_id)  # type: ignore[assignment]
-        self.max_wait = _seconds(max_wait, "max_wait", task_id, optional=True)
+        self.poke_interval: float = seconds_argument(poke_interval, "poke_interval", task_id)  # type: ignore[assignment]
+        self.timeout: float = seconds_argument(timeout, "timeout", task_id)  # type: ignore[assignment]
+        self.max_wait = seconds_argument(max_wait, "max_wait", task_id, optional=True)
         if mode not in MODES:
             raise DagDefinitionError(
                 f"task {task_id!r}: sensor mode {mode!r} is not supported; allowed: "
