@@ -24,6 +24,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, sessionmaker
 
 from engine.config import Config
+from engine.store.db import committing
 
 DAG_ID = "dagwatch_warm_up"
 _TO_QUEUED = (("none", "scheduled"), ("scheduled", "queued"))
@@ -92,15 +93,8 @@ class _JoinedStore:
 
     @contextmanager
     def session(self, *, readonly: bool = False) -> Iterator[Session]:
-        session = self._sessions()
-        try:
+        with committing(self._sessions) as session:
             yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
-        finally:
-            session.close()
 
 
 def rolled_back(store: Any, config: Config) -> None:

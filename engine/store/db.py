@@ -150,16 +150,8 @@ class Store:
         waited for, up front); `readonly=True` uses a plain BEGIN so readers never queue
         behind writers.
         """
-        factory = self._read_sessions if readonly else self._sessions
-        session = factory()
-        try:
+        with committing(self._read_sessions if readonly else self._sessions) as session:
             yield session
-            session.commit()
-        except BaseException:
-            session.rollback()
-            raise
-        finally:
-            session.close()
 
     @contextmanager
     def connect(self) -> Iterator[Connection]:
@@ -175,6 +167,21 @@ class Store:
     def dispose(self, close: bool = True) -> None:
         """Drop every pooled connection; `close=False` in a forked child leaves the parent's."""
         self.engine.dispose(close=close)
+
+
+@contextmanager
+def committing(factory: sessionmaker) -> Iterator[Session]:
+    """A session from `factory` that commits when the block succeeds, rolls back when it
+    raises, and is closed either way."""
+    session = factory()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
 
 
 def upsert_insert(session: Session, model: type[Any]) -> Any:
