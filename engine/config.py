@@ -168,6 +168,14 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("core", "max_active_runs_per_dag", "int", 16, "Default max_active_runs.", minimum=1),
     Option("core", "max_active_tasks_per_dag", "int", 16, "Default max_active_tasks.", minimum=1),
+    Option(
+        "core",
+        "max_map_length",
+        "int",
+        1024,
+        "Most task instances one mapped task may expand into; more fails the task.",
+        minimum=1,
+    ),
     Option("core", "default_timezone", "str", "UTC", "Timezone of naive dates in DAG files."),
     Option(
         "database",

@@ -16,6 +16,7 @@ from typing import Any
 
 from engine.dag import current_dag
 from engine.exceptions import DagDefinitionError, TaskError
+from engine.mapping import TaskPartial
 from engine.operators import branch_skip_ids, call_python, short_circuit_skip_ids
 from engine.task_group import current_task_group
 from engine.tasks import BaseOperator, XComArg, resolve_args, unique_task_id
@@ -182,6 +183,27 @@ class _TaskDecorator:
         return f"<{self.operator_class.custom_operator_name} {self.function.__qualname__}>"
 
     def __call__(self, *args: Any, **kwargs: Any) -> XComArg:
+        return self.build(self.operator_class, op_args=args, op_kwargs=kwargs)
+
+    def partial(self, **kwargs: Any) -> Any:
+        """The arguments every mapped instance shares; then `.expand(...)` (Airflow)."""
+        return TaskPartial(self, kwargs)
+
+    def expand(self, **mapped: Any) -> XComArg:
+        """One task instance per element (per combination, for several arguments)."""
+        return self.partial().expand(**mapped)
+
+    def expand_kwargs(self, value: Any) -> XComArg:
+        """One task instance per dict of keyword arguments in `value`."""
+        return self.partial().expand_kwargs(value)
+
+    def check_call(self, kwargs: Mapping[str, Any]) -> None:
+        """Fail at definition time when these keyword arguments cannot call the function."""
+        _check_call(self.function, [], kwargs, self.function.__name__)
+
+    def build(self, operator_type: type[BaseOperator], **arguments: Any) -> XComArg:
+        """Add the task to the current DAG: `operator_type` is this decorator's operator,
+        or MappedOperator (then `fn_kwargs` are the arguments partial() fixed)."""
         options = dict(self.kwargs)
         group = options.get("task_group")
         dag = options.get("dag") or (group.dag if group is not None else current_dag())
@@ -190,14 +212,17 @@ class _TaskDecorator:
         task_id = unique_task_id(options.pop("task_id", self.function.__name__), dag, group)
         if inspect.getdoc(self.function):
             options.setdefault("doc_md", inspect.getdoc(self.function))
-        operator = self.operator_class(
-            task_id=task_id,
-            python_callable=self.function,
-            op_args=args,
-            op_kwargs=kwargs,
-            multiple_outputs=self.multiple_outputs,
-            **options,
-        )
+        if "fn_kwargs" in arguments:  # mapped: the unmapped copy is built per map index
+            shared = {k: v for k, v in options.items() if k not in {"dag", "task_group"}}
+            arguments["partial_kwargs"] = {
+                "python_callable": self.function,
+                "op_kwargs": arguments.pop("fn_kwargs"),
+                "multiple_outputs": self.multiple_outputs,
+                **shared,
+            }
+        else:
+            arguments.update(python_callable=self.function, multiple_outputs=self.multiple_outputs)
+        operator = operator_type(task_id=task_id, **arguments, **options)
         if self.role.get("setup"):
             operator.as_setup()
         if self.role.get("teardown"):

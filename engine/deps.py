@@ -6,11 +6,11 @@ console's "why is this not running" all give the same answer.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from engine import setup_teardown
-from engine.states import TASK_FAILED, TASK_FINISHED, DagRunState, TaskState
+from engine.states import TASK_FAILED, TASK_FINISHED, DagRunState, TaskState, combined_state
 from engine.trigger_rules import PAST_OK, evaluate
 
 
@@ -36,49 +36,136 @@ def _setup_constraint(setups: frozenset[str], current: Mapping[str, TaskState]) 
     return all(state is TaskState.SUCCESS for state in states) or None
 
 
+def states_of(
+    rows: Iterable[Any], decided: Mapping[Any, TaskState] | None = None
+) -> tuple[dict[str, TaskState], dict[str, dict[int, TaskState]]]:
+    """From task instance rows (task_id, map_index, state), with `decided` (what `decide`
+    returned) applied: one state per task, and the states of each expanded mapped task's
+    instances by map index.
+
+    A mapped task's state is the combination of its instances' (`combined_state`); before
+    expansion, and once all its instances were removed, it is its placeholder row's.
+    """
+    decided = decided or {}
+    plain: dict[str, TaskState] = {}
+    indexed: dict[str, dict[int, TaskState]] = {}
+    for row in rows:
+        if row.map_index < 0:
+            plain[row.task_id] = decided.get(row.task_id, row.state)
+        elif row.state is not TaskState.REMOVED:
+            key = (row.task_id, row.map_index)
+            indexed.setdefault(row.task_id, {})[row.map_index] = decided.get(key, row.state)
+    states = dict(plain)
+    for task_id, by_index in indexed.items():
+        states[task_id] = combined_state(by_index.values())
+    return states, indexed
+
+
 def decide(
     dag: Any,
     states: Mapping[str, TaskState],
     *,
     order: Sequence[Any] | None = None,
     past_states: Mapping[str, TaskState] | None = None,
-) -> dict[str, TaskState]:
-    """For every task still in state `none`, its next state if its trigger rule decides one.
+    instances: Mapping[str, Mapping[int, TaskState]] | None = None,
+) -> dict[Any, TaskState]:
+    """For every task instance still in state `none`, its next state if its trigger rule
+    decides one: keyed by task id, or by (task id, map index) for an expanded mapped task.
 
     Tasks are visited in topological order (`order`, cached by callers that decide
     often) and decisions feed forward, so an upstream failure reaches the end of a chain
     in one call, not one call per hop. `past_states` holds each task's state in the
     previous run, for `depends_on_past` and `wait_for_downstream`; a task missing from it
-    had no previous run.
+    had no previous run. `instances` holds the states of expanded mapped tasks by map
+    index (see `states_of`): each instance counts as one upstream state, and within a
+    mapped task group an instance waits only for the same map index upstream in it.
     """
     current = dict(states)
+    mapped = {task_id: dict(by_index) for task_id, by_index in (instances or {}).items()}
     past = past_states or {}
-    decisions: dict[str, TaskState] = {}
+    decisions: dict[Any, TaskState] = {}
     indirect = _indirect_setups(dag)
     tasks = dag.task_dict
     for task in order if order is not None else dag.topological_sort():
-        if current.get(task.task_id) is not TaskState.NONE:
+        task_id = task.task_id
+        by_index = mapped.get(task_id)
+        if by_index is not None:
+            waiting = sorted(i for i, state in by_index.items() if state is TaskState.NONE)
+            for index in waiting:
+                decision = _decide_one(task, index, current, mapped, past, indirect, tasks)
+                if decision is not None:
+                    decisions[(task_id, index)] = by_index[index] = decision
+            if waiting:
+                current[task_id] = combined_state(by_index.values())
             continue
-        if task.task_id in indirect:
-            allowed = _setup_constraint(indirect[task.task_id], current)
-            if allowed is None:
-                continue
-            if allowed is not True:
-                decisions[task.task_id] = current[task.task_id] = allowed
-                continue
-        ups = [up for up in task.upstream_task_ids if up in current]
-        decision = evaluate(
-            task.trigger_rule,
-            [current[up] for up in ups],
-            depends_on_past=task.depends_on_past,
-            past_state=past.get(task.task_id),
-            past_downstream_states=past_downstream(task, past),
-            setup_states=[current[up] for up in ups if tasks[up].is_setup],
-        )
+        if current.get(task_id) is not TaskState.NONE:
+            continue
+        decision = _decide_one(task, -1, current, mapped, past, indirect, tasks)
+        if decision is TaskState.SCHEDULED and getattr(task, "is_mapped", False):
+            decision = _not_expanded(task, current)
         if decision is not None:
-            decisions[task.task_id] = decision
-            current[task.task_id] = decision
+            decisions[task_id] = current[task_id] = decision
     return decisions
+
+
+def _decide_one(
+    task: Any,
+    index: int,
+    current: Mapping[str, TaskState],
+    mapped: Mapping[str, Mapping[int, TaskState]],
+    past: Mapping[str, TaskState],
+    indirect: Mapping[str, frozenset[str]],
+    tasks: Mapping[str, Any],
+) -> TaskState | None:
+    if task.task_id in indirect:
+        allowed = _setup_constraint(indirect[task.task_id], current)
+        if allowed is None or allowed is not True:
+            return allowed
+    ups = [up for up in task.upstream_task_ids if up in current]
+    return evaluate(
+        task.trigger_rule,
+        _upstream_states(task, index, ups, current, mapped, tasks) if mapped else
+        [current[up] for up in ups],
+        depends_on_past=task.depends_on_past,
+        past_state=past.get(task.task_id),
+        past_downstream_states=past_downstream(task, past),
+        setup_states=[current[up] for up in ups if tasks[up].is_setup],
+    )  # fmt: skip
+
+
+def _upstream_states(
+    task: Any,
+    index: int,
+    ups: list[str],
+    current: Mapping[str, TaskState],
+    mapped: Mapping[str, Mapping[int, TaskState]],
+    tasks: Mapping[str, Any],
+) -> list[TaskState]:
+    """Each upstream instance's state: one per map index of a mapped upstream task, or only
+    the same index's when both tasks are mapped in the same task group."""
+    group = getattr(task, "mapped_group", None) if index >= 0 else None
+    states: list[TaskState] = []
+    for up in ups:
+        by_index = mapped.get(up)
+        if by_index is None:
+            states.append(current[up])
+        elif group is not None and tasks[up].mapped_group == group and index in by_index:
+            states.append(by_index[index])
+        else:
+            states.extend(by_index.values())
+    return states
+
+
+def _not_expanded(task: Any, current: Mapping[str, TaskState]) -> TaskState | None:
+    """A mapped task whose rule lets it run but which is not expanded yet: it waits for
+    its inputs, or, when an input task ended without success, cannot expand at all."""
+    spec = getattr(task, "mapping", None) or {}
+    sources = [s["task_id"] for s in spec.get("sources", []) if "task_id" in s]
+    states = [current.get(source) for source in sources]
+    if states and all(s in TASK_FINISHED for s in states):
+        if any(s is not TaskState.SUCCESS for s in states):
+            return TaskState.UPSTREAM_FAILED
+    return None
 
 
 def past_downstream(task: Any, past_states: Mapping[str, TaskState]) -> list[TaskState]:

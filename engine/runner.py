@@ -2,7 +2,8 @@
 
 The runner is the only part besides the DAG processor that runs user code. It moves the
 task instance queued → running → outcome through the metastore's write path, writes the
-attempt's log to `<base_log_folder>/<dag_id>/<run_id>/<task_id>/attempt=<n>.log` with
+attempt's log to `<base_log_folder>/<dag_id>/<run_id>/<task_id>/attempt=<n>.log` (mapped instances:
+`.../<task_id>/map_index=<i>/attempt=<n>.log`) with
 secrets masked, enforces `execution_timeout`, and records each callback's outcome; a
 raising callback never changes the task's state.
 """
@@ -60,9 +61,15 @@ class AttemptResult:
     log_path: Path
 
 
-def log_path_for(base: Path, dag_id: str, run_id: str, task_id: str, try_number: int) -> Path:
+def log_path_for(
+    base: Path, dag_id: str, run_id: str, task_id: str, try_number: int, map_index: int = -1
+) -> Path:
+    """Airflow's layout; a mapped instance's attempts sit in `map_index=<i>/` below its task."""
     safe_run = run_id.replace("/", "_").replace(":", "_")
-    return Path(base, dag_id, safe_run, task_id, f"attempt={try_number}.log")
+    folder = Path(base, dag_id, safe_run, task_id)
+    if map_index >= 0:
+        folder = folder / f"map_index={map_index}"
+    return folder / f"attempt={try_number}.log"
 
 
 @contextlib.contextmanager
@@ -138,7 +145,7 @@ def _begin(store: Any, ti_id: int, *, base_log: Path, now: datetime, hostname: s
     with store.session() as session:
         ti, run = runs.get_task_instance_and_run(session, ti_id)
         try_number = ti.try_number + 1
-        path = log_path_for(base_log, ti.dag_id, ti.run_id, ti.task_id, try_number)
+        path = log_path_for(base_log, ti.dag_id, ti.run_id, ti.task_id, try_number, ti.map_index)
         transitions.transition_task_instance(
             session,
             ti_id,
@@ -250,6 +257,8 @@ def run_attempt(
         task_log.info("starting attempt %s of %s.%s", ti.try_number, row.dag_id, row.task_id)
         with heartbeating(store, row.id, heartbeat_interval(config), clock):
             try:
+                if getattr(task, "unmap", None) is not None:  # a mapped task: this index's
+                    task = ti.task = task.unmap({"ti": ti}).prepare_for_execution()
                 context = build_context(dag, task, run, ti, config)
                 run_callbacks(store, task.on_execute_callback, context, "on_execute_callback", ti)
                 _push_result(ti, task, _execute(task, context, dag))

@@ -20,7 +20,7 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from engine import deps, hooks, limits, run_creation
+from engine import deps, expansion, hooks, limits, run_creation
 from engine.exceptions import StoreError
 from engine.executors.base import AttemptEvent, AttemptRequest, CallbackRequest, Executor
 from engine.observability import emit
@@ -117,9 +117,11 @@ class _Plan:
     #: downstream of wait_for_downstream tasks); empty when no task depends on the past
     past_task_ids: frozenset[str]
     position: dict[str, int] = field(default_factory=dict)  #: task_id -> index in `order`
+    has_mapped: bool = False  #: whether any task is mapped (expansion is then checked)
 
     def __post_init__(self) -> None:
         self.position = {task.task_id: index for index, task in enumerate(self.order)}
+        self.has_mapped = any(task.is_mapped for task in self.order)
 
     def affected(self, changed: set[str]) -> tuple[list[Any], set[str]]:
         """What a change to `changed` can move: the tasks downstream of them (transitively,
@@ -141,13 +143,16 @@ class _Plan:
         return self._in_order(waiting), self._reads(waiting)
 
     def _reads(self, deciding: set[str]) -> set[str]:
-        """The tasks whose states deciding `deciding` reads: them, their upstream and the
-        setups they wait for."""
+        """The tasks whose states deciding `deciding` reads: them, their upstream, the
+        setups they wait for and the inputs of mapped tasks."""
         tasks, indirect = self.dag.task_dict, self.dag.indirect_setups
         needed = set(deciding)
         for task_id in deciding:
-            needed.update(tasks[task_id].upstream_task_ids)
+            task = tasks[task_id]
+            needed.update(task.upstream_task_ids)
             needed.update(indirect.get(task_id, ()))
+            if task.mapping is not None:  # expanding reads its input tasks
+                needed.update(s["task_id"] for s in task.mapping["sources"] if "task_id" in s)
         return needed
 
     def _in_order(self, task_ids: set[str]) -> list[Any]:
@@ -327,6 +332,7 @@ class Scheduler:
                 for run, ch in changes
             }
             tis = self._rows_in_scope(session, changes, scopes)
+            self._expand_mapped(session, changes, scopes, tis, now)
             past = self._past_states(session, [run for run, _ in changes])
             moves: dict[tuple[TaskState, TaskState], list[int]] = {}
             settled: list[tuple[DagRun, _Plan, dict[str, TaskState] | None]] = []
@@ -341,8 +347,8 @@ class Scheduler:
                     plan, rows, past.get(run.id), now, moves, None if scope is ALL else scope[0]
                 )
                 emit.dependency_check(run.dag_id, time.monotonic() - deciding)
-                states = {r.task_id: decided.get(r.task_id, r.state) for r in rows}
-                settled.append((run, plan, states if scope is ALL else None))
+                states = deps.states_of(rows, decided)[0] if scope is ALL else None
+                settled.append((run, plan, states))
             for (expected, to), ids in moves.items():
                 changed = transitions.transition_task_instances(
                     session, ids, expected=expected, to=to, at=now, reason="scheduler"
@@ -403,7 +409,7 @@ class Scheduler:
                 key = (run.dag_id, run.run_id)
                 if key in unfinished:
                     continue
-                states = {r.task_id: r.state for r in rows.get(key, [])}
+                states = deps.states_of(rows.get(key, []))[0]
             judged.append((run, plan, states))
         return judged
 
@@ -445,6 +451,31 @@ class Scheduler:
             if previous[run.id]
         }
 
+    def _expand_mapped(
+        self,
+        session: Any,
+        changes: list[tuple[DagRun, Any]],
+        scopes: dict[int, Any],
+        tis: dict[tuple[str, str], list[TiRow]],
+        now: datetime,
+    ) -> None:
+        """Expand the mapped tasks being decided whose inputs are ready, and re-read the
+        task instances of their runs, so the new instances are decided in this tick."""
+        ready = []
+        for run, _ in changes:
+            plan = self._plans[run.dag_id]
+            if not plan.has_mapped:
+                continue
+            key, scope = (run.dag_id, run.run_id), scopes[run.id]
+            deciding = None if scope is ALL else [task.task_id for task in scope[0]]
+            ready.extend(expansion.ready_to_expand(key, plan.dag, tis.get(key, []), deciding))
+        if not ready:
+            return
+        max_length = self.config["core.max_map_length"]
+        for key in expansion.expand(session, ready, now, max_length):
+            read = {row.task_id for row in tis.get(key, [])}
+            tis[key] = scheduling.task_instances_of_tasks(session, key, read)
+
     def _decide_run(
         self,
         plan: _Plan,
@@ -455,13 +486,18 @@ class Scheduler:
         order: list[Any] | None = None,
     ) -> dict[str, TaskState]:
         """Decide `order` (the run's affected tasks; all of them when None) on `rows`."""
-        by_task = {row.task_id: row for row in rows}
-        states = {row.task_id: row.state for row in rows}
+        by_key = {(row.task_id, row.map_index): row for row in rows}
+        states, instances = deps.states_of(rows)
         decisions = deps.decide(
-            plan.dag, states, order=plan.order if order is None else order, past_states=past_states
+            plan.dag,
+            states,
+            order=plan.order if order is None else order,
+            past_states=past_states,
+            instances=instances,
         )
-        for task_id, to in decisions.items():
-            moves.setdefault((TaskState.NONE, to), []).append(by_task[task_id].id)
+        for key, to in decisions.items():
+            row = by_key[key if isinstance(key, tuple) else (key, -1)]
+            moves.setdefault((TaskState.NONE, to), []).append(row.id)
         for row in rows:
             if row.state is TaskState.UP_FOR_RETRY and (
                 row.next_retry_at is None or row.next_retry_at <= now

@@ -17,6 +17,7 @@ import pendulum
 
 from engine.dag import topological_order
 from engine.deadlines import Deadline
+from engine.mapping import mapping_spec
 from engine.params import ParamsDict
 from engine.schedules import Timetable, parse_timezone, timezone_name
 from engine.setup_teardown import indirect_setups, outcome_leaves
@@ -35,11 +36,12 @@ def _iso(value: datetime | None) -> str | None:
 
 
 def serialize_task(task: Any) -> dict[str, Any]:
+    operator_class = getattr(task, "operator_class", type(task))  # a mapped task's real one
     data: dict[str, Any] = {
         "task_id": task.task_id,
-        "operator": type(task).__name__,
-        "operator_name": task.custom_operator_name or type(task).__name__,
-        "module": type(task).__module__,
+        "operator": operator_class.__name__,
+        "operator_name": task.custom_operator_name or operator_class.__name__,
+        "module": operator_class.__module__,
         "owner": task.owner,
         "trigger_rule": str(task.trigger_rule),
         "retries": task.retries,
@@ -71,6 +73,7 @@ def serialize_task(task: Any) -> dict[str, Any]:
         "is_setup": bool(task.is_setup),
         "is_teardown": bool(task.is_teardown),
         "on_failure_fail_dagrun": bool(task.on_failure_fail_dagrun),
+        "mapping": mapping_spec(task),
     }
     for kind in CALLBACK_KINDS:
         data[f"has_on_{kind}_callback"] = bool(getattr(task, f"on_{kind}_callback", None))
@@ -152,6 +155,8 @@ class SerializedTask:
     # defaults for DAGs serialized before these fields existed
     wait_for_downstream = False
     max_active_tis_per_dagrun: int | None = None
+    #: how a mapped task counts its instances (engine.mapping.mapping_spec), None if unmapped
+    mapping: dict[str, Any] | None = None
 
     def __init__(self, data: dict[str, Any], dag: SerializedDAG) -> None:
         self.__dict__.update(data)
@@ -165,6 +170,8 @@ class SerializedTask:
         # absent from DAGs serialized before setup/teardown existed
         for name in ("is_setup", "is_teardown", "on_failure_fail_dagrun"):
             setattr(self, name, bool(data.get(name, False)))
+        self.is_mapped = self.mapping is not None
+        self.mapped_group: str | None = self.mapping["group"] if self.mapping else None
 
     def __repr__(self) -> str:
         return f"<SerializedTask({self.operator}): {self.task_id}>"

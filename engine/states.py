@@ -6,6 +6,7 @@ This module is the single statement of the state machines: the metastore's write
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import StrEnum
 
 
@@ -63,8 +64,9 @@ TASK_TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
     _T.QUEUED: frozenset({_T.SCHEDULED}),
     _T.RUNNING: frozenset({_T.QUEUED}),
     _T.SUCCESS: frozenset({_T.RUNNING}),
-    # queued -> failed: the executor lost the attempt before it started.
-    _T.FAILED: frozenset({_T.RUNNING, _T.QUEUED, _T.UP_FOR_RETRY}),
+    # queued -> failed: the executor lost the attempt before it started; none -> failed: a
+    # mapped task whose input cannot be expanded (not a list, longer than the cap).
+    _T.FAILED: frozenset({_T.RUNNING, _T.QUEUED, _T.UP_FOR_RETRY, _T.NONE}),
     _T.UP_FOR_RETRY: frozenset({_T.RUNNING, _T.QUEUED}),
     _T.UP_FOR_RESCHEDULE: frozenset({_T.RUNNING}),
     _T.UPSTREAM_FAILED: frozenset({_T.NONE, _T.SCHEDULED}),
@@ -80,6 +82,34 @@ DAG_RUN_TRANSITIONS: dict[DagRunState, frozenset[DagRunState]] = {
     _R.SUCCESS: frozenset({_R.RUNNING}),
     _R.FAILED: frozenset({_R.RUNNING, _R.QUEUED}),
 }
+
+
+#: The order in which a mapped task's instances speak for it while some are unfinished:
+#: the furthest along first, so "running" shows while any instance runs.
+_UNFINISHED_ORDER = (
+    TaskState.RUNNING,
+    TaskState.QUEUED,
+    TaskState.SCHEDULED,
+    TaskState.UP_FOR_RETRY,
+    TaskState.UP_FOR_RESCHEDULE,
+    TaskState.NONE,
+)
+
+
+def combined_state(states: Iterable[TaskState]) -> TaskState:
+    """One state for the instances of a mapped task, as its downstream and its run see it:
+    unfinished while any instance is, failed if any failed, skipped if all were skipped,
+    otherwise success. Removed instances (a shorter re-expansion) do not count."""
+    present = {TaskState(state) for state in states} - {TaskState.REMOVED}
+    if not present:
+        return TaskState.REMOVED
+    for state in _UNFINISHED_ORDER:
+        if state in present:
+            return state
+    for state in (TaskState.FAILED, TaskState.UPSTREAM_FAILED):
+        if state in present:
+            return state
+    return TaskState.SKIPPED if present == {TaskState.SKIPPED} else TaskState.SUCCESS
 
 
 def task_transition_allowed(from_state: TaskState, to_state: TaskState) -> bool:

@@ -80,6 +80,8 @@ class TaskGroup(DependencyMixin):
         inherited = parent_group.default_args if parent_group is not None else {}
         self.default_args: dict[str, Any] = {**inherited, **(default_args or {})}
         self.children: dict[str, BaseOperator | TaskGroup] = {}
+        #: what a mapped task group maps over (an engine.mapping.ExpandInput), else None
+        self.expand_input: Any = None
         if len(self.group_id) > MAX_ID_LENGTH:
             raise DagDefinitionError(f"group id {self.group_id!r} is too long")
         dag._add_task_group(self)
@@ -141,31 +143,78 @@ class TaskGroup(DependencyMixin):
         return [t for t in self._members_in_dag_order() if not t.downstream_task_ids & ids]
 
 
+class _GroupFactory:
+    """A `@task_group` function: call it for a group, or `.expand(...)` for a mapped one."""
+
+    def __init__(self, function: Callable[..., Any], group_kwargs: Mapping[str, Any]) -> None:
+        functools.update_wrapper(self, function)
+        self.function = function
+        self.group_kwargs = dict(group_kwargs)
+        self.group_name: str = self.group_kwargs.get("group_id") or function.__name__
+
+    def new_group(self) -> TaskGroup:
+        """A fresh group for one call: its id made unique in the DAG (g, g__1, ...)."""
+        options = dict(self.group_kwargs)
+        dag = options.get("dag") or current_dag()
+        parent = options.get("parent_group") or current_task_group(dag)
+        base = options.pop("group_id", None) or self.function.__name__
+        if dag is not None:
+            full = parent.child_id(base) if parent is not None else base
+            base = unique_id(base, full, set(dag.task_dict) | set(dag.task_group_dict))
+        options.setdefault("tooltip", inspect.getdoc(self.function) or "")
+        return TaskGroup(base, **options)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        group = self.new_group()
+        with group:
+            result = self.function(*args, **kwargs)
+        return group if result is None else result
+
+    def parameter_names(self, given: Mapping[str, Any]) -> list[str]:
+        """The function's parameters that `given` does not fill (for expand_kwargs)."""
+        names = inspect.signature(self.function).parameters
+        return [name for name in names if name not in given]
+
+    def partial(self, **kwargs: Any) -> _GroupPartial:
+        """Arguments every mapped copy of the group shares; then `.expand(...)`."""
+        return _GroupPartial(self, kwargs)
+
+    def expand(self, **mapped: Any) -> Any:
+        """The group once, its tasks mapped over the product of the arguments."""
+        return _GroupPartial(self, {}).expand(**mapped)
+
+    def expand_kwargs(self, value: Any) -> Any:
+        """The group once, its tasks mapped over a list of keyword-argument dicts."""
+        return _GroupPartial(self, {}).expand_kwargs(value)
+
+
+class _GroupPartial:
+    def __init__(self, factory: _GroupFactory, kwargs: Mapping[str, Any]) -> None:
+        self.factory = factory
+        self.kwargs = dict(kwargs)
+
+    def expand(self, **mapped: Any) -> Any:
+        from engine.mapping import PRODUCT, expand_group
+
+        return expand_group(self.factory, self.kwargs, PRODUCT, mapped)
+
+    def expand_kwargs(self, value: Any) -> Any:
+        from engine.mapping import KWARGS, expand_group
+
+        return expand_group(self.factory, self.kwargs, KWARGS, value)
+
+
 def task_group(python_callable: Callable[..., Any] | None = None, **group_kwargs: Any) -> Any:
     """Decorate a function whose tasks form a group each time it is called in a DAG.
 
     The group id defaults to the function's name (suffixed __1, __2 when called again) and
     the tooltip to its docstring. The call returns the function's return value, or the
     TaskGroup when the function returns None, so `g() >> t` works either way.
+    `.expand(...)`/`.partial(...).expand(...)` make a mapped task group.
     """
 
-    def decorate(function: Callable[..., Any]) -> Callable[..., Any]:
-        @functools.wraps(function)
-        def factory(*args: Any, **kwargs: Any) -> Any:
-            options = dict(group_kwargs)
-            dag = options.get("dag") or current_dag()
-            parent = options.get("parent_group") or current_task_group(dag)
-            base = options.pop("group_id", None) or function.__name__
-            if dag is not None:
-                full = parent.child_id(base) if parent is not None else base
-                base = unique_id(base, full, set(dag.task_dict) | set(dag.task_group_dict))
-            options.setdefault("tooltip", inspect.getdoc(function) or "")
-            group = TaskGroup(base, **options)
-            with group:
-                result = function(*args, **kwargs)
-            return group if result is None else result
-
-        return factory
+    def decorate(function: Callable[..., Any]) -> _GroupFactory:
+        return _GroupFactory(function, group_kwargs)
 
     if python_callable is not None:
         return decorate(python_callable)

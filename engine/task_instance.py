@@ -55,20 +55,51 @@ class RuntimeTaskInstance:
         key: str = "return_value",
         default: Any = None,
         run_id: str | None = None,
+        map_indexes: int | None = None,
     ) -> Any:
-        """A value (for one task id) or a list of values (for several), like Airflow."""
+        """A value (for one task id) or a list of values (for several), like Airflow.
+
+        A mapped task's value is the list of its instances' values in map-index order,
+        or, pulled from a task mapped in the same task group, the value of this instance's
+        own map index; `map_indexes` picks one index instead.
+        """
         single = isinstance(task_ids, str)
         if task_ids is None:
             ids = sorted(self.task.upstream_task_ids) if self.task is not None else []
         else:
             ids = [task_ids] if single else list(task_ids)  # type: ignore[arg-type]
+        wanted = {task_id: self.map_index_to_pull(task_id, map_indexes) for task_id in ids}
+        found: dict[str, Any] = {}
         with self.store.session() as session:
-            found = runs.get_xcoms(
-                session, dag_id=self.dag_id, run_id=run_id or self.run_id, task_ids=ids, key=key
-            )
+            for index in set(wanted.values()):
+                same = [task_id for task_id, i in wanted.items() if i == index]
+                found.update(
+                    runs.get_xcoms(
+                        session,
+                        dag_id=self.dag_id,
+                        run_id=run_id or self.run_id,
+                        task_ids=same,
+                        key=key,
+                        map_index=index,
+                    )
+                )
         if single:
             return found.get(task_ids, default)  # type: ignore[arg-type]
         return [found[task_id] for task_id in ids if task_id in found]
+
+    def map_index_to_pull(self, task_id: str, map_indexes: int | None) -> int | None:
+        """The map index of `task_id`'s value to pull: -1 for an unmapped task, None for
+        all of a mapped task's values."""
+        if map_indexes is not None:
+            return map_indexes
+        dag = getattr(self.task, "dag", None)
+        producer = dag.task_dict.get(task_id) if dag is not None else None
+        if producer is None or not producer.is_mapped:
+            return -1
+        group = producer.mapped_group
+        if group is not None and group == getattr(self.task, "mapped_group", None):
+            return self.map_index
+        return None
 
     def skip_downstream(self, task_ids: Iterable[str]) -> None:
         """Ask the runner to mark these tasks skipped once this attempt succeeds."""

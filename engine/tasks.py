@@ -102,12 +102,38 @@ class XComArg(DependencyMixin):
     def resolve(self, context: Mapping[str, Any]) -> Any:
         """The pushed value, pulled through the running task instance."""
         task_id = self.operator.task_id
-        value = context["ti"].xcom_pull(task_ids=task_id, key=self.key, default=_MISSING)
+        ti = context["ti"]
+        value = ti.xcom_pull(task_ids=task_id, key=self.key, default=_MISSING)
         if value is not _MISSING:
             return value
+        if self.operator.is_mapped and ti.map_index_to_pull(task_id, None) is None:
+            return []  # a mapped task with no instance that pushed (e.g. zero elements)
         if self.key == XCOM_RETURN_KEY or getattr(self.operator, "multiple_outputs", False):
             return None
         raise TaskError(f"XCom {self.key!r} of task {task_id!r} not found")
+
+
+class MappedArgument:
+    """An argument of a mapped task group's function: the group's element for the map index
+    of the task instance that reads it."""
+
+    def __init__(self, group: Any, name: str) -> None:
+        self.group = group
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"MappedArgument({self.group.group_id!r}, {self.name!r})"
+
+    def __deepcopy__(self, memo: dict) -> MappedArgument:
+        return self
+
+    def resolve(self, context: Mapping[str, Any]) -> Any:
+        element = self.group.expand_input.element(context, context["ti"].map_index)
+        if self.name not in element:
+            raise TaskError(
+                f"mapped task group {self.group.group_id!r}: element has no {self.name!r}"
+            )
+        return element[self.name]
 
 
 def iter_xcom_args(value: Any) -> Iterator[XComArg]:
@@ -124,7 +150,7 @@ def iter_xcom_args(value: Any) -> Iterator[XComArg]:
 
 def resolve_args(value: Any, context: Mapping[str, Any]) -> Any:
     """A copy of `value` with XComArgs and DagParams replaced by their run-time values."""
-    if isinstance(value, XComArg | DagParam):
+    if isinstance(value, XComArg | DagParam | MappedArgument):
         return value.resolve(context)
     if isinstance(value, list):
         return [resolve_args(item, context) for item in value]
@@ -237,6 +263,8 @@ class BaseOperator(DependencyMixin):
     #: a teardown whose failure fails the run (teardowns are ignored by default)
     on_failure_fail_dagrun = False
     custom_operator_name: str | None = None
+    #: the mapped task group this task is expanded with (set by `engine.mapping`)
+    mapped_group: str | None = None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -385,6 +413,18 @@ class BaseOperator(DependencyMixin):
 
     def __repr__(self) -> str:
         return f"<Task({type(self).__name__}): {self.task_id}>"
+
+    @classmethod
+    def partial(cls, **kwargs: Any) -> Any:
+        """The arguments every mapped instance shares; then `.expand(...)` (Airflow)."""
+        from engine.mapping import OperatorPartial
+
+        return OperatorPartial(cls, kwargs)
+
+    @property
+    def is_mapped(self) -> bool:
+        """Whether this task runs as several instances, one per map index."""
+        return self.mapped_group is not None
 
     # -- graph --------------------------------------------------------------------------
 

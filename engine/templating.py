@@ -20,7 +20,7 @@ from typing import Any
 from engine.exceptions import SkipTask, TemplateError
 from engine.params import DagParam
 from engine.schedules import coerce_utc
-from engine.tasks import XComArg
+from engine.tasks import MappedArgument, XComArg
 
 
 def ds_add(ds: str, days: int) -> str:
@@ -143,7 +143,7 @@ def render_value(
         else:
             template = env.from_string(value)
         return template.render(context)
-    if isinstance(value, XComArg | DagParam):
+    if isinstance(value, XComArg | DagParam | MappedArgument):
         return value.resolve(context)
     if isinstance(value, tuple):
         items = [render_value(item, context, env, template_ext, seen) for item in value]

@@ -296,10 +296,17 @@ def _run_task_callbacks(
     task = dag.get_task(request.task_id).prepare_for_execution()
     with store.session() as session:
         rows = runs.get_task_instances(session, request.dag_id, request.run_id)
-        row = next(r for r in rows if r.task_id == request.task_id)
+        row = next(
+            r for r in rows if r.task_id == request.task_id and r.map_index == request.map_index
+        )
         session.expunge_all()
     path = runner.log_path_for(
-        Path(config["logging.base_log_folder"]), row.dag_id, row.run_id, row.task_id, row.try_number
+        Path(config["logging.base_log_folder"]),
+        row.dag_id,
+        row.run_id,
+        row.task_id,
+        row.try_number,
+        row.map_index,
     )
     ti = RuntimeTaskInstance(
         store, row.dag_id, row.run_id, row.task_id, row.try_number, row.max_tries,

@@ -40,6 +40,7 @@ class CallbackRequest:
     kind: str  #: on_success_callback | on_failure_callback
     task_id: str | None = None  #: set for task callbacks (zombies)
     reason: str | None = None
+    map_index: int = -1  #: the instance of a mapped task, for task callbacks
 
 
 @dataclass(frozen=True)

@@ -246,19 +246,29 @@ def set_xcom(
 
 
 def get_xcoms(
-    session: Session, *, dag_id: str, run_id: str, task_ids: Sequence[str], key: str
+    session: Session,
+    *,
+    dag_id: str,
+    run_id: str,
+    task_ids: Sequence[str],
+    key: str,
+    map_index: int | None = -1,
 ) -> dict[str, Any]:
-    """task_id -> value for the tasks that pushed `key` (map_index -1)."""
-    rows = session.execute(
-        select(XCom.task_id, XCom.value).where(
-            XCom.dag_id == dag_id,
-            XCom.run_id == run_id,
-            XCom.task_id.in_(task_ids),
-            XCom.key == key,
-            XCom.map_index == -1,
-        )
-    ).all()
-    return {task_id: value for task_id, value in rows}
+    """task_id -> value for the tasks that pushed `key` at `map_index`; with map_index None,
+    task_id -> the values of all its map indexes, in map-index order."""
+    query = select(XCom.task_id, XCom.value).where(
+        XCom.dag_id == dag_id,
+        XCom.run_id == run_id,
+        XCom.task_id.in_(task_ids),
+        XCom.key == key,
+    )
+    if map_index is not None:
+        return dict(session.execute(query.where(XCom.map_index == map_index)).all())  # type: ignore[arg-type]
+    values: dict[str, list[Any]] = {}
+    rows = session.execute(query.where(XCom.map_index >= 0).order_by(XCom.map_index))
+    for task_id, value in rows:
+        values.setdefault(task_id, []).append(value)
+    return dict(values)
 
 
 def clear_xcoms(session: Session, *, dag_id: str, run_id: str, task_ids: Iterable[str]) -> None:

@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
-from engine.states import TASK_UNFINISHED, DagRunState, TaskState
-from engine.store.models import Dag, DagRun, Job, Pool, TaskInstance, TaskTry
+from engine.states import TASK_UNFINISHED, DagRunState, TaskState, combined_state
+from engine.store.models import Dag, DagRun, Job, Pool, TaskInstance, TaskTry, XCom
 
 #: Keys per IN list: one statement per this many runs or task instances.
 BATCH = 500
@@ -51,6 +51,7 @@ class TiRow:
     queue: str
     last_heartbeat: datetime | None
     pid: int | None
+    map_index: int = -1
 
 
 _TI_COLUMNS = (
@@ -68,6 +69,7 @@ _TI_COLUMNS = (
     TaskInstance.queue,
     TaskInstance.last_heartbeat,
     TaskInstance.pid,
+    TaskInstance.map_index,
 )
 
 
@@ -288,10 +290,66 @@ def task_states_of_runs(
         .where(pairs_in(TaskInstance.dag_id, TaskInstance.run_id, keys))
         .where(TaskInstance.task_id.in_(ids))
     )
-    found: dict[tuple[str, str], dict[str, TaskState]] = defaultdict(dict)
+    seen: dict[tuple[str, str, str], list[TaskState]] = defaultdict(list)
     for dag_id, run_id, task_id, state in rows:
-        found[(dag_id, run_id)][task_id] = TaskState(state)
+        seen[(dag_id, run_id, task_id)].append(TaskState(state))
+    found: dict[tuple[str, str], dict[str, TaskState]] = defaultdict(dict)
+    for (dag_id, run_id, task_id), states in seen.items():
+        # a mapped task's instances (and its removed placeholder) speak as one
+        found[(dag_id, run_id)][task_id] = states[0] if len(states) == 1 else combined_state(states)
     return found
+
+
+def pushed_values(
+    session: Session, wanted: Iterable[tuple[str, str, str, str]]
+) -> dict[tuple[str, str, str, str], Any]:
+    """(dag_id, run_id, task_id, key) -> the XCom an unmapped task pushed, for the inputs
+    of mapped tasks being expanded; one query per 500 runs."""
+    by_run: dict[tuple[str, str], set[tuple[str, str]]] = defaultdict(set)
+    for dag_id, run_id, task_id, key in wanted:
+        by_run[(dag_id, run_id)].add((task_id, key))
+    if not by_run:
+        return {}
+    task_ids = {task_id for pairs in by_run.values() for task_id, _ in pairs}
+    found: dict[tuple[str, str, str, str], Any] = {}
+    for batch in _batches(list(by_run)):
+        rows = session.execute(
+            select(XCom.dag_id, XCom.run_id, XCom.task_id, XCom.key, XCom.value).where(
+                pairs_in(XCom.dag_id, XCom.run_id, batch),
+                XCom.task_id.in_(sorted(task_ids)),
+                XCom.map_index == -1,
+            )
+        )
+        for dag_id, run_id, task_id, key, value in rows:
+            if (task_id, key) in by_run[(dag_id, run_id)]:
+                found[(dag_id, run_id, task_id, key)] = value
+    return found
+
+
+def add_map_indexes(session: Session, placeholder_id: int, indexes: Iterable[int]) -> None:
+    """New task instances of a mapped task, in state none, copied from its placeholder."""
+    row = session.get(TaskInstance, placeholder_id)
+    if row is None:
+        return
+    copied = {
+        name: getattr(row, name)
+        for name in (
+            "dag_id", "run_id", "task_id", "max_tries", "operator", "pool", "pool_slots",
+            "priority_weight", "queue",
+        )
+    }  # fmt: skip
+    rows = [
+        {**copied, "map_index": i, "state": TaskState.NONE.value, "try_number": 0} for i in indexes
+    ]
+    if rows:
+        session.execute(insert(TaskInstance), rows)
+
+
+def set_map_index(session: Session, ti_id: int, map_index: int) -> None:
+    """The placeholder of a mapped task becomes its first instance (index 0)."""
+    session.execute(
+        update(TaskInstance).where(TaskInstance.id == ti_id).values(map_index=map_index)
+    )
 
 
 def scheduled_candidates(session: Session, limit: int) -> list[TiRow]:
