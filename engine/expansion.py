@@ -85,7 +85,8 @@ def _expand_one(
     session: Any, item: Ready, pushed: dict[tuple[str, str], Any], now: datetime, max_length: int
 ) -> None:
     spec, placeholder = item.task.mapping, item.placeholder
-    where = f"{placeholder.dag_id}.{placeholder.task_id} in run {placeholder.run_id}"
+    (dag_id, run_id), task_id = item.run_key, placeholder.task_id
+    where = f"{dag_id}.{task_id} in run {run_id}"
     try:
         length = mapping.expanded_length(spec["sources"], spec["kind"], pushed, item.mapped_counts)
         if length > max_length:

@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from engine import deps, runner
+from engine import deps, expansion, runner
 from engine.exceptions import DagwatchError
 from engine.serialization import SerializedDAG, dag_hash, serialize_dag
 from engine.states import DAG_RUN_FINISHED, DagRunState, TaskState
@@ -64,11 +64,22 @@ def _prepare_run(store: Any, dag: Any, serialized: dict, logical_date: datetime,
     return run_id
 
 
-def _states(store: Any, dag_id: str, run_id: str) -> dict[str, TaskInstance]:
+def _states(store: Any, dag_id: str, run_id: str) -> dict[tuple[str, int], TaskInstance]:
+    """(task_id, map_index) -> task instance row, detached."""
     with store.session() as session:
         rows = runs.get_task_instances(session, dag_id, run_id)
         session.expunge_all()
-    return {row.task_id: row for row in rows}
+    return {(row.task_id, row.map_index): row for row in rows}
+
+
+@dataclass(frozen=True)
+class _Decidable:
+    """What deciding reads of a task instance."""
+
+    id: int
+    task_id: str
+    map_index: int
+    state: TaskState
 
 
 def _move(store: Any, rows: list[TaskInstance], to: TaskState, now: datetime, reason: str) -> None:
@@ -89,11 +100,11 @@ def _move(store: Any, rows: list[TaskInstance], to: TaskState, now: datetime, re
             row.state = to.value
 
 
-def _next_ready(tis: dict[str, TaskInstance], order: dict[str, int]) -> TaskInstance | None:
+def _next_ready(tis: dict[Any, TaskInstance], order: dict[str, int]) -> TaskInstance | None:
     ready = [ti for ti in tis.values() if ti.state == TaskState.SCHEDULED]
     if not ready:
         return None
-    return min(ready, key=lambda ti: (-ti.priority_weight, order[ti.task_id]))
+    return min(ready, key=lambda ti: (-ti.priority_weight, order[ti.task_id], ti.map_index))
 
 
 def run_dag_in_process(
@@ -127,16 +138,26 @@ def run_dag_in_process(
 
 def _step(store, config, dag, plan, tis, order, report, echo, clock, sleep) -> bool:
     """Advance the run by one decision or one attempt; False when nothing can progress."""
-    states = {task_id: TaskState(ti.state) for task_id, ti in tis.items()}
+    rows = [_Decidable(ti.id, ti.task_id, ti.map_index, TaskState(ti.state)) for ti in tis.values()]
+    states, instances = deps.states_of(rows)
     outcome = deps.run_outcome(plan, states)
     if outcome is not None:
         report.state, report.final_states = outcome, states
         return True
-    decisions = deps.decide(plan, states)
+    ready = expansion.ready_to_expand((plan.dag_id, report.run_id), plan, rows, None)
+    if ready:
+        with store.session() as session:
+            expansion.expand(session, ready, clock(), config["core.max_map_length"])
+        return True
+    decisions = deps.decide(plan, states, instances=instances)
     if decisions:
         for target in set(decisions.values()):
-            rows = [tis[t] for t, to in decisions.items() if to is target]
-            _move(store, rows, target, clock(), reason="trigger rule")
+            moved = [
+                tis[key if isinstance(key, tuple) else (key, -1)]
+                for key, to in decisions.items()
+                if to is target
+            ]
+            _move(store, moved, target, clock(), reason="trigger rule")
         return True
     retrying = [ti for ti in tis.values() if ti.state == TaskState.UP_FOR_RETRY]
     ti = _next_ready(tis, order)

@@ -25,6 +25,7 @@ from engine.store import dags, runs
 from engine.store.audit import record_audit
 from engine.store.db import Store
 from engine.store.models import Dag, DagRun, TaskInstance, XCom
+from engine.store.scheduling import add_map_indexes
 from engine.store.transitions import CHUNK_SIZE, transition_dag_run, transition_task_instances
 from engine.store.wakeup import notify_scheduler
 
@@ -167,7 +168,34 @@ def clear_rows(
             result.requeued_runs.append(run_id)
     if not dry_run:
         _delete_xcoms(session, plan.dag_id, cleared_by_run)
+        _fold_mapped(session, plan, [ti for ti, _state, _pk in rows], changed, now, reason)
     return result
+
+
+def _fold_mapped(
+    session: Session,
+    plan: SerializedDAG,
+    rows: list[TaskInstance],
+    cleared: set[int],
+    now: datetime,
+    reason: str,
+) -> None:
+    """A mapped task cleared whole goes back to its unexpanded placeholder, so the next
+    run of it expands again from its inputs' new values (their length may differ)."""
+    by_task: dict[tuple[str, str], list[TaskInstance]] = defaultdict(list)
+    for ti in rows:
+        if plan.has_task(ti.task_id) and plan.get_task(ti.task_id).is_mapped:
+            by_task[(ti.run_id, ti.task_id)].append(ti)
+    for tis in by_task.values():
+        indexed = [ti for ti in tis if ti.map_index >= 0]
+        if not indexed or not all(ti.id in cleared for ti in indexed):
+            continue
+        transition_task_instances(
+            session, [ti.id for ti in indexed], expected=TaskState.NONE, to=TaskState.REMOVED,
+            at=now, reason=f"{reason}: the mapped task will expand again",
+        )  # fmt: skip
+        if not any(ti.map_index < 0 for ti in tis):
+            add_map_indexes(session, indexed[0].id, [-1])
 
 
 def _requeue(session: Session, run_pk: int, state: DagRunState, now: datetime, reason: str) -> bool:

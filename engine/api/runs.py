@@ -310,10 +310,13 @@ def list_runs(
 
 
 def task_states(store: Store, dag_id: str, run_id: str) -> list[dict[str, Any]]:
-    """One dict per task instance of the run, in creation (task definition) order."""
+    """One dict per task instance of the run, in task definition order; a mapped task's
+    instances together, by map index."""
     with store.session(readonly=True) as session:
         runs.get_dag_run(session, dag_id, run_id)
-        return [
-            {key: getattr(ti, key) for key in _TASK_STATE_KEYS}
-            for ti in runs.get_task_instances(session, dag_id, run_id)
-        ]
+        tis = runs.get_task_instances(session, dag_id, run_id)
+        first: dict[str, int] = {}
+        for ti in tis:  # ordered by id: the first row of a task is where it was defined
+            first.setdefault(ti.task_id, ti.id)
+        tis.sort(key=lambda ti: (first[ti.task_id], ti.map_index))
+        return [{key: getattr(ti, key) for key in _TASK_STATE_KEYS} for ti in tis]

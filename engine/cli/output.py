@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -44,10 +44,23 @@ def _json_value(value: Any) -> Any:
     return value
 
 
-def render_rows(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], output: str) -> str:
-    """The rows as a table with a header, or as a JSON array of objects with those keys."""
+def render_rows(
+    rows: Sequence[Mapping[str, Any]],
+    columns: Sequence[str],
+    output: str,
+    optional: Collection[str] = (),
+) -> str:
+    """The rows as a table with a header, or as a JSON array of objects with those keys;
+    an `optional` column is left out of the objects of rows that lack it."""
     if output == "json":
-        payload = [{column: _json_value(row.get(column)) for column in columns} for row in rows]
+        payload = [
+            {
+                column: _json_value(row.get(column))
+                for column in columns
+                if column not in optional or column in row
+            }
+            for row in rows
+        ]
         return json.dumps(payload, indent=2, default=str)
     cells = [[_cell(row.get(column)) for column in columns] for row in rows]
     widths = [
@@ -62,12 +75,17 @@ def render_rows(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], outpu
     return "\n".join(lines)
 
 
-def echo_rows(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], output: str) -> None:
+def echo_rows(
+    rows: Sequence[Mapping[str, Any]],
+    columns: Sequence[str],
+    output: str,
+    optional: Collection[str] = (),
+) -> None:
     """Print a listing; an empty table says so instead of printing a bare header."""
     if not rows and output == "table":
         click.echo("(no rows)")
         return
-    click.echo(render_rows(rows, columns, output))
+    click.echo(render_rows(rows, columns, output, optional))
 
 
 def echo_object(obj: Mapping[str, Any], output: str, text: str) -> None:

@@ -75,10 +75,18 @@ TASK_STATE_COLUMNS = [
 @output_option
 @pass_cli
 def states_for_dag_run(cli: CliContext, dag_id: str, run_id: str, output: str) -> None:
-    """List the task instances of one DAG run with their state and last attempt."""
+    """List the task instances of one DAG run with their state and last attempt; the
+    instances of a mapped task carry their map_index."""
     from engine import api
 
-    echo_rows(api.task_states(cli.store, dag_id, run_id), TASK_STATE_COLUMNS, output)
+    rows = api.task_states(cli.store, dag_id, run_id)
+    for row in rows:
+        if row["map_index"] < 0:  # not an instance of a mapped task
+            del row["map_index"]
+    columns = TASK_STATE_COLUMNS
+    if any("map_index" in row for row in rows):
+        columns = [*columns[:3], "map_index", *columns[3:]]
+    echo_rows(rows, columns, output, optional={"map_index"})
 
 
 def _regex(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:

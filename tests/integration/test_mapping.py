@@ -6,18 +6,24 @@ the product of two inputs, a mapped task group, the length cap, clearing and re-
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 from sqlalchemy import select
 
-from engine import api
+from engine import DAG, api, task
+from engine.inprocess import run_dag_in_process
+from engine.states import DagRunState
 from engine.store import runs
 from engine.store.models import StateTransition, XCom
 from tests.integration import test_scheduler_loop as loop_tests
+from tests.helpers import run_cli
 from tests.integration.test_scheduler_loop import drain, entries, run_state, trigger
 
 loop_config = loop_tests.loop_config
 ledger = loop_tests.ledger
 add_dag = loop_tests.add_dag
+
+LOGICAL_DATE = datetime(2026, 3, 1, tzinfo=UTC)
 
 
 def instances(store, dag_id: str, run_id: str, task_id: str) -> dict[int, str]:
@@ -74,9 +80,7 @@ def test_mapping_over_an_upstream_list_of_50_runs_50_instances_and_collects_them
         f"double-{i}" for i in range(50)
     )
     # the unmapped consumer received every value, in map-index order
-    assert json.loads(ledger.with_suffix(".jsonl.total").read_text()) == [
-        i * 10 for i in range(50)
-    ]
+    assert json.loads(ledger.with_suffix(".jsonl.total").read_text()) == [i * 10 for i in range(50)]
 
 
 def test_one_element_gives_one_instance_with_map_index_0(store, loop_config, add_dag, ledger):
@@ -248,9 +252,7 @@ def test_the_map_length_cap_fails_the_mapped_task_with_a_clear_reason(
     assert not any(e["task"].startswith("double") for e in entries(ledger))
 
 
-def test_mapping_over_a_value_that_is_not_a_list_fails_with_the_reason(
-    store, loop_config, add_dag
-):
+def test_mapping_over_a_value_that_is_not_a_list_fails_with_the_reason(store, loop_config, add_dag):
     add_dag(
         "not_list",
         """
@@ -312,3 +314,77 @@ def test_clearing_a_mapped_task_expands_it_again_from_the_new_input(
         -1: "removed", 0: "success", 1: "success", 2: "removed"
     }  # fmt: skip
     assert xcoms(store, "again", run_id, "use") == {0: 0, 1: 1}
+
+
+# -- dags test: the same expansion in process; metrics and logs per instance ------------
+
+
+def test_dags_test_expands_in_process_and_metrics_stay_under_the_task_labels(
+    store, config, emitted
+):
+    with DAG("in_process", schedule=None) as dag:
+
+        @task
+        def make():
+            return list(range(50))
+
+        @task
+        def square(x):
+            return x * x
+
+        @task
+        def total(values):
+            return sum(values)
+
+        total(square.expand(x=make()))
+
+    report = run_dag_in_process(store, config, dag, logical_date=LOGICAL_DATE)
+    assert report.state is DagRunState.SUCCESS
+    assert instances(store, "in_process", report.run_id, "square") == dict.fromkeys(
+        range(50), "success"
+    )
+    assert xcoms(store, "in_process", report.run_id, "total") == {-1: sum(i * i for i in range(50))}
+    starts = [labels for labels, _ in emitted.values("ti.start")]
+    assert len(starts) == 52  # make, 50 instances, total
+    # 50 instances, one label set: map_index never becomes a label (bounded cardinality)
+    assert {
+        tuple(sorted(labels.items())) for labels in starts if labels["task_id"] == "square"
+    } == {(("dag_id", "in_process"), ("task_id", "square"))}
+    # each instance logs to its own file, next to its task's folder
+    logs = config["logging.base_log_folder"] / "in_process"
+    found = sorted(p.relative_to(logs).parts[1:] for p in logs.rglob("*.log"))
+    assert ("square", "map_index=0", "attempt=1.log") in found
+    assert ("square", "map_index=49", "attempt=1.log") in found
+    assert ("make", "attempt=1.log") in found
+
+
+def test_states_for_dag_run_json_shows_map_index_for_mapped_instances_only(
+    sqlite_store, config, cli_env
+):
+    store = sqlite_store
+    with DAG("cli_mapped", schedule=None) as dag:
+
+        @task
+        def before():
+            return [1, 2]
+
+        @task
+        def each(x):
+            return x
+
+        each.expand(x=before())
+
+    report = run_dag_in_process(store, config, dag, logical_date=LOGICAL_DATE)
+    result = run_cli(
+        "tasks", "states-for-dag-run", "cli_mapped", report.run_id, "--output", "json", env=cli_env
+    )
+    assert result.returncode == 0, result.stderr
+    rows = [
+        (r["task_id"], r.get("map_index", "absent"), r["state"]) for r in json.loads(result.stdout)
+    ]
+    assert rows == [("before", "absent", "success"), ("each", 0, "success"), ("each", 1, "success")]
+    table = run_cli("tasks", "states-for-dag-run", "cli_mapped", report.run_id, env=cli_env)
+    header = table.stdout.splitlines()[0]
+    assert [c.strip() for c in header.split("|")][:5] == [
+        "dag_id", "run_id", "task_id", "map_index", "state"
+    ]  # fmt: skip
