@@ -7,6 +7,7 @@ say exactly what the scheduler would decide.
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 from engine import deps, limits
@@ -16,18 +17,24 @@ from engine.store import dags as dag_store
 from engine.store import runs, scheduling
 
 
-def why_not_running(store: Any, config: Any, dag_id: str, run_id: str, task_id: str) -> str:
-    """One sentence: what the task instance waits for, or what state it is in."""
+def why_not_running(
+    store: Any, config: Any, dag_id: str, run_id: str, task_id: str, map_index: int | None = None
+) -> str:
+    """One sentence: what the task instance waits for, or what state it is in. For a
+    mapped task, `map_index` picks the instance (default: the first one not finished)."""
     with store.session(readonly=True) as session:
         row = dag_store.get_dag(session, dag_id)
         plan = SerializedDAG.from_dict(row.serialized)
         run = runs.get_dag_run(session, dag_id, run_id)
-        rows = {ti.task_id: ti for ti in runs.get_task_instances(session, dag_id, run_id)}
-        if task_id not in rows:
+        all_rows = runs.get_task_instances(session, dag_id, run_id)
+        ti = _instance(all_rows, task_id, map_index)
+        if ti is None:
             from engine.exceptions import NotFound
 
-            raise NotFound(f"task {task_id!r} not found in run {run_id!r} of {dag_id!r}")
-        ti = rows[task_id]
+            which = f"task {task_id!r}"
+            if map_index is not None:
+                which += f" map index {map_index}"
+            raise NotFound(f"{which} not found in run {run_id!r} of {dag_id!r}")
         state = TaskState(ti.state)
         if state in TASK_FINISHED:
             return f"finished: {state}"
@@ -47,13 +54,30 @@ def why_not_running(store: Any, config: Any, dag_id: str, run_id: str, task_id: 
                 f"retry not due until {ti.next_retry_at.isoformat() if ti.next_retry_at else '?'}"
             )
         if state is TaskState.NONE:
-            states = {name: TaskState(other.state) for name, other in rows.items()}
+            states = deps.states_of(
+                [_as_decided(other) for other in all_rows],
+            )[0]
             past = _past_states(session, run, deps.past_task_ids(plan))
             return (
                 deps.why_waiting(plan, task_id, states, past)
                 or "ready: the scheduler decides it next"
             )
         return _slot_reason(session, config, plan, ti.id)
+
+
+def _instance(rows: list[Any], task_id: str, map_index: int | None) -> Any:
+    """The row of `task_id` at `map_index`; by default its unexpanded placeholder, or its
+    first unfinished instance (the first one when all finished)."""
+    mine = [ti for ti in rows if ti.task_id == task_id and ti.state != TaskState.REMOVED]
+    if map_index is not None:
+        return next((ti for ti in mine if ti.map_index == map_index), None)
+    mine.sort(key=lambda ti: (TaskState(ti.state) in TASK_FINISHED, ti.map_index))
+    return mine[0] if mine else None
+
+
+def _as_decided(ti: Any) -> Any:
+    """A task instance row as deciding reads it (its state as a TaskState)."""
+    return SimpleNamespace(task_id=ti.task_id, map_index=ti.map_index, state=TaskState(ti.state))
 
 
 def _past_states(session: Any, run: Any, task_ids: set[str]) -> dict[str, TaskState] | None:

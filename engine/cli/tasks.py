@@ -164,13 +164,19 @@ def clear(
 @click.argument("dag_id")
 @click.argument("run_id")
 @click.argument("task_id")
+@click.option(
+    "--map-index", type=click.IntRange(min=0), help="The instance of a mapped task to explain."
+)
 @output_option
 @pass_cli
-def failed_deps(cli: CliContext, dag_id: str, run_id: str, task_id: str, output: str) -> None:
+def failed_deps(
+    cli: CliContext, dag_id: str, run_id: str, task_id: str, map_index: int | None, output: str
+) -> None:
     """Say why a task instance is not running: upstream, pool, limits, retry, run limit."""
     from engine.explain import why_not_running
 
-    reason = why_not_running(cli.store, cli.config, dag_id, run_id, task_id)
-    echo_object(
-        {"dag_id": dag_id, "run_id": run_id, "task_id": task_id, "reason": reason}, output, reason
-    )
+    reason = why_not_running(cli.store, cli.config, dag_id, run_id, task_id, map_index)
+    result = {"dag_id": dag_id, "run_id": run_id, "task_id": task_id, "reason": reason}
+    if map_index is not None:
+        result = {**result, "map_index": map_index}
+    echo_object(result, output, reason)

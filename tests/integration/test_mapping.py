@@ -8,16 +8,19 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
+import pytest
 from sqlalchemy import select
 
 from engine import DAG, api, task
+from engine.exceptions import NotFound
+from engine.explain import why_not_running
 from engine.inprocess import run_dag_in_process
 from engine.states import DagRunState
-from engine.store import runs
+from engine.store import runs, transitions
 from engine.store.models import StateTransition, XCom
-from tests.integration import test_scheduler_loop as loop_tests
 from tests.helpers import run_cli
-from tests.integration.test_scheduler_loop import drain, entries, run_state, trigger
+from tests.integration import test_scheduler_loop as loop_tests
+from tests.integration.test_scheduler_loop import drain, entries, max_overlap, run_state, trigger
 
 loop_config = loop_tests.loop_config
 ledger = loop_tests.ledger
@@ -234,6 +237,28 @@ def test_a_mapped_task_group_runs_each_element_through_the_group_independently(
     assert json.loads(ledger.with_suffix(".jsonl.report").read_text()) == ["db:A", "db:C"]
 
 
+def test_max_active_tis_per_dagrun_limits_the_instances_of_a_mapped_task_running_at_once(
+    store, loop_config, add_dag, ledger
+):
+    add_dag(
+        "throttled",
+        """
+        @task(max_active_tis_per_dagrun=2)
+        def slow(x):
+            record(f"slow-{x}", 0.4)
+
+        with DAG("throttled", schedule=None):
+            slow.expand(x=[1, 2, 3, 4, 5])
+        """,
+    )
+    run_id = trigger(store, "throttled")
+    drain(store, loop_config, core__parallelism=8)
+    assert run_state(store, "throttled", run_id) == "success"
+    spans = entries(ledger)
+    assert len(spans) == 5
+    assert max_overlap(spans) == 2  # the limit held, and was reached
+
+
 def test_the_map_length_cap_fails_the_mapped_task_with_a_clear_reason(
     store, loop_config, add_dag, ledger
 ):
@@ -388,3 +413,22 @@ def test_states_for_dag_run_json_shows_map_index_for_mapped_instances_only(
     assert [c.strip() for c in header.split("|")][:5] == [
         "dag_id", "run_id", "task_id", "map_index", "state"
     ]  # fmt: skip
+
+
+def test_failed_deps_explains_a_mapped_task_before_and_after_expansion(store, loop_config, add_dag):
+    add_dag("explained", MAPPED_OVER_XCOM.format(dag_id="explained", n=3))
+    run_id = trigger(store, "explained")
+    with store.session() as session:  # the run is started by hand: no scheduler yet
+        run = runs.get_dag_run(session, "explained", run_id)
+        transitions.transition_dag_run(
+            session, run.id, expected=run.state, to="running", at=run.queued_at
+        )
+    assert why_not_running(store, loop_config, "explained", run_id, "double") == (
+        "trigger rule all_success is not met yet: waiting for upstream make"
+    )
+    with pytest.raises(NotFound, match="task 'double' map index 1 not found"):
+        why_not_running(store, loop_config, "explained", run_id, "double", map_index=1)
+    drain(store, loop_config)
+    assert why_not_running(store, loop_config, "explained", run_id, "double", 1) == (
+        "finished: success"
+    )
