@@ -692,7 +692,13 @@ class Scheduler:
         emit.attempt_finished(ti.dag_id, ti.task_id, operator, to, None, zombie=zombie)
         if task is not None and getattr(task, f"has_{kind}", False):
             request = CallbackRequest(
-                ti.dag_id, ti.run_id, plan.fileloc, kind, task_id=ti.task_id, reason=reason
+                ti.dag_id,
+                ti.run_id,
+                plan.fileloc,
+                kind,
+                task_id=ti.task_id,
+                reason=reason,
+                map_index=ti.map_index,
             )
             self.executor.queue_callbacks([request])
 
