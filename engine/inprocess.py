@@ -179,7 +179,8 @@ def _step(store, config, dag, plan, tis, order, report, echo, clock, sleep) -> b
 
 
 def _describe(result: runner.AttemptResult) -> str:
-    line = f"  {result.task_id:<40} {result.state:<16} try {result.try_number}"
+    name = result.task_id + (f"[{result.map_index}]" if result.map_index >= 0 else "")
+    line = f"  {name:<40} {result.state:<16} try {result.try_number}"
     line += f"  {result.duration:.2f} s"
     return line + (f"\n      {result.error}" if result.error else "")
 

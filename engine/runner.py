@@ -59,6 +59,7 @@ class AttemptResult:
     skip_task_ids: frozenset[str]
     next_retry_at: datetime | None
     log_path: Path
+    map_index: int = -1
 
 
 def log_path_for(
@@ -334,8 +335,9 @@ def _finish(
     level = logging.INFO if state is TaskState.SUCCESS else logging.WARNING
     task_log.log(level, "attempt %s ended: %s (%.3f s)", row.try_number, state, duration)
     return AttemptResult(
-        row.id, row.task_id, row.try_number, state, duration, error, skips, next_retry_at, path
-    )
+        row.id, row.task_id, row.try_number, state, duration, error, skips, next_retry_at, path,
+        row.map_index,
+    )  # fmt: skip
 
 
 def _skip_downstream(session: Any, row: Any, task_ids: frozenset[str], now: datetime) -> None:

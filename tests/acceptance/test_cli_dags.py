@@ -17,6 +17,7 @@ EXAMPLES = [
     "example_sensor",
     "example_sla",
     "example_pool_limited",
+    "example_mapping",
 ]
 
 BROKEN = "from engine import DAG\nraise ValueError('broken on purpose')\n"

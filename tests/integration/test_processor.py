@@ -199,4 +199,5 @@ def test_example_dags_load_without_import_errors(store, config):
         "example_sensor",
         "example_sla",
         "example_pool_limited",
+        "example_mapping",
     }
