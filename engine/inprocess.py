@@ -220,12 +220,17 @@ def run_task_in_scratch(
     from engine.store.db import Store
     from engine.store.migrate import migrate
 
+    if dag.has_task(task_id) and dag.get_task(task_id).is_mapped:
+        raise DagwatchError(
+            f"task {task_id!r} is mapped: its instances exist only in a run; "
+            f"use `dagwatch dags test {dag.dag_id}`"
+        )
     store = Store(f"sqlite:///{scratch / 'scratch.db'}")
     try:
         migrate(store)
         config = config.with_overrides(logging__base_log_folder=str(scratch / "logs"))
         run_id = _prepare_run(store, dag, serialize_dag(dag), logical_date, {}, logical_date)
-        ti = _states(store, dag.dag_id, run_id)[task_id]
+        ti = _states(store, dag.dag_id, run_id)[(task_id, -1)]
         _move(store, [ti], TaskState.SCHEDULED, logical_date, reason="tasks test")
         _move(store, [ti], TaskState.QUEUED, logical_date, reason="tasks test")
         return runner.run_attempt(store, config, dag, ti.id)

@@ -88,6 +88,16 @@ def test_tasks_test_runs_one_task_and_prints_its_log(migrated_home):
     assert result.stdout.rstrip().endswith("extract: success")
 
 
+def test_tasks_test_of_a_mapped_task_is_one_clear_line(migrated_home):
+    _, env = migrated_home
+    result = run_cli("tasks", "test", "example_mapping", "load", env=env)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "error: task 'load' is mapped: its instances exist only in a run; "
+        "use `dagwatch dags test example_mapping`"
+    ]
+
+
 def test_unknown_dag_is_one_clear_line_and_exit_1(migrated_home):
     _, env = migrated_home
     result = run_cli("dags", "test", "no_such_dag", env=env)
