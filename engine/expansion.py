@@ -40,19 +40,27 @@ def ready_to_expand(
     mapped = [task for task in dag.tasks if task.is_mapped]
     if not mapped:
         return []
-    wanted = None if deciding is None else set(deciding)
+    ids = {task.task_id for task in mapped}
+    wanted = ids if deciding is None else ids & set(deciding)
+    if not wanted:
+        return []
+    mine: dict[str, list[Any]] = {}
+    for row in rows:
+        if row.task_id in wanted:
+            mine.setdefault(row.task_id, []).append(row)
     states, instances = deps.states_of(rows)
     found = []
     for task in mapped:
-        if wanted is not None and task.task_id not in wanted:
+        if task.task_id not in wanted:
             continue
-        placeholder = next((r for r in rows if r.task_id == task.task_id and r.map_index < 0), None)
+        own = mine.get(task.task_id, [])
+        placeholder = next((r for r in own if r.map_index < 0), None)
         if placeholder is None or placeholder.state is not TaskState.NONE:
             continue
         inputs = [s["task_id"] for s in task.mapping["sources"] if "task_id" in s]
         if any(states.get(task_id) is not TaskState.SUCCESS for task_id in inputs):
             continue
-        existing = {r.map_index: r for r in rows if r.task_id == task.task_id and r.map_index >= 0}
+        existing = {r.map_index: r for r in own if r.map_index >= 0}
         counts = {t: len(instances[t]) for t in inputs if dag.task_dict[t].is_mapped}
         found.append(Ready(run_key, task, placeholder, existing, counts))
     return found
