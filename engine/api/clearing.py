@@ -21,7 +21,7 @@ from engine.schedules import coerce_utc
 from engine.serialization import SerializedDAG
 from engine.setup_teardown import with_setups_and_teardowns
 from engine.states import DAG_RUN_FINISHED, TASK_FAILED, TASK_OCCUPYING, DagRunState, TaskState
-from engine.store import dags, runs
+from engine.store import dags, runs, scheduling
 from engine.store.audit import record_audit
 from engine.store.db import Store
 from engine.store.models import Dag, DagRun, TaskInstance, XCom
@@ -167,6 +167,8 @@ def clear_rows(
             result.requeued_runs.append(run_id)
     if not dry_run:
         _delete_xcoms(session, plan.dag_id, cleared_by_run)
+        # a sensor cleared between pokes (reschedule mode) starts a new try next time
+        scheduling.close_open_tries(session, sorted(changed), now=now, error=reason)
     return result
 
 
