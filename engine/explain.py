@@ -46,6 +46,8 @@ def why_not_running(store: Any, config: Any, dag_id: str, run_id: str, task_id: 
             return (
                 f"retry not due until {ti.next_retry_at.isoformat() if ti.next_retry_at else '?'}"
             )
+        if state is TaskState.UP_FOR_RESCHEDULE:
+            return _reschedule_reason(session, ti)
         if state is TaskState.NONE:
             states = {name: TaskState(other.state) for name, other in rows.items()}
             past = _past_states(session, run, deps.past_task_ids(plan))
@@ -54,6 +56,20 @@ def why_not_running(store: Any, config: Any, dag_id: str, run_id: str, task_id: 
                 or "ready: the scheduler decides it next"
             )
         return _slot_reason(session, config, plan, ti.id)
+
+
+def _reschedule_reason(session: Any, ti: Any) -> str:
+    """A sensor in reschedule mode between pokes: when it pokes next, since when it waits,
+    and that it holds no slot meanwhile (in poke mode it would hold one all along)."""
+    due = ti.next_retry_at.isoformat() if ti.next_retry_at else "?"
+    open_try = runs.open_rescheduled_try(session, ti.id, ti.try_number)
+    pokes = f"{open_try.reschedules} poke(s)" if open_try else "its pokes"
+    since = f" since {open_try.start_date.isoformat()}" if open_try else ""
+    return (
+        f"sensor waiting for its next poke at {due} (reschedule mode: {pokes} in try "
+        f"{ti.try_number}{since} found the condition unmet); it holds no executor or pool "
+        "slot until then"
+    )
 
 
 def _past_states(session: Any, run: Any, task_ids: set[str]) -> dict[str, TaskState] | None:
