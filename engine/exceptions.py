@@ -5,6 +5,8 @@ A subclass's docstring is its default message.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 
 class DagwatchError(Exception):
     """A dagwatch error."""
@@ -61,13 +63,28 @@ class TaskTimeout(TaskError):
     """The attempt ran longer than its execution_timeout."""
 
 
-class SensorTimeout(TaskError):
+class FailTaskNoRetry(TaskError):
+    """Raise inside a task to fail it without using its remaining retries."""
+
+
+class SensorTimeout(FailTaskNoRetry):
     """The sensor's condition was not met within its timeout."""
+
+    # no retry, as in Airflow: another try would only wait again
 
 
 class SkipTask(Exception):
     """Raise inside a task to end it as skipped instead of failed."""
 
 
-class FailTaskNoRetry(TaskError):
-    """Raise inside a task to fail it without using its remaining retries."""
+class RescheduleTask(Exception):
+    """End this attempt and run the task again at `reschedule_date`, without using a try.
+
+    What a sensor in reschedule mode raises between pokes (Airflow's
+    AirflowRescheduleException): the task instance waits in up_for_reschedule, holding
+    no executor or pool slot.
+    """
+
+    def __init__(self, reschedule_date: datetime) -> None:
+        super().__init__(f"rescheduled to {reschedule_date.isoformat()}")
+        self.reschedule_date = reschedule_date

@@ -53,6 +53,8 @@ def why_not_running(
             return (
                 f"retry not due until {ti.next_retry_at.isoformat() if ti.next_retry_at else '?'}"
             )
+        if state is TaskState.UP_FOR_RESCHEDULE:
+            return _reschedule_reason(session, ti)
         if state is TaskState.NONE:
             states = deps.states_of(
                 [_as_decided(other) for other in all_rows],
@@ -78,6 +80,20 @@ def _instance(rows: list[Any], task_id: str, map_index: int | None) -> Any:
 def _as_decided(ti: Any) -> Any:
     """A task instance row as deciding reads it (its state as a TaskState)."""
     return SimpleNamespace(task_id=ti.task_id, map_index=ti.map_index, state=TaskState(ti.state))
+
+
+def _reschedule_reason(session: Any, ti: Any) -> str:
+    """A sensor in reschedule mode between pokes: when it pokes next, since when it waits,
+    and that it holds no slot meanwhile (in poke mode it would hold one all along)."""
+    due = ti.next_retry_at.isoformat() if ti.next_retry_at else "?"
+    open_try = runs.open_rescheduled_try(session, ti.id, ti.try_number)
+    pokes = f"{open_try.reschedules} poke(s)" if open_try else "its pokes"
+    since = f" since {open_try.start_date.isoformat()}" if open_try else ""
+    return (
+        f"sensor waiting for its next poke at {due} (reschedule mode: {pokes} in try "
+        f"{ti.try_number}{since} found the condition unmet); it holds no executor or pool "
+        "slot until then"
+    )
 
 
 def _past_states(session: Any, run: Any, task_ids: set[str]) -> dict[str, TaskState] | None:

@@ -100,6 +100,15 @@ def _move(store: Any, rows: list[TaskInstance], to: TaskState, now: datetime, re
             row.state = to.value
 
 
+#: States that wait for their `next_retry_at`: what the wait is for, and the reason
+#: recorded when it ends. Like Airflow's `dags test`, a sensor in reschedule mode is
+#: waited for and poked again; other ready tasks run first.
+_WAITING = {
+    TaskState.UP_FOR_RETRY: ("retry", "retry delay passed"),
+    TaskState.UP_FOR_RESCHEDULE: ("poke", "next poke due"),
+}
+
+
 def _next_ready(tis: dict[Any, TaskInstance], order: dict[str, int]) -> TaskInstance | None:
     ready = [ti for ti in tis.values() if ti.state == TaskState.SCHEDULED]
     if not ready:
@@ -159,15 +168,16 @@ def _step(store, config, dag, plan, tis, order, report, echo, clock, sleep) -> b
             ]
             _move(store, moved, target, clock(), reason="trigger rule")
         return True
-    retrying = [ti for ti in tis.values() if ti.state == TaskState.UP_FOR_RETRY]
+    waiting = [ti for ti in tis.values() if ti.state in _WAITING]
     ti = _next_ready(tis, order)
-    if ti is None and retrying:
-        due = min(retrying, key=lambda row: row.next_retry_at)
+    if ti is None and waiting:
+        due = min(waiting, key=lambda row: row.next_retry_at)
+        verb, reason = _WAITING[TaskState(due.state)]
         wait = (due.next_retry_at - clock()).total_seconds()
         if wait > 0:
-            echo(f"  waiting {wait:.1f} s to retry {due.task_id}")
+            echo(f"  waiting {wait:.1f} s to {verb} {due.task_id}")
             sleep(wait)
-        _move(store, [due], TaskState.SCHEDULED, clock(), reason="retry delay passed")
+        _move(store, [due], TaskState.SCHEDULED, clock(), reason=reason)
         return True
     if ti is None:
         return False

@@ -5,6 +5,10 @@ what queued and running attempts already hold. Every limit users tune is applied
 in one place: `core.parallelism` (the executor's open slots), pools (`slots`,
 `pool_slots`), `max_active_tasks` per DAG, `max_active_tis_per_dag` per task and
 `max_active_tis_per_dagrun` per task and run.
+
+Only queued and running attempts hold slots (`engine.store.scheduling.occupancy`): a task
+waiting for its retry, or a sensor in reschedule mode between pokes (up_for_reschedule),
+holds none, so the other tasks of its pool run meanwhile.
 """
 
 from __future__ import annotations

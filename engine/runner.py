@@ -2,10 +2,15 @@
 
 The runner is the only part besides the DAG processor that runs user code. It moves the
 task instance queued → running → outcome through the metastore's write path, writes the
-attempt's log to `<base_log_folder>/<dag_id>/<run_id>/<task_id>/attempt=<n>.log` (mapped instances:
-`.../<task_id>/map_index=<i>/attempt=<n>.log`) with
-secrets masked, enforces `execution_timeout`, and records each callback's outcome; a
+attempt's log to `<base_log_folder>/<dag_id>/<run_id>/<task_id>/attempt=<n>.log`
+(mapped instances: `.../<task_id>/map_index=<i>/attempt=<n>.log`) with secrets masked,
+enforces `execution_timeout`, and records each callback's outcome; a
 raising callback never changes the task's state.
+
+A sensor in reschedule mode ends most attempts with RescheduleTask (up_for_reschedule).
+Those are pokes, not tries: the next attempt continues the same try (same try_number,
+task_try row and log file, appended to; start_date stays the first poke's), so
+reschedules never use retries. `execution_timeout` limits each poke.
 """
 
 from __future__ import annotations
@@ -28,9 +33,10 @@ from typing import Any
 from engine import secrets
 from engine.accessors import ConnectionAccessor, VariableAccessor
 from engine.context import set_current_context
-from engine.exceptions import FailTaskNoRetry, SkipTask, TaskError, TaskTimeout
+from engine.exceptions import FailTaskNoRetry, RescheduleTask, SkipTask, TaskError, TaskTimeout
 from engine.observability import emit
 from engine.retry import retry_delay
+from engine.schedules import coerce_utc
 from engine.states import TaskState
 from engine.store import runs, transitions
 from engine.task_instance import RuntimeTaskInstance
@@ -57,6 +63,7 @@ class AttemptResult:
     duration: float
     error: str | None
     skip_task_ids: frozenset[str]
+    #: when the next attempt may start: the retry delay or, rescheduled, the next poke
     next_retry_at: datetime | None
     log_path: Path
     map_index: int = -1
@@ -141,11 +148,16 @@ def build_context(dag: Any, task: Any, run: Any, ti: RuntimeTaskInstance, config
 
 
 def _begin(store: Any, ti_id: int, *, base_log: Path, now: datetime, hostname: str, pid: int):
-    """queued → running, try_number + 1, a task_try row; return (ti row, run row, log path).
+    """queued → running, try_number + 1, a task_try row; return (ti row, run row, log path,
+    the open try it continues or None). The next poke of a rescheduled sensor continues
+    its open try instead: same try_number and row, start_date kept at the first poke.
     The row comes with its run in one query; the transition updates it in place (no refresh)."""
     with store.session() as session:
         ti, run = runs.get_task_instance_and_run(session, ti_id)
-        try_number = ti.try_number + 1
+        resumed = None
+        if ti.try_number:  # a sensor's next poke continues its try
+            resumed = runs.open_rescheduled_try(session, ti_id, ti.try_number)
+        try_number = ti.try_number if resumed else ti.try_number + 1
         path = log_path_for(base_log, ti.dag_id, ti.run_id, ti.task_id, try_number, ti.map_index)
         transitions.transition_task_instance(
             session,
@@ -154,7 +166,7 @@ def _begin(store: Any, ti_id: int, *, base_log: Path, now: datetime, hostname: s
             to=TaskState.RUNNING,
             at=now,
             try_number=try_number,
-            start_date=now,
+            start_date=resumed.start_date if resumed else now,
             end_date=None,
             duration=None,
             hostname=hostname,
@@ -162,10 +174,13 @@ def _begin(store: Any, ti_id: int, *, base_log: Path, now: datetime, hostname: s
             last_heartbeat=now,
             next_retry_at=None,
         )
-        runs.start_try(session, ti, hostname=hostname, pid=pid, log_path=str(path), now=now)
+        if resumed:
+            runs.resume_try(session, ti_id, try_number, hostname=hostname, pid=pid)
+        else:
+            runs.start_try(session, ti, hostname=hostname, pid=pid, log_path=str(path), now=now)
         session.expunge_all()
     emit.attempt_started(ti, now)
-    return ti, run, path
+    return ti, run, path, resumed
 
 
 def heartbeat_interval(config: Any) -> float:
@@ -240,22 +255,26 @@ def run_attempt(
 ) -> AttemptResult:
     """Run the queued task instance `ti_id` once, in this process, and record the outcome."""
     started = time.monotonic()
-    row, run, path = _begin(
+    now = clock()
+    row, run, path, resumed = _begin(
         store,
         ti_id,
         base_log=Path(config["logging.base_log_folder"]),
-        now=clock(),
+        now=now,
         hostname=hostname or socket.getfqdn(),
         pid=pid or os.getpid(),
     )
     task = dag.get_task(row.task_id).prepare_for_execution()
     ti = RuntimeTaskInstance(
         store, row.dag_id, row.run_id, row.task_id, row.try_number, row.max_tries,
-        row.hostname, path, row.map_index, task,
+        row.hostname, path, row.map_index, task, start_date=row.start_date,
+        reschedule_count=resumed.reschedules if resumed else 0,
     )  # fmt: skip
-    state, error, context, timed_out = TaskState.SUCCESS, None, {}, False
+    # a continued try's duration runs from its first poke, as poke mode's would
+    started -= (now - row.start_date).total_seconds()
+    state, error, context, timed_out, reschedule_at = TaskState.SUCCESS, None, {}, False, None
     with attempt_logging(path):
-        task_log.info("starting attempt %s of %s.%s", ti.try_number, row.dag_id, row.task_id)
+        _log_start(ti, resumed)
         with heartbeating(store, row.id, heartbeat_interval(config), clock):
             try:
                 if getattr(task, "unmap", None) is not None:  # a mapped task: this index's
@@ -266,17 +285,38 @@ def run_attempt(
             except SkipTask as exc:
                 state, error = TaskState.SKIPPED, str(exc) or None
                 task_log.info("task skipped: %s", error or "SkipTask raised")
+            except RescheduleTask as exc:
+                state, reschedule_at = TaskState.UP_FOR_RESCHEDULE, coerce_utc(exc.reschedule_date)
             except (Exception, SystemExit) as exc:  # the attempt fails, the runner goes on
                 state, error = _failure_state(exc, row), _describe(exc)
                 timed_out = isinstance(exc, TaskTimeout)
                 task_log.error("task failed:\n%s", "".join(traceback.format_exception(exc)))
-        result = _finish(store, row, run, task, state, error, started, clock, ti, path)
+        result = _finish(
+            store, row, run, task, state, error, started, clock, ti, path, reschedule_at
+        )
         emit.attempt_finished(
-            row.dag_id, row.task_id, row.operator, state, result.duration, timed_out=timed_out
+            row.dag_id,
+            row.task_id,
+            row.operator,
+            state,
+            # a poke that is rescheduled is no finished run: time the try once, at its end
+            None if state is TaskState.UP_FOR_RESCHEDULE else result.duration,
+            timed_out=timed_out,
         )
         context["exception"] = error
         _after_callbacks(store, task, result, context, ti)
     return result
+
+
+def _log_start(ti: RuntimeTaskInstance, resumed: runs.OpenTry | None) -> None:
+    if resumed is None:
+        task_log.info("starting attempt %s of %s.%s", ti.try_number, ti.dag_id, ti.task_id)
+        return
+    task_log.info(
+        "poking again: attempt %s of %s.%s, rescheduled %d time(s) since %s",
+        ti.try_number, ti.dag_id, ti.task_id, resumed.reschedules,
+        resumed.start_date.isoformat(),
+    )  # fmt: skip
 
 
 def _describe(exc: BaseException) -> str:
@@ -296,10 +336,11 @@ def _finish(
     clock: Clock,
     ti: RuntimeTaskInstance,
     path: Path,
+    reschedule_at: datetime | None = None,
 ) -> AttemptResult:
     now = clock()
     duration = time.monotonic() - started
-    next_retry_at = None
+    next_retry_at = reschedule_at
     if state is TaskState.UP_FOR_RETRY:
         next_retry_at = now + retry_delay(
             base=task.retry_delay,
@@ -315,25 +356,33 @@ def _finish(
             expected=TaskState.RUNNING,
             to=state,
             at=now,
-            reason=error,
+            reason=f"next poke at {reschedule_at.isoformat()}" if reschedule_at else error,
             end_date=now,
             duration=duration,
             next_retry_at=next_retry_at,
         )
-        runs.finish_try(
-            session,
-            row.id,
-            row.try_number,
-            state=state,
-            end_date=now,
-            duration=duration,
-            error=error,
-        )
+        if state is TaskState.UP_FOR_RESCHEDULE:
+            runs.reschedule_try(session, row.id, row.try_number)
+        else:
+            runs.finish_try(
+                session,
+                row.id,
+                row.try_number,
+                state=state,
+                end_date=now,
+                duration=duration,
+                error=error,
+            )
         skips = frozenset(ti.skipped_task_ids) if state is TaskState.SUCCESS else frozenset()
         if skips:  # branching: in the same transaction as the branch task's success
             _skip_downstream(session, row, skips, now)
-    level = logging.INFO if state is TaskState.SUCCESS else logging.WARNING
-    task_log.log(level, "attempt %s ended: %s (%.3f s)", row.try_number, state, duration)
+    if reschedule_at is not None:
+        task_log.info(
+            "attempt %s rescheduled: next poke at %s", row.try_number, reschedule_at.isoformat()
+        )
+    else:
+        level = logging.INFO if state is TaskState.SUCCESS else logging.WARNING
+        task_log.log(level, "attempt %s ended: %s (%.3f s)", row.try_number, state, duration)
     return AttemptResult(
         row.id, row.task_id, row.try_number, state, duration, error, skips, next_retry_at, path,
         row.map_index,

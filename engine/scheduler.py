@@ -27,7 +27,7 @@ from engine.observability import emit
 from engine.retry import retry_delay
 from engine.serialization import SerializedDAG
 from engine.states import TASK_OCCUPYING, DagRunState, TaskState
-from engine.store import scheduling, transitions
+from engine.store import runs, scheduling, transitions
 from engine.store.models import Dag, DagRun
 from engine.store.scheduling import TiRow
 from engine.store.wakeup import ChangeWatcher
@@ -104,7 +104,10 @@ PARTIAL_SHARE = 0.5
 ALL = None
 WAITING = frozenset({"*waiting*"})
 #: The states a decision can move a task instance out of.
-DECIDABLE = (TaskState.NONE, TaskState.UP_FOR_RETRY)
+DECIDABLE = (TaskState.NONE, TaskState.UP_FOR_RETRY, TaskState.UP_FOR_RESCHEDULE)
+#: States that wait for `next_retry_at` (a retry delay, a sensor's next poke), then go to
+#: scheduled; neither holds an executor or pool slot meanwhile.
+WAITING_UNTIL = (TaskState.UP_FOR_RETRY, TaskState.UP_FOR_RESCHEDULE)
 
 
 @dataclass
@@ -499,10 +502,10 @@ class Scheduler:
             row = by_key[key if isinstance(key, tuple) else (key, -1)]
             moves.setdefault((TaskState.NONE, to), []).append(row.id)
         for row in rows:
-            if row.state is TaskState.UP_FOR_RETRY and (
+            if row.state in WAITING_UNTIL and (
                 row.next_retry_at is None or row.next_retry_at <= now
             ):
-                moves.setdefault((TaskState.UP_FOR_RETRY, TaskState.SCHEDULED), []).append(row.id)
+                moves.setdefault((row.state, TaskState.SCHEDULED), []).append(row.id)
         return decisions
 
     def _timed_out(
@@ -551,12 +554,16 @@ class Scheduler:
         by_state: dict[TaskState, list[int]] = {}
         for row in rows:
             by_state.setdefault(row.state, []).append(row.id)
-        for state in (TaskState.NONE, TaskState.SCHEDULED, TaskState.UP_FOR_RETRY):
+        for state in (TaskState.NONE, TaskState.SCHEDULED, *WAITING_UNTIL):
             if by_state.get(state):
-                transitions.transition_task_instances(
+                skipped = transitions.transition_task_instances(
                     session, by_state[state], expected=state, to=TaskState.SKIPPED, at=now,
                     reason=reason,
                 )  # fmt: skip
+                if state is TaskState.UP_FOR_RESCHEDULE:  # sensors between pokes: end the try
+                    scheduling.close_open_tries(
+                        session, skipped, now=now, error=reason, state=TaskState.SKIPPED
+                    )
         occupying = [row.id for row in rows if row.state in TASK_OCCUPYING]
         if occupying:
             self.executor.terminate(occupying, reason)
@@ -663,8 +670,13 @@ class Scheduler:
         self, session: Any, ti: TiRow, now: datetime, reason: str, *, zombie: bool = False
     ) -> None:
         """End an attempt that cannot record its own outcome; retry it if it may."""
-        # A queued attempt never started, so it never counted itself: count it here.
-        attempt = ti.try_number if ti.state is TaskState.RUNNING else ti.try_number + 1
+        # A queued attempt never started, so it never counted itself: count it here, unless
+        # it was a rescheduled sensor's next poke, which belongs to its still open try.
+        counted = ti.state is TaskState.RUNNING or (
+            ti.try_number > 0
+            and runs.open_rescheduled_try(session, ti.id, ti.try_number) is not None
+        )
+        attempt = ti.try_number if counted else ti.try_number + 1
         to = TaskState.UP_FOR_RETRY if attempt <= ti.max_tries else TaskState.FAILED
         changed = transitions.transition_task_instances(
             session,

@@ -1,5 +1,12 @@
 """Sensors: tasks that wait for a condition by poking it until it holds or time runs out.
 
+Two modes, as in Airflow. `poke` sleeps between pokes inside one attempt, holding its
+worker and pool slot all along. `reschedule` pokes once per attempt and, while the
+condition does not hold, ends the attempt with RescheduleTask: the task instance waits in
+up_for_reschedule, holding nothing, until the scheduler runs it again. The runner keeps
+every poke of a try in that try (`ti.start_date` is its first poke, `ti.reschedule_count`
+how often it was rescheduled), so `timeout` and the backoff count across reschedules.
+
 The clocks and sleep are instance attributes (`_monotonic`, `_now`, `_sleep`) so tests can
 drive a sensor with a fake clock instead of waiting.
 """
@@ -15,14 +22,21 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from engine.exceptions import DagDefinitionError, SensorTimeout, SkipTask, TaskError
+from engine.exceptions import (
+    DagDefinitionError,
+    RescheduleTask,
+    SensorTimeout,
+    SkipTask,
+    TaskError,
+)
 from engine.operators import PythonCallableOperator
 from engine.schedules import coerce_utc
 from engine.tasks import BaseOperator
 
 log = logging.getLogger("engine.task")
 
-MODES = ("poke",)
+#: `poke` holds a slot while it waits; `reschedule` gives it back between pokes.
+MODES = ("poke", "reschedule")
 
 
 @dataclass
@@ -58,9 +72,10 @@ def seconds_argument(value: Any, name: str, task_id: str, optional: bool = False
 class BaseSensorOperator(BaseOperator):
     """Calls `poke(context)` every `poke_interval` seconds until it returns a truthy value.
 
-    After `timeout` seconds without success the task fails with SensorTimeout, or is
-    skipped when `soft_fail` is set. With `exponential_backoff` the wait doubles after
-    each poke (capped by `max_wait`).
+    After `timeout` seconds without success the task fails with SensorTimeout (without
+    retrying), or is skipped when `soft_fail` is set. With `exponential_backoff` the wait
+    doubles after each poke (capped by `max_wait`). `mode="reschedule"` frees the worker
+    and pool slot between pokes; `timeout` then counts from the first poke of the try.
     """
 
     is_sensor = True
@@ -103,7 +118,21 @@ class BaseSensorOperator(BaseOperator):
         interval = self.poke_interval * 2 ** (pokes - 1)
         return min(interval, self.max_wait) if self.max_wait is not None else interval
 
+    def _check_timeout(self, elapsed: float) -> None:
+        """Raise SensorTimeout (SkipTask with soft_fail) once `timeout` has passed."""
+        if elapsed < self.timeout:
+            return
+        message = (
+            f"Sensor has timed out; run duration of {elapsed:g} seconds is beyond the "
+            f"specified timeout of {self.timeout:g}."
+        )
+        if self.soft_fail:
+            raise SkipTask(message)
+        raise SensorTimeout(f"task {self.task_id!r}: {message}")
+
     def execute(self, context: Mapping[str, Any]) -> Any:
+        if self.mode == "reschedule":
+            return self._poke_once(context)
         started = self._monotonic()
         pokes = 0
         while True:
@@ -112,16 +141,30 @@ class BaseSensorOperator(BaseOperator):
             if result:
                 return result.xcom_value if isinstance(result, PokeReturnValue) else None
             elapsed = self._monotonic() - started
-            if elapsed >= self.timeout:
-                message = (
-                    f"Sensor has timed out; run duration of {elapsed:g} seconds is beyond the "
-                    f"specified timeout of {self.timeout:g}."
-                )
-                if self.soft_fail:
-                    raise SkipTask(message)
-                raise SensorTimeout(f"task {self.task_id!r}: {message}")
+            self._check_timeout(elapsed)
             # never sleep past the deadline, so the last poke happens at the timeout
             self._sleep(min(self._interval(pokes), self.timeout - elapsed))
+
+    def _poke_once(self, context: Mapping[str, Any]) -> Any:
+        """Reschedule mode: one poke, then done, timed out, or RescheduleTask.
+
+        The try's first poke (`ti.start_date`) starts the timeout, and the pokes made so
+        far (`ti.reschedule_count` + 1) drive the backoff, so both run across attempts.
+        Wall-clock time, since the pokes of one try run in different processes.
+        """
+        ti = context.get("ti")
+        started = getattr(ti, "start_date", None) or self._now()
+        pokes = getattr(ti, "reschedule_count", 0) + 1
+        result = self.poke(context)
+        if result:
+            return result.xcom_value if isinstance(result, PokeReturnValue) else None
+        now = self._now()
+        elapsed = (now - started).total_seconds()
+        self._check_timeout(elapsed)
+        # never wait past the deadline, so the last poke happens at the timeout
+        wait = min(self._interval(pokes), self.timeout - elapsed)
+        log.info("condition not met after poke %d; next poke in %g s", pokes, wait)
+        raise RescheduleTask(now + timedelta(seconds=wait))
 
 
 class PythonSensor(PythonCallableOperator, BaseSensorOperator):

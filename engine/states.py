@@ -49,7 +49,8 @@ TASK_FINISHED: frozenset[TaskState] = frozenset(
 TASK_UNFINISHED: frozenset[TaskState] = frozenset(TaskState) - TASK_FINISHED
 #: Task states that count as failure for trigger rules and run outcome.
 TASK_FAILED: frozenset[TaskState] = frozenset({TaskState.FAILED, TaskState.UPSTREAM_FAILED})
-#: Task states that occupy an executor (and pool) slot.
+#: Task states that occupy an executor (and pool) slot; up_for_retry and
+#: up_for_reschedule (a sensor between pokes in reschedule mode) hold none.
 TASK_OCCUPYING: frozenset[TaskState] = frozenset({TaskState.QUEUED, TaskState.RUNNING})
 
 DAG_RUN_FINISHED: frozenset[DagRunState] = frozenset({DagRunState.SUCCESS, DagRunState.FAILED})
@@ -70,8 +71,11 @@ TASK_TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
     _T.UP_FOR_RETRY: frozenset({_T.RUNNING, _T.QUEUED}),
     _T.UP_FOR_RESCHEDULE: frozenset({_T.RUNNING}),
     _T.UPSTREAM_FAILED: frozenset({_T.NONE, _T.SCHEDULED}),
-    # A running task may skip itself (SkipTask, soft_fail sensor).
-    _T.SKIPPED: frozenset({_T.NONE, _T.SCHEDULED, _T.RUNNING}),
+    # A running task may skip itself (SkipTask, soft_fail sensor); a run's timeout skips
+    # what still waits, retries and sensors between pokes included.
+    _T.SKIPPED: frozenset(
+        {_T.NONE, _T.SCHEDULED, _T.RUNNING, _T.UP_FOR_RETRY, _T.UP_FOR_RESCHEDULE}
+    ),
     _T.REMOVED: frozenset(TASK_UNFINISHED - TASK_OCCUPYING),
 }
 

@@ -28,6 +28,10 @@ class RuntimeTaskInstance:
     map_index: int = -1
     task: Any = None
     skipped_task_ids: set[str] = field(default_factory=set)
+    #: when this try began: for a sensor in reschedule mode, its first poke (as in Airflow)
+    start_date: datetime | None = None
+    #: how often this try was rescheduled so far (a sensor's earlier pokes in this try)
+    reschedule_count: int = 0
 
     def xcom_push(self, key: str, value: Any) -> None:
         """Store `value` (JSON-serializable) under `key` for downstream tasks."""

@@ -21,11 +21,10 @@ from engine.schedules import coerce_utc
 from engine.serialization import SerializedDAG
 from engine.setup_teardown import with_setups_and_teardowns
 from engine.states import DAG_RUN_FINISHED, TASK_FAILED, TASK_OCCUPYING, DagRunState, TaskState
-from engine.store import dags, runs
+from engine.store import dags, runs, scheduling
 from engine.store.audit import record_audit
 from engine.store.db import Store
 from engine.store.models import Dag, DagRun, TaskInstance, XCom
-from engine.store.scheduling import add_map_indexes
 from engine.store.transitions import CHUNK_SIZE, transition_dag_run, transition_task_instances
 from engine.store.wakeup import notify_scheduler
 
@@ -168,6 +167,8 @@ def clear_rows(
             result.requeued_runs.append(run_id)
     if not dry_run:
         _delete_xcoms(session, plan.dag_id, cleared_by_run)
+        # a sensor cleared between pokes (reschedule mode) starts a new try next time
+        scheduling.close_open_tries(session, sorted(changed), now=now, error=reason)
         _fold_mapped(session, plan, [ti for ti, _state, _pk in rows], changed, now, reason)
     return result
 
@@ -195,7 +196,7 @@ def _fold_mapped(
             at=now, reason=f"{reason}: the mapped task will expand again",
         )  # fmt: skip
         if not any(ti.map_index < 0 for ti in tis):
-            add_map_indexes(session, indexed[0].id, [-1])
+            scheduling.add_map_indexes(session, indexed[0].id, [-1])
 
 
 def _requeue(session: Session, run_pk: int, state: DagRunState, now: datetime, reason: str) -> bool:

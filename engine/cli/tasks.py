@@ -36,7 +36,8 @@ def test(cli: CliContext, dag_id: str, task_id: str, logical_date: datetime | No
     """Run one task once, ignoring its dependencies, and print its log.
 
     As in Airflow, nothing is recorded: the attempt runs against a scratch metastore, so
-    XComs of upstream tasks are not available. Exits with 1 when the task fails.
+    XComs of upstream tasks are not available. Exits with 1 when the task fails. A sensor
+    in reschedule mode pokes once: up_for_reschedule is not a failure.
     """
     from engine import runner
     from engine.inprocess import run_task_in_scratch
@@ -51,6 +52,9 @@ def test(cli: CliContext, dag_id: str, task_id: str, logical_date: datetime | No
             cli.config, dag, task_id, logical_date=when, scratch=Path(scratch)
         )
         runner.print_log(result.log_path)
+    if result.state is TaskState.UP_FOR_RESCHEDULE and result.next_retry_at:
+        click.echo(f"{task_id}: {result.state} (next poke at {result.next_retry_at.isoformat()})")
+        return
     click.echo(f"{task_id}: {result.state}")
     if result.state not in (TaskState.SUCCESS, TaskState.SKIPPED):
         raise DagwatchError(f"task {task_id} {result.state}: {result.error}")

@@ -33,7 +33,7 @@ from engine.executors.base import AttemptRequest, CallbackRequest
 from engine.observability.relay import install_relay
 from engine.processor import dag_folders, import_dag_file
 from engine.states import TaskState
-from engine.store import runs, transitions
+from engine.store import runs, scheduling, transitions
 from engine.store.db import Store
 from engine.store.models import SlaMiss
 from engine.task_instance import RuntimeTaskInstance
@@ -157,6 +157,8 @@ def fail_unstarted(store: Store, ti_id: int, reason: str) -> TaskState | None:
             reason=reason,
             values={"end_date": now},
         )
+        # the next poke of a rescheduled sensor: the try it continued ends here
+        scheduling.close_open_tries(session, changed, now=now, error=reason, state=TaskState.FAILED)
     return TaskState.FAILED if changed else None
 
 

@@ -15,8 +15,9 @@ What is counted, and the choices behind it:
 - `pool.starving_tasks`: scheduled task instances whose `pool_slots` exceed the pool's
   open slots right now, the test Airflow applies per candidate. Candidates that each fit
   alone but compete for the last open slots are not counted.
-- `ti.scheduled|queued|running`: per (queue, dag_id, task_id) that has any; mapped
-  instances count under their task.
+- `ti.scheduled|queued|running|up_for_reschedule`: per (queue, dag_id, task_id) that has
+  any; mapped instances count under their task. up_for_reschedule (sensors in reschedule
+  mode between pokes) holds no pool slot, so it shows who waits without starving a pool.
 - `task_instances`: per state, the task instances of active (queued or running) DAG
   runs, so the gauge follows current work instead of growing with history; every state
   is shown, 0 included.
@@ -51,6 +52,7 @@ _TI_GAUGES = {
     TaskState.SCHEDULED.value: "ti.scheduled",
     TaskState.QUEUED.value: "ti.queued",
     TaskState.RUNNING.value: "ti.running",
+    TaskState.UP_FOR_RESCHEDULE.value: "ti.up_for_reschedule",
 }
 _HOLDING = frozenset({TaskState.QUEUED.value, TaskState.RUNNING.value})
 
@@ -66,7 +68,7 @@ class _Snapshot:
     #: pool -> slots, every row of the pool table
     pools: dict[str, int]
     #: (queue, dag_id, task_id, pool, pool_slots, state) -> task instances, for the
-    #: scheduled, queued and running states
+    #: scheduled, queued, running and up_for_reschedule states
     tis: dict[tuple[str, str, str, str, int, str], int]
     #: state -> task instances of queued or running DAG runs
     active_states: dict[str, int]

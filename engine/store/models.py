@@ -151,7 +151,8 @@ class DagRun(Base):
 
 
 class TaskInstance(Base):
-    """One task in one DAG run; `try_number` counts its attempts."""
+    """One task in one DAG run; `try_number` counts its tries (the pokes of a sensor in
+    reschedule mode are attempts of one try)."""
 
     __tablename__ = "task_instance"
 
@@ -173,6 +174,8 @@ class TaskInstance(Base):
     start_date: Mapped[datetime | None] = mapped_column(UtcDateTime)
     end_date: Mapped[datetime | None] = mapped_column(UtcDateTime)
     duration: Mapped[float | None] = mapped_column(Float)
+    # "not before": when an up_for_retry task may retry, and also when an up_for_reschedule
+    # sensor (reschedule mode) pokes next; the scheduler moves either to scheduled after it
     next_retry_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     hostname: Mapped[str | None] = mapped_column(String(ID_LEN))
     pid: Mapped[int | None] = mapped_column(Integer)
@@ -200,7 +203,11 @@ class TaskInstance(Base):
 
 
 class TaskTry(Base):
-    """One attempt of a task instance, kept for history after a retry or clear."""
+    """One try of a task instance, kept for history after a retry or clear.
+
+    A sensor in reschedule mode keeps its try open (no end_date, state up_for_reschedule)
+    between pokes; its start_date is the first poke, where the sensor's timeout counts from.
+    """
 
     __tablename__ = "task_try"
 

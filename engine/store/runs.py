@@ -6,15 +6,23 @@ State changes never happen here: they go through `engine.store.transitions`.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from engine.exceptions import NotFound
 from engine.states import DagRunState, TaskState
-from engine.store.models import CallbackRecord, DagRun, TaskInstance, TaskTry, XCom
+from engine.store.models import (
+    CallbackRecord,
+    DagRun,
+    StateTransition,
+    TaskInstance,
+    TaskTry,
+    XCom,
+)
 
 
 def create_dag_run(
@@ -185,6 +193,66 @@ def finish_try(
         update(TaskTry)
         .where(TaskTry.ti_id == ti_id, TaskTry.try_number == try_number)
         .values(state=state.value, end_date=end_date, duration=duration, error=error)
+    )
+
+
+@dataclass(frozen=True)
+class OpenTry:
+    """A try whose sensor waits between pokes (reschedule mode): the next poke continues it."""
+
+    try_number: int
+    start_date: datetime  #: its first poke, where the sensor's timeout counts from
+    reschedules: int  #: how often it was rescheduled so far
+
+
+def open_rescheduled_try(session: Session, ti_id: int, try_number: int) -> OpenTry | None:
+    """The try `try_number` of a task instance if it is open and waiting for its next poke.
+
+    A try stays open (no end_date) in up_for_reschedule between pokes; clearing, a lost
+    attempt or a run timeout close it. The reschedules are counted from the transition
+    log (this try's running -> up_for_reschedule rows), so no column keeps a counter.
+    """
+    row = session.execute(
+        select(TaskTry).where(
+            TaskTry.ti_id == ti_id,
+            TaskTry.try_number == try_number,
+            TaskTry.state == TaskState.UP_FOR_RESCHEDULE.value,
+            TaskTry.end_date.is_(None),
+        )
+    ).scalar_one_or_none()
+    if row is None or row.start_date is None:
+        return None
+    reschedules = session.execute(
+        select(func.count())
+        .select_from(StateTransition)
+        .where(
+            StateTransition.dag_id == row.dag_id,
+            StateTransition.run_id == row.run_id,
+            StateTransition.task_id == row.task_id,
+            StateTransition.map_index == row.map_index,
+            StateTransition.try_number == try_number,
+            StateTransition.to_state == TaskState.UP_FOR_RESCHEDULE.value,
+            StateTransition.at >= row.start_date,  # not a deleted run's namesake
+        )
+    ).scalar_one()
+    return OpenTry(try_number, row.start_date, int(reschedules))
+
+
+def resume_try(session: Session, ti_id: int, try_number: int, *, hostname: str, pid: int) -> None:
+    """The next poke of a rescheduled try runs: the same try row, running again."""
+    session.execute(
+        update(TaskTry)
+        .where(TaskTry.ti_id == ti_id, TaskTry.try_number == try_number)
+        .values(state=TaskState.RUNNING.value, hostname=hostname, pid=pid)
+    )
+
+
+def reschedule_try(session: Session, ti_id: int, try_number: int) -> None:
+    """A poke did not find its condition: the try stays open, waiting for the next one."""
+    session.execute(
+        update(TaskTry)
+        .where(TaskTry.ti_id == ti_id, TaskTry.try_number == try_number)
+        .values(state=TaskState.UP_FOR_RESCHEDULE.value)
     )
 
 

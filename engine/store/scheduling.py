@@ -459,6 +459,28 @@ def finish_open_try(
     )
 
 
+def close_open_tries(
+    session: Session,
+    ti_ids: Sequence[int],
+    *,
+    now: datetime,
+    error: str,
+    state: TaskState | None = None,
+) -> None:
+    """End the tries left open by sensors waiting between pokes (reschedule mode) when
+    their task instance is cleared or stopped without another poke: the next attempt
+    then starts a new try. `state` None keeps the try's state (up_for_reschedule)."""
+    values: dict[str, Any] = {"end_date": now, "error": error}
+    if state is not None:
+        values["state"] = state.value
+    for batch in _batches(list(ti_ids)):
+        session.execute(
+            update(TaskTry)
+            .where(TaskTry.ti_id.in_(batch), TaskTry.end_date.is_(None))
+            .values(**values)
+        )
+
+
 def set_next_dagrun(
     session: Session,
     dag_id: str,

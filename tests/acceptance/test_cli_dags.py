@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -135,3 +136,46 @@ def test_failed_run_exits_1(migrated_home, tmp_path):
     assert result.returncode == 1
     assert "non-zero exit code 3" in result.stdout
     assert "always_fails failed" in result.stderr
+
+
+RESCHEDULING = """
+import os
+from engine import DAG, PythonSensor
+
+COUNTER = os.path.join(os.path.dirname(__file__), "pokes")
+
+
+def second_poke():
+    with open(COUNTER, "a") as out:
+        out.write("x")
+    return os.path.getsize(COUNTER) >= 2
+
+
+with DAG("rescheduling", schedule=None):
+    PythonSensor(task_id="never", python_callable=lambda: False, mode="reschedule",
+                 poke_interval=600)
+    PythonSensor(task_id="second", python_callable=second_poke, mode="reschedule",
+                 poke_interval=0.5)
+"""
+
+
+def test_a_rescheduled_sensor_through_tasks_test_and_dags_test(tmp_path):
+    """`tasks test` pokes once and reports the next poke; `dags test` waits and pokes again."""
+    (tmp_path / "dags").mkdir()
+    (tmp_path / "dags" / "rescheduling.py").write_text(RESCHEDULING)
+    env = {"DAGWATCH_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    assert run_cli("db", "migrate", env=env).returncode == 0
+
+    once = run_cli("tasks", "test", "rescheduling", "never", env=env)
+    assert once.returncode == 0, once.stderr
+    assert "never: up_for_reschedule (next poke at " in once.stdout.splitlines()[-1]
+
+    (tmp_path / "dags" / "rescheduling.py").write_text(
+        RESCHEDULING.replace("poke_interval=600", "timeout=0")
+    )
+    run = run_cli("dags", "test", "rescheduling", "--logical-date", "2026-03-02", env=env)
+    assert re.search(r"^  waiting 0\.\d s to poke second$", run.stdout, re.MULTILINE)
+    outcomes = [line.split()[:2] for line in run.stdout.splitlines() if line.startswith("  ")]
+    assert ["second", "up_for_reschedule"] in outcomes and ["second", "success"] in outcomes
+    assert ["never", "failed"] in outcomes  # timeout=0: timed out at its first poke
+    assert run.returncode == 1  # the run failed with `never`

@@ -16,6 +16,7 @@ from engine import (
     EmptyOperator,
     Param,
     PythonOperator,
+    PythonSensor,
     SkipTask,
     TriggerRule,
     task,
@@ -183,6 +184,68 @@ def test_retries_exhausted_fail_the_task(run, store):
 
     report = run(dag)
     assert [a.state for a in report.attempts] == ["up_for_retry", "failed"]
+    assert report.state is DagRunState.FAILED
+
+
+def test_a_rescheduled_sensor_is_waited_for_and_poked_again_within_one_try(run, store):
+    """As Airflow's `dags test`: the run waits for the sensor's next poke and pokes again;
+    a task that is ready meanwhile runs first."""
+    calls: list[int] = []
+
+    def ready(ti) -> bool:
+        calls.append(ti.try_number)
+        print(f"poke {len(calls)}")
+        return len(calls) == 3
+
+    clock = FakeClock()
+    with DAG("rescheduling", schedule=None) as dag:
+        sensor = PythonSensor(
+            task_id="wait", python_callable=ready, mode="reschedule", poke_interval=30
+        )
+        sensor >> EmptyOperator(task_id="after")
+        EmptyOperator(task_id="meanwhile")
+    sensor._now = clock  # the sensor's wall clock is the run's
+
+    lines: list[str] = []
+    report = run(dag, clock=clock, sleep=clock.sleep, echo=lines.append)
+    assert report.state is DagRunState.SUCCESS
+    assert [(a.task_id, a.state, a.try_number) for a in report.attempts] == [
+        ("wait", "up_for_reschedule", 1),
+        ("meanwhile", "success", 1),
+        ("wait", "up_for_reschedule", 1),
+        ("wait", "success", 1),
+        ("after", "success", 1),
+    ]
+    assert calls == [1, 1, 1]  # three pokes, one try
+    assert clock.slept == [30.0, 30.0]
+    assert "  waiting 30.0 s to poke wait" in lines
+    with store.session() as session:
+        tries = runs.list_tries(session, "rescheduling", report.run_id)
+        assert [(t.try_number, t.state) for t in tries if t.task_id == "wait"] == [(1, "success")]
+    log_text = report.attempts[0].log_path.read_text()
+    assert report.attempts[0].log_path.name == "attempt=1.log"
+    assert all(f"poke {n}" in log_text for n in (1, 2, 3))  # appended, poke after poke
+
+
+@pytest.mark.parametrize("mode", ["poke", "reschedule"])
+def test_a_timed_out_sensor_fails_without_using_its_retries(run, mode):
+    clock = FakeClock()
+    with DAG("timing_out", schedule=None) as dag:
+        sensor = PythonSensor(
+            task_id="never",
+            python_callable=lambda: False,
+            mode=mode,
+            poke_interval=0.05,
+            timeout=0.2,
+            retries=3,
+            retry_delay=timedelta(0),
+        )
+    sensor._now = clock
+
+    report = run(dag, clock=clock, sleep=clock.sleep)
+    assert [(a.state, a.try_number) for a in report.attempts][-1] == ("failed", 1)
+    assert {a.try_number for a in report.attempts} == {1}
+    assert "Sensor has timed out" in report.attempts[-1].error
     assert report.state is DagRunState.FAILED
 
 

@@ -459,6 +459,27 @@ def test_dagrun_timeout_fails_the_run_and_stops_its_tasks(store, add_dag, make_s
         assert session.execute(select(DagRun.state)).scalar_one() == "failed"
 
 
+def test_dagrun_timeout_skips_a_task_waiting_for_its_retry(store, add_dag, make_scheduler):
+    add_dag(
+        "retry_then_timeout",
+        """
+        with DAG("retry_then_timeout", schedule=None, dagrun_timeout=timedelta(minutes=10)):
+            EmptyOperator(task_id="t", retries=1, retry_delay=timedelta(hours=1))
+        """,
+    )
+    scheduler, stub = make_scheduler()
+    run_id = trigger(store, "retry_then_timeout")
+    scheduler.tick(T0)
+    (ti_id,) = list(stub.held)
+    complete(store, stub, ti_id, TaskState.UP_FOR_RETRY, next_retry_at=T0 + timedelta(hours=1))
+    scheduler.tick(T0)
+    assert states(store, "retry_then_timeout", run_id) == {"t": "up_for_retry"}
+    scheduler.tick(T0 + timedelta(minutes=11))
+    assert states(store, "retry_then_timeout", run_id) == {"t": "skipped"}
+    with store.session() as session:
+        assert session.execute(select(DagRun.state)).scalar_one() == "failed"
+
+
 def test_paused_dag_runs_wait_until_unpaused(store, add_dag, make_scheduler):
     from engine.store import dags as dag_store
 

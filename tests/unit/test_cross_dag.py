@@ -99,7 +99,7 @@ def test_sensor_defaults_and_target_kinds():
         ),
         ({"execution_delta": 3600}, "execution_delta must be a timedelta"),
         ({"execution_date_fn": "yesterday"}, "execution_date_fn must be callable"),
-        ({"mode": "reschedule"}, "sensor mode 'reschedule' is not supported"),
+        ({"mode": "smart"}, "sensor mode 'smart' is not supported; allowed: poke, reschedule"),
     ],
 )
 def test_sensor_refuses_bad_arguments(options, match):

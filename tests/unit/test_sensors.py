@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 import pytest
 
-from engine import DAG, BaseSensorOperator, PythonSensor
-from engine.exceptions import DagDefinitionError, SensorTimeout, SkipTask
+from engine import DAG, BaseSensorOperator, DateTimeSensor, PythonSensor
+from engine.exceptions import (
+    DagDefinitionError,
+    FailTaskNoRetry,
+    RescheduleTask,
+    SensorTimeout,
+    SkipTask,
+)
+from engine.runner import _failure_state
 from engine.sensors import PokeReturnValue
+from engine.serialization import serialize_dag
+from engine.states import TaskState
 
 
 class FakeClock:
@@ -140,7 +150,7 @@ def test_custom_sensor_subclass_and_prepared_copy_keeps_the_fake_clock():
     [
         ({"poke_interval": -1}, "poke_interval must be a number of seconds >= 0"),
         ({"timeout": "soon"}, "timeout must be"),
-        ({"mode": "reschedule"}, "sensor mode 'reschedule' is not supported"),
+        ({"mode": "smart"}, "sensor mode 'smart' is not supported; allowed: poke, reschedule"),
         ({"python_callable": None}, "python_callable must be callable"),
     ],
 )
@@ -154,3 +164,100 @@ def test_base_sensor_poke_must_be_implemented():
     sensor = BaseSensorOperator(task_id="abstract")
     with pytest.raises(NotImplementedError, match="must implement poke"):
         sensor.execute({})
+
+
+# -- reschedule mode: one poke per attempt, the try's clock and count from `ti` ------------
+
+T = datetime(2026, 3, 2, 12, tzinfo=UTC)
+
+
+def rescheduling(poke, **kwargs) -> tuple[PythonSensor, FakeClock]:
+    """A reschedule-mode sensor whose wall clock reads T and must never sleep."""
+    sensor = PythonSensor(task_id="wait", python_callable=poke, mode="reschedule", **kwargs)
+    clock = drive(sensor)
+    sensor._now = lambda: T
+    return sensor, clock
+
+
+def try_context(first_poke: datetime, reschedules: int = 0) -> dict:
+    """The context of one poke: `ti` says when the try began and how often it was rescheduled."""
+    return {"ti": SimpleNamespace(start_date=first_poke, reschedule_count=reschedules)}
+
+
+def test_reschedule_mode_pokes_once_then_asks_for_the_next_poke_without_sleeping():
+    poke, calls = poker([False])
+    sensor, clock = rescheduling(poke, poke_interval=30)
+    with pytest.raises(RescheduleTask) as raised:
+        sensor.execute(try_context(T))
+    assert raised.value.reschedule_date == T + timedelta(seconds=30)
+    assert len(calls) == 1
+    assert clock.sleeps == []  # the slot is given back, not slept in
+
+
+def test_reschedule_mode_returns_the_poke_value_once_the_condition_holds():
+    poke, calls = poker([PokeReturnValue(True, {"rows": 3})])
+    sensor, _ = rescheduling(poke, poke_interval=30)
+    assert sensor.execute(try_context(T - timedelta(hours=1), reschedules=120)) == {"rows": 3}
+    assert len(calls) == 1
+
+
+def test_reschedule_mode_times_out_from_the_first_poke_of_the_try():
+    poke, _ = poker([False])
+    sensor, _ = rescheduling(poke, poke_interval=30, timeout=100)
+    # 95 s after the first poke: the next poke is moved to the deadline, not 30 s later
+    with pytest.raises(RescheduleTask) as raised:
+        sensor.execute(try_context(T - timedelta(seconds=95), reschedules=3))
+    assert raised.value.reschedule_date == T + timedelta(seconds=5)
+    with pytest.raises(
+        SensorTimeout, match="task 'wait': Sensor has timed out; run duration of 100"
+    ):
+        sensor.execute(try_context(T - timedelta(seconds=100), reschedules=4))
+    soft, _ = rescheduling(poke, poke_interval=30, timeout=100, soft_fail=True)
+    with pytest.raises(SkipTask, match="timed out"):
+        soft.execute(try_context(T - timedelta(seconds=130), reschedules=4))
+
+
+def test_reschedule_mode_backs_off_by_the_pokes_of_the_try():
+    poke, _ = poker([False])
+    sensor, _ = rescheduling(
+        poke, poke_interval=1, exponential_backoff=True, max_wait=timedelta(seconds=5)
+    )
+    waits = []
+    for reschedules in range(5):
+        with pytest.raises(RescheduleTask) as raised:
+            sensor.execute(try_context(T, reschedules))
+        waits.append((raised.value.reschedule_date - T).total_seconds())
+    assert waits == [1, 2, 4, 5, 5]  # as poke mode's sleeps: one count across attempts
+
+
+def test_reschedule_mode_without_a_try_starts_its_clock_at_this_poke():
+    poke, _ = poker([False])
+    sensor, _ = rescheduling(poke, poke_interval=10, timeout=0)
+    with pytest.raises(SensorTimeout):
+        sensor.execute({})
+
+
+def test_a_time_sensor_in_reschedule_mode_pokes_again_right_at_its_target():
+    sensor = DateTimeSensor(
+        task_id="nine", target_time=T + timedelta(seconds=10), poke_interval=60, mode="reschedule"
+    )
+    sensor._now = lambda: T
+    with pytest.raises(RescheduleTask) as raised:
+        sensor.execute(try_context(T))
+    assert raised.value.reschedule_date == T + timedelta(seconds=10.001)
+
+
+def test_the_mode_is_serialized_for_the_scheduler():
+    with DAG("modes", schedule=None) as dag:
+        PythonSensor(task_id="poking", python_callable=bool)
+        PythonSensor(task_id="rescheduling", python_callable=bool, mode="reschedule")
+    modes = {task["task_id"]: task["sensor"]["mode"] for task in serialize_dag(dag)["tasks"]}
+    assert modes == {"poking": "poke", "rescheduling": "reschedule"}
+
+
+def test_a_sensor_timeout_fails_without_using_retries():
+    """As Airflow: another try of a timed-out sensor would only wait again (both modes)."""
+    row = SimpleNamespace(try_number=1, max_tries=3)
+    assert issubclass(SensorTimeout, FailTaskNoRetry)
+    assert _failure_state(SensorTimeout("late"), row) is TaskState.FAILED
+    assert _failure_state(ConnectionError("flaky"), row) is TaskState.UP_FOR_RETRY
