@@ -49,6 +49,9 @@ HISTORY_REFRESH = 45.0
 CHUNK = 200
 
 _FINISHED = frozenset(state.value for state in TASK_FINISHED)
+#: States whose start_date is the current try's: running, or a sensor between pokes in
+#: reschedule mode (its try, and its past durations, include the waits)
+_STARTED = frozenset({TaskState.RUNNING.value, TaskState.UP_FOR_RESCHEDULE.value})
 
 
 def quantile(values: Sequence[float], q: float) -> float:
@@ -76,7 +79,7 @@ def remaining_path(
         if state in _FINISHED:
             continue
         own = expected.get(task.task_id, 0.0)
-        if state == TaskState.RUNNING.value and started is not None:
+        if state in _STARTED and started is not None:
             own = max(0.0, own - (now - started).total_seconds())
         after = max((finish[up] for up in task.upstream_task_ids if up in finish), default=0.0)
         finish[task.task_id] = after + own

@@ -295,13 +295,7 @@ def run_attempt(
             store, row, run, task, state, error, started, clock, ti, path, reschedule_at
         )
         emit.attempt_finished(
-            row.dag_id,
-            row.task_id,
-            row.operator,
-            state,
-            # a poke that is rescheduled is no finished run: time the try once, at its end
-            None if state is TaskState.UP_FOR_RESCHEDULE else result.duration,
-            timed_out=timed_out,
+            row.dag_id, row.task_id, row.operator, state, result.duration, timed_out=timed_out
         )
         context["exception"] = error
         _after_callbacks(store, task, result, context, ti)

@@ -54,10 +54,14 @@ def attempt_finished(
     timed_out: bool = False,
     zombie: bool = False,
 ) -> None:
-    """An attempt's outcome, whoever recorded it (the runner, or the scheduler for a lost one)."""
+    """An attempt's outcome, whoever recorded it (the runner, or the scheduler for a lost one).
+
+    A sensor's poke that is rescheduled counts as a finish (state up_for_reschedule, as
+    in Airflow) but is not timed: its try is, once, when it ends.
+    """
     tags = _task_tags(dag_id, task_id)
     stats.incr("ti.finish", tags={**tags, "state": state.value})
-    if duration is not None:
+    if duration is not None and state is not TaskState.UP_FOR_RESCHEDULE:
         stats.timing("task.duration", duration, tags=tags)
     op_tags = {"operator": operator or "unknown"}
     if state is TaskState.SUCCESS:

@@ -155,6 +155,9 @@ def test_the_remaining_critical_path():
     assert finish == {"b": 200.0, "c": 50.0, "d": 210.0, "e": 210.0}
     overran = {**states, "b": ("running", T0 - timedelta(seconds=400))}
     assert forecast.remaining_path(plan.topological_sort(), overran, expected, T0)["d"] == 60.0
+    # a sensor between pokes (reschedule mode) has waited since its try's first poke
+    waiting = {**states, "b": ("up_for_reschedule", started)}
+    assert forecast.remaining_path(plan.topological_sort(), waiting, expected, T0)["b"] == 200.0
 
 
 @pytest.mark.parametrize(

@@ -187,7 +187,7 @@ def test_retries_exhausted_fail_the_task(run, store):
     assert report.state is DagRunState.FAILED
 
 
-def test_a_rescheduled_sensor_is_waited_for_and_poked_again_within_one_try(run, store):
+def test_a_rescheduled_sensor_is_waited_for_and_poked_again_within_one_try(run, store, emitted):
     """As Airflow's `dags test`: the run waits for the sensor's next poke and pokes again;
     a task that is ready meanwhile runs first."""
     calls: list[int] = []
@@ -225,6 +225,15 @@ def test_a_rescheduled_sensor_is_waited_for_and_poked_again_within_one_try(run, 
     log_text = report.attempts[0].log_path.read_text()
     assert report.attempts[0].log_path.name == "attempt=1.log"
     assert all(f"poke {n}" in log_text for n in (1, 2, 3))  # appended, poke after poke
+    wait = {"dag_id": "rescheduling", "task_id": "wait"}
+    finishes = [
+        labels["state"] for labels, _ in emitted.values("ti.finish") if labels["task_id"] == "wait"
+    ]
+    assert finishes == ["up_for_reschedule", "up_for_reschedule", "success"]
+    # timed once, for the whole try: 60 s of the run's clock
+    assert [value for labels, value in emitted.values("task.duration") if labels == wait] == [
+        pytest.approx(60.0, abs=1.0)
+    ]
 
 
 @pytest.mark.parametrize("mode", ["poke", "reschedule"])

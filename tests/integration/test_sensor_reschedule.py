@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from engine import api
-from engine.executors.attempt import run_request
+from engine.executors.attempt import fail_unstarted, run_request
 from engine.executors.stub import StubExecutor
 from engine.explain import why_not_running
 from engine.observability.collector import metastore_source
@@ -75,9 +75,15 @@ def task_row(store, dag_id: str, run_id: str, task_id: str) -> dict:
     return next(r for r in api.task_states(store, dag_id, run_id) if r["task_id"] == task_id)
 
 
+#: a run that never ends would hang `drain`: a broken feature fails the test instead
+GIVE_UP_SOURCE = "GIVE_UP = timedelta(seconds=30)\n"
+
+
 def counter_source(path: Path) -> str:
     """DAG-file code for `pokes()`: counts calls across attempt processes in a file."""
-    return f"""
+    return (
+        GIVE_UP_SOURCE
+        + f"""
 COUNTER = {str(path)!r}
 
 def pokes():
@@ -86,7 +92,13 @@ def pokes():
     n = os.path.getsize(COUNTER)
     print(f"poke #{{n}}")
     return n
+
+
+def slow_pokes():
+    time.sleep(0.3)
+    return pokes()
 """
+    )
 
 
 # -- the real loop --------------------------------------------------------------------------
@@ -105,6 +117,7 @@ def test_a_rescheduled_sensor_lets_the_task_it_waits_for_use_its_only_pool_slot(
         "one_slot",
         f"""
         MARK = {str(tmp_path / "mark")!r}
+        {GIVE_UP_SOURCE}
 
         def make():
             record("make")
@@ -114,7 +127,7 @@ def test_a_rescheduled_sensor_lets_the_task_it_waits_for_use_its_only_pool_slot(
             record("poke")
             return os.path.exists(MARK)
 
-        with DAG("one_slot", schedule=None):
+        with DAG("one_slot", schedule=None, dagrun_timeout=GIVE_UP):
             PythonSensor(task_id="wait", python_callable=present, pool="single",
                          priority_weight=10, poke_interval=0.3, timeout=5, mode={mode!r})
             PythonOperator(task_id="make", python_callable=make, pool="single")
@@ -156,15 +169,18 @@ def test_timeout_counts_across_pokes_and_execution_timeout_limits_each_poke(
         counter_source(tmp_path / "count")
         + textwrap.dedent(
             """
-        with DAG("sensor_timeouts", schedule=None):
+        with DAG("sensor_timeouts", schedule=None, dagrun_timeout=GIVE_UP):
             short = timedelta(seconds=0.5)  # below the poke interval and the waits below
-            PythonSensor(task_id="patient", python_callable=lambda: pokes() >= 3,
+            # each poke takes 0.3 s of the 0.5 s limit: together they take far more
+            PythonSensor(task_id="patient", python_callable=lambda: slow_pokes() >= 3,
                          mode="reschedule", poke_interval=1, execution_timeout=short)
             PythonSensor(task_id="late", python_callable=lambda: False, mode="reschedule",
                          poke_interval=0.3, timeout=1.5, execution_timeout=short, retries=2,
                          retry_delay=timedelta(0))
             PythonSensor(task_id="optional", python_callable=lambda: False, mode="reschedule",
                          poke_interval=0.3, timeout=1.5, soft_fail=True)
+            PythonSensor(task_id="stuck", python_callable=lambda: time.sleep(30),
+                         mode="reschedule", execution_timeout=short)
         """
         ),
     )
@@ -174,9 +190,10 @@ def test_timeout_counts_across_pokes_and_execution_timeout_limits_each_poke(
         "patient": "success",
         "late": "failed",
         "optional": "skipped",
+        "stuck": "failed",
     }
     (patient,) = tries(store, "sensor_timeouts", "patient")
-    assert patient.duration >= 2.0 > 0.5  # three pokes a second apart, under a 0.5 s limit
+    assert patient.duration >= 2.0 > 0.5  # three pokes a second apart, each under 0.5 s
     assert "timed out" not in Path(patient.log_path).read_text()
     (late,) = tries(store, "sensor_timeouts", "late")  # no retry after the sensor timeout
     assert (late.try_number, late.state) == (1, "failed")
@@ -185,6 +202,8 @@ def test_timeout_counts_across_pokes_and_execution_timeout_limits_each_poke(
     late_moves = moves(store, "sensor_timeouts", "late")
     assert [m[:2] for m in late_moves].count(("running", "up_for_reschedule")) >= 2
     assert {m[2] for m in late_moves if m[1] == "up_for_reschedule"} == {1}
+    (stuck,) = tries(store, "sensor_timeouts", "stuck")  # one poke longer than its limit
+    assert "task 'stuck' timed out after 0.5 s (execution_timeout)" in stuck.error
     (optional,) = tries(store, "sensor_timeouts", "optional")
     assert optional.state == "skipped" and "timed out" in optional.error
 
@@ -205,7 +224,7 @@ def test_reschedules_use_no_retry_and_each_try_keeps_one_log_of_its_pokes(
                 raise ConnectionError("lost the share")
             return n >= 4
 
-        with DAG("flaky_sensor", schedule=None):
+        with DAG("flaky_sensor", schedule=None, dagrun_timeout=GIVE_UP):
             PythonSensor(task_id="wait", python_callable=check, mode="reschedule",
                          poke_interval=0.2, retries=1, retry_delay=timedelta(0))
         """
@@ -377,3 +396,42 @@ def test_a_cleared_or_timed_out_run_ends_the_open_try_of_a_waiting_sensor(
     second = tries(store, "ended", "wait")[1]
     assert (second.state, second.error) == ("skipped", "dagrun_timeout of 1:00:00 exceeded")
     assert second.end_date is not None
+
+
+def test_a_poke_lost_or_refused_before_it_started_ends_the_try_it_would_continue(
+    store, loop_config, add_dag, stub_scheduler
+):
+    """The next poke is queued, then its process dies (or it cannot start): that is a failed
+    try 1, retried as try 2, not a try 2 of its own."""
+    scheduler, stub = stub_scheduler
+    add_dag(
+        "lost_poke",
+        """
+        with DAG("lost_poke", schedule=None):
+            PythonSensor(task_id="wait", python_callable=lambda: False, mode="reschedule",
+                         poke_interval=0.001, retries=1, retry_delay=timedelta(hours=1))
+        """,
+    )
+    run_id = trigger(store, "lost_poke")
+    scheduler.tick(datetime.now(UTC))
+    work(store, loop_config, stub, "wait")
+    scheduler.tick(datetime.now(UTC) + timedelta(seconds=1))  # due: the next poke is queued
+    (ti_id,) = list(stub.held)
+    stub.finish(ti_id, None, exit_code=-9)  # died while queued, before recording anything
+    scheduler.tick(datetime.now(UTC) + timedelta(seconds=1))
+    sensor = ti_of(store, "lost_poke", "wait")
+    assert (sensor.state, sensor.try_number) == ("up_for_retry", 1)
+    (first,) = tries(store, "lost_poke", "wait")
+    assert (first.state, first.end_date is not None) == ("up_for_retry", True)
+    assert "exited with code -9" in first.error
+
+    # try 2 pokes once, then its next poke cannot even start: try 2 fails, closed
+    scheduler.tick(datetime.now(UTC) + timedelta(hours=2))
+    assert work(store, loop_config, stub, "wait") is TaskState.UP_FOR_RESCHEDULE
+    scheduler.tick(datetime.now(UTC) + timedelta(hours=2))
+    (ti_id,) = list(stub.held)
+    assert fail_unstarted(store, ti_id, "importing the DAG file failed") is TaskState.FAILED
+    second = tries(store, "lost_poke", "wait")[1]
+    assert (second.try_number, second.state) == (2, "failed")
+    assert second.error == "importing the DAG file failed" and second.end_date is not None
+    assert states(store, "lost_poke", run_id) == {"wait": "failed"}
