@@ -695,7 +695,7 @@ class Scheduler:
         )
         if not changed:
             return
-        scheduling.finish_open_try(session, ti.id, attempt, state=to, now=now, error=reason)
+        scheduling.close_open_tries(session, [ti.id], now=now, error=reason, state=to)
         log.warning("task %s.%s in run %s: %s -> %s", ti.dag_id, ti.task_id, ti.run_id, reason, to)
         plan = self._plans.get(ti.dag_id)
         kind = "on_retry_callback" if to is TaskState.UP_FOR_RETRY else "on_failure_callback"

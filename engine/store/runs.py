@@ -336,7 +336,7 @@ def get_xcoms(
     rows = session.execute(query.where(XCom.map_index >= 0).order_by(XCom.map_index))
     for task_id, value in rows:
         values.setdefault(task_id, []).append(value)
-    return dict(values)
+    return values
 
 
 def clear_xcoms(session: Session, *, dag_id: str, run_id: str, task_ids: Iterable[str]) -> None:

@@ -448,17 +448,6 @@ def set_scheduled_at(session: Session, ti_ids: Sequence[int], now: datetime) -> 
         )
 
 
-def finish_open_try(
-    session: Session, ti_id: int, try_number: int, *, state: TaskState, now: datetime, error: str
-) -> None:
-    """Close an attempt that ended without its runner (zombie, lost process)."""
-    session.execute(
-        update(TaskTry)
-        .where(TaskTry.ti_id == ti_id, TaskTry.try_number == try_number, TaskTry.end_date.is_(None))
-        .values(state=state.value, end_date=now, error=error)
-    )
-
-
 def close_open_tries(
     session: Session,
     ti_ids: Sequence[int],
@@ -467,9 +456,10 @@ def close_open_tries(
     error: str,
     state: TaskState | None = None,
 ) -> None:
-    """End the tries left open by sensors waiting between pokes (reschedule mode) when
-    their task instance is cleared or stopped without another poke: the next attempt
-    then starts a new try. `state` None keeps the try's state (up_for_reschedule)."""
+    """End the open try of each task instance (one at most): an attempt that ended
+    without its runner (zombie, lost process), or a sensor waiting between pokes
+    (reschedule mode) that is cleared or stopped, so its next attempt starts a new try.
+    `state` None keeps the try's state (up_for_reschedule)."""
     values: dict[str, Any] = {"end_date": now, "error": error}
     if state is not None:
         values["state"] = state.value
