@@ -14,6 +14,7 @@ XCom key. `expanded_length` turns a spec and the pushed values into a count.
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -101,20 +102,13 @@ class ExpandInput:
             name: _input_elements(item, context, f"expand() argument {name!r}")
             for name, item in self.value.items()
         }
-        _check_index(index, _product(len(items) for items in lists.values()))
+        _check_index(index, math.prod(len(items) for items in lists.values()))
         chosen: dict[str, Any] = {}
         for name in reversed(list(lists)):  # the last input varies fastest
             items = lists[name]
             index, position = divmod(index, len(items))
             chosen[name] = items[position]
         return {name: chosen[name] for name in lists}
-
-
-def _product(lengths: Any) -> int:
-    total = 1
-    for length in lengths:
-        total *= length
-    return total
 
 
 def _check_index(index: int, length: int) -> None:
@@ -163,7 +157,7 @@ def expanded_length(
                 f"{type(value).__name__}; only a list or a dict can be mapped over"
             )
         lengths.append(len(value))
-    return lengths[0] if kind == KWARGS else _product(lengths)
+    return lengths[0] if kind == KWARGS else math.prod(lengths)
 
 
 class MappedOperator(BaseOperator):
@@ -253,28 +247,39 @@ def mapping_spec(task: BaseOperator) -> dict[str, Any] | None:
     return {"kind": expand_input.kind, "sources": expand_input.spec(), "group": group}
 
 
-class OperatorPartial:
-    """`SomeOperator.partial(task_id=..., fixed=...)`: waits for `expand`/`expand_kwargs`."""
+class _Partial:
+    """The arguments `partial(...)` fixed, waiting for `expand(...)`/`expand_kwargs(...)`;
+    subclasses build the mapped task."""
+
+    owner: str
+    fixed: dict[str, Any]
+
+    def expand(self, **mapped: Any) -> XComArg:
+        _check_names(self.owner, self.fixed, list(mapped))
+        return self._mapped(ExpandInput(PRODUCT, mapped, self.owner), list(mapped))
+
+    def expand_kwargs(self, value: Any) -> XComArg:
+        expand_input = ExpandInput(KWARGS, value, self.owner)
+        names = expand_input.names()
+        _check_names(self.owner, self.fixed, names)
+        return self._mapped(expand_input, names)
+
+    def _mapped(self, expand_input: ExpandInput, names: list[str]) -> XComArg:
+        raise NotImplementedError
+
+
+class OperatorPartial(_Partial):
+    """`SomeOperator.partial(task_id=..., fixed=...)`."""
 
     def __init__(self, operator_class: type[BaseOperator], kwargs: Mapping[str, Any]) -> None:
         if "task_id" not in kwargs:
             raise DagDefinitionError(f"{operator_class.__name__}.partial() needs a task_id")
         self.operator_class = operator_class
-        self.kwargs = dict(kwargs)
+        self.fixed = dict(kwargs)
+        self.owner = f"task {kwargs['task_id']!r}"
 
-    def expand(self, **mapped: Any) -> XComArg:
-        owner = f"task {self.kwargs['task_id']!r}"
-        _check_names(owner, self.kwargs, list(mapped))
-        return self._mapped(ExpandInput(PRODUCT, mapped, owner))
-
-    def expand_kwargs(self, value: Any) -> XComArg:
-        owner = f"task {self.kwargs['task_id']!r}"
-        expand_input = ExpandInput(KWARGS, value, owner)
-        _check_names(owner, self.kwargs, expand_input.names())
-        return self._mapped(expand_input)
-
-    def _mapped(self, expand_input: ExpandInput) -> XComArg:
-        kwargs = dict(self.kwargs)
+    def _mapped(self, expand_input: ExpandInput, names: list[str]) -> XComArg:
+        kwargs = dict(self.fixed)
         base = {name: kwargs.pop(name) for name in list(kwargs) if name in _BASE_ARGS}
         base.pop("default_args", None)
         scheduling = {k: v for k, v in base.items() if k not in {"task_id", "dag", "task_group"}}
@@ -287,34 +292,23 @@ class OperatorPartial:
         return XComArg(operator)
 
 
-class TaskPartial:
+class TaskPartial(_Partial):
     """`@task` function `.partial(fixed=...)`: the fixed arguments of every instance."""
 
     def __init__(self, decorator: Any, fn_kwargs: Mapping[str, Any]) -> None:
         self.decorator = decorator
-        self.fn_kwargs = dict(fn_kwargs)
-
-    def expand(self, **mapped: Any) -> XComArg:
-        owner = f"task {self.decorator.function.__name__!r}"
-        _check_names(owner, self.fn_kwargs, list(mapped))
-        return self._mapped(ExpandInput(PRODUCT, mapped, owner), list(mapped))
-
-    def expand_kwargs(self, value: Any) -> XComArg:
-        owner = f"task {self.decorator.function.__name__!r}"
-        expand_input = ExpandInput(KWARGS, value, owner)
-        _check_names(owner, self.fn_kwargs, expand_input.names())
-        return self._mapped(expand_input, expand_input.names())
+        self.fixed = dict(fn_kwargs)
+        self.owner = f"task {decorator.function.__name__!r}"
 
     def _mapped(self, expand_input: ExpandInput, names: list[str]) -> XComArg:
-        placeholders = {name: None for name in names}
-        if expand_input.kind == PRODUCT or names:
-            self.decorator.check_call({**self.fn_kwargs, **placeholders})
+        if names:  # kwargs from a task's output are known only at run time
+            self.decorator.check_call({**self.fixed, **dict.fromkeys(names)})
         return self.decorator.build(
             MappedOperator,
             operator_class=self.decorator.operator_class,
             expand_input=expand_input,
             into="op_kwargs",
-            fn_kwargs=self.fn_kwargs,
+            fn_kwargs=self.fixed,
         )
 
 
