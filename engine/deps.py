@@ -7,6 +7,7 @@ console's "why is this not running" all give the same answer.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from engine import setup_teardown
@@ -36,29 +37,39 @@ def _setup_constraint(setups: frozenset[str], current: Mapping[str, TaskState]) 
     return all(state is TaskState.SUCCESS for state in states) or None
 
 
+@dataclass(frozen=True)
+class Decidable:
+    """What deciding reads of a task instance, from a metastore row (whose state is text)."""
+
+    id: int
+    task_id: str
+    map_index: int
+    state: TaskState
+
+    @classmethod
+    def of(cls, row: Any) -> Decidable:
+        return cls(row.id, row.task_id, row.map_index, TaskState(row.state))
+
+
 def states_of(
-    rows: Iterable[Any], decided: Mapping[Any, TaskState] | None = None
+    rows: Iterable[Any],
 ) -> tuple[dict[str, TaskState], dict[str, dict[int, TaskState]]]:
-    """From task instance rows (task_id, map_index, state), with `decided` (what `decide`
-    returned) applied: one state per task, and the states of each expanded mapped task's
-    instances by map index.
+    """From task instance rows (task_id, map_index, state): one state per task, and the
+    states of each expanded mapped task's instances by map index.
 
     A mapped task's state is the combination of its instances' (`combined_state`); before
     expansion, and once all its instances were removed, it is its placeholder row's.
     """
-    decided = decided or {}
     plain: dict[str, TaskState] = {}
     indexed: dict[str, dict[int, TaskState]] = {}
     for row in rows:
         if row.map_index < 0:
-            plain[row.task_id] = decided.get(row.task_id, row.state)
+            plain[row.task_id] = row.state
         elif row.state is not TaskState.REMOVED:
-            key = (row.task_id, row.map_index)
-            indexed.setdefault(row.task_id, {})[row.map_index] = decided.get(key, row.state)
-    states = dict(plain)
+            indexed.setdefault(row.task_id, {})[row.map_index] = row.state
     for task_id, by_index in indexed.items():
-        states[task_id] = combined_state(by_index.values())
-    return states, indexed
+        plain[task_id] = combined_state(by_index.values())
+    return plain, indexed
 
 
 def decide(
@@ -69,6 +80,20 @@ def decide(
     past_states: Mapping[str, TaskState] | None = None,
     instances: Mapping[str, Mapping[int, TaskState]] | None = None,
 ) -> dict[Any, TaskState]:
+    """`decide_with_states` without the states: only the decisions."""
+    return decide_with_states(
+        dag, states, order=order, past_states=past_states, instances=instances
+    )[0]
+
+
+def decide_with_states(
+    dag: Any,
+    states: Mapping[str, TaskState],
+    *,
+    order: Sequence[Any] | None = None,
+    past_states: Mapping[str, TaskState] | None = None,
+    instances: Mapping[str, Mapping[int, TaskState]] | None = None,
+) -> tuple[dict[Any, TaskState], dict[str, TaskState]]:
     """For every task instance still in state `none`, its next state if its trigger rule
     decides one: keyed by task id, or by (task id, map index) for an expanded mapped task.
 
@@ -79,6 +104,9 @@ def decide(
     had no previous run. `instances` holds the states of expanded mapped tasks by map
     index (see `states_of`): each instance counts as one upstream state, and within a
     mapped task group an instance waits only for the same map index upstream in it.
+
+    Also returns each task's state once the decisions apply (a mapped task's combined),
+    which is what the run's outcome is judged on.
     """
     current = dict(states)
     mapped = {task_id: dict(by_index) for task_id, by_index in (instances or {}).items()}
@@ -105,7 +133,7 @@ def decide(
             decision = _not_expanded(task, current)
         if decision is not None:
             decisions[task_id] = current[task_id] = decision
-    return decisions
+    return decisions, current
 
 
 def _decide_one(
@@ -159,9 +187,7 @@ def _upstream_states(
 def _not_expanded(task: Any, current: Mapping[str, TaskState]) -> TaskState | None:
     """A mapped task whose rule lets it run but which is not expanded yet: it waits for
     its inputs, or, when an input task ended without success, cannot expand at all."""
-    spec = getattr(task, "mapping", None) or {}
-    sources = [s["task_id"] for s in spec.get("sources", []) if "task_id" in s]
-    states = [current.get(source) for source in sources]
+    states = [current.get(source) for source in task.mapping_inputs]
     if states and all(s in TASK_FINISHED for s in states):
         if any(s is not TaskState.SUCCESS for s in states):
             return TaskState.UPSTREAM_FAILED

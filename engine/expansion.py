@@ -57,7 +57,7 @@ def ready_to_expand(
         placeholder = next((r for r in own if r.map_index < 0), None)
         if placeholder is None or placeholder.state is not TaskState.NONE:
             continue
-        inputs = [s["task_id"] for s in task.mapping["sources"] if "task_id" in s]
+        inputs = task.mapping_inputs
         if any(states.get(task_id) is not TaskState.SUCCESS for task_id in inputs):
             continue
         existing = {r.map_index: r for r in own if r.map_index >= 0}

@@ -7,7 +7,6 @@ say exactly what the scheduler would decide.
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Any
 
 from engine import deps, limits
@@ -56,9 +55,7 @@ def why_not_running(
         if state is TaskState.UP_FOR_RESCHEDULE:
             return _reschedule_reason(session, ti)
         if state is TaskState.NONE:
-            states = deps.states_of(
-                [_as_decided(other) for other in all_rows],
-            )[0]
+            states = deps.states_of([deps.Decidable.of(other) for other in all_rows])[0]
             past = _past_states(session, run, deps.past_task_ids(plan))
             return (
                 deps.why_waiting(plan, task_id, states, past)
@@ -75,11 +72,6 @@ def _instance(rows: list[Any], task_id: str, map_index: int | None) -> Any:
         return next((ti for ti in mine if ti.map_index == map_index), None)
     mine.sort(key=lambda ti: (TaskState(ti.state) in TASK_FINISHED, ti.map_index))
     return mine[0] if mine else None
-
-
-def _as_decided(ti: Any) -> Any:
-    """A task instance row as deciding reads it (its state as a TaskState)."""
-    return SimpleNamespace(task_id=ti.task_id, map_index=ti.map_index, state=TaskState(ti.state))
 
 
 def _reschedule_reason(session: Any, ti: Any) -> str:

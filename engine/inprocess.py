@@ -72,16 +72,6 @@ def _states(store: Any, dag_id: str, run_id: str) -> dict[tuple[str, int], TaskI
     return {(row.task_id, row.map_index): row for row in rows}
 
 
-@dataclass(frozen=True)
-class _Decidable:
-    """What deciding reads of a task instance."""
-
-    id: int
-    task_id: str
-    map_index: int
-    state: TaskState
-
-
 def _move(store: Any, rows: list[TaskInstance], to: TaskState, now: datetime, reason: str) -> None:
     """Transition rows (grouped by their current state) to `to`."""
     by_state: dict[str, list[int]] = {}
@@ -147,7 +137,7 @@ def run_dag_in_process(
 
 def _step(store, config, dag, plan, tis, order, report, echo, clock, sleep) -> bool:
     """Advance the run by one decision or one attempt; False when nothing can progress."""
-    rows = [_Decidable(ti.id, ti.task_id, ti.map_index, TaskState(ti.state)) for ti in tis.values()]
+    rows = [deps.Decidable.of(ti) for ti in tis.values()]
     states, instances = deps.states_of(rows)
     outcome = deps.run_outcome(plan, states)
     if outcome is not None:

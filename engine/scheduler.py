@@ -154,8 +154,7 @@ class _Plan:
             task = tasks[task_id]
             needed.update(task.upstream_task_ids)
             needed.update(indirect.get(task_id, ()))
-            if task.mapping is not None:  # expanding reads its input tasks
-                needed.update(s["task_id"] for s in task.mapping["sources"] if "task_id" in s)
+            needed.update(task.mapping_inputs)  # expanding reads the tasks it maps over
         return needed
 
     def _in_order(self, task_ids: set[str]) -> list[Any]:
@@ -346,12 +345,11 @@ class Scheduler:
                     continue
                 scope = scopes[run.id]
                 deciding = time.monotonic()
-                decided = self._decide_run(
+                states = self._decide_run(
                     plan, rows, past.get(run.id), now, moves, None if scope is ALL else scope[0]
                 )
                 emit.dependency_check(run.dag_id, time.monotonic() - deciding)
-                states = deps.states_of(rows, decided)[0] if scope is ALL else None
-                settled.append((run, plan, states))
+                settled.append((run, plan, states if scope is ALL else None))
             for (expected, to), ids in moves.items():
                 changed = transitions.transition_task_instances(
                     session, ids, expected=expected, to=to, at=now, reason="scheduler"
@@ -488,10 +486,11 @@ class Scheduler:
         moves: dict[tuple[TaskState, TaskState], list[int]],
         order: list[Any] | None = None,
     ) -> dict[str, TaskState]:
-        """Decide `order` (the run's affected tasks; all of them when None) on `rows`."""
+        """Decide `order` (the run's affected tasks; all of them when None) on `rows`;
+        returns each read task's state once the decisions apply."""
         by_key = {(row.task_id, row.map_index): row for row in rows}
         states, instances = deps.states_of(rows)
-        decisions = deps.decide(
+        decisions, after = deps.decide_with_states(
             plan.dag,
             states,
             order=plan.order if order is None else order,
@@ -506,7 +505,7 @@ class Scheduler:
                 row.next_retry_at is None or row.next_retry_at <= now
             ):
                 moves.setdefault((row.state, TaskState.SCHEDULED), []).append(row.id)
-        return decisions
+        return after
 
     def _timed_out(
         self,

@@ -172,6 +172,12 @@ class SerializedTask:
             setattr(self, name, bool(data.get(name, False)))
         self.is_mapped = self.mapping is not None
         self.mapped_group: str | None = self.mapping["group"] if self.mapping else None
+        #: the tasks whose outputs a mapped task maps over (its expansion waits for them)
+        self.mapping_inputs: tuple[str, ...] = tuple(
+            source["task_id"]
+            for source in (self.mapping or {}).get("sources", ())
+            if "task_id" in source
+        )
 
     def __repr__(self) -> str:
         return f"<SerializedTask({self.operator}): {self.task_id}>"
