@@ -49,6 +49,18 @@ def xcoms(store, dag_id: str, run_id: str, task_id: str) -> dict[int, object]:
         return dict(rows.all())
 
 
+def failure_reasons(store, task_id: str) -> list[str | None]:
+    """The reasons recorded when the task's instances moved to failed."""
+    with store.session() as session:
+        return list(
+            session.execute(
+                select(StateTransition.reason).where(
+                    StateTransition.task_id == task_id, StateTransition.to_state == "failed"
+                )
+            ).scalars()
+        )
+
+
 MAPPED_OVER_XCOM = """
     @task
     def make(n):
@@ -267,13 +279,9 @@ def test_the_map_length_cap_fails_the_mapped_task_with_a_clear_reason(
     drain(store, loop_config, core__max_map_length=4)
     assert run_state(store, "capped_map", run_id) == "success"  # total is all_done and leaf
     assert instances(store, "capped_map", run_id, "double") == {-1: "failed"}
-    with store.session() as session:
-        reasons = session.execute(
-            select(StateTransition.reason).where(
-                StateTransition.task_id == "double", StateTransition.to_state == "failed"
-            )
-        ).scalars()
-        assert list(reasons) == ["cannot expand: 5 elements exceed core.max_map_length (4)"]
+    assert failure_reasons(store, "double") == [
+        "cannot expand: 5 elements exceed core.max_map_length (4)"
+    ]
     assert not any(e["task"].startswith("double") for e in entries(ledger))
 
 
@@ -297,15 +305,9 @@ def test_mapping_over_a_value_that_is_not_a_list_fails_with_the_reason(store, lo
     drain(store, loop_config)
     assert run_state(store, "not_list", run_id) == "failed"
     assert instances(store, "not_list", run_id, "use") == {-1: "failed"}
-    with store.session() as session:
-        (reason,) = session.execute(
-            select(StateTransition.reason).where(
-                StateTransition.task_id == "use", StateTransition.to_state == "failed"
-            )
-        ).scalars()
-    assert reason == (
+    assert failure_reasons(store, "use") == [
         "cannot expand: upstream task 'make' returned int; only a list or a dict can be mapped over"
-    )
+    ]
 
 
 def test_clearing_a_mapped_task_expands_it_again_from_the_new_input(
