@@ -5,18 +5,22 @@ Run by hand: `.venv/bin/python bench/scheduler_bench.py [--runs 3] [--workloads 
 For each workload a fresh `$DAGWATCH_HOME` gets one DAG file; `dagwatch scheduler`
 runs in a subprocess, the run is triggered through the engine API once the scheduler
 is up, and the figures come from the metastore's attempt records:
-  - trigger→success: wall time from the trigger to the run's end;
+  - trigger→success: wall time from the trigger to the run's end_date as the scheduler
+    recorded it (the bench polls for the end only every 0.1 s, so its polling neither
+    adds to the figure nor takes CPU from the workload);
   - hop: end of a task to the start of the next (chain: each link; fan-out: the first
     task to each of the wide tasks; join: the last wide task to the join);
   - queued→running: queued_at to start_date of each attempt;
   - tasks/s: tasks / (last end - first start);
   - scheduler CPU: user+system seconds of the scheduler process during the run;
-  - machine CPU: busy seconds of all cores during the run (workers and attempts included);
+  - machine CPU: busy seconds of all cores during the run (workers and attempts
+    included), less the CPU of this bench process;
   - peak PSS: proportional set size summed over the scheduler's process tree (PSS splits
     each shared page among its sharers, so forked processes are not counted as if each
-    owned the pages they share, as a sum of RSS would); sampled every 0.5 s, since reading
-    smaps_rollup walks page tables (~1 ms a process) and would otherwise eat the CPU the
-    workload is measured on;
+    owned the pages they share, as a sum of RSS would), sampled every 0.5 s. Reading
+    smaps_rollup walks page tables (a millisecond or more a process, with dozens of
+    processes), so the peak comes from one extra run after the timed ones, whose times
+    are not counted;
   - PSS after the run: the same tree 2 s after the run ended, workers still kept;
   - idle PSS: the same tree once the idle workers retired (`core.worker_idle_timeout`,
     set to WORKER_IDLE_TIMEOUT seconds here so a run does not wait a minute for it).
@@ -97,7 +101,7 @@ class Result:
     tasks_per_second: float
     cpu: float
     machine_cpu: float
-    peak_pss_mib: float
+    peak_pss_mib: float | None
     idle_pss_mib: float
     after_run_pss_mib: float = 0.0
     extra: dict = field(default_factory=dict)
@@ -217,7 +221,12 @@ class MetricsSinks:
         self.otlp.shutdown()
 
 
-def one_run(workload: str, parallelism: int, sinks: MetricsSinks | None = None) -> Result:
+def one_run(
+    workload: str,
+    parallelism: int,
+    sinks: MetricsSinks | None = None,
+    sample_memory: bool = False,
+) -> Result:
     from engine import api
     from engine.config import load_config
     from engine.states import DAG_RUN_FINISHED
@@ -249,33 +258,37 @@ def one_run(workload: str, parallelism: int, sinks: MetricsSinks | None = None) 
         )
         try:
             _wait_for(lambda: _scheduler_up(store, Job) and _dag_parsed(store), 60)
-            sampler = PssSampler(scheduler.pid)
-            sampler.start()
+            sampler = PssSampler(scheduler.pid) if sample_memory else None
+            if sampler:
+                sampler.start()
             scraping = threading.Event()
             if sinks:
                 threading.Thread(
                     target=sinks.scrape_periodically, args=(scraping,), daemon=True
                 ).start()
             cpu_before = cpu_seconds(scheduler.pid)
-            machine_before = machine_busy_seconds()
-            started = time.perf_counter()
-            run = api.trigger_dag(store, "bench", actor="bench", now=datetime.now(UTC))
+            machine_before = machine_busy_seconds() - time.process_time()
+            started = datetime.now(UTC)
+            run = api.trigger_dag(store, "bench", actor="bench", now=started)
+            ended: list[datetime] = []
 
             def finished() -> bool:
                 with store.session(readonly=True) as session:
-                    state = session.execute(
-                        select(DagRun.state).where(DagRun.run_id == run.run_id)
-                    ).scalar_one()
+                    state, end_date = session.execute(
+                        select(DagRun.state, DagRun.end_date).where(DagRun.run_id == run.run_id)
+                    ).one()
+                ended.append(end_date)
                 return state in DAG_RUN_FINISHED
 
-            _wait_for(finished, 600, interval=0.005)
-            wall = time.perf_counter() - started
+            _wait_for(finished, 600)
             cpu = cpu_seconds(scheduler.pid) - cpu_before
-            machine = machine_busy_seconds() - machine_before
+            machine = machine_busy_seconds() - time.process_time() - machine_before
+            wall = (ended[-1] - started).total_seconds()
             scraping.set()
             extra = {"scrape": sinks.scrape()} if sinks else {}
             time.sleep(2)  # let attempt processes exit
-            sampler.stop.set()
+            if sampler:
+                sampler.stop.set()
             after_run = tree_pss_kib(scheduler.pid)
             time.sleep(WORKER_IDLE_TIMEOUT)  # idle workers retire
             idle = tree_pss_kib(scheduler.pid)
@@ -288,7 +301,9 @@ def one_run(workload: str, parallelism: int, sinks: MetricsSinks | None = None) 
                 )
             assert queued[run.run_id] == "success", queued
             cpu = (cpu, machine)
-            result = _figures(workload, tries, wall, cpu, sampler.peak, idle, store)
+            result = _figures(
+                workload, tries, wall, cpu, sampler.peak if sampler else None, idle, store
+            )
             result.extra.update(extra)
             result.after_run_pss_mib = after_run / 1024
             return result
@@ -327,7 +342,14 @@ def _figures(workload, tries, wall, cpu, peak, idle, store) -> Result:
     span = (max(t.end_date for t in tries) - min(t.start_date for t in tries)).total_seconds()
     scheduler_cpu, machine_cpu = cpu
     return Result(
-        wall, hops, delays, len(tries) / span, scheduler_cpu, machine_cpu, peak / 1024, idle / 1024
+        wall,
+        hops,
+        delays,
+        len(tries) / span,
+        scheduler_cpu,
+        machine_cpu,
+        None if peak is None else peak / 1024,
+        idle / 1024,
     )
 
 
@@ -384,18 +406,25 @@ def main() -> None:
     for workload in args.workloads.split(","):
         modes = {"off": [False], "on": [True], "both": [False, True]}[args.metrics]
         results: dict[bool, list[Result]] = {mode: [] for mode in modes}
-        for _ in range(args.runs):
+        peaks: dict[bool, float] = {}
+        for number in range(args.runs + 1):
             for mode in modes:  # interleaved, so drift of the machine hits both alike
                 sinks = MetricsSinks(args.metrics_interval) if mode else None
+                memory_run = number == args.runs
                 try:
-                    results[mode].append(one_run(workload, args.parallelism, sinks))
+                    result = one_run(workload, args.parallelism, sinks, memory_run)
                 finally:
                     if sinks:
                         sinks.close()
+                if memory_run:
+                    peaks[mode] = result.peak_pss_mib
+                else:
+                    results[mode].append(result)
         for mode, measured in results.items():
             label = "metrics on" if mode else "metrics off"
             print(f"{workload}: {WORKLOADS[workload][0]} ({args.runs} runs, {label})")
             _print(measured)
+            print(f"  {'peak PSS (tree)':<24} {peaks[mode]:9.1f} MiB (one more run, sampled)")
         if len(results) == 2:
             for label, pick in (("trigger->success", "wall"), ("scheduler CPU", "cpu")):
                 off = statistics.median(getattr(r, pick) for r in results[False])
@@ -423,7 +452,6 @@ def _print(results: list[Result]) -> None:
     print(_summary("tasks/s", [r.tasks_per_second for r in results], ""))
     print(_summary("scheduler CPU", [r.cpu for r in results], "s"))
     print(_summary("machine CPU", [r.machine_cpu for r in results], "s"))
-    print(_summary("peak PSS (tree)", [r.peak_pss_mib for r in results], "MiB"))
     print(_summary("PSS after run (tree)", [r.after_run_pss_mib for r in results], "MiB"))
     print(_summary("idle PSS (tree)", [r.idle_pss_mib for r in results], "MiB"))
 
