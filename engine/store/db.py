@@ -1,8 +1,9 @@
 """The metastore connection: one `Store` per process and database URL.
 
-SQLite is tuned for a scheduler and CLI writing at once (WAL, a busy timeout, and
-`BEGIN IMMEDIATE` so a write transaction takes the write lock up front instead of failing
-with "database is locked" when it upgrades from reading). PostgreSQL goes through psycopg 3.
+SQLite is tuned for a scheduler, its attempt processes and the CLI writing at once (WAL,
+a busy timeout, `BEGIN IMMEDIATE` so a write transaction takes the write lock up front
+instead of failing with "database is locked" when it upgrades from reading, and writers
+queued on a file lock, `engine.store.write_gate`). PostgreSQL goes through psycopg 3.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from sqlalchemy.pool import QueuePool
 
 from engine.config import _mask_url
 from engine.exceptions import StoreError
+from engine.store import write_gate
 from engine.store.transitions import guard_state_writes
 
 if TYPE_CHECKING:
@@ -120,6 +122,8 @@ class Store:
         engine = create_engine(self.url, **kwargs)
         event.listen(engine, "connect", _sqlite_on_connect)
         event.listen(engine, "begin", _sqlite_on_begin)
+        if not in_memory:
+            write_gate.install(engine, str(Path(database).expanduser()))
         return engine
 
     def _postgres_engine(self) -> Engine:
@@ -222,4 +226,12 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
 
 def _sqlite_on_begin(connection: Connection) -> None:
     statement = connection.get_execution_options().get(SQLITE_BEGIN_OPTION, "BEGIN IMMEDIATE")
-    connection.exec_driver_sql(statement)
+    if statement == "BEGIN":  # a reader: WAL lets it in beside the writer
+        connection.exec_driver_sql(statement)
+        return
+    write_gate.acquire(connection.connection)
+    try:
+        connection.exec_driver_sql(statement)
+    except BaseException:  # no transaction began, so no COMMIT or ROLLBACK will release it
+        write_gate.release(connection.connection)
+        raise
