@@ -14,6 +14,7 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from engine.config import load_config
 from engine.executors.base import AttemptRequest
@@ -33,7 +34,9 @@ with DAG("latency", schedule=None) as dag:
 """
 
 
-def prepare(store: Store, path: Path, n: int) -> list[AttemptRequest]:
+def prepare(store: Store, path: Path) -> tuple[Any, list[AttemptRequest]]:
+    """Import the DAG file at `path`, give it one run, and queue every task instance of it;
+    returns (the DAG, one request per task instance)."""
     from engine.processor import import_dag_file
 
     (dag,) = import_dag_file(path)
@@ -45,14 +48,14 @@ def prepare(store: Store, path: Path, n: int) -> list[AttemptRequest]:
             logical_date=now, data_interval=None, conf=None, state=DagRunState.RUNNING, now=now,
         )  # fmt: skip
         session.flush()
-        tis = runs.get_task_instances(session, "latency", run_id)
+        tis = runs.get_task_instances(session, dag.dag_id, run_id)
         ids = [ti.id for ti in tis]
         for before, after in (
             (TaskState.NONE, TaskState.SCHEDULED),
             (TaskState.SCHEDULED, TaskState.QUEUED),
         ):
             transitions.transition_task_instances(session, ids, expected=before, to=after, at=now)
-        return [AttemptRequest(ti.id, "latency", run_id, ti.task_id, str(path)) for ti in tis]
+        return dag, [AttemptRequest(ti.id, dag.dag_id, run_id, ti.task_id, str(path)) for ti in tis]
 
 
 def main() -> None:
@@ -69,7 +72,7 @@ def main() -> None:
         migrate(store)
         path = Path(home, "latency_dag.py")
         path.write_text(DAG_FILE.format(n=args.attempts))
-        requests = prepare(store, path, args.attempts)
+        _, requests = prepare(store, path)
         executor = LocalExecutor(config, parallelism=1)
         executor.start()
         to_running, to_event = [], []
