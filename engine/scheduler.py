@@ -388,11 +388,11 @@ class Scheduler:
         """The task instances each run's decision reads: all of them or just its scope."""
         whole = [(r.dag_id, r.run_id) for r, _ in changes if scopes[r.id] is ALL]
         rows = scheduling.task_instances_of_runs(session, whole) if whole else {}
-        for run, _ in changes:
-            scope = scopes[run.id]
-            if scope is not ALL:
-                key = (run.dag_id, run.run_id)
-                rows[key] = scheduling.task_instances_of_tasks(session, key, scope[1])
+        some = {
+            (r.dag_id, r.run_id): scopes[r.id][1] for r, _ in changes if scopes[r.id] is not ALL
+        }
+        if some:
+            rows.update(scheduling.task_instances_of_run_tasks(session, some))
         return rows
 
     def _with_outcome_states(
@@ -473,9 +473,10 @@ class Scheduler:
         if not ready:
             return
         max_length = self.config["core.max_map_length"]
-        for key in expansion.expand(session, ready, now, max_length):
-            read = {row.task_id for row in tis.get(key, [])}
-            tis[key] = scheduling.task_instances_of_tasks(session, key, read)
+        expanded = expansion.expand(session, ready, now, max_length)
+        if expanded:
+            reread = {key: {row.task_id for row in tis.get(key, [])} for key in expanded}
+            tis.update(scheduling.task_instances_of_run_tasks(session, reread))
 
     def _decide_run(
         self,

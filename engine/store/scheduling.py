@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import socket
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -198,21 +198,27 @@ def task_instances_of_runs(
     return found
 
 
-def task_instances_of_tasks(
-    session: Session, run_key: tuple[str, str], task_ids: Iterable[str]
-) -> list[TiRow]:
-    """Some task instances of one run (those a decision reads), in one query per 500."""
-    ids = sorted(set(task_ids))
-    found: list[TiRow] = []
-    for batch in _batches(ids):
-        rows = session.execute(
-            select(*_TI_COLUMNS).where(
-                TaskInstance.dag_id == run_key[0],
-                TaskInstance.run_id == run_key[1],
-                TaskInstance.task_id.in_(batch),
-            )
-        )
-        found.extend(_ti_rows(rows))
+def task_instances_of_run_tasks(
+    session: Session, wanted: Mapping[tuple[str, str], Iterable[str]]
+) -> dict[tuple[str, str], list[TiRow]]:
+    """(dag_id, run_id) -> the task instances of the given task ids in that run (those a
+    decision reads). Runs that want the same task ids share a query, so many runs at the
+    same point of one DAG cost one query per 500 runs, not one each."""
+    by_tasks: dict[frozenset[str], list[tuple[str, str]]] = defaultdict(list)
+    for key, task_ids in wanted.items():
+        by_tasks[frozenset(task_ids)].append(key)
+    found: dict[tuple[str, str], list[TiRow]] = {key: [] for key in wanted}
+    for task_ids, keys in by_tasks.items():
+        for run_batch in _batches(sorted(keys)):
+            for task_batch in _batches(sorted(task_ids)):
+                rows = session.execute(
+                    select(*_TI_COLUMNS).where(
+                        pairs_in(TaskInstance.dag_id, TaskInstance.run_id, run_batch),
+                        TaskInstance.task_id.in_(task_batch),
+                    )
+                )
+                for row in _ti_rows(rows):
+                    found[(row.dag_id, row.run_id)].append(row)
     return found
 
 

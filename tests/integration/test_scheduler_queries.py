@@ -7,7 +7,7 @@ import textwrap
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, select
 
 from engine import api
 from engine.executors.stub import StubExecutor
@@ -15,6 +15,7 @@ from engine.processor import process_folders
 from engine.scheduler import Scheduler
 from engine.store.db import Store
 from engine.store.migrate import migrate
+from engine.store.models import TaskInstance
 
 T0 = datetime(2026, 1, 10, 12, tzinfo=UTC)
 #: Tables that grow with use; a full scan of one of them in the loop is a defect.
@@ -188,20 +189,23 @@ def test_a_leaf_that_ends_costs_a_few_rows_not_the_whole_run(fresh_store, config
         )
     stub.finish(leaf, TaskState.SUCCESS)
     rows_read = []  # what the decision read (the queue's own read is bounded by its limit)
-    whole_runs, some_tasks = scheduling.task_instances_of_runs, scheduling.task_instances_of_tasks
+    whole_runs, some_tasks = (
+        scheduling.task_instances_of_runs,
+        scheduling.task_instances_of_run_tasks,
+    )
 
     def of_runs(session, keys):
         found = whole_runs(session, keys)
         rows_read.extend(row for rows in found.values() for row in rows)
         return found
 
-    def of_tasks(session, key, task_ids):
-        found = some_tasks(session, key, task_ids)
-        rows_read.extend(found)
+    def of_tasks(session, wanted):
+        found = some_tasks(session, wanted)
+        rows_read.extend(row for rows in found.values() for row in rows)
         return found
 
     monkeypatch.setattr(scheduling, "task_instances_of_runs", of_runs)
-    monkeypatch.setattr(scheduling, "task_instances_of_tasks", of_tasks)
+    monkeypatch.setattr(scheduling, "task_instances_of_run_tasks", of_tasks)
     statements = recording(store)
     scheduler.tick(T0)
     assert [row.id for row in rows_read] == [leaf]
@@ -219,6 +223,57 @@ def test_a_leaf_that_ends_costs_a_few_rows_not_the_whole_run(fresh_store, config
                 continue
             plan = connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {query}", parameters).all()
             assert not [row[-1] for row in plan if _full_scan(row[-1])], query
+
+
+def _leaf_tick_statements(store, config, runs: int) -> list[tuple[str, object]]:
+    """The statements of the tick after one leaf of each of `runs` fanned-out runs ended
+    (so each run's decision reads just that leaf)."""
+    from engine.states import TaskState
+    from engine.store import transitions
+
+    scheduler = prepare(store, config.with_overrides(scheduler__loop_interval=3600), 10, runs)
+    tick_statements(scheduler, [])  # each run's `first` succeeded, its 10 are queued
+    stub = scheduler.executor
+    with store.session(readonly=True) as session:
+        held = session.execute(
+            select(TaskInstance.run_id, TaskInstance.id).where(TaskInstance.id.in_(stub.held))
+        ).all()
+    leaves: dict[str, int] = {}
+    for run_id, ti_id in sorted(held):
+        leaves.setdefault(run_id, ti_id)
+    assert len(leaves) == runs
+    for leaf in leaves.values():
+        with store.session() as session:
+            transitions.transition_task_instance(
+                session, leaf, expected=TaskState.QUEUED, to=TaskState.RUNNING, at=T0,
+                try_number=1,
+            )  # fmt: skip
+            transitions.transition_task_instance(
+                session, leaf, expected=TaskState.RUNNING, to=TaskState.SUCCESS, at=T0
+            )
+        stub.finish(leaf, TaskState.SUCCESS)
+    statements = recording(store)
+    scheduler.tick(T0)
+    assert scheduler.last_report.active_runs == runs
+    return statements
+
+
+def test_statements_per_tick_do_not_grow_with_run_count(fresh_store, config):
+    """Runs decided on part of their task instances are read together, not one by one."""
+    one = _leaf_tick_statements(fresh_store("one_run"), config, 1)
+    eight = _leaf_tick_statements(fresh_store("eight_runs"), config, 8)
+    assert len(eight) <= len(one), (
+        len(one),
+        len(eight),
+        [query.split("WHERE")[0][:80] for query, _ in eight],
+    )
+    store = fresh_store("plan_of_eight")
+    statements = _leaf_tick_statements(store, config, 8)
+    with store.engine.connect() as connection:
+        for query, parameters in statements:
+            if query.lstrip().upper().startswith("SELECT"):
+                plan = connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {query}", parameters).all()
+                assert not [row[-1] for row in plan if _full_scan(row[-1])], query
 
 
 def test_the_queue_is_read_in_index_order_without_sorting(fresh_store, config):
