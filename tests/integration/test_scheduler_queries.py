@@ -85,23 +85,28 @@ def prepare(store, config, width: int, runs: int = 1) -> Scheduler:
     return scheduler
 
 
+def succeed(scheduler, ti_id: int) -> None:
+    """What a worker records for an attempt that succeeds, and the stub's report of it."""
+    from engine.states import TaskState
+    from engine.store import transitions
+
+    with scheduler.store.session() as session:
+        transitions.transition_task_instance(
+            session, ti_id, expected=TaskState.QUEUED, to=TaskState.RUNNING, at=T0, try_number=1
+        )
+        transitions.transition_task_instance(
+            session, ti_id, expected=TaskState.RUNNING, to=TaskState.SUCCESS, at=T0
+        )
+    scheduler.executor.finish(ti_id, TaskState.SUCCESS)
+
+
 def tick_statements(scheduler, statements: list) -> list[tuple[str, object]]:
     """Run two ticks (start the run, then fan out after `first` ends); return the SQL."""
     scheduler.tick(T0)
     stub = scheduler.executor
-    from engine.states import TaskState
-    from engine.store import transitions
 
     for ti_id in list(stub.held):
-        with scheduler.store.session() as session:
-            transitions.transition_task_instance(
-                session, ti_id, expected=TaskState.QUEUED, to=TaskState.RUNNING, at=T0,
-                try_number=1,
-            )  # fmt: skip
-            transitions.transition_task_instance(
-                session, ti_id, expected=TaskState.RUNNING, to=TaskState.SUCCESS, at=T0
-            )
-        stub.finish(ti_id, TaskState.SUCCESS)
+        succeed(scheduler, ti_id)
     statements.clear()
     scheduler.tick(T0)
     return list(statements)
@@ -171,8 +176,7 @@ def test_a_leaf_that_ends_costs_a_few_rows_not_the_whole_run(fresh_store, config
     """After one of 500 fanned-out tasks ends, the tick reads that task (nothing lies
     downstream of it) and asks whether the run has unfinished tasks; it does not read all
     501 task instances, and it runs no scan of a big table."""
-    from engine.states import TaskState
-    from engine.store import scheduling, transitions
+    from engine.store import scheduling
 
     store = fresh_store("leaf")
     # no full pass unless the test asks for one, however slow the machine is
@@ -180,14 +184,7 @@ def test_a_leaf_that_ends_costs_a_few_rows_not_the_whole_run(fresh_store, config
     tick_statements(scheduler, [])  # `first` succeeded, the 500 are queued
     stub = scheduler.executor
     leaf = next(iter(stub.held))
-    with store.session() as session:
-        transitions.transition_task_instance(
-            session, leaf, expected=TaskState.QUEUED, to=TaskState.RUNNING, at=T0, try_number=1
-        )
-        transitions.transition_task_instance(
-            session, leaf, expected=TaskState.RUNNING, to=TaskState.SUCCESS, at=T0
-        )
-    stub.finish(leaf, TaskState.SUCCESS)
+    succeed(scheduler, leaf)
     rows_read = []  # what the decision read (the queue's own read is bounded by its limit)
     whole_runs, some_tasks = (
         scheduling.task_instances_of_runs,
@@ -228,8 +225,6 @@ def test_a_leaf_that_ends_costs_a_few_rows_not_the_whole_run(fresh_store, config
 def _leaf_tick_statements(store, config, runs: int) -> list[tuple[str, object]]:
     """The statements of the tick after one leaf of each of `runs` fanned-out runs ended
     (so each run's decision reads just that leaf)."""
-    from engine.states import TaskState
-    from engine.store import transitions
 
     scheduler = prepare(store, config.with_overrides(scheduler__loop_interval=3600), 10, runs)
     tick_statements(scheduler, [])  # each run's `first` succeeded, its 10 are queued
@@ -243,15 +238,7 @@ def _leaf_tick_statements(store, config, runs: int) -> list[tuple[str, object]]:
         leaves.setdefault(run_id, ti_id)
     assert len(leaves) == runs
     for leaf in leaves.values():
-        with store.session() as session:
-            transitions.transition_task_instance(
-                session, leaf, expected=TaskState.QUEUED, to=TaskState.RUNNING, at=T0,
-                try_number=1,
-            )  # fmt: skip
-            transitions.transition_task_instance(
-                session, leaf, expected=TaskState.RUNNING, to=TaskState.SUCCESS, at=T0
-            )
-        stub.finish(leaf, TaskState.SUCCESS)
+        succeed(scheduler, leaf)
     statements = recording(store)
     scheduler.tick(T0)
     assert scheduler.last_report.active_runs == runs
