@@ -15,6 +15,10 @@ is up, and the figures come from the metastore's attempt records:
   - scheduler CPU: user+system seconds of the scheduler process during the run;
   - machine CPU: busy seconds of all cores during the run (workers and attempts
     included), less the CPU of this bench process;
+  - CPU by role: the scheduler's process tree from the trigger to 2 s after the end
+    (so the last attempt processes have been reaped): the scheduler, the forkserver, the
+    executor's template, the workers, and the attempt processes (counted in their worker
+    once it reaped them); roles under 0.05 s are not printed;
   - peak PSS: proportional set size summed over the scheduler's process tree (PSS splits
     each shared page among its sharers, so forked processes are not counted as if each
     owned the pages they share, as a sum of RSS would), sampled every 0.5 s. Reading
@@ -109,20 +113,8 @@ class Result:
 
 def tree_pss_kib(root: int) -> int:
     """Sum of PSS (from /proc/<pid>/smaps_rollup) over `root` and all its descendants."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as stat:
-                ppid = int(stat.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(entry))
-    total, todo = 0, [root]
-    while todo:
-        pid = todo.pop()
-        todo.extend(children.get(pid, []))
+    total = 0
+    for pid, _depth in _tree(root):
         try:
             with open(f"/proc/{pid}/smaps_rollup") as rollup:
                 for line in rollup:
@@ -144,6 +136,53 @@ def cpu_seconds(pid: int) -> float:
     with open(f"/proc/{pid}/stat") as stat:
         fields = stat.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _tree(root: int) -> list[tuple[int, int]]:
+    """(pid, depth) of `root` and all its descendants."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                ppid = int(stat.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [(root, 0)]
+    while todo:
+        pid, depth = todo.pop()
+        found.append((pid, depth))
+        todo.extend((child, depth + 1) for child in children.get(pid, []))
+    return found
+
+
+#: CPU_ROLES[depth]: who runs at that depth of the scheduler's tree (the local executor
+#: starts its template from the multiprocessing forkserver), and whom they reap
+CPU_ROLES = (
+    ("scheduler", "exited children of the scheduler"),
+    ("forkserver", "exited children of the forkserver"),
+    ("executor template", "exited workers"),
+    ("workers", "attempt processes"),
+)
+
+
+def tree_cpu(root: int) -> dict[str, float]:
+    """CPU seconds so far by role: each process's own, and that of the children it reaped
+    (an attempt process's CPU lands in its worker's once the worker waits for it)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    totals: dict[str, float] = {}
+    for pid, depth in _tree(root):
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        own, reaped = CPU_ROLES[min(depth, len(CPU_ROLES) - 1)]
+        totals[own] = totals.get(own, 0.0) + (int(fields[11]) + int(fields[12])) / ticks
+        totals[reaped] = totals.get(reaped, 0.0) + (int(fields[13]) + int(fields[14])) / ticks
+    return totals
 
 
 class PssSampler(threading.Thread):
@@ -266,6 +305,7 @@ def one_run(
                 threading.Thread(
                     target=sinks.scrape_periodically, args=(scraping,), daemon=True
                 ).start()
+            roles_before = tree_cpu(scheduler.pid)
             cpu_before = cpu_seconds(scheduler.pid)
             machine_before = machine_busy_seconds() - time.process_time()
             started = datetime.now(UTC)
@@ -287,6 +327,10 @@ def one_run(
             scraping.set()
             extra = {"scrape": sinks.scrape()} if sinks else {}
             time.sleep(2)  # let attempt processes exit
+            roles = tree_cpu(scheduler.pid)
+            extra["cpu_by_role"] = {
+                role: seconds - roles_before.get(role, 0.0) for role, seconds in roles.items()
+            }
             if sampler:
                 sampler.stop.set()
             after_run = tree_pss_kib(scheduler.pid)
@@ -452,6 +496,11 @@ def _print(results: list[Result]) -> None:
     print(_summary("tasks/s", [r.tasks_per_second for r in results], ""))
     print(_summary("scheduler CPU", [r.cpu for r in results], "s"))
     print(_summary("machine CPU", [r.machine_cpu for r in results], "s"))
+    for own, reaped in CPU_ROLES:
+        for role in (own, reaped):
+            seconds = [r.extra["cpu_by_role"].get(role, 0.0) for r in results]
+            if max(seconds) >= 0.05:
+                print(_summary(f"  CPU: {role}", seconds, "s"))
     print(_summary("PSS after run (tree)", [r.after_run_pss_mib for r in results], "MiB"))
     print(_summary("idle PSS (tree)", [r.idle_pss_mib for r in results], "MiB"))
 

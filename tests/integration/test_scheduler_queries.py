@@ -103,9 +103,7 @@ def succeed(scheduler, ti_id: int) -> None:
 def tick_statements(scheduler, statements: list) -> list[tuple[str, object]]:
     """Run two ticks (start the run, then fan out after `first` ends); return the SQL."""
     scheduler.tick(T0)
-    stub = scheduler.executor
-
-    for ti_id in list(stub.held):
+    for ti_id in list(scheduler.executor.held):
         succeed(scheduler, ti_id)
     statements.clear()
     scheduler.tick(T0)
