@@ -147,7 +147,9 @@ def build_context(dag: Any, task: Any, run: Any, ti: RuntimeTaskInstance, config
     return context
 
 
-def _begin(store: Any, ti_id: int, *, base_log: Path, now: datetime, hostname: str, pid: int):
+def _begin(
+    store: Any, ti_id: int, *, base_log: Path, now: datetime, hostname: str, pid: int | None
+):
     """queued → running, try_number + 1, a task_try row; return (ti row, run row, log path,
     the open try it continues or None). The next poke of a rescheduled sensor continues
     its open try instead: same try_number and row, start_date kept at the first poke.
@@ -243,6 +245,105 @@ def _failure_state(exc: BaseException, ti: Any) -> TaskState:
     return TaskState.UP_FOR_RETRY
 
 
+@dataclass(frozen=True)
+class Begun:
+    """An attempt recorded as running: what the rest of it needs (picklable rows)."""
+
+    row: Any  #: the task instance, as it was before queued → running
+    run: Any  #: its DAG run
+    path: Path  #: the attempt's log file
+    resumed: runs.OpenTry | None  #: the open try a sensor's next poke continues
+    started: float  #: time.monotonic() when the attempt began, less a resumed try's age
+
+
+@dataclass(frozen=True)
+class Executed:
+    """How the task itself ended, before it is recorded."""
+
+    state: TaskState
+    error: str | None = None
+    timed_out: bool = False
+    reschedule_at: datetime | None = None
+    skip_task_ids: frozenset[str] = frozenset()
+
+
+def begin_attempt(
+    store: Any,
+    config: Any,
+    ti_id: int,
+    *,
+    clock: Clock = utcnow,
+    hostname: str | None = None,
+    pid: int | None = None,
+) -> Begun:
+    """Record the queued task instance `ti_id` as running (see `_begin`)."""
+    started = time.monotonic()
+    now = clock()
+    row, run, path, resumed = _begin(
+        store,
+        ti_id,
+        base_log=Path(config["logging.base_log_folder"]),
+        now=now,
+        hostname=hostname or socket.getfqdn(),
+        pid=pid,
+    )
+    # a continued try's duration runs from its first poke, as poke mode's would
+    return Begun(row, run, path, resumed, started - (now - row.start_date).total_seconds())
+
+
+def execute_attempt(
+    store: Any, config: Any, dag: Any, begun: Begun, *, clock: Clock = utcnow
+) -> tuple[Executed, Any, RuntimeTaskInstance, dict]:
+    """Run the task of a begun attempt, with heartbeats, in this process; call it inside
+    `attempt_logging(begun.path)`. Returns how it ended, the task (unmapped if it was
+    mapped), its runtime instance and the callbacks' context."""
+    row, run = begun.row, begun.run
+    task = dag.get_task(row.task_id).prepare_for_execution()
+    ti = RuntimeTaskInstance(
+        store, row.dag_id, row.run_id, row.task_id, row.try_number, row.max_tries,
+        row.hostname, begun.path, row.map_index, task, start_date=row.start_date,
+        reschedule_count=begun.resumed.reschedules if begun.resumed else 0,
+    )  # fmt: skip
+    executed, context = Executed(TaskState.SUCCESS), {}
+    _log_start(ti, begun.resumed)
+    with heartbeating(store, row.id, heartbeat_interval(config), clock):
+        try:
+            if getattr(task, "unmap", None) is not None:  # a mapped task: this index's
+                task = ti.task = task.unmap({"ti": ti}).prepare_for_execution()
+            context = build_context(dag, task, run, ti, config)
+            run_callbacks(store, task.on_execute_callback, context, "on_execute_callback", ti)
+            _push_result(ti, task, _execute(task, context, dag))
+        except SkipTask as exc:
+            executed = Executed(TaskState.SKIPPED, str(exc) or None)
+            task_log.info("task skipped: %s", executed.error or "SkipTask raised")
+        except RescheduleTask as exc:
+            executed = Executed(
+                TaskState.UP_FOR_RESCHEDULE, reschedule_at=coerce_utc(exc.reschedule_date)
+            )
+        except (Exception, SystemExit) as exc:  # the attempt fails, the runner goes on
+            executed = Executed(
+                _failure_state(exc, row), _describe(exc), timed_out=isinstance(exc, TaskTimeout)
+            )
+            task_log.error("task failed:\n%s", "".join(traceback.format_exception(exc)))
+    if executed.state is TaskState.SUCCESS and ti.skipped_task_ids:
+        executed = Executed(TaskState.SUCCESS, skip_task_ids=frozenset(ti.skipped_task_ids))
+    return executed, task, ti, context
+
+
+def finish_attempt(
+    store: Any, dag: Any, begun: Begun, executed: Executed, *, clock: Clock = utcnow, task=None
+) -> AttemptResult:
+    """Record how a begun attempt ended (see `_finish`), and count it."""
+    row = begun.row
+    task = task if task is not None else dag.get_task(row.task_id)
+    result = _finish(store, row, begun.run, task, executed, begun.started, clock, begun.path)
+    emit.attempt_finished(
+        row.dag_id, row.task_id, row.operator, executed.state, result.duration,
+        timed_out=executed.timed_out,
+    )  # fmt: skip
+    return result
+
+
 def run_attempt(
     store: Any,
     config: Any,
@@ -254,50 +355,13 @@ def run_attempt(
     pid: int | None = None,
 ) -> AttemptResult:
     """Run the queued task instance `ti_id` once, in this process, and record the outcome."""
-    started = time.monotonic()
-    now = clock()
-    row, run, path, resumed = _begin(
-        store,
-        ti_id,
-        base_log=Path(config["logging.base_log_folder"]),
-        now=now,
-        hostname=hostname or socket.getfqdn(),
-        pid=pid or os.getpid(),
+    begun = begin_attempt(
+        store, config, ti_id, clock=clock, hostname=hostname, pid=pid or os.getpid()
     )
-    task = dag.get_task(row.task_id).prepare_for_execution()
-    ti = RuntimeTaskInstance(
-        store, row.dag_id, row.run_id, row.task_id, row.try_number, row.max_tries,
-        row.hostname, path, row.map_index, task, start_date=row.start_date,
-        reschedule_count=resumed.reschedules if resumed else 0,
-    )  # fmt: skip
-    # a continued try's duration runs from its first poke, as poke mode's would
-    started -= (now - row.start_date).total_seconds()
-    state, error, context, timed_out, reschedule_at = TaskState.SUCCESS, None, {}, False, None
-    with attempt_logging(path):
-        _log_start(ti, resumed)
-        with heartbeating(store, row.id, heartbeat_interval(config), clock):
-            try:
-                if getattr(task, "unmap", None) is not None:  # a mapped task: this index's
-                    task = ti.task = task.unmap({"ti": ti}).prepare_for_execution()
-                context = build_context(dag, task, run, ti, config)
-                run_callbacks(store, task.on_execute_callback, context, "on_execute_callback", ti)
-                _push_result(ti, task, _execute(task, context, dag))
-            except SkipTask as exc:
-                state, error = TaskState.SKIPPED, str(exc) or None
-                task_log.info("task skipped: %s", error or "SkipTask raised")
-            except RescheduleTask as exc:
-                state, reschedule_at = TaskState.UP_FOR_RESCHEDULE, coerce_utc(exc.reschedule_date)
-            except (Exception, SystemExit) as exc:  # the attempt fails, the runner goes on
-                state, error = _failure_state(exc, row), _describe(exc)
-                timed_out = isinstance(exc, TaskTimeout)
-                task_log.error("task failed:\n%s", "".join(traceback.format_exception(exc)))
-        result = _finish(
-            store, row, run, task, state, error, started, clock, ti, path, reschedule_at
-        )
-        emit.attempt_finished(
-            row.dag_id, row.task_id, row.operator, state, result.duration, timed_out=timed_out
-        )
-        context["exception"] = error
+    with attempt_logging(begun.path):
+        executed, task, ti, context = execute_attempt(store, config, dag, begun, clock=clock)
+        result = finish_attempt(store, dag, begun, executed, clock=clock, task=task)
+        context["exception"] = executed.error
         _after_callbacks(store, task, result, context, ti)
     return result
 
@@ -324,14 +388,12 @@ def _finish(
     row: Any,
     run: Any,
     task: Any,
-    state: TaskState,
-    error: str | None,
+    executed: Executed,
     started: float,
     clock: Clock,
-    ti: RuntimeTaskInstance,
     path: Path,
-    reschedule_at: datetime | None = None,
 ) -> AttemptResult:
+    state, error, reschedule_at = executed.state, executed.error, executed.reschedule_at
     now = clock()
     duration = time.monotonic() - started
     next_retry_at = reschedule_at
@@ -367,7 +429,7 @@ def _finish(
                 duration=duration,
                 error=error,
             )
-        skips = frozenset(ti.skipped_task_ids) if state is TaskState.SUCCESS else frozenset()
+        skips = executed.skip_task_ids if state is TaskState.SUCCESS else frozenset()
         if skips:  # branching: in the same transaction as the branch task's success
             _skip_downstream(session, row, skips, now)
     if reschedule_at is not None:

@@ -157,7 +157,7 @@ def start_try(
     ti: TaskInstance,
     *,
     hostname: str,
-    pid: int,
+    pid: int | None,
     log_path: str,
     now: datetime,
 ) -> None:
@@ -238,7 +238,26 @@ def open_rescheduled_try(session: Session, ti_id: int, try_number: int) -> OpenT
     return OpenTry(try_number, row.start_date, int(reschedules))
 
 
-def resume_try(session: Session, ti_id: int, try_number: int, *, hostname: str, pid: int) -> None:
+def record_attempt_pid(session: Session, ti_id: int, try_number: int, pid: int) -> None:
+    """The pid of a running attempt whose process was forked after it began (the local
+    executor's worker records an attempt as running before it forks the attempt)."""
+    session.execute(
+        update(TaskInstance)
+        .where(TaskInstance.id == ti_id, TaskInstance.try_number == try_number)
+        .values(pid=pid)
+        .execution_options(synchronize_session=False)
+    )
+    session.execute(
+        update(TaskTry)
+        .where(TaskTry.ti_id == ti_id, TaskTry.try_number == try_number)
+        .values(pid=pid)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def resume_try(
+    session: Session, ti_id: int, try_number: int, *, hostname: str, pid: int | None
+) -> None:
     """The next poke of a rescheduled try runs: the same try row, running again."""
     session.execute(
         update(TaskTry)
