@@ -3,11 +3,21 @@
 Workers are forked from the executor's template (`engine.executors.template`), so each
 starts with a metastore engine whose statement cache is warm; a worker keeps the DAG
 files it imported (by version, least recently used dropped). For each attempt it forks a
-child that leads its own process group, drops the inherited connection pool
-(SQLAlchemy's post-fork recipe; workers hold no connection when they fork) and runs the
-attempt through the runner. An attempt so costs a fork instead of imports, a new engine
-and cold statements, yet still gets a process of its own: a task that crashes, hangs, is
-killed or changes process state harms neither the worker nor other attempts.
+child that leads its own process group and runs the task. An attempt so costs a fork
+instead of imports, a new engine and cold statements, yet still gets a process of its
+own: a task that crashes, hangs, is killed or changes process state harms neither the
+worker nor other attempts.
+
+The worker records a plain attempt itself, with the connection it keeps: queued →
+running before the fork, the outcome once the attempt process has exited, and in between
+only the attempt's pid. A forked process pays a page copy for every page either process
+writes while both live, and a first metastore transaction in a fresh fork writes
+thousands of them (README, Benchmarks); written outside the child's life, they cost the
+worker nothing extra. A task with callbacks is recorded by its attempt process, as
+`run_attempt` does, so its callbacks run after its state is recorded. The child never
+uses nor closes the worker's connection: it keeps the inherited pool referenced, drops it
+from its engine (SQLAlchemy's post-fork recipe) and connects afresh if the task needs the
+metastore (XComs, Variables, heartbeats of a long task).
 
 Messages on the worker's connection (tuples):
   executor → worker: ("run", AttemptRequest) | ("stop", ti_id, reason) | ("exit",)
@@ -44,18 +54,30 @@ from engine.executors.attempt import (
 from engine.executors.base import AttemptRequest
 from engine.forking import kill_group
 from engine.observability.relay import install_relay
+from engine.store import runs
 from engine.store.db import Store
 
 log = logging.getLogger(__name__)
 _TERM = {signal.SIGTERM}
 #: ms between checks on an attempt process where pidfd_open is unavailable
 _POLL_MS = 50
+#: Task callbacks that must run after the attempt's state is recorded.
+_CALLBACKS = (
+    "on_execute_callback",
+    "on_success_callback",
+    "on_failure_callback",
+    "on_retry_callback",
+    "on_skipped_callback",
+)
+#: In an attempt process: the worker's pool, kept referenced so its connections are never
+#: closed (nor used) here.
+_inherited_pools: list[Any] = []
 
 
 def serve_worker(conn: Connection, store: Store, config: Config, max_files: int) -> None:
     """A worker's life, in a process just forked from the template."""
     os.setpgrp()  # its own group: killing it (and what it spawned) spares its siblings
-    worker = Worker(conn, store, config, DagCache(max_files))
+    worker = Worker(conn, store, config, DagCache(max_files), install_relay(config))
     worker.send(("ready",))
     worker.serve()
 
@@ -85,8 +107,9 @@ class _Child:
                 return False
             self.data += chunk
 
-    def outcome(self) -> tuple[str | None, str | None, list]:
-        """(state, error, relayed metrics) as the attempt process wrote them."""
+    def outcome(self) -> tuple[Any, str | None, list]:
+        """(state, or the `Executed` the worker records; error; relayed metrics) as the
+        attempt process wrote them."""
         try:
             return pickle.loads(self.data)
         except Exception:  # nothing (or half an outcome) arrived
@@ -107,11 +130,19 @@ class _Child:
 class Worker:
     """Serves the executor's requests one attempt at a time."""
 
-    def __init__(self, conn: Connection, store: Store, config: Config, cache: DagCache) -> None:
+    def __init__(
+        self,
+        conn: Connection,
+        store: Store,
+        config: Config,
+        cache: DagCache,
+        relay: Any = None,
+    ) -> None:
         self.conn = conn
         self.store = store
         self.config = config
         self.cache = cache
+        self.relay = relay  #: the metrics of what the worker records itself
         self.listening = True  #: False once the executor is gone
         self.exiting = False
         self._imports = 0
@@ -140,24 +171,69 @@ class Worker:
             dag = load_dag(request.fileloc, request.dag_id, request.task_id, self.cache)
         except UnrunnableAttempt as exc:
             state, error = refuse(self.store, request, exc)
-            self.store.dispose()  # never carry a connection across fork()
-            self.send(
-                ("done", request.ti_id, None, state.value if state else None, error, None, [])
-            )
+            self._done(request, None, state.value if state else None, error, None, [])
             return
         if self.cache.imports != self._imports:
             # New DAG objects: age them now (the template's and forkserver's are frozen, so
             # this scans little), or every attempt's young-generation collections would.
             self._imports = self.cache.imports
             gc.collect()
-        child = self._fork(request, dag)
+        task = dag.get_task(request.task_id)
+        if not any(getattr(task, name, None) for name in _CALLBACKS):
+            self._run_recorded(request, dag)
+            return
+        child = self._fork(request, dag, None)
         self.send(("started", request.ti_id, child.pid))
         child.stop.send("go")
         code = self._supervise(request, child)
         state, error, relayed = child.outcome()
-        self.send(("done", request.ti_id, child.pid, state, error, code, relayed))
+        self._done(request, child.pid, state, error, code, relayed)
 
-    def _fork(self, request: AttemptRequest, dag: Any) -> _Child:
+    def _run_recorded(self, request: AttemptRequest, dag: Any) -> None:
+        """An attempt whose process only runs the task; this worker records it."""
+        try:
+            begun = runner.begin_attempt(
+                self.store, self.config, request.ti_id, hostname=hostname()
+            )
+        except Exception as exc:  # as if its attempt process had failed before the task
+            log.exception("task instance %s could not begin", request.ti_id)
+            error = f"the attempt could not begin: {type(exc).__name__}: {exc}"
+            self._done(request, None, None, error, 1, [])
+            return
+        child = self._fork(request, dag, begun)
+        try:
+            with self.store.engine.begin() as connection:
+                runs.record_attempt_pid(connection, request.ti_id, begun.row.try_number, child.pid)
+        except Exception as exc:  # its heartbeats still show it alive
+            log.warning("pid of task instance %s not recorded: %s", request.ti_id, exc)
+        self.send(("started", request.ti_id, child.pid))
+        child.stop.send("go")
+        code = self._supervise(request, child)
+        executed, error, relayed = child.outcome()
+        state = None
+        if isinstance(executed, runner.Executed):
+            try:
+                with runner.attempt_logging(begun.path):
+                    result = runner.finish_attempt(self.store, dag, begun, executed)
+                state, error = result.state.value, result.error
+            except Exception as exc:  # reported like an attempt process that failed here
+                log.exception("outcome of task instance %s not recorded", request.ti_id)
+                error = f"the outcome could not be recorded: {type(exc).__name__}: {exc}"
+        self._done(request, child.pid, state, error, code, relayed)
+
+    def _done(
+        self,
+        request: AttemptRequest,
+        pid: int | None,
+        state: str | None,
+        error: str | None,
+        code: int | None,
+        relayed: list,
+    ) -> None:
+        mine = self.relay.drain() if self.relay is not None else []
+        self.send(("done", request.ti_id, pid, state, error, code, relayed + mine))
+
+    def _fork(self, request: AttemptRequest, dag: Any, begun: runner.Begun | None) -> _Child:
         result_r, result_w = os.pipe()
         stop_r, stop_w = Pipe(duplex=False)
         # SIGTERM waits (blocked) until the child has its handler and the go-ahead.
@@ -168,7 +244,7 @@ class Worker:
                 self.conn.close()
                 stop_w.close()
                 os.close(result_r)
-                _attempt_child(self.store, self.config, request, dag, result_w, stop_r)
+                _attempt_child(self.store, self.config, request, dag, begun, result_w, stop_r)
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _TERM)
         os.close(result_w)
@@ -224,9 +300,17 @@ def _pidfd(pid: int) -> int | None:
 
 
 def _attempt_child(
-    store: Store, config: Config, request: AttemptRequest, dag: Any, result: int, stop: Connection
+    store: Store,
+    config: Config,
+    request: AttemptRequest,
+    dag: Any,
+    begun: runner.Begun | None,
+    result: int,
+    stop: Connection,
 ) -> NoReturn:
-    """The attempt process: own group, own connections, run, report, exit (never return)."""
+    """The attempt process: own group, own connections, run, report, exit (never return).
+    With `begun` (the worker recorded it as running), it runs the task and reports an
+    `Executed` for the worker to record; without, it records the whole attempt itself."""
     code = 1
     try:
         os.setpgrp()
@@ -235,9 +319,13 @@ def _attempt_child(
         if stop.recv() != "go":
             raise RuntimeError("the worker did not let the attempt start")
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _TERM)  # a pending stop lands now
-        store.engine.dispose(close=False)  # the worker's pool is not ours to use
+        _inherited_pools.append(store.engine.pool)  # the worker's: never used nor closed here
+        store.engine.dispose(close=False)
         relay = install_relay(config)
-        code, outcome = _run(store, config, request, dag)
+        if begun is None:
+            code, outcome = _run(store, config, request, dag)
+        else:
+            code, outcome = _run_task(store, config, dag, begun)
         data = memoryview(pickle.dumps((*outcome, relay.drain())))
         while data:
             data = data[os.write(result, data) :]
@@ -251,6 +339,18 @@ def _attempt_child(
             except Exception:
                 pass
         os._exit(code)
+
+
+def _run_task(
+    store: Store, config: Config, dag: Any, begun: runner.Begun
+) -> tuple[int, tuple[runner.Executed | None, str | None]]:
+    try:
+        with runner.attempt_logging(begun.path):
+            executed = runner.execute_attempt(store, config, dag, begun)[0]
+    except BaseException as exc:  # the task's outcome is unknown: report, exit non-zero
+        log.exception("attempt of task instance %s failed outside the task", begun.row.id)
+        return 1, (None, f"the attempt process failed: {type(exc).__name__}: {exc}")
+    return 0, (executed, None)
 
 
 def _run(

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import Connection, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from engine.exceptions import NotFound
@@ -238,21 +238,23 @@ def open_rescheduled_try(session: Session, ti_id: int, try_number: int) -> OpenT
     return OpenTry(try_number, row.start_date, int(reschedules))
 
 
-def record_attempt_pid(session: Session, ti_id: int, try_number: int, pid: int) -> None:
+#: The pid of one try, on the task instance and its try row. Plain SQL, for the local
+#: executor's worker runs it while it shares its pages with the attempt it just forked:
+#: every object a statement touches then costs a page copy, and compiling one touches many.
+_ATTEMPT_PID = (
+    "UPDATE task_instance SET pid = {0} WHERE id = {0} AND try_number = {0}",
+    "UPDATE task_try SET pid = {0} WHERE ti_id = {0} AND try_number = {0}",
+)
+#: The positional placeholder of each DBAPI paramstyle the metastore's drivers use.
+_PLACEHOLDERS = {"qmark": "?", "format": "%s", "pyformat": "%s"}
+
+
+def record_attempt_pid(connection: Connection, ti_id: int, try_number: int, pid: int) -> None:
     """The pid of a running attempt whose process was forked after it began (the local
     executor's worker records an attempt as running before it forks the attempt)."""
-    session.execute(
-        update(TaskInstance)
-        .where(TaskInstance.id == ti_id, TaskInstance.try_number == try_number)
-        .values(pid=pid)
-        .execution_options(synchronize_session=False)
-    )
-    session.execute(
-        update(TaskTry)
-        .where(TaskTry.ti_id == ti_id, TaskTry.try_number == try_number)
-        .values(pid=pid)
-        .execution_options(synchronize_session=False)
-    )
+    mark = _PLACEHOLDERS[connection.dialect.paramstyle]
+    for statement in _ATTEMPT_PID:
+        connection.exec_driver_sql(statement.format(mark), (pid, ti_id, try_number))
 
 
 def resume_try(

@@ -159,6 +159,45 @@ def test_a_noop_attempt_succeeds_in_its_own_process(store, local, tmp_path):
     assert executor.running_ti_ids() == set() and executor.open_slots == 4
 
 
+def test_the_worker_records_a_plain_attempt_around_its_process(store, local, tmp_path):
+    """A task without callbacks: its worker records it as running before the fork and
+    records the outcome after the attempt process exited; the row still carries the
+    attempt process's pid, the log reads in order, and what the task pushed is kept."""
+    pids = tmp_path / "pids.txt"
+    path = write_dag(
+        tmp_path,
+        f"""
+        def work():
+            Path({str(pids)!r}).write_text(f"{{os.getppid()}} {{os.getpid()}}")
+            print("the task speaks")
+            return "pushed by the task"
+
+        with DAG("recorded", schedule=None):
+            PythonOperator(task_id="t", python_callable=work)
+        """,
+    )
+    request = queue_run(store, path, "recorded")["t"]
+    executor = local(parallelism=1)
+    executor.queue([request])
+    (event,) = drive(executor, 1)
+    worker, attempt = map(int, pids.read_text().split())
+    assert (event.state, event.pid, event.exit_code) == ("success", attempt, 0)
+    row = ti_row(store, request.ti_id)
+    assert (row.state, row.try_number, row.pid) == ("success", 1, attempt)
+    assert attempt != worker
+    with store.session() as session:
+        (attempt_row,) = runs.list_tries(session, row.dag_id, row.run_id)
+        pushed = runs.get_xcoms(
+            session, dag_id=row.dag_id, run_id=row.run_id, task_ids=["t"], key="return_value"
+        )
+    assert (attempt_row.pid, attempt_row.state) == (attempt, "success")
+    assert pushed == {"t": "pushed by the task"}
+    log = Path(attempt_row.log_path).read_text()
+    order = [log.index(s) for s in ("starting attempt 1", "the task speaks", "attempt 1 ended")]
+    assert order == sorted(order), log
+    assert "attempt 1 ended: success" in log
+
+
 def test_parallelism_is_respected_and_the_rest_waits_in_order(store, local, tmp_path):
     marks = tmp_path / "marks.txt"
     path = write_dag(
