@@ -787,6 +787,7 @@ class Scheduler:
         """Tick until `stop` is set (or, with `drain`, until no run is left active)."""
         stop = stop or threading.Event()
         self.start()
+        self._watcher.prime()
         backoff = 0.0
         try:
             while not stop.is_set():

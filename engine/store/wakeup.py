@@ -52,6 +52,23 @@ class ChangeWatcher:
             self._connection = connection
         return self._connection
 
+    def prime(self) -> None:
+        """Start watching now, before the loop's first tick: a change made between that
+        tick and the first wait (a trigger right after start-up) then wakes the wait,
+        rather than becoming the baseline it compares against (or, on PostgreSQL, a
+        notification sent before LISTEN)."""
+        try:
+            connection = self._open()
+            if self._store.dialect != "postgresql":
+                cursor = connection.cursor()
+                try:
+                    self._last_version = cursor.execute("PRAGMA data_version").fetchone()[0]
+                finally:
+                    cursor.close()
+        except Exception as exc:  # the first wait tries again, or falls back to sleep
+            log.warning("change watcher failed to start: %s", exc)
+            self.close()
+
     def wait(self, timeout: float, stop: threading.Event) -> bool:
         """True when a change woke it; False on timeout or stop."""
         try:

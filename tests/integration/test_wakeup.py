@@ -43,6 +43,21 @@ def test_a_commit_elsewhere_wakes_the_watcher_at_once(store):
         watcher.close()
 
 
+def test_a_change_before_the_first_wait_wakes_a_primed_watcher(store):
+    """The scheduler primes its watcher before its first tick, so a trigger committed
+    while that tick runs still wakes the wait that follows."""
+    watcher = ChangeWatcher(store)
+    stop = threading.Event()
+    try:
+        watcher.prime()
+        act_later(store, 0).join()  # committed before the first wait
+        started = time.monotonic()
+        assert watcher.wait(5, stop) is True
+        assert time.monotonic() - started < 1.0
+    finally:
+        watcher.close()
+
+
 def test_stop_ends_the_wait(store):
     watcher = ChangeWatcher(store)
     stop = threading.Event()
