@@ -49,22 +49,16 @@ class ChangeWatcher:
             if self._store.dialect == "postgresql":
                 connection.autocommit = True
                 connection.execute(f"LISTEN {CHANNEL}")
+            else:  # what it has seen: any later commit elsewhere wakes a wait
+                self._last_version = _data_version(connection)
             self._connection = connection
         return self._connection
 
     def prime(self) -> None:
-        """Start watching now, before the loop's first tick: a change made between that
-        tick and the first wait (a trigger right after start-up) then wakes the wait,
-        rather than becoming the baseline it compares against (or, on PostgreSQL, a
-        notification sent before LISTEN)."""
+        """Start watching now, before the loop's first tick, so a change made before the
+        first wait (a trigger right after start-up) wakes it."""
         try:
-            connection = self._open()
-            if self._store.dialect != "postgresql":
-                cursor = connection.cursor()
-                try:
-                    self._last_version = cursor.execute("PRAGMA data_version").fetchone()[0]
-                finally:
-                    cursor.close()
+            self._open()
         except Exception as exc:  # the first wait tries again, or falls back to sleep
             log.warning("change watcher failed to start: %s", exc)
             self.close()
@@ -84,20 +78,14 @@ class ChangeWatcher:
 
     def _wait_sqlite(self, connection: Any, timeout: float, stop: threading.Event) -> bool:
         deadline = time.monotonic() + timeout
-        cursor = connection.cursor()
-        try:
-            while True:
-                version = cursor.execute("PRAGMA data_version").fetchone()[0]
-                if self._last_version is None:
-                    self._last_version = version
-                if version != self._last_version:
-                    self._last_version = version
-                    return True
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or stop.wait(min(SQLITE_POLL_SECONDS, remaining)):
-                    return False
-        finally:
-            cursor.close()
+        while True:
+            version = _data_version(connection)
+            if version != self._last_version:
+                self._last_version = version
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or stop.wait(min(SQLITE_POLL_SECONDS, remaining)):
+                return False
 
     def _wait_notify(self, connection: Any, timeout: float, stop: threading.Event) -> bool:
         deadline = time.monotonic() + timeout
@@ -118,3 +106,12 @@ class ChangeWatcher:
                 self._connection.close()
             finally:
                 self._connection = None
+
+
+def _data_version(connection: Any) -> int:
+    """SQLite's count of commits by other connections, as this one has seen them."""
+    cursor = connection.cursor()
+    try:
+        return cursor.execute("PRAGMA data_version").fetchone()[0]
+    finally:
+        cursor.close()
