@@ -132,9 +132,15 @@ def machine_busy_seconds() -> float:
     return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int) -> float:
+def _stat(pid: int | str) -> list[str]:
+    """The fields of /proc/<pid>/stat after the command name: [1] ppid, [11] utime,
+    [12] stime, [13] cutime, [14] cstime (clock ticks)."""
     with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
+        return stat.read().rsplit(")", 1)[1].split()
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = _stat(pid)
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -145,8 +151,7 @@ def _tree(root: int) -> list[tuple[int, int]]:
         if not entry.isdigit():
             continue
         try:
-            with open(f"/proc/{entry}/stat") as stat:
-                ppid = int(stat.read().rsplit(")", 1)[1].split()[1])
+            ppid = int(_stat(entry)[1])
         except (OSError, IndexError, ValueError):
             continue
         children.setdefault(ppid, []).append(int(entry))
@@ -175,8 +180,7 @@ def tree_cpu(root: int) -> dict[str, float]:
     totals: dict[str, float] = {}
     for pid, depth in _tree(root):
         try:
-            with open(f"/proc/{pid}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
+            fields = _stat(pid)
         except OSError:
             continue
         own, reaped = CPU_ROLES[min(depth, len(CPU_ROLES) - 1)]
