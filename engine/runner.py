@@ -249,7 +249,7 @@ def _failure_state(exc: BaseException, ti: Any) -> TaskState:
 class Begun:
     """An attempt recorded as running: what the rest of it needs (picklable rows)."""
 
-    row: Any  #: the task instance, as it was before queued → running
+    row: Any  #: the task instance, as queued → running left it (its new try_number)
     run: Any  #: its DAG run
     path: Path  #: the attempt's log file
     resumed: runs.OpenTry | None  #: the open try a sensor's next poke continues
@@ -331,7 +331,13 @@ def execute_attempt(
 
 
 def finish_attempt(
-    store: Any, dag: Any, begun: Begun, executed: Executed, *, clock: Clock = utcnow, task=None
+    store: Any,
+    dag: Any,
+    begun: Begun,
+    executed: Executed,
+    *,
+    clock: Clock = utcnow,
+    task: Any = None,
 ) -> AttemptResult:
     """Record how a begun attempt ended (see `_finish`), and count it."""
     row = begun.row

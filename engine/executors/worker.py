@@ -56,6 +56,7 @@ from engine.forking import kill_group
 from engine.observability.relay import install_relay
 from engine.store import runs
 from engine.store.db import Store
+from metrics.relay import RelayBackend
 
 log = logging.getLogger(__name__)
 _TERM = {signal.SIGTERM}
@@ -136,7 +137,7 @@ class Worker:
         store: Store,
         config: Config,
         cache: DagCache,
-        relay: Any = None,
+        relay: RelayBackend,
     ) -> None:
         self.conn = conn
         self.store = store
@@ -183,10 +184,7 @@ class Worker:
             self._run_recorded(request, dag)
             return
         child = self._fork(request, dag, None)
-        self.send(("started", request.ti_id, child.pid))
-        child.stop.send("go")
-        code = self._supervise(request, child)
-        state, error, relayed = child.outcome()
+        code, (state, error, relayed) = self._let_run(request, child)
         self._done(request, child.pid, state, error, code, relayed)
 
     def _run_recorded(self, request: AttemptRequest, dag: Any) -> None:
@@ -206,10 +204,7 @@ class Worker:
                 runs.record_attempt_pid(connection, request.ti_id, begun.row.try_number, child.pid)
         except Exception as exc:  # its heartbeats still show it alive
             log.warning("pid of task instance %s not recorded: %s", request.ti_id, exc)
-        self.send(("started", request.ti_id, child.pid))
-        child.stop.send("go")
-        code = self._supervise(request, child)
-        executed, error, relayed = child.outcome()
+        code, (executed, error, relayed) = self._let_run(request, child)
         state = None
         if isinstance(executed, runner.Executed):
             try:
@@ -221,6 +216,13 @@ class Worker:
                 error = f"the outcome could not be recorded: {type(exc).__name__}: {exc}"
         self._done(request, child.pid, state, error, code, relayed)
 
+    def _let_run(self, request: AttemptRequest, child: _Child) -> tuple[int, tuple]:
+        """Report the attempt started, let it go, supervise it: (exit code, its outcome)."""
+        self.send(("started", request.ti_id, child.pid))
+        child.stop.send("go")
+        code = self._supervise(request, child)
+        return code, child.outcome()
+
     def _done(
         self,
         request: AttemptRequest,
@@ -230,8 +232,7 @@ class Worker:
         code: int | None,
         relayed: list,
     ) -> None:
-        mine = self.relay.drain() if self.relay is not None else []
-        self.send(("done", request.ti_id, pid, state, error, code, relayed + mine))
+        self.send(("done", request.ti_id, pid, state, error, code, relayed + self.relay.drain()))
 
     def _fork(self, request: AttemptRequest, dag: Any, begun: runner.Begun | None) -> _Child:
         result_r, result_w = os.pipe()
