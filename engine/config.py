@@ -137,6 +137,25 @@ OPTIONS: tuple[Option, ...] = (
         "next attempt before it exits and returns its memory.",
         minimum=0,
     ),
+    Option(
+        "core",
+        "attempt_isolation",
+        "choice",
+        "worker",
+        "How the local executor isolates attempts: 'worker' runs each in a long-lived worker "
+        "process, replaced as soon as an attempt changed it; 'process' forks a fresh process "
+        "from the worker for every attempt.",
+        choices=("worker", "process"),
+    ),
+    Option(
+        "core",
+        "worker_max_attempts",
+        "int",
+        100,
+        "Attempts a local-executor worker runs (attempt_isolation = worker) before a fresh "
+        "one replaces it; 0 for no limit.",
+        minimum=0,
+    ),
     Option("core", "load_examples", "bool", True, "Load the example DAGs shipped with dagwatch."),
     Option(
         "core",

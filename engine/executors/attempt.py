@@ -192,12 +192,27 @@ class StopHandler:
     """
 
     def __init__(self, reasons: Any) -> None:
-        self.reasons = reasons  #: read end of a pipe on which the executor sends the reason
+        #: where the executor's reason arrives (`poll()`, `recv()`): a pipe from the worker
+        #: to its attempt process, or the connection of a worker running the attempt itself
+        self.reasons = reasons
         self.reason: str | None = None
         self.raised = False
         self.retrying = False
+        self.cancelled = False
+
+    @property
+    def requested(self) -> bool:
+        """Whether a stop arrived (raised inside the task or not)."""
+        return self.reason is not None
+
+    def cancel(self) -> None:
+        """The attempt is over: stop re-sending the signal (a worker that ran the attempt
+        itself goes on living)."""
+        self.cancelled = True
 
     def __call__(self, signum: int, frame: Any) -> None:
+        if self.cancelled:  # a late signal: the next messages are not for this attempt
+            return
         if self.reason is None:
             self.reason = "stopped by the executor"
             try:
@@ -221,9 +236,10 @@ class StopHandler:
         self.retrying = True
 
         def again() -> None:
-            while not self.raised:
+            while not (self.raised or self.cancelled):
                 time.sleep(0.05)
-                os.kill(os.getpid(), signal.SIGTERM)
+                if not self.cancelled:
+                    os.kill(os.getpid(), signal.SIGTERM)
 
         threading.Thread(target=again, name="dagwatch-stop-retry", daemon=True).start()
 

@@ -1,14 +1,17 @@
-"""The local executor: `parallelism` long-lived workers, each forking one process per attempt.
+"""The local executor: `parallelism` long-lived worker processes run the attempts.
 
 Workers are forked from a template process that warmed a metastore engine up once
 (`engine.executors.pool`, `.template`) and stay (`.worker`): each keeps that warm engine
-and the DAG files it imported, and forks every attempt from that state. The attempt
-process leads its own process group, opens its own metastore connections and records
-the attempt through the runner; the worker reports its pid once forked, then (state,
-error, exit code) once it exited. So an attempt that dies without recording an outcome
-(SIGKILL, OOM), or whose worker dies, still produces an event (`lost`), with the attempt
-process's pid. A dead worker is replaced. Attempts go to an idle worker that already
-imported their DAG file when there is one.
+and the DAG files it imported. Each attempt runs in its worker, or in a process the
+worker forks for it (`core.attempt_isolation`); either records the attempt through the
+runner. The worker reports the pid of the process running the attempt once it starts,
+then (state, error, exit code) once it ended. So an attempt that dies without recording
+an outcome (SIGKILL, OOM), or whose worker dies, still produces an event (`lost`), with
+that pid. A dead worker is replaced, and so is one that exits because an attempt changed
+it. Attempts go to an idle worker that already imported their DAG file when there is one.
+Stopping an attempt sends its worker the reason; the process group running the attempt
+then gets SIGTERM (from the worker that forked it, or from here when the worker runs it
+itself), and SIGKILL from here `kill_grace` s later.
 
 Attempts beyond `parallelism` are held here in FIFO order and started as slots free up.
 `end()` drops the held ones: their task instances stay `queued`, and the scheduler's
@@ -185,6 +188,7 @@ class LocalExecutor:
             self._pool.send(attempt.worker, ("stop", ti_id, reason))
             log.info("stopping task instance %s (pid %s): %s", ti_id, attempt.pid, reason)
             attempt.stopped_at, attempt.stop_reason = time.monotonic(), reason
+            self._signal_stop(attempt)
 
     @property
     def open_slots(self) -> int:
@@ -233,12 +237,23 @@ class LocalExecutor:
             log.warning("unexpected message from worker %s: %s", worker.pid, message)
         elif kind == "started":
             attempt.pid = message[2]
+            if attempt.stopped_at is not None:  # stopped before it started
+                self._signal_stop(attempt)
+        elif kind == "retiring":
+            worker.retiring = True
+            log.info("worker %s exits after its attempt: %s", worker.pid, message[2])
         elif kind == "done":
             _, _, pid, state, error, code, relayed = message
             stats.replay(relayed)
             worker.attempt, worker.idle_since = None, time.monotonic()
             del self._running[attempt.request.ti_id]
             self._events.append(self._event(attempt, state, error, code, pid))
+
+    def _signal_stop(self, attempt: _Attempt) -> None:
+        """SIGTERM an attempt its worker runs itself (a worker that forked the attempt
+        process signals that process when the stop message reaches it)."""
+        if attempt.pid is not None and attempt.pid == attempt.worker.pid:
+            kill_group(attempt.pid, signal.SIGTERM)
 
     def _lose(self, worker: WorkerHandle, code: int | None) -> None:
         """A worker exited: if it had an attempt, report it lost and kill what it left."""

@@ -75,7 +75,7 @@ class WorkerPool:
     def spawn(self) -> WorkerHandle | None:
         """A new worker, or None at `size` workers or while a crash loop cools down."""
         now = time.monotonic()
-        if len(self.workers) >= self.size or now < self._respawn_at:
+        if self._live() >= self.size or now < self._respawn_at:
             return None
         self._ensure_template()
         ours, theirs = mp_context().Pipe()
@@ -93,7 +93,11 @@ class WorkerPool:
 
     def respawn_at(self) -> float:
         """When `spawn` may succeed again."""
-        return self._respawn_at if len(self.workers) < self.size else float("inf")
+        return self._respawn_at if self._live() < self.size else float("inf")
+
+    def _live(self) -> int:
+        """Workers that count against `size`: one that is exiting holds no attempt."""
+        return sum(1 for worker in self.workers if not worker.retiring)
 
     def _template_alive(self) -> bool:
         return self._template is not None and self._template.exitcode is None
@@ -167,8 +171,10 @@ class WorkerPool:
                 continue
             self.workers.remove(worker)
             worker.conn.close()
-            gone.append((worker, self._codes.pop(worker.pid, None)))
-            if now - worker.spawned < self.respawn_delay:
+            code = self._codes.pop(worker.pid, None)
+            gone.append((worker, code))
+            asked = worker.retiring and code in (0, None)  # it exited as asked or announced
+            if now - worker.spawned < self.respawn_delay and not asked:
                 self._respawn_at = now + self.respawn_delay
         return gone
 

@@ -1,19 +1,28 @@
-"""A local-executor worker: cached DAG files, and a forked process for each attempt.
+"""A local-executor worker: cached DAG files, and the attempts it is given, one at a time.
 
 Workers are forked from the executor's template (`engine.executors.template`), so each
 starts with a metastore engine whose statement cache is warm; a worker keeps the DAG
-files it imported (by version, least recently used dropped). For each attempt it forks a
-child that leads its own process group and runs the task. An attempt so costs a fork
-instead of imports, a new engine and cold statements, yet still gets a process of its
-own: a task that crashes, hangs, is killed or changes process state harms neither the
-worker nor other attempts.
+files it imported (by version, least recently used dropped). It leads its own process
+group, apart from the scheduler: killing it, or an attempt in it, harms neither the
+scheduler nor other workers. How it isolates attempts is `core.attempt_isolation`:
 
-The worker records a plain attempt itself, with the connection it keeps: queued →
-running before the fork, the outcome once the attempt process has exited, and in between
-only the attempt's pid. A forked process pays a page copy for every page either process
-writes while both live, and a first metastore transaction in a fresh fork writes
-thousands of them (README, Benchmarks); written outside the child's life, they cost the
-worker nothing extra. A task with callbacks is recorded by its attempt process, as
+`worker` (the default): the worker runs the attempt itself, through `run_attempt`. An
+attempt so costs no fork, no page copies and no process exit: about half the CPU of a
+forked one (README, Benchmarks). Before an attempt it notes what a task could leave
+changed (`engine.executors.leftovers`: environment, working directory, signal handlers,
+threads and child processes still running, memory); a worker that finds a change after
+the attempt, or whose attempt was stopped, failed outside the task or was its
+`core.worker_max_attempts`th, exits, and a fresh one from the template serves the next
+attempt. SIGTERM from the executor raises inside the task, as in a process of its own.
+
+`process`: for each attempt it forks a child that leads its own process group and runs
+the task, so every attempt starts from the worker's state as it was, module globals
+included. The worker records a plain attempt itself, with the connection it keeps:
+queued → running before the fork, the outcome once the attempt process has exited, and
+in between only the attempt's pid. A forked process pays a page copy for every page
+either process writes while both live, and a first metastore transaction in a fresh
+fork writes thousands of them; written outside the child's life, they cost the worker
+nothing extra. A task with callbacks is recorded by its attempt process, as
 `run_attempt` does, so its callbacks run after its state is recorded. The child never
 uses nor closes the worker's connection: it keeps the inherited pool referenced, drops it
 from its engine (SQLAlchemy's post-fork recipe) and connects afresh if the task needs the
@@ -21,10 +30,12 @@ metastore (XComs, Variables, heartbeats of a long task).
 
 Messages on the worker's connection (tuples):
   executor → worker: ("run", AttemptRequest) | ("stop", ti_id, reason) | ("exit",)
-  worker → executor: ("ready",) | ("started", ti_id, pid)
+  worker → executor: ("ready",) | ("started", ti_id, pid) | ("retiring", ti_id, why)
                    | ("done", ti_id, pid, state, error, exit_code, relayed metrics)
-"started" goes out before the child may begin, so the executor always knows the pid of an
-attempt process that could be running (and kills it if the worker dies).
+"started" goes out before the attempt may begin, so the executor always knows the pid of
+the process that runs it (and kills it if the worker dies); that is the worker's own pid
+when the worker runs it. "retiring" comes before "done", so the executor never hands an
+exiting worker another attempt.
 """
 
 from __future__ import annotations
@@ -43,6 +54,7 @@ from typing import Any, NoReturn
 
 from engine import runner
 from engine.config import Config
+from engine.executors import leftovers
 from engine.executors.attempt import (
     DagCache,
     StopHandler,
@@ -147,6 +159,11 @@ class Worker:
         self.listening = True  #: False once the executor is gone
         self.exiting = False
         self._imports = 0
+        #: run attempts here (True) or fork a process for each (`core.attempt_isolation`)
+        self.runs_attempts = config["core.attempt_isolation"] == "worker"
+        self.max_attempts: int = config["core.worker_max_attempts"]
+        self.attempts = 0
+        self._memory_baseline = 0  #: resident bytes before the first attempt ran here
 
     def send(self, message: tuple) -> None:
         try:
@@ -167,18 +184,17 @@ class Worker:
             # a "stop" for an attempt that already ended: nothing left to stop
 
     def run(self, request: AttemptRequest) -> None:
-        """Load the DAG (cached), fork the attempt, supervise it, report how it ended."""
+        """Load the DAG (cached), run the attempt here or in a forked process, report how
+        it ended."""
+        if self.runs_attempts:
+            self._run_here(request)
+            return
         try:
-            dag = load_dag(request.fileloc, request.dag_id, request.task_id, self.cache)
+            dag = self._load(request)
         except UnrunnableAttempt as exc:
             state, error = refuse(self.store, request, exc)
             self._done(request, None, state.value if state else None, error, None, [])
             return
-        if self.cache.imports != self._imports:
-            # New DAG objects: age them now (the template's and forkserver's are frozen, so
-            # this scans little), or every attempt's young-generation collections would.
-            self._imports = self.cache.imports
-            gc.collect()
         task = dag.get_task(request.task_id)
         if not any(getattr(task, name, None) for name in _CALLBACKS):
             self._run_recorded(request, dag)
@@ -186,6 +202,59 @@ class Worker:
         child = self._fork(request, dag, None)
         code, (state, error, relayed) = self._let_run(request, child)
         self._done(request, child.pid, state, error, code, relayed)
+
+    def _load(self, request: AttemptRequest) -> Any:
+        dag = load_dag(request.fileloc, request.dag_id, request.task_id, self.cache)
+        if self.cache.imports != self._imports:
+            # New DAG objects: age them now (the template's and forkserver's are frozen, so
+            # this scans little), or every attempt's young-generation collections would.
+            self._imports = self.cache.imports
+            gc.collect()
+        return dag
+
+    def _run_here(self, request: AttemptRequest) -> None:
+        """Run the attempt in this process, as `run_attempt` does; then, if the attempt
+        changed the process (`engine.executors.leftovers`), was stopped or failed outside
+        the task, or this worker ran its `core.worker_max_attempts`, exit so that a fresh
+        worker serves the next one. SIGTERM from the executor (`terminate`) raises inside
+        the task, as in an attempt process of its own."""
+        pid = os.getpid()
+        stop = StopHandler(_StopReasons(self, request.ti_id))
+        signal.signal(signal.SIGTERM, stop)
+        self.send(("started", request.ti_id, pid))
+        state, error, code, retire = None, None, 0, None
+        try:
+            try:
+                dag = self._load(request)
+            except UnrunnableAttempt as exc:
+                refused, error = refuse(self.store, request, exc)
+                state = refused.value if refused else None
+            else:
+                self._memory_baseline = self._memory_baseline or leftovers.resident_bytes()
+                marks = leftovers.Marks.take()
+                result = runner.run_attempt(
+                    self.store, self.config, dag, request.ti_id, hostname=hostname(), pid=pid
+                )
+                state, error = result.state.value, result.error
+                retire = marks.changes(self._memory_baseline)
+        except BaseException as exc:  # the outcome is unknown: report it, let a fresh worker on
+            log.exception("attempt of task instance %s failed outside the task", request.ti_id)
+            error = f"the attempt failed in its worker: {type(exc).__name__}: {exc}"
+            state, code, retire = None, 1, "the attempt failed outside the task"
+        finally:
+            stop.cancel()  # stays installed: a late SIGTERM must not end the worker
+        self.attempts += 1
+        if stop.requested:
+            retire = f"the attempt was stopped ({stop.reason})"
+        elif signal.getsignal(signal.SIGTERM) is not stop:
+            retire = "the task replaced the SIGTERM handler"
+        elif retire is None and self.max_attempts and self.attempts >= self.max_attempts:
+            retire = f"it ran {self.attempts} attempts (core.worker_max_attempts)"
+        if retire:
+            log.info("worker %s exits after task instance %s: %s", pid, request.ti_id, retire)
+            self.send(("retiring", request.ti_id, retire))  # before "done": never given more
+            self.exiting = True
+        self._done(request, pid, state, error, code, [])
 
     def _run_recorded(self, request: AttemptRequest, dag: Any) -> None:
         """An attempt whose process only runs the task; this worker records it."""
@@ -291,6 +360,28 @@ class Worker:
         elif message[0] == "run":
             log.error("worker got an attempt while busy; dropped: %s", message[1])
         return True
+
+
+class _StopReasons:
+    """The reasons of stop requests, read from the worker's connection by the StopHandler
+    of an attempt the worker runs itself (the executor sends the reason, then SIGTERM)."""
+
+    def __init__(self, worker: Worker, ti_id: int) -> None:
+        self.worker = worker
+        self.ti_id = ti_id
+
+    def poll(self) -> bool:
+        return self.worker.listening and self.worker.conn.poll()
+
+    def recv(self) -> str:
+        reason = "stopped by the executor"
+        while self.worker.conn.poll():
+            message = self.worker.conn.recv()
+            if message[0] == "stop" and message[1] == self.ti_id:
+                reason = message[2]
+            elif message[0] == "exit":
+                self.worker.exiting = True
+        return reason
 
 
 def _pidfd(pid: int) -> int | None:

@@ -31,11 +31,21 @@ from engine import DAG, BashOperator, EmptyOperator, PythonOperator
 """
 
 
+@pytest.fixture(params=["worker", "process"])
+def isolation(request) -> str:
+    """`core.attempt_isolation`: attempts run in their worker, or each in a forked process."""
+    return request.param
+
+
 @pytest.fixture
-def exec_config(config, store):
+def exec_config(config, store, isolation):
     """The test's config pointed at the test's metastore, heartbeats every second."""
     url = store.url.render_as_string(hide_password=False)
-    return config.with_overrides(database__sql_alchemy_conn=url, scheduler__heartbeat_timeout=6)
+    return config.with_overrides(
+        database__sql_alchemy_conn=url,
+        scheduler__heartbeat_timeout=6,
+        core__attempt_isolation=isolation,
+    )
 
 
 @pytest.fixture
@@ -159,6 +169,7 @@ def test_a_noop_attempt_succeeds_in_its_own_process(store, local, tmp_path):
     assert executor.running_ti_ids() == set() and executor.open_slots == 4
 
 
+@pytest.mark.parametrize("isolation", ["process"])
 def test_the_worker_records_a_plain_attempt_around_its_process(store, local, tmp_path):
     """A task without callbacks: its worker records it as running before the fork and
     records the outcome after the attempt process exited; the row still carries the
@@ -234,7 +245,9 @@ def test_parallelism_is_respected_and_the_rest_waits_in_order(store, local, tmp_
     assert executor.open_slots == 2
 
 
-def test_a_task_that_kills_its_process_is_lost_and_the_executor_goes_on(store, local, tmp_path):
+def test_a_task_that_kills_its_process_is_lost_and_the_executor_goes_on(
+    store, local, tmp_path, isolation
+):
     path = write_dag(
         tmp_path,
         """
@@ -248,7 +261,11 @@ def test_a_task_that_kills_its_process_is_lost_and_the_executor_goes_on(store, l
     executor.queue([requests["die"]])
     (event,) = drive(executor, 1)
     assert event.lost and event.state is None and event.exit_code == -9
-    assert "signal SIGKILL" in event.error and "before recording an outcome" in event.error
+    unrecorded = {
+        "process": "before recording an outcome",
+        "worker": "before the attempt recorded an outcome",  # the process was its worker
+    }[isolation]
+    assert "signal SIGKILL" in event.error and unrecorded in event.error
     assert ti_row(store, requests["die"].ti_id).state == "running"  # a zombie for the scheduler
     executor.queue([requests["after"]])
     (event,) = drive(executor, 1)
@@ -310,11 +327,13 @@ def test_a_task_ignoring_its_timeout_is_killed_with_its_process_tree(store, loca
 
 
 def test_terminate_stops_a_long_task_and_the_runner_records_why(store, local, tmp_path):
+    deaf_now = tmp_path / "deaf"
     path = write_dag(
         tmp_path,
-        """
+        f"""
         def deaf():
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
+            Path({str(deaf_now)!r}).touch()
             time.sleep(60)
 
         with DAG("long", schedule=None):
@@ -327,6 +346,8 @@ def test_terminate_stops_a_long_task_and_the_runner_records_why(store, local, tm
     executor.kill_grace = 0.5
     executor.queue(list(requests.values()))
     ids = [r.ti_id for r in requests.values()]
+    # stopped before it ignores SIGTERM, "deaf" would rightly end like "sleeper"
+    until(executor, lambda: deaf_now.exists())
     until(executor, lambda: all(ti_row(store, i).state == "running" for i in ids))
     executor.terminate(ids, "marked failed by alice")
     events = {e.task_id: e for e in drive(executor, 2, timeout=10)}
@@ -535,7 +556,15 @@ def pid_pairs(path: Path) -> list[list[str]]:
     return [line.split() for line in path.read_text().splitlines(keepends=True) if "\n" in line]
 
 
-def test_a_worker_killed_with_sigkill_is_replaced_and_its_attempt_lost(store, local, tmp_path):
+def worker_pid(parent: int | str, own: int | str, isolation: str) -> int:
+    """The worker of a task that wrote its `os.getppid()` and `os.getpid()`: its parent
+    where it ran in a process of its own, else its own process."""
+    return int(parent if isolation == "process" else own)
+
+
+def test_a_worker_killed_with_sigkill_is_replaced_and_its_attempt_lost(
+    store, local, tmp_path, isolation
+):
     pids = tmp_path / "pids.txt"
     path = write_dag(
         tmp_path,
@@ -557,8 +586,10 @@ def test_a_worker_killed_with_sigkill_is_replaced_and_its_attempt_lost(store, lo
     executor = local(parallelism=1)
     executor.queue([requests["victim"]])
     until(executor, lambda: len(pid_pairs(pids)) == 1)
-    worker, attempt = map(int, pid_pairs(pids)[0])
-    assert attempt != worker and ti_row(store, requests["victim"].ti_id).pid == attempt
+    parent, attempt = map(int, pid_pairs(pids)[0])
+    worker = worker_pid(parent, attempt, isolation)
+    assert (attempt != worker) == (isolation == "process")
+    assert ti_row(store, requests["victim"].ti_id).pid == attempt
     os.kill(worker, signal.SIGKILL)
     (event,) = drive(executor, 1)
     assert event.lost and event.pid == attempt and event.exit_code == -9
@@ -568,12 +599,12 @@ def test_a_worker_killed_with_sigkill_is_replaced_and_its_attempt_lost(store, lo
     executor.queue([requests["after"]])
     (event,) = drive(executor, 1)
     assert event.state is TaskState.SUCCESS
-    replacement, _ = map(int, pid_pairs(pids)[1])
+    replacement = worker_pid(*pid_pairs(pids)[1], isolation)
     assert replacement != worker and alive(replacement)
     assert executor.running_ti_ids() == set() and executor.open_slots == 1
 
 
-def test_a_worker_imports_each_version_of_a_dag_file_once(store, local, tmp_path):
+def test_a_worker_imports_each_version_of_a_dag_file_once(store, local, tmp_path, isolation):
     imports, notes = tmp_path / "imports.txt", tmp_path / "notes.txt"
     source = f"""
         VERSION = {{version}}
@@ -582,7 +613,8 @@ def test_a_worker_imports_each_version_of_a_dag_file_once(store, local, tmp_path
 
         def note(ti):
             with open({str(notes)!r}, "a") as out:
-                out.write(f"{{{{ti.task_id}}}} {{{{VERSION}}}} {{{{os.getppid()}}}}\\n")
+                pids = f"{{{{os.getppid()}}}} {{{{os.getpid()}}}}"
+                out.write(f"{{{{ti.task_id}}}} {{{{VERSION}}}} {{{{pids}}}}\\n")
 
         with DAG("versions", schedule=None):
             for name in ("a", "b", "c"):
@@ -600,13 +632,13 @@ def test_a_worker_imports_each_version_of_a_dag_file_once(store, local, tmp_path
     executor.queue([requests["c"]])
     assert drive(executor, 1)[0].state is TaskState.SUCCESS
     ran = pid_pairs(notes)
-    (worker,) = {int(w) for _task, _version, w in ran}
-    assert [(task, version) for task, version, _ in ran] == [("a", "1"), ("b", "1"), ("c", "2")]
+    (worker,) = {worker_pid(parent, own, isolation) for _task, _version, parent, own in ran}
+    assert [(task, version) for task, version, *_ in ran] == [("a", "1"), ("b", "1"), ("c", "2")]
     by_worker = [version for pid, version in pid_pairs(imports) if int(pid) == worker]
     assert by_worker == ["1", "2"]
 
 
-def test_attempts_of_two_dag_files_share_the_workers(store, local, tmp_path):
+def test_attempts_of_two_dag_files_share_the_workers(store, local, tmp_path, isolation):
     notes, imports = tmp_path / "notes.txt", tmp_path / "imports.txt"
     requests = []
     for name in ("left", "right"):
@@ -636,14 +668,18 @@ def test_attempts_of_two_dag_files_share_the_workers(store, local, tmp_path):
     assert sorted((code, dag, task) for code, dag, task, _w, _a in ran) == sorted(
         (dag, dag, f"t{n}") for dag in ("left", "right") for n in range(4)
     )  # each attempt ran the code of its own DAG file
-    workers = {int(w) for *_rest, w, _a in ran}
-    assert len(workers) <= 2 and len({a for *_rest, a in ran}) == 8
+    workers = {worker_pid(parent, own, isolation) for *_rest, parent, own in ran}
+    attempt_processes = {own for *_rest, own in ran}
+    assert len(workers) <= 2
+    assert len(attempt_processes) == (8 if isolation == "process" else len(workers))
     loaded = [(int(pid), name) for pid, name in pid_pairs(imports) if int(pid) in workers]
     assert len(loaded) == len(set(loaded))  # each worker imported each file at most once
     assert {name for _pid, name in loaded} == {"left", "right"}
 
 
-def test_an_idle_worker_is_retired_and_a_new_one_spawned_on_demand(store, local, tmp_path):
+def test_an_idle_worker_is_retired_and_a_new_one_spawned_on_demand(
+    store, local, tmp_path, isolation
+):
     pids = tmp_path / "pids.txt"
     path = write_dag(
         tmp_path,
@@ -662,11 +698,11 @@ def test_an_idle_worker_is_retired_and_a_new_one_spawned_on_demand(store, local,
     executor.worker_idle_timeout = 0.5
     executor.queue([requests["a"]])
     assert drive(executor, 1)[0].state is TaskState.SUCCESS
-    ((first, _),) = [map(int, pair) for pair in pid_pairs(pids)]
+    (first,) = [worker_pid(*pair, isolation) for pair in pid_pairs(pids)]
     until(executor, lambda: not alive(first), timeout=5)
     executor.queue([requests["b"]])
     assert drive(executor, 1)[0].state is TaskState.SUCCESS
-    second = int(pid_pairs(pids)[1][0])
+    second = worker_pid(*pid_pairs(pids)[1], isolation)
     assert second != first and alive(second)
 
 
@@ -710,3 +746,70 @@ def test_a_retry_queued_while_the_last_attempt_runs_its_callbacks_starts_after_i
     assert [event.state for event in events] == [TaskState.UP_FOR_RETRY, TaskState.SUCCESS]
     row = ti_row(store, request.ti_id)
     assert (row.state, row.try_number) == ("success", 2)
+
+
+# -- attempts run in their worker (core.attempt_isolation = worker) -------------------
+
+
+@pytest.mark.parametrize("isolation", ["worker"])
+def test_a_worker_that_an_attempt_changed_is_replaced_before_the_next(store, local, tmp_path):
+    """Attempts share their worker until one leaves a mark on it; the next attempt then
+    runs in a fresh worker that knows nothing of it."""
+    seen = tmp_path / "seen.txt"
+    path = write_dag(
+        tmp_path,
+        f"""
+        def note(ti):
+            with open({str(seen)!r}, "a") as out:
+                left = os.environ.get("LEFT_BEHIND", "-")
+                out.write(f"{{ti.task_id}} {{os.getpid()}} {{left}}\\n")
+
+        def dirty(ti):
+            note(ti)
+            os.environ["LEFT_BEHIND"] = "yes"
+
+        with DAG("marks", schedule=None):
+            for name in ("first", "second", "after"):
+                PythonOperator(task_id=name, python_callable=note)
+            PythonOperator(task_id="dirty", python_callable=dirty)
+        """,
+    )
+    requests = queue_run(store, path, "marks")
+    executor = local(parallelism=1)
+    for name in ("first", "second", "dirty", "after"):
+        executor.queue([requests[name]])
+        assert drive(executor, 1)[0].state is TaskState.SUCCESS
+    ran = {task: (int(pid), env) for task, pid, env in pid_pairs(seen)}
+    assert ran["first"][0] == ran["second"][0] == ran["dirty"][0]  # one worker ran them
+    assert ti_row(store, requests["first"].ti_id).pid == ran["first"][0]
+    assert ran["after"][0] != ran["dirty"][0]  # a fresh one, not the changed one
+    assert ran["after"][1] == "-"
+    until(executor, lambda: not alive(ran["dirty"][0]), timeout=5)
+
+
+@pytest.mark.parametrize("isolation", ["worker"])
+def test_a_worker_is_replaced_after_its_max_attempts(store, exec_config, tmp_path):
+    seen = tmp_path / "seen.txt"
+    path = write_dag(
+        tmp_path,
+        f"""
+        def note(ti):
+            with open({str(seen)!r}, "a") as out:
+                out.write(f"{{ti.task_id}} {{os.getpid()}}\\n")
+
+        with DAG("limited", schedule=None):
+            for n in range(5):
+                PythonOperator(task_id=f"t{{n}}", python_callable=note)
+        """,
+    )
+    requests = queue_run(store, path, "limited")
+    executor = LocalExecutor(exec_config.with_overrides(core__worker_max_attempts=2), 1)
+    try:
+        executor.start()
+        for n in range(5):
+            executor.queue([requests[f"t{n}"]])
+            assert drive(executor, 1)[0].state is TaskState.SUCCESS
+    finally:
+        executor.end(grace=0)
+    workers = [int(pid) for _task, pid in pid_pairs(seen)]
+    assert workers[0] == workers[1] != workers[2] == workers[3] != workers[4]
