@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from engine.exceptions import NotFound
@@ -152,6 +152,25 @@ def get_task_instance_and_run(session: Session, ti_id: int) -> tuple[TaskInstanc
     return ti, run
 
 
+#: Core statements built once (an attempt runs each): building an ORM statement for every
+#: attempt, and its cache key, cost more than running it (bench/attempt_cpu.py).
+_TRIES = TaskTry.__table__
+_INSERT_TRY = insert(_TRIES)
+_FINISH_TRY = (
+    update(_TRIES)
+    .where(
+        _TRIES.c.ti_id == bindparam("key_ti_id"),
+        _TRIES.c.try_number == bindparam("key_try_number"),
+    )
+    .values(
+        state=bindparam("set_state"),
+        end_date=bindparam("set_end_date"),
+        duration=bindparam("set_duration"),
+        error=bindparam("set_error"),
+    )
+)
+
+
 def start_try(
     session: Session,
     ti: TaskInstance,
@@ -163,7 +182,8 @@ def start_try(
 ) -> None:
     """Record the beginning of attempt `ti.try_number` (the caller already moved it to running)."""
     session.execute(
-        insert(TaskTry).values(
+        _INSERT_TRY,
+        dict(
             ti_id=ti.id,
             dag_id=ti.dag_id,
             run_id=ti.run_id,
@@ -175,7 +195,7 @@ def start_try(
             hostname=hostname,
             pid=pid,
             log_path=log_path,
-        )
+        ),
     )
 
 
@@ -190,9 +210,15 @@ def finish_try(
     error: str | None,
 ) -> None:
     session.execute(
-        update(TaskTry)
-        .where(TaskTry.ti_id == ti_id, TaskTry.try_number == try_number)
-        .values(state=state.value, end_date=end_date, duration=duration, error=error)
+        _FINISH_TRY,
+        dict(
+            key_ti_id=ti_id,
+            key_try_number=try_number,
+            set_state=state.value,
+            set_end_date=end_date,
+            set_duration=duration,
+            set_error=error,
+        ),
     )
 
 

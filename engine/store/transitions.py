@@ -8,13 +8,14 @@ dagwatch may assign `TaskInstance.state` or `DagRun.state` directly.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ClauseElement, insert, inspect, select, update
+from sqlalchemy import ClauseElement, bindparam, insert, inspect, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
@@ -154,6 +155,35 @@ def _record(session: Session, events: list[TransitionEvent]) -> None:
         listener(session, list(events))
 
 
+def _task_update(extra: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """The UPDATE of a task-instance transition setting `extra` too, and its parameters.
+
+    Built once per set of columns (`_update_setting`): building it anew for every
+    transition, and computing its cache key, cost more than running it. Values computed
+    in SQL (`TaskInstance.try_number + 1`) go into a statement of their own."""
+    if any(isinstance(value, ClauseElement) for value in extra.values()):
+        return _build_update(extra), {}
+    statement = _update_setting(tuple(sorted(extra)))
+    return statement, {f"set_{name}": value for name, value in extra.items()}
+
+
+@functools.lru_cache(maxsize=128)
+def _update_setting(columns: tuple[str, ...]) -> Any:
+    return _build_update({name: bindparam(f"set_{name}") for name in columns})
+
+
+def _build_update(values: dict[str, Any]) -> Any:
+    return (
+        update(_TASK_INSTANCES)
+        .where(
+            _TASK_INSTANCES.c.id.in_(bindparam("ids", expanding=True)),
+            _TASK_INSTANCES.c.state == bindparam("expected"),
+        )
+        .values(state=bindparam("to"), **values)
+        .returning(*_TASK_INSTANCE_KEYS)
+    )
+
+
 def transition_task_instances(
     session: Session,
     ti_ids: Sequence[int],
@@ -177,17 +207,13 @@ def transition_task_instances(
     if not ids:
         return []
     changed: list[int] = []
+    statement, params = _task_update(extra)
     # A savepoint: a failing listener undoes this transition even if the caller goes on.
     with session.begin_nested():
         events: list[TransitionEvent] = []
         for chunk in _chunks(ids):
-            statement = (
-                update(_TASK_INSTANCES)
-                .where(_TASK_INSTANCES.c.id.in_(chunk), _TASK_INSTANCES.c.state == expected.value)
-                .values(state=to.value, **extra)
-                .returning(*_TASK_INSTANCE_KEYS)
-            )
-            result = session.execute(statement)
+            params.update(ids=list(chunk), expected=expected.value, to=to.value)
+            result = session.execute(statement, params)
             for row in result:
                 changed.append(row.id)
                 events.append(
