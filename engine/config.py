@@ -151,7 +151,7 @@ OPTIONS: tuple[Option, ...] = (
         "core",
         "worker_max_attempts",
         "int",
-        100,
+        1000,
         "Attempts a local-executor worker runs (attempt_isolation = worker) before a fresh "
         "one replaces it; 0 for no limit.",
         minimum=0,
