@@ -213,48 +213,55 @@ class Worker:
         return dag
 
     def _run_here(self, request: AttemptRequest) -> None:
-        """Run the attempt in this process, as `run_attempt` does; then, if the attempt
-        changed the process (`engine.executors.leftovers`), was stopped or failed outside
-        the task, or this worker ran its `core.worker_max_attempts`, exit so that a fresh
-        worker serves the next one. SIGTERM from the executor (`terminate`) raises inside
-        the task, as in an attempt process of its own."""
+        """Run the attempt in this process, as `run_attempt` does, then exit if a fresh
+        worker must serve the next one (`_why_retire`). SIGTERM from the executor
+        (`terminate`) raises inside the task, as in an attempt process of its own."""
         pid = os.getpid()
         stop = StopHandler(_StopReasons(self, request.ti_id))
         signal.signal(signal.SIGTERM, stop)
         self.send(("started", request.ti_id, pid))
-        state, error, code, retire = None, None, 0, None
         try:
-            try:
-                dag = self._load(request)
-            except UnrunnableAttempt as exc:
-                refused, error = refuse(self.store, request, exc)
-                state = refused.value if refused else None
-            else:
-                self._memory_baseline = self._memory_baseline or leftovers.resident_bytes()
-                marks = leftovers.Marks.take()
-                result = runner.run_attempt(
-                    self.store, self.config, dag, request.ti_id, hostname=hostname(), pid=pid
-                )
-                state, error = result.state.value, result.error
-                retire = marks.changes(self._memory_baseline)
-        except BaseException as exc:  # the outcome is unknown: report it, let a fresh worker on
-            log.exception("attempt of task instance %s failed outside the task", request.ti_id)
-            error = f"the attempt failed in its worker: {type(exc).__name__}: {exc}"
-            state, code, retire = None, 1, "the attempt failed outside the task"
+            state, error, code, changes = self._attempt_here(request, pid)
         finally:
             stop.cancel()  # stays installed: a late SIGTERM must not end the worker
         self.attempts += 1
-        if stop.requested:
-            retire = f"the attempt was stopped ({stop.reason})"
-        elif signal.getsignal(signal.SIGTERM) is not stop:
-            retire = "the task replaced the SIGTERM handler"
-        elif retire is None and self.max_attempts and self.attempts >= self.max_attempts:
-            retire = f"it ran {self.attempts} attempts (core.worker_max_attempts)"
+        retire = self._why_retire(stop, changes)
         if retire:
             log.info("worker %s exits after task instance %s: %s", pid, request.ti_id, retire)
             self.send(("retiring", request.ti_id, retire))  # before "done": never given more
             self.exiting = True
         self._done(request, pid, state, error, code, [])
+
+    def _attempt_here(
+        self, request: AttemptRequest, pid: int
+    ) -> tuple[str | None, str | None, int, str | None]:
+        """(state recorded, error, exit code, what the attempt changed in this process)."""
+        try:
+            try:
+                dag = self._load(request)
+            except UnrunnableAttempt as exc:
+                refused, error = refuse(self.store, request, exc)
+                return refused.value if refused else None, error, 0, None
+            self._memory_baseline = self._memory_baseline or leftovers.resident_bytes()
+            marks = leftovers.Marks.take()
+            result = runner.run_attempt(
+                self.store, self.config, dag, request.ti_id, hostname=hostname(), pid=pid
+            )
+        except BaseException as exc:  # the outcome is unknown: report it, let a fresh worker on
+            log.exception("attempt of task instance %s failed outside the task", request.ti_id)
+            error = f"the attempt failed in its worker: {type(exc).__name__}: {exc}"
+            return None, error, 1, "the attempt failed outside the task"
+        return result.state.value, result.error, 0, marks.changes(self._memory_baseline)
+
+    def _why_retire(self, stop: StopHandler, changes: str | None) -> str | None:
+        """Why this worker must not run another attempt, if it must not."""
+        if stop.requested:
+            return f"the attempt was stopped ({stop.reason})"
+        if signal.getsignal(signal.SIGTERM) is not stop:
+            return "the task replaced the SIGTERM handler"
+        if changes is None and self.max_attempts and self.attempts >= self.max_attempts:
+            return f"it ran {self.attempts} attempts (core.worker_max_attempts)"
+        return changes
 
     def _run_recorded(self, request: AttemptRequest, dag: Any) -> None:
         """An attempt whose process only runs the task; this worker records it."""
