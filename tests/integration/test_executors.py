@@ -52,8 +52,9 @@ def exec_config(config, store, isolation):
 def local(exec_config) -> Iterator[Callable[..., LocalExecutor]]:
     made: list[LocalExecutor] = []
 
-    def make(parallelism: int = 4) -> LocalExecutor:
-        executor = LocalExecutor(exec_config, parallelism=parallelism)
+    def make(parallelism: int = 4, **overrides: object) -> LocalExecutor:
+        config = exec_config.with_overrides(**overrides) if overrides else exec_config
+        executor = LocalExecutor(config, parallelism=parallelism)
         executor.start()
         made.append(executor)
         return executor
@@ -107,6 +108,13 @@ def drive(executor, count: int, timeout: float = 20.0) -> list[AttemptEvent]:
         executor.wait(min(remaining, 1.0))
         events += executor.collect()
     return events
+
+
+def succeed_one_by_one(executor, requests: list[AttemptRequest]) -> None:
+    """Queue each request once the one before it ended, each to succeed."""
+    for request in requests:
+        executor.queue([request])
+        assert drive(executor, 1)[0].state is TaskState.SUCCESS
 
 
 def ti_row(store, ti_id: int):
@@ -623,14 +631,11 @@ def test_a_worker_imports_each_version_of_a_dag_file_once(store, local, tmp_path
     path = write_dag(tmp_path, source.format(version=1))
     requests = queue_run(store, path, "versions")
     executor = local(parallelism=1)
-    for name in ("a", "b"):
-        executor.queue([requests[name]])
-        assert drive(executor, 1)[0].state is TaskState.SUCCESS
+    succeed_one_by_one(executor, [requests["a"], requests["b"]])
     write_dag(tmp_path, source.format(version=2))
     stat = path.stat()  # a new version even where the clock is coarse
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000))
-    executor.queue([requests["c"]])
-    assert drive(executor, 1)[0].state is TaskState.SUCCESS
+    succeed_one_by_one(executor, [requests["c"]])
     ran = pid_pairs(notes)
     (worker,) = {worker_pid(parent, own, isolation) for _task, _version, parent, own in ran}
     assert [(task, version) for task, version, *_ in ran] == [("a", "1"), ("b", "1"), ("c", "2")]
@@ -696,12 +701,10 @@ def test_an_idle_worker_is_retired_and_a_new_one_spawned_on_demand(
     requests = queue_run(store, path, "idle")
     executor = local(parallelism=4)
     executor.worker_idle_timeout = 0.5
-    executor.queue([requests["a"]])
-    assert drive(executor, 1)[0].state is TaskState.SUCCESS
+    succeed_one_by_one(executor, [requests["a"]])
     (first,) = [worker_pid(*pair, isolation) for pair in pid_pairs(pids)]
     until(executor, lambda: not alive(first), timeout=5)
-    executor.queue([requests["b"]])
-    assert drive(executor, 1)[0].state is TaskState.SUCCESS
+    succeed_one_by_one(executor, [requests["b"]])
     second = worker_pid(*pid_pairs(pids)[1], isolation)
     assert second != first and alive(second)
 
@@ -776,9 +779,7 @@ def test_a_worker_that_an_attempt_changed_is_replaced_before_the_next(store, loc
     )
     requests = queue_run(store, path, "marks")
     executor = local(parallelism=1)
-    for name in ("first", "second", "dirty", "after"):
-        executor.queue([requests[name]])
-        assert drive(executor, 1)[0].state is TaskState.SUCCESS
+    succeed_one_by_one(executor, [requests[n] for n in ("first", "second", "dirty", "after")])
     ran = {task: (int(pid), env) for task, pid, env in pid_pairs(seen)}
     assert ran["first"][0] == ran["second"][0] == ran["dirty"][0]  # one worker ran them
     assert ti_row(store, requests["first"].ti_id).pid == ran["first"][0]
@@ -788,7 +789,7 @@ def test_a_worker_that_an_attempt_changed_is_replaced_before_the_next(store, loc
 
 
 @pytest.mark.parametrize("isolation", ["worker"])
-def test_a_worker_is_replaced_after_its_max_attempts(store, exec_config, tmp_path):
+def test_a_worker_is_replaced_after_its_max_attempts(store, local, tmp_path):
     seen = tmp_path / "seen.txt"
     path = write_dag(
         tmp_path,
@@ -803,13 +804,7 @@ def test_a_worker_is_replaced_after_its_max_attempts(store, exec_config, tmp_pat
         """,
     )
     requests = queue_run(store, path, "limited")
-    executor = LocalExecutor(exec_config.with_overrides(core__worker_max_attempts=2), 1)
-    try:
-        executor.start()
-        for n in range(5):
-            executor.queue([requests[f"t{n}"]])
-            assert drive(executor, 1)[0].state is TaskState.SUCCESS
-    finally:
-        executor.end(grace=0)
+    executor = local(parallelism=1, core__worker_max_attempts=2)
+    succeed_one_by_one(executor, [requests[f"t{n}"] for n in range(5)])
     workers = [int(pid) for _task, pid in pid_pairs(seen)]
     assert workers[0] == workers[1] != workers[2] == workers[3] != workers[4]
