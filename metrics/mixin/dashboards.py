@@ -150,8 +150,8 @@ def scheduler() -> Dashboard:
         [
             Panel(
                 "Import errors",
-                "DAG files that failed to import. Above 0: run `dagwatch dags list-import-"
-                "errors` or see the table; fix the file (runbook DagwatchImportErrors).",
+                "DAG files that failed to import. Above 0: `dagwatch dags "
+                "list-import-errors` shows why; fix the file (runbook DagwatchImportErrors).",
                 [q(gauge("dag_processing.import_errors", how="max"), "import errors")],
                 "short",
                 kind="stat",
@@ -562,7 +562,7 @@ def pools() -> Dashboard:
             Panel(
                 "Queued task instances per queue",
                 "Task instances queued per executor queue. One queue growing: its "
-                "workers are missing (`dagwatch worker --queues ...`).",
+                "workers are missing: start a `dagwatch worker` for it.",
                 [q(gauge("ti.queued", labels=("queue",)), "{{queue}}")],
                 "short",
             ),
@@ -652,7 +652,7 @@ def slas() -> Dashboard:
             Panel(
                 "Failed deliveries by route and event",
                 "Which route and event lost notifications: check that route's URL "
-                "(`dagwatch alerts test ROUTE`).",
+                "(`dagwatch alerts test --route NAME`).",
                 [
                     q(
                         increase("alert.failed", labels=("route", "event"), window=RANGE),
