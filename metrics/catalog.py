@@ -45,7 +45,7 @@ ALLOWED_LABELS = frozenset(
     }
 )
 #: Labels allowed on one metric only, named explicitly (a version per deployment is fine).
-SINGLE_USE_LABELS: Mapping[str, str] = {"version": "build_info"}
+SINGLE_USE_LABELS: Mapping[str, str] = {"version": "build_info", "check": "health.check"}
 #: Never labels: one value per run, attempt or machine means one series per run.
 FORBIDDEN_LABELS = frozenset(
     {"run_id", "try_number", "try", "attempt", "hostname", "host", "pid", "map_index", "job_id"}
@@ -235,6 +235,9 @@ CATALOG = Catalog(
                "scheduler.tasks.executable"),
         Metric("scheduler.dagruns.running", "gauge", "", (),
                "DAG runs in the running state.", "scheduler.dagruns.running"),
+        Metric("scheduler.heartbeat_age", "gauge", "seconds", (),
+               "Seconds since the scheduler job's latest heartbeat in the metastore "
+               "(read at scrape time by the /health scheduler check)."),
         Metric("scheduler.orphaned_tasks.cleared", "counter", "", (),
                "Orphaned task instances reset by the scheduler.",
                "scheduler.orphaned_tasks.cleared"),
@@ -286,7 +289,7 @@ CATALOG = Catalog(
                "Task instances in the metastore by state (read at scrape time)."),
         Metric("task.duration", "timer", "seconds", _DT,
                "Seconds a task attempt ran.", "dag.{dag_id}.{task_id}.duration"),
-        Metric("task.queued_duration", "timer", "seconds", _DT,
+        Metric("task.queued_duration", "timer", "seconds", (*_DT, "pool"),
                "Seconds a task instance spent queued before running.",
                "dag.{dag_id}.{task_id}.queued_duration"),
         Metric("task.scheduled_duration", "timer", "seconds", _DT,
@@ -311,6 +314,9 @@ CATALOG = Catalog(
         Metric("dagrun.first_task_scheduling_delay", "timer", "seconds", ("dag_id",),
                "Seconds between a run's expected start and its first task's start.",
                "dagrun.{dag_id}.first_task_scheduling_delay"),
+        Metric("dagrun.queued_age", "gauge", "seconds", ("dag_id",),
+               "Seconds the oldest queued (not yet started) run of a DAG has waited "
+               "(read at scrape time)."),
         Metric("dagrun.dependency-check", "timer", "seconds", ("dag_id",),
                "Seconds spent deciding the task instances of a DAG run.",
                "dagrun.dependency-check.{dag_id}"),
@@ -336,6 +342,8 @@ CATALOG = Catalog(
         Metric("alert.delivery_latency", "timer", "seconds", ("channel",),
                "Seconds from the event that caused a notification to its delivery."),
         # The deployment itself
+        Metric("health.check", "gauge", "", ("check",),
+               "Whether a /health check passes: 1 passes, 0 fails (read at scrape time)."),
         Metric("build_info", "gauge", "", ("version",),
                "Always 1; the version label tells which dagwatch is running."),
     ]

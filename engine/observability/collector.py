@@ -4,7 +4,7 @@
 `metrics.prometheus.PrometheusBackend.add_source` reads at every scrape of `/metrics`.
 Reading the metastore makes these gauges true however many schedulers, workers or CLI
 commands changed it, and a sourced metric hides pushed values of the same name, so the
-metastore is the one truth for them. A scrape costs six aggregated statements in one
+metastore is the one truth for them. A scrape costs seven aggregated statements in one
 read-only session, whatever the number of task instances (never a query per row).
 
 What is counted, and the choices behind it:
@@ -21,6 +21,8 @@ What is counted, and the choices behind it:
 - `task_instances`: per state, the task instances of active (queued or running) DAG
   runs, so the gauge follows current work instead of growing with history; every state
   is shown, 0 included.
+- `dagrun.queued_age`: per DAG with a queued run, seconds since its oldest queued run
+  was queued (its logical date if it has no queued_at): a run that does not start.
 - `dag_processing.last_run.seconds_ago`: seconds since the file was last imported. The
   processor skips unchanged files, so for a file nobody edits this keeps growing; the
   `dag_processor` health check is the liveness signal (`engine.observability.health`).
@@ -73,6 +75,8 @@ class _Snapshot:
     #: state -> task instances of queued or running DAG runs
     active_states: dict[str, int]
     running_runs: int
+    #: dag_id -> when its oldest queued (not yet started) run was queued
+    queued_runs: dict[str, datetime]
     active_dags: int
     import_error_files: list[str]
     #: fileloc -> when its content was last imported
@@ -97,7 +101,7 @@ def metastore_source(store: Any, config: Any, clock: Clock = utcnow) -> Callable
 
 
 def _read_snapshot(session: Session) -> _Snapshot:
-    """Everything the gauges need, in six aggregated statements."""
+    """Everything the gauges need, in seven aggregated statements."""
     ti_rows = session.execute(
         select(
             TaskInstance.queue,
@@ -136,11 +140,18 @@ def _read_snapshot(session: Session) -> _Snapshot:
     )
     active_dags = select(func.count()).select_from(Dag).where(Dag.is_active).scalar_subquery()
     counts = session.execute(select(running_runs, active_dags)).one()
+    queued_since = func.min(func.coalesce(DagRun.queued_at, DagRun.logical_date))
+    queued_runs = session.execute(
+        select(DagRun.dag_id, queued_since)
+        .where(DagRun.state == DagRunState.QUEUED.value)
+        .group_by(DagRun.dag_id)
+    )
     return _Snapshot(
         pools=pool_sizes(session),
         tis=tis,
         active_states={state: int(n) for state, n in active_states},
         running_runs=int(counts[0]),
+        queued_runs={dag_id: since for dag_id, since in queued_runs if since is not None},
         active_dags=int(counts[1]),
         import_error_files=list(session.execute(select(ImportError_.filename)).scalars()),
         parsed_files=dict(session.execute(select(DagFile.fileloc, DagFile.last_parsed)).all()),
@@ -156,6 +167,9 @@ def _samples(snapshot: _Snapshot, now: datetime, label_of: Callable[[str], str])
         )
     samples.append(Sample("scheduler.dagruns.running", snapshot.running_runs))
     samples.append(Sample("dagbag_size", snapshot.active_dags))
+    for dag_id, since in sorted(snapshot.queued_runs.items()):
+        age = max(0.0, (now - since).total_seconds())
+        samples.append(Sample("dagrun.queued_age", age, {"dag_id": dag_id}))
     samples.extend(_file_samples(snapshot, now, label_of))
     return samples
 

@@ -38,7 +38,9 @@ def attempt_started(ti: Any, now: datetime) -> None:
     stats.incr("ti.start", tags=tags)
     queued = _seconds(now, ti.queued_at)
     if queued is not None:
-        stats.timing("task.queued_duration", queued, tags=tags)
+        # per pool too: a pool too small for its tasks shows as queue delay there
+        pool_tags = {**tags, "pool": ti.pool}
+        stats.timing("task.queued_duration", queued, tags=pool_tags)
     scheduled = _seconds(ti.queued_at, ti.scheduled_at)
     if scheduled is not None:
         stats.timing("task.scheduled_duration", scheduled, tags=tags)

@@ -22,6 +22,10 @@ never the database URL or its password (the body is served without authenticatio
 - `executor` (when one is given): detail `open_slots`, `running`, `parallelism`. The
   executor interface (`engine.executors.base.Executor`) has no notion of being alive,
   so this check passes whenever the executor answers.
+
+`health_source` turns the same checks into gauges of `/metrics` (`health.check` per
+check, `scheduler.heartbeat_age`), so Prometheus alerts on exactly what `/health`
+answers, with the configured `scheduler.heartbeat_timeout`, and keeps the history.
 """
 
 from __future__ import annotations
@@ -40,6 +44,7 @@ from engine.observability.collector import Clock, utcnow
 from engine.observability.labels import file_label
 from engine.processor import dag_folders, file_hash, find_dag_files
 from engine.store.models import DagFile, Job
+from metrics import Sample
 
 if TYPE_CHECKING:
     from metrics.server import MetricsServer
@@ -68,6 +73,24 @@ def install_health_checks(
     server.add_health_check("dag_processor", dag_processor_check(store, config, clock=clock))
     if executor is not None:
         server.add_health_check("executor", executor_check(executor, config))
+
+
+def health_source(server: MetricsServer) -> Callable[[], list[Sample]]:
+    """A scrape-time source of the server's health checks, for `PrometheusBackend.add_source`."""
+
+    def read_health() -> list[Sample]:
+        _, body = server.health()
+        samples = [
+            Sample("health.check", 1.0 if result["ok"] else 0.0, {"check": name})
+            for name, result in body["checks"].items()
+        ]
+        scheduler = body["checks"].get("scheduler", {}).get("detail", {})
+        age = scheduler.get("heartbeat_age_seconds")
+        if isinstance(age, int | float):
+            samples.append(Sample("scheduler.heartbeat_age", max(0.0, float(age))))
+        return samples
+
+    return read_health
 
 
 def metastore_check(store: Any) -> Check:

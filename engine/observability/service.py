@@ -75,7 +75,8 @@ class Telemetry:
         """Add the scheduler's health checks: its heartbeat, parsing, its executor."""
         if self.server is None:
             return
-        from engine.observability.health import install_health_checks
+        from engine.observability.health import health_source, install_health_checks
+        from metrics.prometheus import PrometheusBackend
 
         install_health_checks(
             self.server,
@@ -84,6 +85,9 @@ class Telemetry:
             executor=scheduler.executor,
             job_id=lambda: scheduler.job_id,
         )
+        prometheus = self.stats.get_backend(PrometheusBackend)
+        if prometheus is not None:
+            prometheus.add_source(health_source(self.server))
 
     def close(self) -> None:
         """Flush what is buffered (OpenTelemetry), stop serving, back to the no-op facade."""

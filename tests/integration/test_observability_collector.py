@@ -119,6 +119,18 @@ def test_a_scrape_reads_pools_tasks_runs_and_files_from_the_metastore(
     store: Store, config, backend: PrometheusBackend
 ) -> None:
     seed(store, config["core.dags_folder"])
+    with store.session() as session:
+        for day, minutes in ((8, 10), (9, 3)):
+            session.add(
+                DagRun(
+                    dag_id="other",
+                    run_id=f"q{day}",
+                    run_type="scheduled",
+                    state="queued",
+                    logical_date=datetime(2026, 1, day, tzinfo=UTC),
+                    queued_at=T0 - timedelta(minutes=minutes),
+                )
+            )
     backend.add_source(metastore_source(store, config, clock=lambda: T0))
 
     found = scrape(backend)
@@ -165,6 +177,11 @@ def test_a_scrape_reads_pools_tasks_runs_and_files_from_the_metastore(
         labels(state=state): value for state, value in expected_states.items()
     }
     assert found["scheduler.dagruns.running"] == {(): 2.0}
+    # the oldest queued run per DAG: since queued_at, else since its logical date
+    assert found["dagrun.queued_age"] == {
+        labels(dag_id="other"): 600.0,
+        labels(dag_id="etl"): (T0 - datetime(2026, 1, 2, tzinfo=UTC)).total_seconds(),
+    }
     assert found["dagbag_size"] == {(): 2.0}
     assert found["dag_processing.import_errors"] == {(): 2.0}
     # relative to the DAG folder (the guard turns '/' into '_'), else the basename
@@ -192,7 +209,7 @@ def test_an_empty_metastore_shows_zeros_and_values_follow_the_metastore(
     assert found["scheduler.dagruns.running"] == {(): 0.0}
     assert found["dagbag_size"] == {(): 0.0}
     assert found["dag_processing.import_errors"] == {(): 0.0}
-    for absent in ("ti.scheduled", "ti.queued", "ti.running", "import_errors"):
+    for absent in ("ti.scheduled", "ti.queued", "ti.running", "import_errors", "dagrun.queued_age"):
         assert absent not in found
     assert "dag_processing.last_run.seconds_ago" not in found
 
@@ -249,7 +266,7 @@ def test_a_scrape_runs_the_same_statements_for_ten_or_a_thousand_rows(
 
     assert many == few
     queries = [s for s in many if s.lstrip().upper().startswith("SELECT")]
-    assert len(queries) == 6
+    assert len(queries) == 7
 
 
 def test_a_failing_metastore_costs_its_samples_not_the_scrape(

@@ -14,12 +14,14 @@ from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
 
 from engine.executors.base import AttemptRequest
 from engine.executors.stub import StubExecutor
 from engine.observability.health import (
     dag_processor_check,
     error_detail,
+    health_source,
     install_health_checks,
 )
 from engine.processor import process_folders
@@ -233,3 +235,27 @@ def test_the_dag_processor_is_behind_when_a_change_waits_past_the_grace(
     ok, detail = check()
     assert ok, detail
     assert (detail["dag_files"], detail["files_in_metastore"], detail["files_behind"]) == (2, 2, 0)
+
+
+def test_metrics_show_each_check_and_the_heartbeat_age(store: Store, config) -> None:
+    backend = PrometheusBackend(CollectorRegistry())
+    server = backend.serve("127.0.0.1", 0)
+    try:
+        timeout = config["scheduler.heartbeat_timeout"]
+        add_scheduler_job(store, T0 - timedelta(seconds=timeout + 30))
+        install_health_checks(server, store, config, clock=lambda: T0)
+        backend.add_source(health_source(server))
+        with urllib.request.urlopen(f"{server.url}/metrics", timeout=30) as response:
+            body = response.read().decode()
+    finally:
+        backend.close()
+
+    samples = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(body)
+        for sample in family.samples
+    }
+    assert samples[("dagwatch_health_check", (("check", "scheduler"),))] == 0.0
+    assert samples[("dagwatch_health_check", (("check", "metastore"),))] == 1.0
+    assert samples[("dagwatch_health_check", (("check", "dag_processor"),))] == 1.0
+    assert samples[("dagwatch_scheduler_heartbeat_age_seconds", ())] == timeout + 30

@@ -11,6 +11,7 @@ from metrics import CATALOG, render_catalog_rows
 from metrics.catalog import (
     ALLOWED_LABELS,
     FORBIDDEN_LABELS,
+    SINGLE_USE_LABELS,
     Catalog,
     Metric,
     glob_shape,
@@ -124,7 +125,8 @@ def test_prometheus_naming_rules(metric: Metric) -> None:
 @pytest.mark.parametrize("metric", list(CATALOG), ids=lambda m: m.name)
 def test_labels_are_bounded(metric: Metric) -> None:
     assert not FORBIDDEN_LABELS.intersection(metric.labels)
-    allowed = ALLOWED_LABELS | ({"version"} if metric.name == "build_info" else set())
+    single_use = {label for label, owner in SINGLE_USE_LABELS.items() if owner == metric.name}
+    allowed = ALLOWED_LABELS | single_use
     assert set(metric.labels) <= allowed
     assert set(template_fields(metric.statsd_template)) <= set(metric.labels)
 

@@ -132,7 +132,7 @@ def test_one_run_reaches_statsd_otel_and_prometheus(store, observed, udp, otlp) 
         assert samples["dagwatch_custom_rows_loaded_total"] == {labels(team="data"): 5}
         assert (
             samples["dagwatch_task_queued_duration_seconds_count"][
-                labels(dag_id="observed", task_id="flaky")
+                labels(dag_id="observed", task_id="flaky", pool="default_pool")
             ]
             == 2
         )
