@@ -17,7 +17,7 @@ from metrics.catalog import Metric
 class Emission(NamedTuple):
     """One value handed to a backend."""
 
-    kind: str  # "count" | "gauge" | "gauge_delta" | "timing"
+    kind: str  # "count" | "gauge" | "gauge_delta" | "timing" | "forget"
     name: str
     value: float
     labels: dict[str, str]
@@ -42,6 +42,9 @@ class MemoryBackend:
 
     def timing(self, metric: Metric, seconds: float, labels: Mapping[str, str]) -> None:
         self.emissions.append(Emission("timing", metric.name, seconds, dict(labels)))
+
+    def forget(self, metric: Metric, labels: Mapping[str, str]) -> None:
+        self.emissions.append(Emission("forget", metric.name, 0.0, dict(labels)))
 
     def flush(self) -> None:
         self.flushes += 1
