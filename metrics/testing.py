@@ -53,8 +53,14 @@ class MemoryBackend:
         self.closed = True
 
     def values(self, name: str) -> list[tuple[dict[str, str], float]]:
-        """(labels, value) of every emission of `name`, in order."""
-        return [(e.labels, e.value) for e in self.emissions if e.name == name]
+        """(labels, value) of every value of `name` emitted, in order (forgets left out)."""
+        return [
+            (e.labels, e.value) for e in self.emissions if e.name == name and e.kind != "forget"
+        ]
+
+    def forgotten(self, name: str) -> list[dict[str, str]]:
+        """The labels of every series of `name` forgotten, in order."""
+        return [e.labels for e in self.emissions if e.name == name and e.kind == "forget"]
 
     def clear(self) -> None:
         self.emissions.clear()
