@@ -49,18 +49,15 @@ class GaugeSet:
         current: dict[SeriesKey, float] = {}
         for sample in samples:
             current[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+        gone = self._sent - current.keys()
+        zeroed = {key for key in gone if self._rule(key[0]) == "zero"}
+        # forget first: the guard's slots they free may be needed by this round's series
+        for name, labels in sorted((self._zeroed - current.keys()) | (gone - zeroed)):
+            self.target.forget(name, tags=dict(labels))
         for (name, labels), value in current.items():
             self.target.gauge(name, value, tags=dict(labels))
-        for name, labels in self._zeroed - current.keys():
-            self.target.forget(name, tags=dict(labels))
-        zeroed: set[SeriesKey] = set()
-        for key in self._sent - current.keys():
-            name, labels = key
-            if self._rule(name) == "zero":
-                self.target.gauge(name, 0, tags=dict(labels))
-                zeroed.add(key)
-            else:
-                self.target.forget(name, tags=dict(labels))
+        for name, labels in sorted(zeroed):
+            self.target.gauge(name, 0, tags=dict(labels))
         self._sent, self._zeroed = set(current), zeroed
 
     @property
