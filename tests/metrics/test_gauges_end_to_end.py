@@ -245,7 +245,8 @@ def test_gauges_of_work_that_ended_are_zeroed_once_and_parse_times_keep_coming(
     durations = "dagwatch.dag_processing.last_duration.held_py:"
     _wait(lambda: len(lines.matching(durations)) >= 3, what="three passes' durations")
     assert all(line.endswith("|ms") for line in lines.matching(durations))
-    assert lines.matching("dagwatch.dag_processing.last_run.seconds_ago.held_py:")
+    ages = "dagwatch.dag_processing.last_run.seconds_ago.held_py:"
+    _wait(lambda: len(lines.matching(ages)) >= 3, what="three pushes of the file's age")
     assert _last_parsed(store, folder / "held.py") == parsed_before
 
     # a deleted file: its age is dropped (no 0), in StatsD and in OpenTelemetry
