@@ -225,7 +225,7 @@ class OtelBackend:
     def _build(self, pid: int) -> _Pipeline:
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
         from opentelemetry.sdk.metrics import Counter, Histogram, MeterProvider
-        from opentelemetry.sdk.metrics import _Gauge as Gauge  # exported so, still experimental
+        from opentelemetry.sdk.metrics import _Gauge as Gauge  # its name while experimental
         from opentelemetry.sdk.metrics.export import (
             AggregationTemporality,
             PeriodicExportingMetricReader,
