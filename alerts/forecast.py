@@ -34,7 +34,8 @@ from engine.hooks import TickContext
 from engine.states import TASK_FINISHED, TaskState
 from engine.store.models import TaskInstance, TaskTry
 from engine.store.scheduling import pairs_in
-from metrics import stats
+from metrics import Sample, stats
+from metrics.gauges import GaugeSet
 
 if TYPE_CHECKING:
     from alerts.sla import Target
@@ -213,11 +214,18 @@ def task_states(
     return found
 
 
-def emit_gauges(dag_id: str, at_risk: int, slack: float | None) -> None:
-    """deadline.at_risk and, when the DAG has a run with a deadline, deadline.slack_seconds."""
-    stats.gauge("deadline.at_risk", at_risk, tags={"dag_id": dag_id})
-    if slack is not None:
-        stats.gauge("deadline.slack_seconds", slack, tags={"dag_id": dag_id})
+def gauge_samples(at_risk: Mapping[str, int], slack: Mapping[str, float | None]) -> list[Sample]:
+    """deadline.at_risk per DAG with a run that has a deadline, and the slack when known.
+
+    Sent as one set (`GaugeSet`): once a DAG's last run with a deadline ends, its
+    at_risk is zeroed once and its slack dropped (the catalog's rules).
+    """
+    samples = []
+    for dag_id, count in sorted(at_risk.items()):
+        samples.append(Sample("deadline.at_risk", count, {"dag_id": dag_id}))
+        if slack.get(dag_id) is not None:
+            samples.append(Sample("deadline.slack_seconds", slack[dag_id], {"dag_id": dag_id}))
+    return samples
 
 
 class Forecaster:
@@ -233,7 +241,7 @@ class Forecaster:
         )
         self._last: datetime | None = None
         self._warned: set[tuple[str, str, str]] = set()
-        self._gauged: set[str] = set()
+        self._gauges = GaugeSet(stats)
         self._orders: dict[str, tuple[Any, list[Any]]] = {}
 
     def check(self, ctx: TickContext, targets: Sequence[Target]) -> list[Forecast]:
@@ -241,7 +249,7 @@ class Forecaster:
         if self._last is not None and (now - self._last).total_seconds() < FORECAST_INTERVAL:
             return []
         self._last = now
-        if not targets and not self._gauged:
+        if not targets and not self._gauges.remembered:
             return []
         with ctx.store.session() as session:
             forecasts = self._forecast(session, targets, now) if targets else []
@@ -361,8 +369,5 @@ class Forecaster:
             best = nearest.get(f.dag_id)
             if best is None or f.deadline < best.deadline:  # type: ignore[operator]
                 nearest[f.dag_id] = f
-        for dag_id in sorted(self._gauged - set(at_risk)):
-            emit_gauges(dag_id, 0, None)  # its last run with a deadline ended
-        for dag_id, count in sorted(at_risk.items()):
-            emit_gauges(dag_id, count, nearest[dag_id].slack)
-        self._gauged = set(at_risk)
+        slack = {dag_id: f.slack for dag_id, f in nearest.items()}
+        self._gauges.send(gauge_samples(at_risk, slack))

@@ -263,6 +263,7 @@ def process_folders(
             session, results, now=now, paused_at_creation=config["core.dags_are_paused_at_creation"]
         )
         dag_store.forget_missing_files(session, present={str(path) for path in files})
+        durations = dag_store.get_parse_durations(session)
     report = ProcessorReport(
         files_seen=len(files),
         files_parsed=len(results),
@@ -271,7 +272,7 @@ def process_folders(
         duration=time.monotonic() - started,
         results=results,
     )
-    emit.parse_pass(report.duration, results, folders)
+    emit.parse_pass(report.duration, results, folders, durations)
     log.debug(
         "processed DAG files",
         extra={

@@ -187,6 +187,7 @@ class Scheduler:
         self._last_full_pass = 0.0
         self._last_housekeeping = 0.0
         self._last_gauges = 0.0
+        self._loop_gauges = emit.LoopGauges()
         self._never_fits_reported: set[int] = set()
         self.registry = registry if registry is not None else hooks.current()
         self._tick_hooks = hooks.TickHookRunner(self.registry.tick_hooks, time.monotonic)
@@ -250,7 +251,7 @@ class Scheduler:
         emit.tick(report)
         if time.monotonic() - self._last_gauges >= GAUGE_INTERVAL:
             self._last_gauges = time.monotonic()
-            emit.loop_gauges(report, self.executor)
+            self._loop_gauges.send(report, self.executor)
 
     def _create_runs(self, session: Any, now: datetime) -> list[tuple[str, str]]:
         return run_creation.create_due_runs(

@@ -138,6 +138,7 @@ def render_catalog_rows(catalog: Catalog = CATALOG) -> list[dict[str, str]]:
             "labels": ",".join(metric.labels),
             "legacy_name": metric.statsd_template,
             "prometheus_name": metric.prometheus_name,
+            "when_gone": metric.when_gone if metric.type == "gauge" else "",
             "help": metric.help,
         }
         for metric in catalog

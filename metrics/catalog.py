@@ -21,6 +21,9 @@ from typing import Literal, NamedTuple
 from metrics.errors import DuplicateMetric
 
 MetricType = Literal["counter", "gauge", "timer"]
+#: What a push backend is sent when a gauge's series stops being reported (see `Metric`).
+WhenGone = Literal["zero", "drop"]
+WHEN_GONE: tuple[WhenGone, ...] = ("zero", "drop")
 
 NAMESPACE = "dagwatch"
 CUSTOM_PREFIX = "custom."
@@ -60,7 +63,14 @@ _NAME = re.compile(r"^[a-z][a-z0-9_]*(?:[.-][a-z0-9_]+)*$")
 
 @dataclass(frozen=True)
 class Metric:
-    """One metric: what it measures, its labels, and every name it goes by."""
+    """One metric: what it measures, its labels, and every name it goes by.
+
+    `when_gone` (gauges only) says what a series that stops being reported becomes in
+    the push backends (`metrics.gauges.GaugeSet`): "zero", sent as 0 once and then
+    forgotten, for counts and slots (a task with no running instance has 0 running);
+    "drop", forgotten without a last value, for ages and durations, where 0 would be a
+    false reading ("parsed just now", "the deadline is now").
+    """
 
     name: str
     type: MetricType
@@ -69,6 +79,7 @@ class Metric:
     help: str
     legacy: str | None = None
     custom: bool = field(default=False, compare=False)
+    when_gone: WhenGone = "zero"
 
     def __post_init__(self) -> None:
         problems = list(self._problems())
@@ -88,6 +99,13 @@ class Metric:
             yield "timers are measured in seconds"
         if not self.help:
             yield "help text is required"
+        if self.when_gone not in WHEN_GONE:
+            yield f"when_gone {self.when_gone!r} is not one of {WHEN_GONE}"
+        elif self.when_gone != "zero" and self.type != "gauge":
+            yield "only gauges have a when_gone rule"
+        yield from self._label_problems()
+
+    def _label_problems(self) -> Iterator[str]:
         if len(set(self.labels)) != len(self.labels):
             yield "duplicate labels"
         forbidden = FORBIDDEN_LABELS.intersection(self.labels)
@@ -204,13 +222,14 @@ CATALOG = Catalog(
         # DAG processing
         Metric("dag_processing.total_parse_time", "gauge", "seconds", (),
                "Seconds taken to scan and import all DAG files once.",
-               "dag_processing.total_parse_time"),
+               "dag_processing.total_parse_time", when_gone="drop"),
         Metric("dag_processing.last_duration", "timer", "seconds", ("file",),
-               "Seconds taken to import one DAG file, per file.",
+               "Seconds taken to import one DAG file, per file; sent every processor pass, "
+               "for a file unchanged since its last import the duration of that import.",
                "dag_processing.last_duration.{file}"),
         Metric("dag_processing.last_run.seconds_ago", "gauge", "seconds", ("file",),
                "Seconds since a DAG file was last processed.",
-               "dag_processing.last_run.seconds_ago.{file}"),
+               "dag_processing.last_run.seconds_ago.{file}", when_gone="drop"),
         Metric("dag_processing.import_errors", "gauge", "", (),
                "DAG files that failed to import in the last scan.",
                "dag_processing.import_errors"),
@@ -332,7 +351,8 @@ CATALOG = Catalog(
         Metric("deadline.at_risk", "gauge", "", ("dag_id",),
                "Running DAG runs forecast to miss their deadline."),
         Metric("deadline.slack_seconds", "gauge", "seconds", ("dag_id",),
-               "Seconds left before the nearest deadline of a DAG's runs (negative once missed)."),
+               "Seconds left before the nearest deadline of a DAG's runs (negative once missed).",
+               when_gone="drop"),
         # Alerts
         Metric("alert.delivered", "counter", "", _ALERT, "Notifications delivered."),
         Metric("alert.failed", "counter", "", _ALERT,
@@ -345,6 +365,6 @@ CATALOG = Catalog(
         Metric("health.check", "gauge", "", ("check",),
                "Whether a /health check passes: 1 passes, 0 fails (read at scrape time)."),
         Metric("build_info", "gauge", "", ("version",),
-               "Always 1; the version label tells which dagwatch is running."),
+               "Always 1; the version label tells which dagwatch is running.", when_gone="drop"),
     ]
 )  # fmt: skip

@@ -45,6 +45,7 @@ _COLUMNS: tuple[tuple[str, str, Callable[[str], str]], ...] = (
     ("labels", "labels", _labels),
     ("Prometheus name", "prometheus_name", _code),
     ("StatsD legacy name", "legacy_name", _code),
+    ("when gone", "when_gone", _escape),
     ("help", "help", _escape),
 )
 

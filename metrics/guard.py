@@ -113,9 +113,13 @@ class Guard:
             self._decisions[name] = decision
         return decision
 
+    def clean(self, labels: Mapping[str, object]) -> dict[str, str]:
+        """The labels sanitised, without taking a slot for them."""
+        return {key: sanitize_value(value, self.max_value_length) for key, value in labels.items()}
+
     def admit(self, name: str, labels: Mapping[str, object]) -> dict[str, str]:
         """Sanitised labels, or the overflow series once `name` holds `max_series` sets."""
-        clean = {key: sanitize_value(value, self.max_value_length) for key, value in labels.items()}
+        clean = self.clean(labels)
         if not clean:
             return clean
         key = tuple(clean.values())
@@ -137,3 +141,9 @@ class Guard:
                 extra={"action": "metric_overflow", "metric": name},
             )
         return dict.fromkeys(clean, OVERFLOW)
+
+    def release(self, name: str, labels: Mapping[str, str]) -> None:
+        """Free the slot of a series the backends forgot (sanitised labels, as `admit`
+        returned them), so gauges whose series come and go stay under the cap."""
+        with self._lock:
+            self._series.get(name, set()).discard(tuple(labels.values()))

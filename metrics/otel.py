@@ -11,6 +11,12 @@ short-lived processes that share one identity, and deltas from each add up in th
 collector where cumulative streams from each would collide. `flush()` exports at once,
 so what a task attempt emits just before it ends is not lost; with the collector down
 it gives up after `timeout` seconds (the exporter's retries included).
+
+Gauges: the backend keeps each series' current value and sets it again just before
+every export, so an export carries exactly the series the backend holds, and the SDK
+forgets everything in between (its gauges are collected with delta temporality, which
+for a gauge only means "reset after each collection": its memory stays bounded). A
+series `forget()` removes is exported no more, once its last value has been exported.
 """
 
 from __future__ import annotations
@@ -72,6 +78,18 @@ def _interval(raw: str | None) -> float:
 
 
 @dataclass
+class _Series:
+    """A gauge series' current value, and whether an export has carried it yet."""
+
+    value: float
+    exported: bool = False
+    forgotten: bool = False
+
+
+_SeriesKey = tuple[str, tuple[tuple[str, str], ...]]
+
+
+@dataclass
 class _Pipeline:
     """A provider, its instruments and its export loop, owned by one process."""
 
@@ -80,7 +98,19 @@ class _Pipeline:
     meter: Any
     stop: threading.Event
     instruments: dict[str, Any] = field(default_factory=dict)
-    gauge_values: dict[tuple[str, tuple[tuple[str, str], ...]], float] = field(default_factory=dict)
+    #: (metric name, labels) -> the gauge series this process reports
+    gauges: dict[_SeriesKey, _Series] = field(default_factory=dict)
+    gauge_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def export(self, timeout_millis: float) -> None:
+        """Set every held gauge series again, export, then drop the forgotten ones."""
+        with self.gauge_lock:
+            for (name, labels), series in list(self.gauges.items()):
+                self.instruments[name].set(series.value, attributes=dict(labels))
+                series.exported = True
+                if series.forgotten:
+                    del self.gauges[(name, labels)]
+        self.provider.force_flush(timeout_millis=timeout_millis)
 
 
 class OtelBackend:
@@ -121,10 +151,27 @@ class OtelBackend:
         self, metric: Metric, value: float, labels: Mapping[str, str], *, delta: bool
     ) -> None:
         pipeline = self._current()
-        if delta:  # OTel gauges only take absolute values: keep the running value here
-            key = (metric.name, tuple(labels.items()))
-            value = pipeline.gauge_values[key] = pipeline.gauge_values.get(key, 0.0) + value
-        self._instrument(metric).set(value, attributes=dict(labels))
+        instrument = self._instrument(metric)
+        key = (metric.name, tuple(labels.items()))
+        with pipeline.gauge_lock:
+            if delta:  # OTel gauges only take absolute values: keep the running value here
+                held = pipeline.gauges.get(key)
+                value += held.value if held is not None else 0.0
+            pipeline.gauges[key] = _Series(value)
+            instrument.set(value, attributes=dict(labels))
+
+    def forget(self, metric: Metric, labels: Mapping[str, str]) -> None:
+        """Export this series no more, after its last value has been exported once."""
+        pipeline = self._pipeline
+        if pipeline is None or pipeline.pid != os.getpid():
+            return
+        key = (metric.name, tuple(labels.items()))
+        with pipeline.gauge_lock:
+            series = pipeline.gauges.get(key)
+            if series is not None and series.exported:
+                del pipeline.gauges[key]
+            elif series is not None:
+                series.forgotten = True
 
     def timing(self, metric: Metric, seconds: float, labels: Mapping[str, str]) -> None:
         self._instrument(metric).record(seconds, attributes=dict(labels))
@@ -133,14 +180,14 @@ class OtelBackend:
         """Export now, from this process's provider (none yet: nothing to export)."""
         pipeline = self._pipeline
         if pipeline is not None and pipeline.pid == os.getpid():
-            pipeline.provider.force_flush(timeout_millis=self.timeout * 1000)
+            pipeline.export(self.timeout * 1000)
 
     def close(self) -> None:
         """Export what is left, then stop the loop and the exporter of this process."""
         pipeline, self._pipeline = self._pipeline, None
         if pipeline is not None and pipeline.pid == os.getpid():
             pipeline.stop.set()
-            pipeline.provider.force_flush(timeout_millis=self.timeout * 1000)
+            pipeline.export(self.timeout * 1000)
             pipeline.provider.shutdown(timeout_millis=self.timeout * 1000)
 
     def _instrument(self, metric: Metric) -> Any:
@@ -178,6 +225,7 @@ class OtelBackend:
     def _build(self, pid: int) -> _Pipeline:
         from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
         from opentelemetry.sdk.metrics import Counter, Histogram, MeterProvider
+        from opentelemetry.sdk.metrics import _Gauge as Gauge  # its name while experimental
         from opentelemetry.sdk.metrics.export import (
             AggregationTemporality,
             PeriodicExportingMetricReader,
@@ -190,7 +238,8 @@ class OtelBackend:
             endpoint=self.endpoint,
             headers=self.headers,
             timeout=self.timeout,
-            preferred_temporality={Counter: temporality, Histogram: temporality},
+            # delta for gauges: the SDK drops each series after a collection (see above)
+            preferred_temporality={Counter: temporality, Histogram: temporality, Gauge: delta},
         )
         # An infinite interval: the SDK starts no thread; `_export_loop` below exports.
         reader = PeriodicExportingMetricReader(exporter, export_interval_millis=math.inf)
@@ -207,6 +256,6 @@ class OtelBackend:
     def _export_loop(self, pipeline: _Pipeline) -> None:
         while not pipeline.stop.wait(self.export_interval):
             try:
-                pipeline.provider.force_flush(timeout_millis=self.timeout * 1000)
+                pipeline.export(self.timeout * 1000)
             except Exception:
                 log.warning("OTel metrics export failed", exc_info=True)

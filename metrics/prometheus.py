@@ -5,7 +5,9 @@ exposed through one collector registered in the registry passed in (never the gl
 REGISTRY). Values read at scrape time come from sources: callables the engine adds
 with `add_source()` that return `Sample`s (pool slots, task states, import errors from
 the metastore); once a source has provided a metric, pushed values of that metric are
-no longer shown, so the metastore is the one truth for it.
+no longer shown, so the metastore is the one truth for it. A series a source no longer
+returns is absent from the next scrape, whatever the catalog's `when_gone` rule (that
+rule is for push backends): Prometheus then marks it stale, its own way of saying so.
 
 Multiprocess mode (`multiproc_dir`): task attempts run in child processes, so their
 values are written through prometheus_client's multiprocess files and summed by the
@@ -159,6 +161,17 @@ class PrometheusBackend:
 
     def timing(self, metric: Metric, seconds: float, labels: Mapping[str, str]) -> None:
         self._child(metric, labels).observe(seconds)
+
+    def forget(self, metric: Metric, labels: Mapping[str, str]) -> None:
+        """Remove a pushed gauge's series from the next scrapes (Prometheus marks it stale).
+
+        prometheus_client cannot remove a series in multiprocess mode: there it keeps
+        its last value (the metastore gauges are sourced, so they are not affected).
+        """
+        self._gauge_values.pop((metric.name, tuple(labels.values())), None)
+        instrument = self._metrics.get(metric.name)
+        if labels and instrument is not None and self._files is None:
+            instrument.remove(*labels.values())
 
     def flush(self) -> None:
         """Values are written as they come (memory or the multiprocess files)."""

@@ -62,7 +62,11 @@ _CUSTOM_TYPE: Mapping[Op, MetricType] = {
 
 
 class Backend(Protocol):
-    """What a backend implements; labels arrive sanitised, in the metric's label order."""
+    """What a backend implements; labels arrive sanitised, in the metric's label order.
+
+    A backend that holds values may also offer `forget(metric, labels)`, to stop
+    reporting one series of a gauge (`Stats.forget`); one without it is skipped.
+    """
 
     def count(self, metric: Metric, value: float, labels: Mapping[str, str]) -> None: ...
 
@@ -140,6 +144,29 @@ class Stats:
     def timing(self, name: str, seconds_or_timedelta: float | timedelta, tags: Tags = None) -> None:
         """Record a duration, in seconds or as a timedelta."""
         self._emit("timing", name, seconds_or_timedelta, tags)
+
+    def forget(self, name: str, tags: Tags = None) -> None:
+        """Stop reporting one series of a gauge: backends that hold values drop it (the
+        last value set is still exported once), and the guard frees its slot."""
+        try:
+            if not self.guard.allowed(name):
+                return
+            metric = self._resolve("gauge", name, tags)
+            labels = self.guard.clean(self._labels(metric, tags))
+        except MetricsError as exc:
+            if self.strict:
+                raise
+            self._log_once(name, type(exc).__name__, f"metric not forgotten: {exc}")
+            return
+        self.guard.release(metric.name, labels)
+        for backend in self.backends:
+            forget = getattr(backend, "forget", None)
+            if forget is None:
+                continue
+            try:
+                forget(metric, labels)
+            except Exception:
+                self._log_once(type(backend).__name__, "forget", f"forget failed on {name}")
 
     def timer(self, name: str, tags: Tags = None) -> Timer:
         """`with stats.timer("dagrun.dependency-check", tags={"dag_id": d}): ...`"""
@@ -342,6 +369,9 @@ class StatsProxy:
 
     def timer(self, name: str, tags: Tags = None) -> Timer:
         return Timer(self, name, tags)
+
+    def forget(self, name: str, tags: Tags = None) -> None:
+        self._target.forget(name, tags)
 
     def replay(self, records: Iterable[Relayed]) -> None:
         self._target.replay(records)

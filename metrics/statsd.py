@@ -75,6 +75,9 @@ class StatsdBackend:
     def timing(self, metric: Metric, seconds: float, labels: Mapping[str, str]) -> None:
         self._send(self._line(metric, labels, f"{_number(seconds * 1000)}|ms"))
 
+    def forget(self, metric: Metric, labels: Mapping[str, str]) -> None:
+        """StatsD cannot delete a series: a forgotten one is simply no longer sent."""
+
     def flush(self) -> None:
         """Nothing is buffered: each value leaves in its own datagram."""
 

@@ -17,7 +17,7 @@ from metrics.catalog import Metric
 class Emission(NamedTuple):
     """One value handed to a backend."""
 
-    kind: str  # "count" | "gauge" | "gauge_delta" | "timing"
+    kind: str  # "count" | "gauge" | "gauge_delta" | "timing" | "forget"
     name: str
     value: float
     labels: dict[str, str]
@@ -43,6 +43,9 @@ class MemoryBackend:
     def timing(self, metric: Metric, seconds: float, labels: Mapping[str, str]) -> None:
         self.emissions.append(Emission("timing", metric.name, seconds, dict(labels)))
 
+    def forget(self, metric: Metric, labels: Mapping[str, str]) -> None:
+        self.emissions.append(Emission("forget", metric.name, 0.0, dict(labels)))
+
     def flush(self) -> None:
         self.flushes += 1
 
@@ -50,8 +53,14 @@ class MemoryBackend:
         self.closed = True
 
     def values(self, name: str) -> list[tuple[dict[str, str], float]]:
-        """(labels, value) of every emission of `name`, in order."""
-        return [(e.labels, e.value) for e in self.emissions if e.name == name]
+        """(labels, value) of every value of `name` emitted, in order (forgets left out)."""
+        return [
+            (e.labels, e.value) for e in self.emissions if e.name == name and e.kind != "forget"
+        ]
+
+    def forgotten(self, name: str) -> list[dict[str, str]]:
+        """The labels of every series of `name` forgotten, in order."""
+        return [e.labels for e in self.emissions if e.name == name and e.kind == "forget"]
 
     def clear(self) -> None:
         self.emissions.clear()

@@ -8,7 +8,7 @@ from engine.cli.output import echo_rows, output_option
 from engine.cli.usage import Group
 from metrics import render_catalog_rows
 
-COLUMNS = ("name", "type", "unit", "labels", "legacy_name", "prometheus_name", "help")
+COLUMNS = ("name", "type", "unit", "labels", "legacy_name", "prometheus_name", "when_gone", "help")
 
 
 @click.group(cls=Group)
@@ -19,7 +19,8 @@ def metrics() -> None:
 @metrics.command()
 @output_option
 def catalog(output: str) -> None:
-    """Every metric: type, unit, labels, StatsD legacy and Prometheus names, help.
+    """Every metric: type, unit, labels, StatsD legacy and Prometheus names, what a
+    gauge's vanished series becomes in push backends (zero or drop), help.
 
     Reads only the catalog declared in code: no metastore, no DAGWATCH_HOME needed.
     """

@@ -28,6 +28,9 @@ What is counted, and the choices behind it:
   `dag_processor` health check is the liveness signal (`engine.observability.health`).
 - `file` labels: the path relative to `core.dags_folder` when inside it, else the
   basename; two files with one label keep the larger age (the backend would add them).
+- A series this source stops returning (a task with nothing running any more, a deleted
+  file) is absent from the next scrape; the pusher that sends these samples to StatsD
+  and OpenTelemetry zeroes it once or drops it, by the catalog's `when_gone` rule.
 """
 
 from __future__ import annotations

@@ -7,14 +7,15 @@ Durations are seconds; labels come only from the catalog's bounded set.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from engine.observability.labels import file_label, folder_forms
 from engine.states import TaskState
-from metrics import stats
+from metrics import Sample, stats
+from metrics.gauges import GaugeSet
 
 _FAILED = frozenset({TaskState.FAILED, TaskState.UP_FOR_RETRY})
 
@@ -133,18 +134,27 @@ def heartbeat() -> None:
 LOOP_GAUGES = frozenset({"pool.open_slots", "pool.starving_tasks", "scheduler.dagruns.running"})
 
 
-def loop_gauges(report: Any, executor: Any) -> None:
-    """The per-loop counts; the scheduler sends them at most once a second."""
-    stats.gauge("scheduler.tasks.executable", report.executable)
-    stats.gauge("scheduler.tasks.starving", sum(report.starving.values()))
-    stats.gauge("scheduler.dagruns.running", report.running_runs)
-    stats.gauge("executor.open_slots", executor.open_slots)
-    stats.gauge("executor.running_tasks", report.running_tis)
-    stats.gauge("executor.queued_tasks", report.queued_tis)
-    for pool, open_slots in report.open_slots_by_pool.items():
-        tags = {"pool": pool}
-        stats.gauge("pool.open_slots", open_slots, tags=tags)
-        stats.gauge("pool.starving_tasks", report.starving.get(pool, 0), tags=tags)
+class LoopGauges:
+    """The per-loop counts, one whole set per call, so a deleted pool's series is zeroed
+    once and then forgotten; the scheduler sends them at most once a second."""
+
+    def __init__(self) -> None:
+        self.gauges = GaugeSet(stats)
+
+    def send(self, report: Any, executor: Any) -> None:
+        samples = [
+            Sample("scheduler.tasks.executable", report.executable),
+            Sample("scheduler.tasks.starving", sum(report.starving.values())),
+            Sample("scheduler.dagruns.running", report.running_runs),
+            Sample("executor.open_slots", executor.open_slots),
+            Sample("executor.running_tasks", report.running_tis),
+            Sample("executor.queued_tasks", report.queued_tis),
+        ]
+        for pool, open_slots in report.open_slots_by_pool.items():
+            tags = {"pool": pool}
+            samples.append(Sample("pool.open_slots", open_slots, tags))
+            samples.append(Sample("pool.starving_tasks", report.starving.get(pool, 0), tags))
+        self.gauges.send(samples)
 
 
 def orphans_cleared(count: int) -> None:
@@ -155,13 +165,23 @@ def orphans_cleared(count: int) -> None:
 # -- DAG parsing -----------------------------------------------------------------------
 
 
-def parse_pass(total_seconds: float, files: Iterable[Any], folders: Sequence[Path]) -> None:
-    """One pass of the DAG processor: its total and each parsed file. The DAG count and
-    import errors are the metastore's gauges (`collector`), whichever process parsed."""
+def parse_pass(
+    total_seconds: float,
+    files: Iterable[Any],
+    folders: Sequence[Path],
+    durations: Mapping[str, float],
+) -> None:
+    """One pass of the DAG processor: its total, each file's last import duration and this
+    pass's timeouts. Every file known after the pass gets its duration, imported in this
+    pass or unchanged since an earlier one (read from the metastore, not re-imported):
+    one value per file per pass, as Airflow sends. The DAG count and import errors are
+    the metastore's gauges (`collector`), whichever process parsed."""
     stats.gauge("dag_processing.total_parse_time", total_seconds)
     forms = folder_forms(folders)
+    for fileloc, seconds in sorted(durations.items()):
+        tags = {"file": file_label(fileloc, forms)}
+        stats.timing("dag_processing.last_duration", seconds, tags=tags)
     for result in files:
-        tags = {"file": file_label(result.fileloc, forms)}
-        stats.timing("dag_processing.last_duration", result.duration, tags=tags)
         if result.timed_out:
+            tags = {"file": file_label(result.fileloc, forms)}
             stats.incr("dag_processing.processor_timeouts", tags=tags)

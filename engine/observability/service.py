@@ -18,6 +18,7 @@ import metrics
 from engine.exceptions import DagwatchError
 from engine.observability import emit
 from engine.observability.settings import metrics_settings
+from metrics.gauges import GaugeSet
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,9 @@ class GaugePusher:
     """Sends the metastore gauges (pool slots by state, task instances by state and
     task, import errors...) to StatsD and OpenTelemetry every `interval` seconds, from a
     thread of its own: Prometheus reads them at scrape time, push backends need them
-    pushed, and the scheduler's tick must not pay for the queries."""
+    pushed, and the scheduler's tick must not pay for the queries. Each push is the whole
+    set (`metrics.gauges.GaugeSet`): a series the metastore no longer shows is zeroed
+    once or dropped, as the catalog says for its metric."""
 
     def __init__(
         self,
@@ -115,6 +118,7 @@ class GaugePusher:
         self.interval = interval
         #: names another emitter owns (the scheduler loop's gauges): one value per name
         self.skip = frozenset(skip)
+        self.gauges = GaugeSet(target)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="dagwatch-gauges", daemon=True)
 
@@ -126,9 +130,9 @@ class GaugePusher:
         self._thread.join(timeout=self.interval)
 
     def push_once(self) -> None:
-        for sample in self.source():
-            if sample.name not in self.skip:
-                self.target.gauge(sample.name, sample.value, tags=sample.labels)
+        """One push; a source that fails sends nothing, so nothing is zeroed by mistake."""
+        samples = [sample for sample in self.source() if sample.name not in self.skip]
+        self.gauges.send(samples)
 
     def _run(self) -> None:
         while True:  # at once, then every interval: dashboards have values from the start

@@ -27,6 +27,11 @@ def get_file_hashes(session: Session) -> dict[str, str]:
     return dict(session.execute(select(DagFile.fileloc, DagFile.content_hash)).all())
 
 
+def get_parse_durations(session: Session) -> dict[str, float]:
+    """fileloc -> seconds its last import took (as recorded, whether or not it failed)."""
+    return dict(session.execute(select(DagFile.fileloc, DagFile.parse_duration)).all())
+
+
 def _owners(
     session: Session, results: Sequence[FileParseResult]
 ) -> tuple[dict[str, str], dict[str, str]]:

@@ -11,7 +11,9 @@ import pytest
 from metrics import CATALOG
 from tests.helpers import run_cli
 
-COLUMNS = ["name", "type", "unit", "labels", "legacy_name", "prometheus_name", "help"]
+COLUMNS = [
+    "name", "type", "unit", "labels", "legacy_name", "prometheus_name", "when_gone", "help"
+]  # fmt: skip
 
 
 @pytest.fixture
@@ -69,8 +71,11 @@ def test_table_has_a_header_and_a_row_per_metric(bare_env):
         "dag_id,task_id,state",
         "ti.finish.{dag_id}.{task_id}.{state}",
         "dagwatch_ti_finish_total",
+        "",
         "Task attempts finished, by final state.",
     ]
+    gauge = next(line for line in lines if line.split("|")[0].strip() == "ti.running")
+    assert gauge.split("|")[6].strip() == "zero"
 
 
 @pytest.mark.parametrize(

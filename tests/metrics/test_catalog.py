@@ -198,6 +198,7 @@ def test_catalog_rows_for_the_cli() -> None:
         "labels": "dag_id,task_id,state",
         "legacy_name": "ti.finish.{dag_id}.{task_id}.{state}",
         "prometheus_name": "dagwatch_ti_finish_total",
+        "when_gone": "",
         "help": "Task attempts finished, by final state.",
     }
 

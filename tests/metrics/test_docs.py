@@ -50,7 +50,8 @@ def test_one_row_per_metric_with_every_name() -> None:
     lines = catalog_markdown().splitlines()
 
     assert cells(lines[0]) == [
-        "name", "type", "unit", "labels", "Prometheus name", "StatsD legacy name", "help",
+        "name", "type", "unit", "labels", "Prometheus name", "StatsD legacy name", "when gone",
+        "help",
     ]  # fmt: skip
     assert len(lines) == 2 + len(CATALOG)
     finish = next(line for line in lines if line.startswith("| `ti.finish` |"))
@@ -61,6 +62,7 @@ def test_one_row_per_metric_with_every_name() -> None:
         "`dag_id`, `task_id`, `state`",
         "`dagwatch_ti_finish_total`",
         "`ti.finish.{dag_id}.{task_id}.{state}`",
+        "",
         "Task attempts finished, by final state.",
     ]
 
@@ -70,7 +72,7 @@ def test_pipes_in_cells_are_escaped() -> None:
 
     row = catalog_markdown(catalog).splitlines()[2]
 
-    assert len(cells(row)) == 7
+    assert len(cells(row)) == 8
     assert cells(row)[-1] == "left \\| right"
 
 
