@@ -35,10 +35,11 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select, text
 from sqlalchemy.exc import SQLAlchemyError
 
+from engine.dag_folder import file_hash, find_dag_files
 from engine.exceptions import StoreError
 from engine.observability.collector import Clock, utcnow
 from engine.observability.labels import file_label
-from engine.processor import dag_folders, file_hash, find_dag_files
+from engine.processor import dag_folders
 from engine.store.models import DagFile, Job
 
 if TYPE_CHECKING:
