@@ -26,17 +26,22 @@ log = logging.getLogger(__name__)
 THREAD_PREFIX = "dagwatch-"
 
 _adopted: weakref.WeakSet[threading.Thread] = weakref.WeakSet()
-_adopted_lock = threading.Lock()
+#: the threads alive when the open `adopting_threads` block began (None: no block open)
+_adopting_since: set[threading.Thread] | None = None
+_adopted_lock = threading.RLock()
 
 
 @contextmanager
 def adopting_threads() -> Iterator[None]:
-    """Count the threads started inside the block as dagwatch's own."""
-    before = set(threading.enumerate())
+    """Count the threads started inside the block as dagwatch's own (one block at a time)."""
+    global _adopting_since
+    with _adopted_lock:
+        _adopting_since = set(threading.enumerate())
     try:
         yield
     finally:
         with _adopted_lock:
+            before, _adopting_since = _adopting_since, None
             _adopted.update(thread for thread in threading.enumerate() if thread not in before)
 
 
@@ -45,7 +50,9 @@ def is_internal(thread: threading.Thread | None) -> bool:
     if thread is None:
         return False
     with _adopted_lock:
-        return thread.name.startswith(THREAD_PREFIX) or thread in _adopted
+        # A thread that dies before its block ends is judged by the open block.
+        started_in_block = _adopting_since is not None and thread not in _adopting_since
+        return thread.name.startswith(THREAD_PREFIX) or thread in _adopted or started_in_block
 
 
 def describe_death(thread_name: str, exc: BaseException | None) -> str:

@@ -102,7 +102,7 @@ def dag_processor(cli: CliContext) -> None:
     """Parse the DAG folders every scheduler.min_file_process_interval seconds."""
     from engine.dag_processor import run_dag_processor
     from engine.observability.service import Telemetry
-    from engine.supervision import ThreadWatch
+    from engine.supervision import ThreadWatch, describe_death
 
     stop = threading.Event()
     _stop_on_signals(stop)
@@ -110,6 +110,9 @@ def dag_processor(cli: CliContext) -> None:
         telemetry = Telemetry(cli.config, cli.store, serve=False)
         try:
             run_dag_processor(cli.store, cli.config, stop)
+        except Exception as exc:  # a bug: one line to stderr, the traceback at DEBUG
+            log.debug("the DAG processor died", exc_info=exc)
+            raise DagwatchError(f"{describe_death('dag-processor', exc)}; stopped") from exc
         finally:
             telemetry.close()
     if watch.failure:
