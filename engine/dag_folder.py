@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 SAFE_MODE_WORDS = (b"dag", b"DAG")
 #: Entries never looked into: hidden files and folders, bytecode caches.
 _SKIPPED_PREFIXES = (".", "__pycache__")
+#: Longest path the metastore stores (dag_file.fileloc, import_error.filename).
+MAX_PATH_LENGTH = 1000
 #: Flags for opening a DAG file: never wait for a writer (FIFO), never adopt a terminal.
 _OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0)
 
@@ -72,6 +74,16 @@ class UnreadableFile(Exception):
 
 class VanishedFile(Exception):
     """The entry disappeared since it was listed (nothing to report)."""
+
+
+def printable(path: str) -> str:
+    """`path` as text any log or terminal takes (bytes that are not UTF-8 escaped)."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def _storable(path: str) -> bool:
+    """Whether the metastore can hold `path`: UTF-8, not too long."""
+    return len(path) <= MAX_PATH_LENGTH and printable(path) == path
 
 
 def _kind(mode: int) -> str:
@@ -211,6 +223,9 @@ class _Walk:
         for entry in entries:
             if entry.name.startswith(_SKIPPED_PREFIXES):
                 continue
+            if printable(entry.name) != entry.name:
+                self._problem(entry.path, "name is not valid UTF-8: skipped", is_error=False)
+                continue
             if self._is_dir(entry):
                 subfolders.append(entry.path)
             elif entry.name.endswith(".py"):
@@ -234,9 +249,21 @@ class _Walk:
         except UnreadableFile as exc:
             self._problem(path, str(exc))
             return
-        if might_contain_dag(data):
-            real = Path(os.path.realpath(path))
-            self.scan.files.setdefault(real, hashlib.sha256(data).hexdigest())
+        if not might_contain_dag(data):
+            return
+        real = os.path.realpath(path)
+        if not _storable(real):
+            self._problem(
+                path,
+                f"real path {printable(real)} is not valid UTF-8 or longer than "
+                f"{MAX_PATH_LENGTH} characters: skipped",
+                is_error=False,
+            )
+            return
+        self.scan.files.setdefault(Path(real), hashlib.sha256(data).hexdigest())
 
     def _problem(self, path: str, reason: str, *, is_error: bool = True) -> None:
-        self.scan.problems.append(Problem(path, reason, is_error))
+        # An import error is stored under its path: one the metastore cannot hold is
+        # reported as a warning instead, by its printable form.
+        storable = _storable(path)
+        self.scan.problems.append(Problem(printable(path), reason, is_error and storable))

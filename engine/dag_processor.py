@@ -29,8 +29,8 @@ def log_new_problems(problems: list[Problem], reported: set[Problem]) -> None:
     """Log each bad entry once while it lasts (`reported` carries over between passes)."""
     for problem in problems:
         if problem not in reported:
-            kind = "import error" if problem.is_error else "skipped"
-            log.warning("DAG folder entry %s (%s)", problem, kind)
+            kind = " (recorded as an import error)" if problem.is_error else ""
+            log.warning("DAG folder entry %s%s", problem, kind)
     reported.clear()
     reported.update(problems)
 

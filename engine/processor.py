@@ -21,11 +21,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.dag_folder import Problem, scan_folders
 from engine.forking import mp_context
 from engine.observability import emit
+
+if TYPE_CHECKING:
+    from engine.store.dags import ParseTotals
 
 log = logging.getLogger(__name__)
 
@@ -199,10 +202,10 @@ class ProcessorReport:
     import_errors: int
     duration: float
     results: list[FileParseResult]
+    #: active DAGs, DAG files and import errors on record after the pass
+    totals: ParseTotals
     #: bad entries of the DAG folders (import errors and warnings), each with its path
     problems: list[Problem] = field(default_factory=list)
-    #: active DAGs, DAG files and import errors on record after the pass
-    totals: Any = None
 
 
 def dag_folders(config: Any) -> list[Path]:

@@ -185,6 +185,26 @@ def test_many_bad_entries_at_once_are_each_reported(dags):
     assert [problem.path for problem in result.warnings] == [str(dags / "sub" / "up")]
 
 
+def _deep_folder(dags: Path) -> Path:
+    """A folder whose DAG file's path is longer than the metastore holds."""
+    deep = dags.joinpath(*["d" * 200] * 5)
+    write_dag(deep / "deep.py", "deep")
+    return deep
+
+
+def test_names_the_metastore_cannot_hold_are_warnings_and_skipped(dags):
+    bad_name = os.fsdecode(b"caf\xe9.py")  # Latin-1 bytes: not valid UTF-8
+    write_dag(dags / bad_name, "latin")
+    write_dag(dags / os.fsdecode(b"dir\xff") / "inside.py", "inside")
+    deep = _deep_folder(dags)
+    result = scan(dags)
+    assert list(result.files) == [(dags / "good.py").resolve()]
+    assert not result.errors
+    assert sorted(problem.path for problem in result.warnings) == sorted(
+        [str(dags / "caf\\xe9.py"), str(dags / "dir\\xff"), str(deep / "deep.py")]
+    )
+
+
 # -- files and folders that vanish while the folder is walked -------------------------
 
 
@@ -327,6 +347,15 @@ def test_bad_entries_are_import_errors_and_every_report_agrees(store, proc_confi
     again = process_folders(store, proc_config)  # nothing changed: nothing parsed
     assert again.files_parsed == 0 and again.totals == report.totals
     assert _errors(store) == errors
+
+
+def test_names_the_metastore_cannot_hold_never_fail_a_pass(store, proc_config, dags):
+    write_dag(dags / os.fsdecode(b"caf\xe9.py"), "latin")
+    _deep_folder(dags)
+    (_deep_folder(dags) / "dangling.py").symlink_to("missing.py")  # an error too long to store
+    report = process_folders(store, proc_config)
+    assert report.totals.dags == 1 and report.totals.import_errors == 0
+    assert len(report.problems) == 3 and not any(problem.is_error for problem in report.problems)
 
 
 def test_an_entry_error_is_written_once_and_cleared_when_fixed(store, proc_config, dags):
