@@ -127,7 +127,6 @@ def standalone(cli: CliContext, grace: float) -> None:
 
     New DAGs start unpaused here, so the example DAGs run at once. Stop with Ctrl-C.
     """
-    from engine.dag_processor import log_new_problems
     from engine.processor import process_folders
     from engine.store.migrate import migrate
 
@@ -136,7 +135,6 @@ def standalone(cli: CliContext, grace: float) -> None:
     if config["core.load_examples"]:
         _ensure_example_pool(cli.store)
     report = process_folders(cli.store, config)
-    log_new_problems(report.problems, set())
     totals = report.totals  # what is on record, whether parsed now or earlier
     click.echo(
         f"loaded {totals.dags} DAGs from {totals.files} files "

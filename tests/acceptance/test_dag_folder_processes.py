@@ -256,7 +256,7 @@ def scrape(url: str) -> dict[str, float]:
 def test_standalone_startup_line_tells_what_is_on_record_every_start(
     store, hostile, process_env, tmp_path
 ):
-    _, errors, _ = hostile
+    _, errors, warnings = hostile
     env = {
         **process_env,
         "DAGWATCH__METRICS__PROMETHEUS_ON": "true",
@@ -275,7 +275,14 @@ def test_standalone_startup_line_tells_what_is_on_record_every_start(
 
             wait_for(gauges_ready, "the import error gauge", standalone)
             samples = scrape(url)
+            entries = [f"DAG folder entry {path}:" for path in [*errors, *warnings]]
+            wait_for(
+                lambda: all(e in standalone.stderr for e in entries),  # noqa: B023
+                "each bad entry logged",
+                standalone,
+            )
             assert standalone.stop() == 0, standalone.stderr
+        assert all(standalone.stderr.count(entry) == 1 for entry in entries), standalone.stderr
         dags, files, errors_on_record = map(int, line.groups())
         assert (dags, files, errors_on_record) == (len(GOOD_DAGS), len(GOOD_DAGS), len(errors))
         assert samples["dagwatch_dag_processing_import_errors"] == errors_on_record
