@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import logging
+import os
 import sys
 import time
 import traceback
@@ -228,9 +229,10 @@ def process_folders(
     started = time.monotonic()
     folders = dag_folders(config)
     scan = scan_folders(folders)
+    entry_errors = {problem.path: problem.reason for problem in scan.errors}
     with store.session() as session:
         known = dag_store.get_file_hashes(session)
-        known_errors = dag_store.get_import_errors(session)
+        known_errors = dag_store.get_import_errors(session, entry_errors)
     todo = [
         (path, digest)
         for path, digest in scan.files.items()
@@ -240,9 +242,8 @@ def process_folders(
         todo,
         timeout=config["core.dag_file_processor_timeout"],
         processes=config["core.parsing_processes"],
-        extra_sys_path=[str(folder) for folder in folders if folder.is_dir()],
+        extra_sys_path=[str(folder) for folder in folders if os.path.isdir(folder)],
     )
-    entry_errors = {problem.path: problem.reason for problem in scan.errors}
     now = now or datetime.now(UTC)
     with store.session() as session:
         dag_store.record_parse_results(

@@ -26,6 +26,7 @@ never the database URL or its password (the body is served without authenticatio
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -136,7 +137,7 @@ def dag_processor_check(store: Any, config: Any, *, clock: Clock = utcnow) -> Ch
     """Changes to DAG files reach the metastore within the grace (see the module doc)."""
     grace = max(3 * float(config["scheduler.min_file_process_interval"]), MIN_PROCESSOR_GRACE)
     folders = dag_folders(config)
-    label_folders = [Path(config["core.dags_folder"]).expanduser().resolve()]
+    label_folders = [Path(os.path.realpath(Path(config["core.dags_folder"]).expanduser()))]
 
     def check() -> tuple[bool, Mapping[str, Any]]:
         try:

@@ -30,9 +30,15 @@ def get_file_hashes(session: Session) -> dict[str, str]:
     return dict(session.execute(select(DagFile.fileloc, DagFile.content_hash)).all())
 
 
-def get_import_errors(session: Session) -> dict[str, str]:
-    """filename -> the import error on record."""
-    return dict(session.execute(select(ImportError_.filename, ImportError_.stacktrace)).all())
+def get_import_errors(session: Session, filenames: Iterable[str]) -> dict[str, str]:
+    """filename -> the import error on record, for these files."""
+    wanted = list(filenames)
+    if not wanted:
+        return {}
+    query = select(ImportError_.filename, ImportError_.stacktrace).where(
+        ImportError_.filename.in_(wanted)
+    )
+    return dict(session.execute(query).all())
 
 
 def record_entry_errors(session: Session, errors: Mapping[str, str], *, now: datetime) -> None:

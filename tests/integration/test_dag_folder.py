@@ -391,3 +391,13 @@ def test_a_known_file_that_turns_unreadable_keeps_its_dags_until_it_reads_again(
         row = next(f for f in dag_store.list_dag_files(session) if f.fileloc == str(good))
     assert not row.has_import_error
     assert row.content_hash == hashlib.sha256(good.read_bytes()).hexdigest()
+
+
+def test_a_dags_folder_that_is_a_looping_link_is_one_import_error(store, config, tmp_path):
+    looping = tmp_path / "looping_dags"
+    looping.symlink_to(looping)
+    loop_config = config.with_overrides(core__load_examples=False, core__dags_folder=str(looping))
+    report = process_folders(store, loop_config)
+    assert _errors(store) == {str(looping): "symbolic link loop (resolving the link never ends)"}
+    assert (report.totals.dags, report.totals.import_errors) == (0, 1)
+    assert _samples(store, loop_config)["dag_processing.import_errors"] == 1
