@@ -1,7 +1,10 @@
 """The DAG processor loop: parse the DAG folders every `min_file_process_interval`.
 
 Runs as a side thread of the scheduler, or alone as `dagwatch dag-processor`. A pass
-only imports files whose content changed, so an idle pass costs a hash per file.
+only imports files whose content changed, so an idle pass costs a read per file. Bad
+entries of the folders (broken links, loops, unreadable files) are logged once each,
+with their path, and never stop the loop; if the thread dies anyway, the process's
+`engine.supervision.ThreadWatch` stops the scheduler with the reason.
 """
 
 from __future__ import annotations
@@ -12,43 +15,57 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
+from engine.dag_folder import Problem
 from engine.exceptions import StoreError
 from engine.processor import ProcessorReport, process_folders
 
 log = logging.getLogger(__name__)
 
+#: Name of the processor's thread inside the scheduler (internal: its death stops it).
+THREAD_NAME = "dagwatch-dag-processor"
+
+
+def log_new_problems(problems: list[Problem], reported: set[Problem]) -> None:
+    """Log each bad entry once while it lasts (`reported` carries over between passes)."""
+    for problem in problems:
+        if problem not in reported:
+            kind = " (recorded as an import error)" if problem.is_error else ""
+            log.warning("DAG folder entry %s%s", problem, kind)
+    reported.clear()
+    reported.update(problems)
+
+
+def describe_pass(report: ProcessorReport) -> str:
+    """One line: what the pass did and what is on record after it."""
+    totals = report.totals
+    return (
+        f"parsed {report.files_parsed} of {report.files_seen} DAG files in "
+        f"{report.duration:.2f} s; on record: {totals.dags} DAGs, {totals.files} files, "
+        f"{totals.import_errors} import errors"
+    )
+
 
 def run_dag_processor(store: Any, config: Any, stop: threading.Event) -> None:
     """Parse, then wait for the interval (or `stop`), until `stop` is set."""
     interval = config["scheduler.min_file_process_interval"]
+    reported: set[Problem] = set()
     while not stop.is_set():
         try:
             report: ProcessorReport = process_folders(store, config)
-        except (SQLAlchemyError, StoreError) as exc:
+        except (SQLAlchemyError, StoreError, OSError) as exc:
+            # The metastore is away, or the system refused a fork or a file handle.
             log.error("DAG processing pass failed, retrying: %s", exc)
         else:
+            log_new_problems(report.problems, reported)
             if report.files_parsed:
-                log.info(
-                    "parsed %d of %d DAG files in %.2f s (%d import errors)",
-                    report.files_parsed,
-                    report.files_seen,
-                    report.duration,
-                    report.import_errors,
-                )
+                log.info("%s", describe_pass(report))
         stop.wait(interval)
 
 
 def start_dag_processor_thread(store: Any, config: Any, stop: threading.Event) -> threading.Thread:
-    """The processor as a daemon thread; if it dies, it stops the scheduler with it."""
-
-    def guarded() -> None:
-        try:
-            run_dag_processor(store, config, stop)
-        except BaseException:
-            log.critical("the DAG processor thread died; stopping", exc_info=True)
-            stop.set()
-            raise
-
-    thread = threading.Thread(target=guarded, name="dag-processor", daemon=True)
+    """The processor as a daemon thread named THREAD_NAME (see the module doc)."""
+    thread = threading.Thread(
+        target=run_dag_processor, args=(store, config, stop), name=THREAD_NAME, daemon=True
+    )
     thread.start()
     return thread

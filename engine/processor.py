@@ -4,7 +4,8 @@ A file is imported in a child forked from a warm server process that has already
 imported dagwatch, so a file costs a fork, not an interpreter start. A child that
 raises, calls `sys.exit`, dies or outlives `core.dag_file_processor_timeout` turns
 into an import error for its file; the processor itself never raises for user code.
-Unchanged files (same content hash) are not imported again.
+Unchanged files (same content hash) are not imported again. Finding the files is
+`engine.dag_folder`'s walk; an entry it cannot read is an import error for its path.
 """
 
 from __future__ import annotations
@@ -21,16 +22,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from engine.dag_folder import Problem, scan_folders
 from engine.forking import mp_context
 from engine.observability import emit
+
+if TYPE_CHECKING:
+    from engine.store.dags import ParseTotals
 
 log = logging.getLogger(__name__)
 
 EXAMPLE_DAGS_FOLDER = Path(__file__).parent / "example_dags"
-#: Files that mention neither word cannot define a DAG; skipping them saves an import.
-_SAFE_MODE_WORDS = (b"dag", b"DAG")
 
 
 @dataclass
@@ -43,31 +46,6 @@ class FileParseResult:
     dags: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
     timed_out: bool = False
-
-
-def file_hash(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def might_contain_dag(path: Path) -> bool:
-    data = path.read_bytes()
-    return any(word in data for word in _SAFE_MODE_WORDS)
-
-
-def find_dag_files(folder: Path) -> list[Path]:
-    """Python files under `folder` (sorted; hidden folders and `__pycache__` skipped)."""
-    if not folder.exists():
-        return []
-    if folder.is_file():
-        return [folder.resolve()]
-    found = []
-    for root, dirs, files in os.walk(folder, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not d.startswith((".", "__pycache__")))
-        for name in sorted(files):
-            path = Path(root, name)
-            if name.endswith(".py") and not name.startswith(".") and might_contain_dag(path):
-                found.append(path.resolve())
-    return found
 
 
 def _module_name(path: Path) -> str:
@@ -215,14 +193,20 @@ def _kill_timed_out(child: _Child, timeout: float) -> FileParseResult:
 
 @dataclass
 class ProcessorReport:
-    """What one pass over the DAG folders did."""
+    """What one pass over the DAG folders did, and what the metastore holds after it."""
 
     files_seen: int
     files_parsed: int
+    #: DAGs in the files imported by this pass
     dags_found: int
+    #: files that failed to import and bad entries met by this pass
     import_errors: int
     duration: float
     results: list[FileParseResult]
+    #: active DAGs, DAG files and import errors on record after the pass
+    totals: ParseTotals
+    #: bad entries of the DAG folders (import errors and warnings), each with its path
+    problems: list[Problem] = field(default_factory=list)
 
 
 def dag_folders(config: Any) -> list[Path]:
@@ -244,33 +228,45 @@ def process_folders(
 
     started = time.monotonic()
     folders = dag_folders(config)
-    files = [path for folder in folders for path in find_dag_files(folder)]
-    hashes = {path: file_hash(path) for path in files}
+    scan = scan_folders(folders)
+    entry_errors = {problem.path: problem.reason for problem in scan.errors}
     with store.session() as session:
         known = dag_store.get_file_hashes(session)
+        known_errors = dag_store.get_import_errors(session, entry_errors)
     todo = [
-        (path, digest) for path, digest in hashes.items() if force or known.get(str(path)) != digest
+        (path, digest)
+        for path, digest in scan.files.items()
+        if force or known.get(str(path)) != digest
     ]
     results = parse_files(
         todo,
         timeout=config["core.dag_file_processor_timeout"],
         processes=config["core.parsing_processes"],
-        extra_sys_path=[str(folder) for folder in folders if folder.is_dir()],
+        extra_sys_path=[str(folder) for folder in folders if os.path.isdir(folder)],
     )
     now = now or datetime.now(UTC)
     with store.session() as session:
         dag_store.record_parse_results(
             session, results, now=now, paused_at_creation=config["core.dags_are_paused_at_creation"]
         )
-        dag_store.forget_missing_files(session, present={str(path) for path in files})
+        dag_store.record_entry_errors(
+            session,
+            {p: why for p, why in entry_errors.items() if force or known_errors.get(p) != why},
+            now=now,
+        )
+        present = {str(path) for path in scan.files} | set(entry_errors)
+        dag_store.forget_missing_files(session, present=present)
+        totals = dag_store.parse_totals(session)
         durations = dag_store.get_parse_durations(session)
     report = ProcessorReport(
-        files_seen=len(files),
+        files_seen=len(scan.files),
         files_parsed=len(results),
         dags_found=sum(len(result.dags) for result in results),
-        import_errors=sum(1 for result in results if result.error),
+        import_errors=sum(1 for result in results if result.error) + len(entry_errors),
         duration=time.monotonic() - started,
         results=results,
+        problems=scan.problems,
+        totals=totals,
     )
     emit.parse_pass(report.duration, results, folders, durations)
     log.debug(

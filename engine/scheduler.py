@@ -20,7 +20,7 @@ from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
-from engine import deps, expansion, hooks, limits, run_creation
+from engine import deps, expansion, hooks, limits, run_creation, supervision
 from engine.exceptions import StoreError
 from engine.executors.base import AttemptEvent, AttemptRequest, CallbackRequest, Executor
 from engine.observability import emit
@@ -775,7 +775,8 @@ class Scheduler:
         self.executor.start()
         for factory in self.registry.services:
             service = factory(self.config, self.store)
-            service.start()
+            with supervision.adopting_threads():  # a service's threads are the scheduler's
+                service.start()
             self._services.append(service)
 
     def run(

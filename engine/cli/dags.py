@@ -69,21 +69,31 @@ def list_import_errors(cli: CliContext, output: str) -> None:
 @output_option
 @pass_cli
 def reserialize(cli: CliContext, force: bool, output: str) -> None:
-    """Parse the DAG folders now and store what was found."""
+    """Parse the DAG folders now and store what was found.
+
+    The DAG, file and import error counts are those on record after the pass (files
+    skipped as unchanged count with what they held); bad entries of the folders are
+    logged with their path.
+    """
+    from engine.dag_processor import log_new_problems
     from engine.processor import process_folders
 
     report = process_folders(cli.store, cli.config, force=force)
+    log_new_problems(report.problems, set())
+    totals = report.totals
     summary = {
         "files_seen": report.files_seen,
         "files_parsed": report.files_parsed,
         "dags_found": report.dags_found,
-        "import_errors": report.import_errors,
+        "dags": totals.dags,
+        "dag_files": totals.files,
+        "import_errors": totals.import_errors,
         "duration_seconds": round(report.duration, 3),
     }
     text = (
-        f"{report.files_seen} files, {report.files_parsed} parsed, "
-        f"{report.dags_found} DAGs, {report.import_errors} import errors "
-        f"in {report.duration:.2f} s"
+        f"{report.files_seen} files, {report.files_parsed} parsed in {report.duration:.2f} s; "
+        f"on record: {totals.dags} DAGs from {totals.files} files, "
+        f"{totals.import_errors} import errors"
     )
     echo_object(summary, output, text)
 

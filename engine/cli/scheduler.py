@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from engine.cli import CliContext, pass_cli
+from engine.exceptions import DagwatchError
 
 log = logging.getLogger(__name__)
 
@@ -26,17 +27,32 @@ def _stop_on_signals(stop: threading.Event) -> None:
 
 
 def run_scheduler(cli: CliContext, *, config: Any, drain: bool, parse: bool, grace: float) -> None:
-    """Take the single-scheduler lock, start the processor thread, run the loop."""
+    """Take the single-scheduler lock, start the processor thread, run the loop.
+
+    If one of the process's own threads dies, the loop stops and this raises with the
+    reason (exit code 1): a supervisor that restarts on failure then restarts it.
+    """
+    from engine.supervision import ThreadWatch
+
+    logging.getLogger().setLevel(config["logging.level"])
+    stop = threading.Event()
+    _stop_on_signals(stop)
+    with ThreadWatch(stop) as watch:
+        _run_watched(cli, config=config, drain=drain, parse=parse, grace=grace, stop=stop)
+    if watch.failure:
+        raise DagwatchError(f"{watch.failure}; the scheduler stopped")
+
+
+def _run_watched(
+    cli: CliContext, *, config: Any, drain: bool, parse: bool, grace: float, stop: threading.Event
+) -> None:
     from engine.dag_processor import start_dag_processor_thread
     from engine.executors import get_executor
     from engine.locks import scheduler_lock
     from engine.observability.service import Telemetry
     from engine.scheduler import Scheduler
 
-    logging.getLogger().setLevel(config["logging.level"])
     store = cli.store
-    stop = threading.Event()
-    _stop_on_signals(stop)
     with scheduler_lock(store):
         telemetry = Telemetry(config, store, serve=True)
         try:
@@ -86,14 +102,21 @@ def dag_processor(cli: CliContext) -> None:
     """Parse the DAG folders every scheduler.min_file_process_interval seconds."""
     from engine.dag_processor import run_dag_processor
     from engine.observability.service import Telemetry
+    from engine.supervision import ThreadWatch, describe_death
 
     stop = threading.Event()
     _stop_on_signals(stop)
-    telemetry = Telemetry(cli.config, cli.store, serve=False)
-    try:
-        run_dag_processor(cli.store, cli.config, stop)
-    finally:
-        telemetry.close()
+    with ThreadWatch(stop) as watch:
+        telemetry = Telemetry(cli.config, cli.store, serve=False)
+        try:
+            run_dag_processor(cli.store, cli.config, stop)
+        except Exception as exc:  # a bug: one line to stderr, the traceback at DEBUG
+            log.debug("the DAG processor died", exc_info=exc)
+            raise DagwatchError(f"{describe_death('dag-processor', exc)}; stopped") from exc
+        finally:
+            telemetry.close()
+    if watch.failure:
+        raise DagwatchError(f"{watch.failure}; the DAG processor stopped")
 
 
 @click.command("standalone")
@@ -112,9 +135,10 @@ def standalone(cli: CliContext, grace: float) -> None:
     if config["core.load_examples"]:
         _ensure_example_pool(cli.store)
     report = process_folders(cli.store, config)
+    totals = report.totals  # what is on record, whether parsed now or earlier
     click.echo(
-        f"loaded {report.dags_found} DAGs from {report.files_seen} files "
-        f"({report.import_errors} import errors)"
+        f"loaded {totals.dags} DAGs from {totals.files} files "
+        f"({totals.import_errors} import errors)"
     )
     run_scheduler(cli, config=config, drain=False, parse=True, grace=grace)
 

@@ -30,6 +30,7 @@ answers, with the configured `scheduler.heartbeat_timeout`, and keeps the histor
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -39,10 +40,11 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select, text
 from sqlalchemy.exc import SQLAlchemyError
 
+from engine.dag_folder import file_hash, find_dag_files
 from engine.exceptions import StoreError
 from engine.observability.collector import Clock, utcnow
 from engine.observability.labels import file_label
-from engine.processor import dag_folders, file_hash, find_dag_files
+from engine.processor import dag_folders
 from engine.store.models import DagFile, Job
 from metrics import Sample
 
@@ -158,7 +160,7 @@ def dag_processor_check(store: Any, config: Any, *, clock: Clock = utcnow) -> Ch
     """Changes to DAG files reach the metastore within the grace (see the module doc)."""
     grace = max(3 * float(config["scheduler.min_file_process_interval"]), MIN_PROCESSOR_GRACE)
     folders = dag_folders(config)
-    label_folders = [Path(config["core.dags_folder"]).expanduser().resolve()]
+    label_folders = [Path(os.path.realpath(Path(config["core.dags_folder"]).expanduser()))]
 
     def check() -> tuple[bool, Mapping[str, Any]]:
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from pathlib import Path, PurePath
 
@@ -11,7 +12,7 @@ def folder_forms(folders: Iterable[Path]) -> tuple[PurePath, ...]:
     forms: dict[PurePath, None] = {}
     for folder in folders:
         forms[PurePath(folder)] = None
-        forms[PurePath(Path(folder).resolve())] = None
+        forms[PurePath(os.path.realpath(folder))] = None  # never raises, even on a loop
     return tuple(forms)
 
 

@@ -1,18 +1,21 @@
 """Reads and writes of what the DAG processor found: files, DAGs, import errors.
 
 A file that breaks keeps its last good DAGs (a typo must not stop schedules); its
-import error is shown until the file parses again. A dag_id claimed by two files is an
+import error is shown until the file parses again. An entry of the DAG folder that
+cannot be read (a broken link, a FIFO, a folder that cannot be listed) is an import
+error too, until it can be read. A dag_id claimed by two files is an
 import error on the file that did not hold it first, naming both files.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from engine.exceptions import NotFound
@@ -30,6 +33,49 @@ def get_file_hashes(session: Session) -> dict[str, str]:
 def get_parse_durations(session: Session) -> dict[str, float]:
     """fileloc -> seconds its last import took (as recorded, whether or not it failed)."""
     return dict(session.execute(select(DagFile.fileloc, DagFile.parse_duration)).all())
+
+
+def get_import_errors(session: Session, filenames: Iterable[str]) -> dict[str, str]:
+    """filename -> the import error on record, for these files."""
+    wanted = list(filenames)
+    if not wanted:
+        return {}
+    query = select(ImportError_.filename, ImportError_.stacktrace).where(
+        ImportError_.filename.in_(wanted)
+    )
+    return dict(session.execute(query).all())
+
+
+def record_entry_errors(session: Session, errors: Mapping[str, str], *, now: datetime) -> None:
+    """Store import errors for entries that could not be read (path -> reason)."""
+    for path, reason in errors.items():
+        _set_import_error(session, path, reason, now)
+    if errors:
+        # A known file that turned unreadable keeps its DAGs; forgetting its hash makes
+        # the first successful read parse it again, which clears the error.
+        session.execute(
+            update(DagFile)
+            .where(DagFile.fileloc.in_(list(errors)))
+            .values(content_hash="", has_import_error=True)
+        )
+
+
+@dataclass(frozen=True)
+class ParseTotals:
+    """What the metastore holds after a pass: the numbers every report shows."""
+
+    dags: int  #: active DAGs
+    files: int  #: DAG files on record
+    import_errors: int  #: import errors on record
+
+
+def parse_totals(session: Session) -> ParseTotals:
+    """Active DAGs, DAG files and import errors on record, in one statement."""
+    dags = select(func.count()).select_from(Dag).where(Dag.is_active).scalar_subquery()
+    files = select(func.count()).select_from(DagFile).scalar_subquery()
+    errors = select(func.count()).select_from(ImportError_).scalar_subquery()
+    row = session.execute(select(dags, files, errors)).one()
+    return ParseTotals(int(row[0]), int(row[1]), int(row[2]))
 
 
 def _owners(

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from engine.processor import find_dag_files, process_folders
+from engine.dag_folder import find_dag_files
+from engine.processor import process_folders
 from engine.store import dags as dag_store
 from engine.store.models import Dag, DagFile
 
