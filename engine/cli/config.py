@@ -36,7 +36,17 @@ def list_(cli: CliContext, output: str) -> None:
 @config.command("get-value")
 @click.argument("section")
 @click.argument("key")
+@click.option(
+    "--reveal",
+    is_flag=True,
+    help="Print a secret value (database URL, Fernet keys, alert routes) in clear, for "
+    "scripts that need it; without it, secrets show as ***.",
+)
 @pass_cli
-def get_value(cli: CliContext, section: str, key: str) -> None:
-    """Print the value of SECTION.KEY (unmasked, for scripts)."""
-    click.echo(cli.config.get(f"{section}.{key}"))
+def get_value(cli: CliContext, section: str, key: str, reveal: bool) -> None:
+    """Print the value of SECTION.KEY; secret values masked as in `config list`
+    unless --reveal."""
+    name = f"{section}.{key}"
+    cli.config.get(name)  # an unknown key is an error naming the keys of its section
+    setting = cli.config.settings[name]
+    click.echo(setting.value if reveal else setting.display_value())

@@ -85,7 +85,8 @@ def test_variables_set_get_list_delete(migrated, home):
     ok("variables", "set", "cfg", '{"a": 1}', "--json", "--secret", env=migrated)
 
     assert ok("variables", "get", "region", env=migrated) == "eu-west-1\n"
-    assert ok("variables", "get", "api_key", env=migrated) == "k-very-secret\n"
+    assert ok("variables", "get", "api_key", env=migrated) == "***\n"
+    assert ok("variables", "get", "api_key", "--reveal", env=migrated) == "k-very-secret\n"
     listing = json.loads(ok("variables", "list", "--output", "json", env=migrated))
     assert listing == [
         {"key": "api_key", "value": "***", "is_secret": True, "description": None},
