@@ -192,9 +192,11 @@ def learn_environment_secrets(environ: Mapping[str, str]) -> None:
 
 def learn_secrets(config: Any, environ: Mapping[str, str] | None = None) -> None:
     """Hide what this process can know without reading a secret on purpose (see the module
-    docstring); `runtime.configure` calls it in every dagwatch process."""
+    docstring), and mask its log handlers; `runtime.configure` calls it in every dagwatch
+    process."""
     learn_config_secrets(config)
     learn_environment_secrets(os.environ if environ is None else environ)
+    install_log_redaction()
 
 
 # --- log records and streams --------------------------------------------------------------
@@ -223,8 +225,12 @@ class RedactingFilter(logging.Filter):
 
 
 def install_log_redaction(logger: logging.Logger | None = None) -> None:
-    """Add a RedactingFilter to every handler of `logger` (the root logger by default)."""
-    for handler in (logger or logging.getLogger()).handlers:
+    """Add a RedactingFilter to every handler of `logger` (the root logger by default),
+    and to the handler of last resort, which prints for a process that set up none."""
+    handlers = list((logger or logging.getLogger()).handlers)
+    if logging.lastResort is not None:
+        handlers.append(logging.lastResort)
+    for handler in handlers:
         if not any(isinstance(f, RedactingFilter) for f in handler.filters):
             handler.addFilter(RedactingFilter())
 
