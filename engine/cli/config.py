@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import click
 
 from engine.cli import CliContext, pass_cli
@@ -49,4 +51,9 @@ def get_value(cli: CliContext, section: str, key: str, reveal: bool) -> None:
     name = f"{section}.{key}"
     cli.config.get(name)  # an unknown key is an error naming the keys of its section
     setting = cli.config.settings[name]
-    click.echo(setting.value if reveal else setting.display_value())
+    if not reveal:
+        click.echo(setting.display_value())
+    elif isinstance(setting.value, dict | list):
+        click.echo(json.dumps(setting.value))  # a table, as scripts can read it
+    else:
+        click.echo(setting.value)

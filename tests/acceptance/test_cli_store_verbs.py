@@ -87,6 +87,8 @@ def test_variables_set_get_list_delete(migrated, home):
     assert ok("variables", "get", "region", env=migrated) == "eu-west-1\n"
     assert ok("variables", "get", "api_key", env=migrated) == "***\n"
     assert ok("variables", "get", "api_key", "--reveal", env=migrated) == "k-very-secret\n"
+    assert ok("variables", "get", "cfg", env=migrated) == "***\n"  # secret by --secret
+    assert ok("variables", "get", "region", "--reveal", env=migrated) == "eu-west-1\n"
     listing = json.loads(ok("variables", "list", "--output", "json", env=migrated))
     assert listing == [
         {"key": "api_key", "value": "***", "is_secret": True, "description": None},
@@ -206,6 +208,32 @@ def test_config_list_masks_secrets_and_shows_sources(cli_env, home):
     assert by_name["core.load_examples"]["source"] == "default"
     assert key not in ok("config", "list", env=env)
     assert ok("config", "get-value", "core", "parallelism", env=env) == "8\n"
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "env_value", "masked"),
+    [
+        ("core", "fernet_key", Fernet.generate_key().decode(), "***"),
+        ("database", "sql_alchemy_conn", "postgresql+psycopg://ops:db-pa55@db/dw",
+         "postgresql+psycopg://ops:***@db/dw"),
+        ("alerts", "routes", json.dumps({"oncall": {"urls": ["json://u:rt-pa55@h/x"]}}),
+         "{oncall: ***}"),
+        ("alerts", "fallback_urls", "slack://T0KEN-A/T0KEN-B/T0KEN-C", "***"),
+    ],
+)  # fmt: skip
+def test_config_get_value_masks_secrets_unless_revealed(cli_env, section, key, env_value, masked):
+    env = {**cli_env, f"DAGWATCH__{section.upper()}__{key.upper()}": env_value}
+
+    shown = ok("config", "get-value", section, key, env=env)
+    revealed = ok("config", "get-value", section, key, "--reveal", env=env)
+
+    assert shown == masked + "\n"
+    assert env_value not in shown
+    if section == "alerts" and key == "routes":
+        assert json.loads(revealed) == json.loads(env_value)  # the table, as JSON
+    else:
+        assert revealed == env_value + "\n"
+    assert "--reveal" in ok("config", "get-value", "--help", env=env)
 
 
 def test_unknown_config_env_var_fails_naming_the_key(cli_env):
