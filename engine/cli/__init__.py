@@ -20,7 +20,7 @@ from engine import hooks
 from engine.cli.usage import Group
 from engine.config import Config, load_config
 from engine.exceptions import DagwatchError
-from engine.masking import install_log_redaction
+from engine.masking import install_log_redaction, redact
 
 if TYPE_CHECKING:
     from engine.store.db import Store
@@ -95,7 +95,7 @@ class _Main(Group):
         try:
             return super().invoke(ctx)
         except DagwatchError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {redact(str(exc))}", err=True)
             sys.exit(1)
 
 

@@ -236,6 +236,22 @@ def test_config_get_value_masks_secrets_unless_revealed(cli_env, section, key, e
     assert "--reveal" in ok("config", "get-value", "--help", env=env)
 
 
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("DAGWATCH__ALERTS__ROUTES", '{"r": {"urls": ["json://u:bad-s3cret@h/x"]'),
+        ("DAGWATCH__ALERTS__ROUTES", '["json://u:bad-s3cret@h/x"]'),
+        ("DAGWATCH__DATABASE__SQL_ALCHEMY_CONN", "postgresql+psycopg://u:bad-s3cret@127.0.0.1:1/x"),
+    ],
+)
+def test_an_error_about_a_secret_value_never_prints_it(cli_env, name, value):
+    result = run_cli("dags", "list", env={**cli_env, name: value})
+
+    line = one_line_error(result, 1)
+    assert name.split("__")[-1].lower() in line or "metastore" in line
+    assert "bad-s3cret" not in result.stdout + result.stderr
+
+
 def test_unknown_config_env_var_fails_naming_the_key(cli_env):
     result = run_cli("config", "list", env={**cli_env, "DAGWATCH__CORE__NOPE": "1"})
 
