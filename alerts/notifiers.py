@@ -81,14 +81,25 @@ def mask_url(url: str) -> None:
     for value in (username, parts.path):
         if value and len(value) >= _TOKEN_LEN:
             secrets.mask_secret(value)
+    for segment in unquote(parts.path).split("/"):  # slack://TokenA/TokenB/TokenC
+        if _looks_like_token(segment):
+            secrets.mask_secret(segment)
     host = parts.netloc.rsplit("@", 1)[-1]
     if len(host) >= _TOKEN_LEN and "." not in host and not host.startswith("localhost"):
         secrets.mask_secret(parts.netloc)  # a key in the host's place (tgram://, discord://)
+        secrets.mask_secret(host)
     for item in parts.query.split("&"):
         key, _, value = item.partition("=")
         if value and (secrets.is_sensitive_key(key) or len(value) >= 3 * _TOKEN_LEN):
             secrets.mask_secret(value)
             secrets.mask_secret(unquote(value))
+
+
+def _looks_like_token(text: str) -> bool:
+    """A URL part that is a key, not a word: long, with digits or mixed case."""
+    if len(text) < _TOKEN_LEN:
+        return False
+    return any(c.isdigit() for c in text) or (text.lower() != text and text.upper() != text)
 
 
 def learn_route_secrets(routes: Iterable[Any], environ: Mapping[str, str] | None = None) -> None:

@@ -160,18 +160,21 @@ def mask_url_password(url: str) -> None:
 
 
 def learn_config_secrets(config: Any) -> None:
-    """Hide the values of secret options given as text (URLs: also their passwords).
+    """Hide the values of secret options given as text: keys whole, URLs by their password
+    (the metastore's URL stays recognisable in logs).
 
-    Options that hold tables (alert routes) are learnt by the plugin that reads them.
+    Notifier URLs (`alerts.routes`, `alerts.fallback_urls`) are learnt, whole and by their
+    tokens, by the alerts plugin that reads them.
     """
     for setting in config.settings.values():
         if not setting.option.secret or not isinstance(setting.value, str):
             continue
         for part in setting.value.split(","):  # comma-separated keys or URLs
             part = part.strip()
-            mask_secret(part)
             if "://" in part:
                 mask_url_password(part)
+            else:
+                mask_secret(part)
 
 
 def learn_environment_secrets(environ: Mapping[str, str]) -> None:

@@ -10,7 +10,7 @@ import pytest
 from alerts import notifiers, plugin
 from alerts.dispatcher import Dispatcher
 from alerts.targets import Target
-from engine import hooks, masking
+from engine import hooks
 from engine.masking import mask_secret, redact
 from tests.alerts.conftest import alert_rows, free_port, raise_alert
 
@@ -50,15 +50,12 @@ def test_route_urls_are_masked_once_the_plugin_is_installed(
     assert all(redact(f"<{secret}>") == "<***>" for secret in secrets)
 
 
-def test_the_fallback_urls_are_masked_from_the_configuration(home):
-    from engine.config import load_config
+def test_the_fallback_urls_are_masked_whole_and_by_their_tokens(config):
+    _install(config, alerts__fallback_urls="json://u:fb-pa55@h/x, slack://T0KEN-AAA/B0KEN-BBB/C")
 
-    config = load_config(
-        {"DAGWATCH_HOME": str(home), "DAGWATCH__ALERTS__FALLBACK_URLS": "json://u:fb-pa55@h/x"}
-    )
-    masking.learn_config_secrets(config)
-
-    assert redact("json://u:fb-pa55@h/x and fb-pa55") == "*** and ***"
+    assert redact("json://u:fb-pa55@h/x or fb-pa55") == "*** or ***"
+    assert redact("posting to slack://T0KEN-AAA/B0KEN-BBB/C") == "posting to ***"
+    assert "B0KEN-BBB" not in redact("/T0KEN-AAA/B0KEN-BBB/")
 
 
 def test_a_title_and_body_are_masked_on_their_way_out(config, receiver):

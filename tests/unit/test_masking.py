@@ -58,9 +58,14 @@ def test_nested_values_are_masked_keys_included_ciphertext_kept():
             ["postgresql+psycopg://u:***@h/d"],
         ),
         (
-            {"DAGWATCH__ALERTS__FALLBACK_URLS": "json://h/x?token=t0k-1, slack://AAAAAAAA/BB"},
-            ["json://h/x?token=t0k-1", "slack://AAAAAAAA/BB"],
+            {"DAGWATCH__DATABASE__SQL_ALCHEMY_CONN": "sqlite:////srv/dagwatch/dagwatch.db"},
             [],
+            ["sqlite:////srv/dagwatch/dagwatch.db"],
+        ),
+        (
+            {"DAGWATCH__ALERTS__FALLBACK_URLS": "json://u:fb-pa55@h/x, mailto://m:fb2-pa55@h"},
+            ["fb-pa55", "fb2-pa55"],
+            ["json://u:***@h/x"],
         ),
         ({"DAGWATCH__METRICS__STATSD_HOST": "statsd.internal"}, [], ["statsd.internal"]),
     ],
