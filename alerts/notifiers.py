@@ -26,9 +26,10 @@ import hashlib
 import json
 import logging
 import os
+import re
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -80,14 +81,43 @@ def mask_url(url: str) -> None:
     for value in (username, parts.path):
         if value and len(value) >= _TOKEN_LEN:
             secrets.mask_secret(value)
+    for segment in unquote(parts.path).split("/"):  # slack://TokenA/TokenB/TokenC
+        if _looks_like_token(segment):
+            secrets.mask_secret(segment)
     host = parts.netloc.rsplit("@", 1)[-1]
     if len(host) >= _TOKEN_LEN and "." not in host and not host.startswith("localhost"):
         secrets.mask_secret(parts.netloc)  # a key in the host's place (tgram://, discord://)
+        secrets.mask_secret(host)
     for item in parts.query.split("&"):
         key, _, value = item.partition("=")
         if value and (secrets.is_sensitive_key(key) or len(value) >= 3 * _TOKEN_LEN):
             secrets.mask_secret(value)
             secrets.mask_secret(unquote(value))
+
+
+def _looks_like_token(text: str) -> bool:
+    """A URL part that is a key, not a word: long, with digits or mixed case."""
+    if len(text) < _TOKEN_LEN:
+        return False
+    return any(c.isdigit() for c in text) or (text.lower() != text and text.upper() != text)
+
+
+def learn_route_secrets(routes: Iterable[Any], environ: Mapping[str, str] | None = None) -> None:
+    """Mask the URLs routes name inline or through `env:VAR` (known without a delivery);
+    a connection's or a config tag's URLs are masked when they are read, before use."""
+    environ = os.environ if environ is None else environ
+    for route in routes:
+        for url in route.target.urls:
+            if url.startswith(ENV_PREFIX):
+                url = environ.get(url[len(ENV_PREFIX) :], "")
+            mask_urls(url)
+
+
+def mask_urls(text: str) -> None:
+    """`mask_url` for each URL of a text holding one or more (Apprise's separators)."""
+    parts = [part for part in re.split(r"[\s,]+", text.strip()) if part]
+    for url in parts if len(parts) > 1 else [text.strip()]:
+        mask_url(url)
 
 
 def connection_urls(connection: Any) -> list[str]:
@@ -155,7 +185,8 @@ def resolve_urls(target: Target, environ: Mapping[str, str] | None = None) -> li
         urls = connection_urls(connection)
         found += [(f"URL #{i} of connection {target.conn_id}", u) for i, u in enumerate(urls, 1)]
     for _, url in found:
-        mask_url(url)
+        secrets.mask_secret(url)
+        mask_urls(url)
     return found
 
 
@@ -233,12 +264,16 @@ def deliver(
     *,
     timeout: float | None = None,
 ) -> Delivery:
-    """Send one notification now; ok only if every channel took it (within the timeout)."""
+    """Send one notification now; ok only if every channel took it (within the timeout).
+
+    The title and body leave this process with every secret it knows masked (the
+    target's own URLs included), whoever composed them."""
     started = time.monotonic()
     try:
         notifier = build_apprise(target, config)
     except (DagwatchError, ValueError, OSError) as exc:
         return Delivery(False, _error_text(str(exc)), time.monotonic() - started)
+    title, body = secrets.redact(title), secrets.redact(body)
     apprise = load_apprise()
     seconds = float(timeout if timeout is not None else config["alerts.delivery_timeout"])
     try:

@@ -9,12 +9,16 @@ from engine.hooks import Registry, TickHook
 
 
 def register(registry: Registry, config: Config) -> None:
-    """Write alerts with the transitions that cause them, check SLAs, run the dispatcher."""
+    """Write alerts with the transitions that cause them, check SLAs, run the dispatcher.
+
+    The routes' notifier URLs are masked in this process from now on, before anything
+    it writes or logs could quote one."""
     if not config["alerts.enabled"]:
         return
-    from alerts import dispatcher, listener, routes, sla
+    from alerts import dispatcher, listener, notifiers, routes, sla
 
     configured = routes.load_routes(config)
+    notifiers.learn_route_secrets(configured.values())
     registry.add_transition_listener(listener.TransitionAlerts(configured, config))
     registry.add_tick_hook(
         TickHook("import_errors", listener.ImportErrorAlerts(configured, config).check, 5.0)

@@ -51,8 +51,9 @@ class Option:
         try:
             value = _PARSERS[self.type](raw)
         except (TypeError, ValueError):
+            shown = MASK if self.secret else repr(raw)  # a secret is never echoed
             raise ConfigError(
-                f"{self.name} = {raw!r} (from {source}) is not a valid {self.type}"
+                f"{self.name} = {shown} (from {source}) is not a valid {self.type}"
             ) from None
         if self.choices and value not in self.choices:
             allowed = ", ".join(self.choices)

@@ -218,8 +218,11 @@ class Connection:
     def from_env(cls, conn_id: str) -> Connection | None:
         """`DAGWATCH_CONN_<ID>`: a URI, or a JSON object of the fields."""
         raw = os.environ.get(f"{ENV_PREFIX}{conn_id.upper()}")
-        if raw is None:
-            return None
+        return None if raw is None else cls.from_env_value(conn_id, raw)
+
+    @classmethod
+    def from_env_value(cls, conn_id: str, raw: str) -> Connection:
+        """The connection a `DAGWATCH_CONN_<ID>` value describes (a URI or a JSON object)."""
         if raw.lstrip().startswith("{"):
             fields = json.loads(raw)
             unknown = sorted(set(fields) - set(_FIELDS))

@@ -24,6 +24,7 @@ from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from engine import masking
 from engine.dag_folder import Problem, scan_folders
 from engine.forking import mp_context
 from engine.observability import emit
@@ -98,7 +99,7 @@ def _parse_in_child(path: str, conn: Connection, extra_sys_path: Sequence[str]) 
         text = "".join(traceback.format_exception(exc))
         if isinstance(exc, SystemExit):
             text = f"the file called sys.exit({exc.code!r}) while being imported\n{text}"
-        conn.send(("error", text))
+        conn.send(("error", masking.redact(text)))  # the secrets the file read are known here
     finally:
         conn.close()
 

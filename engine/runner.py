@@ -258,13 +258,21 @@ class Begun:
 
 @dataclass(frozen=True)
 class Executed:
-    """How the task itself ended, before it is recorded."""
+    """How the task itself ended, before it is recorded.
+
+    Built in the process that ran the task, the only one that knows the secrets the task
+    read: its error is masked here, before it travels to the worker that records it.
+    """
 
     state: TaskState
     error: str | None = None
     timed_out: bool = False
     reschedule_at: datetime | None = None
     skip_task_ids: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        if self.error:
+            object.__setattr__(self, "error", secrets.redact(self.error))
 
 
 def begin_attempt(

@@ -7,8 +7,10 @@ handle passed in (`Variable.get` inside a task) asks `get_config` / `get_store`.
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from engine import masking
 from engine.config import Config, load_config
 
 if TYPE_CHECKING:
@@ -20,12 +22,17 @@ _store: Store | None = None
 _owns_store = False
 
 
-def configure(config: Config, store: Store | None = None) -> None:
+def configure(
+    config: Config, store: Store | None = None, *, environ: Mapping[str, str] | None = None
+) -> None:
     """Use this configuration, and this store (default: one built from it on first use).
 
-    A store kept from before is reused only if it points at the same database.
+    A store kept from before is reused only if it points at the same database. The
+    secrets this process can know from `config` and `environ` (default: os.environ) are
+    masked from now on (`engine.masking.learn_secrets`).
     """
     global _config, _store, _owns_store
+    masking.learn_secrets(config, environ)
     with _lock:
         previous, owned = _store, _owns_store
         _config = config

@@ -11,7 +11,7 @@ libraries under them, are imported by `configure` only when they are switched on
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,10 +66,16 @@ class MetricsSettings:
     strict: bool = False
 
 
-def configure(settings: MetricsSettings, *, environ: Mapping[str, str] | None = None) -> Stats:
+def configure(
+    settings: MetricsSettings,
+    *,
+    environ: Mapping[str, str] | None = None,
+    redact: Callable[[str], str] | None = None,
+) -> Stats:
     """Build the backends that are on, install them behind `metrics.stats`, return them.
 
-    `environ` feeds the OTel backend's OTEL_* variables (default: os.environ). With
+    `environ` feeds the OTel backend's OTEL_* variables (default: os.environ); `redact`
+    masks secrets in custom metrics' names and labels (the engine's masker). With
     Prometheus multiprocess mode, the serving process empties the directory first, so
     call this before starting any worker.
     """
@@ -97,7 +103,11 @@ def configure(settings: MetricsSettings, *, environ: Mapping[str, str] | None = 
             backend.close()
         raise
     configured = Stats(
-        backends, strict=settings.strict, allow=settings.allow_list, block=settings.block_list
+        backends,
+        strict=settings.strict,
+        allow=settings.allow_list,
+        block=settings.block_list,
+        redact=redact,
     )
     stats.install(configured)
     configured.gauge("build_info", 1, tags={"version": _version()})

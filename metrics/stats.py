@@ -11,7 +11,8 @@ Custom metrics (user code in tasks) live under the `custom.` prefix and are othe
 ordinary calls: `stats.incr("custom.rows_loaded", 42, tags={"team": "data"})`. The
 first call fixes the metric's type and label names; any tag key is allowed (sanitised)
 except the run-scoped ones the catalog forbids (run_id, hostname...), and the values go
-through the same guard, so the per-metric cap bounds them too.
+through the same guard, so the per-metric cap bounds them too. Their names and labels are
+user text: a facade given `redact` masks secrets in them before anything else sees them.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import math
 import re
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
 from types import TracebackType
 from typing import Literal, Protocol, TypeVar
@@ -120,11 +121,14 @@ class Stats:
         block: Iterable[str] = (),
         catalog: Catalog = CATALOG,
         guard: Guard | None = None,
+        redact: Callable[[str], str] | None = None,
     ) -> None:
         self.backends: tuple[Backend, ...] = tuple(backends)
         self.strict = strict
         self.catalog = catalog
         self.guard = guard or Guard(allow, block)
+        #: masks secrets in what user code names: custom metrics' names, labels and values
+        self.redact = redact
         self._custom: dict[str, Metric] = {}
         self._logged: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
@@ -227,6 +231,8 @@ class Stats:
 
     def _emit(self, op: Op, name: str, value: object, tags: Tags) -> None:
         try:
+            if self.redact is not None and name.startswith(CUSTOM_PREFIX):
+                name = self.redact(name)
             if not self.guard.allowed(name):
                 return
             metric = self._resolve(op, name, tags)
@@ -272,7 +278,7 @@ class Stats:
 
     def _custom_metric(self, op: Op, name: str, tags: Tags) -> Metric:
         clean = _custom_name(name)
-        labels = tuple(sorted({sanitize_key(key) for key in tags or {}}))
+        labels = tuple(sorted(self._custom_labels(tags or {})))
         with self._lock:
             metric = self._custom.get(clean)
             if metric is None:
@@ -288,7 +294,7 @@ class Stats:
         return metric
 
     def _labels(self, metric: Metric, tags: Tags) -> dict[str, object]:
-        given = {sanitize_key(k): v for k, v in tags.items()} if metric.custom and tags else tags
+        given = self._custom_labels(tags) if metric.custom and tags else tags
         given = given or {}
         unknown = set(given) - set(metric.labels)
         missing = set(metric.labels) - set(given)
@@ -301,6 +307,16 @@ class Stats:
                 raise problem
             self._log_once(metric.name, "labels", str(problem))
         return {label: given.get(label, MISSING) for label in metric.labels}
+
+    def _custom_labels(self, tags: Mapping[str, object]) -> dict[str, object]:
+        """A custom metric's labels: user text, so secrets are masked before sanitising."""
+        redact = self.redact
+        if redact is None:
+            return {sanitize_key(key): value for key, value in tags.items()}
+        return {
+            sanitize_key(redact(str(key))): value if value is None else redact(str(value))
+            for key, value in tags.items()
+        }
 
     def _log_once(self, name: str, kind: str, message: str) -> None:
         with self._lock:

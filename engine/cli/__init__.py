@@ -20,6 +20,7 @@ from engine import hooks
 from engine.cli.usage import Group
 from engine.config import Config, load_config
 from engine.exceptions import DagwatchError
+from engine.masking import install_log_redaction, redact
 
 if TYPE_CHECKING:
     from engine.store.db import Store
@@ -52,7 +53,7 @@ class CliContext:
         config = load_config(self._environ)
         from engine import runtime
 
-        runtime.configure(config)
+        runtime.configure(config, environ=self._environ)
         return config
 
     @cached_property
@@ -94,7 +95,7 @@ class _Main(Group):
         try:
             return super().invoke(ctx)
         except DagwatchError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {redact(str(exc))}", err=True)
             sys.exit(1)
 
 
@@ -107,6 +108,7 @@ def cli(ctx: click.Context) -> None:
         level=os.environ.get("DAGWATCH__LOGGING__LEVEL", "WARNING"),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    install_log_redaction()  # every process the CLI starts logs with secrets masked
 
 
 for _module, _attr in _VERB_GROUPS:

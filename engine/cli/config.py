@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import click
 
 from engine.cli import CliContext, pass_cli
@@ -36,7 +38,22 @@ def list_(cli: CliContext, output: str) -> None:
 @config.command("get-value")
 @click.argument("section")
 @click.argument("key")
+@click.option(
+    "--reveal",
+    is_flag=True,
+    help="Print a secret value (database URL, Fernet keys, alert routes) in clear, for "
+    "scripts that need it; without it, secrets show as ***.",
+)
 @pass_cli
-def get_value(cli: CliContext, section: str, key: str) -> None:
-    """Print the value of SECTION.KEY (unmasked, for scripts)."""
-    click.echo(cli.config.get(f"{section}.{key}"))
+def get_value(cli: CliContext, section: str, key: str, reveal: bool) -> None:
+    """Print the value of SECTION.KEY; secret values masked as in `config list`
+    unless --reveal."""
+    name = f"{section}.{key}"
+    cli.config.get(name)  # an unknown key is an error naming the keys of its section
+    setting = cli.config.settings[name]
+    if not reveal:
+        click.echo(setting.display_value())
+    elif isinstance(setting.value, dict | list):
+        click.echo(json.dumps(setting.value))  # a table, as scripts can read it
+    else:
+        click.echo(setting.value)

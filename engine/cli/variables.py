@@ -9,6 +9,7 @@ import click
 from engine.cli import CliContext, pass_cli
 from engine.cli.output import echo_rows, output_option
 from engine.cli.usage import Group, usage_error
+from engine.config import MASK
 from engine.exceptions import NotFound
 from engine.secrets import is_sensitive_key
 from engine.store.audit import record_audit
@@ -26,9 +27,12 @@ def variables() -> None:
 @variables.command()
 @click.argument("key")
 @click.option("--default", "default", default=None, help="Print this when KEY does not exist.")
+@click.option(
+    "--reveal", is_flag=True, help="Print a secret variable's value in clear (it shows as ***)."
+)
 @pass_cli
-def get(cli: CliContext, key: str, default: str | None) -> None:
-    """Print the value of KEY (from the metastore)."""
+def get(cli: CliContext, key: str, default: str | None, reveal: bool) -> None:
+    """Print the value of KEY (from the metastore); a secret one as *** unless --reveal."""
     with cli.store.session(readonly=True) as session:
         record = get_variable(session, key, config=cli.config)
     if record is None:
@@ -36,7 +40,7 @@ def get(cli: CliContext, key: str, default: str | None) -> None:
             raise NotFound(f"variable {key!r} does not exist")
         click.echo(default)
         return
-    click.echo(record.value)
+    click.echo(MASK if record.is_secret and not reveal else record.value)
 
 
 @variables.command("set")

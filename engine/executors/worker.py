@@ -52,7 +52,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, Pipe
 from typing import Any, NoReturn
 
-from engine import runner
+from engine import masking, runner
 from engine.config import Config
 from engine.executors import leftovers
 from engine.executors.attempt import (
@@ -308,6 +308,7 @@ class Worker:
         code: int | None,
         relayed: list,
     ) -> None:
+        error = masking.redact(error) if error else error  # what this process knows
         self.send(("done", request.ti_id, pid, state, error, code, relayed + self.relay.drain()))
 
     def _fork(self, request: AttemptRequest, dag: Any, begun: runner.Begun | None) -> _Child:
@@ -448,7 +449,7 @@ def _run_task(
             executed = runner.execute_attempt(store, config, dag, begun)[0]
     except BaseException as exc:  # the task's outcome is unknown: report, exit non-zero
         log.exception("attempt of task instance %s failed outside the task", begun.row.id)
-        return 1, (None, f"the attempt process failed: {type(exc).__name__}: {exc}")
+        return 1, (None, _failed_outside(exc))
     return 0, (executed, None)
 
 
@@ -459,5 +460,10 @@ def _run(
         result = runner.run_attempt(store, config, dag, request.ti_id, hostname=hostname())
     except BaseException as exc:  # the attempt could not be recorded: report, exit non-zero
         log.exception("attempt of task instance %s failed outside the task", request.ti_id)
-        return 1, (None, f"the attempt process failed: {type(exc).__name__}: {exc}")
+        return 1, (None, _failed_outside(exc))
     return 0, (result.state.value, result.error)
+
+
+def _failed_outside(exc: BaseException) -> str:
+    """The error an attempt process reports, masked here: its worker knows fewer secrets."""
+    return masking.redact(f"the attempt process failed: {type(exc).__name__}: {exc}")

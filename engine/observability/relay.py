@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from engine import masking
 from engine.observability.settings import metrics_settings
 from metrics import Stats, stats
 from metrics.relay import RelayBackend
@@ -18,5 +19,12 @@ def install_relay(config: Any) -> RelayBackend:
     """Make this process's `metrics.stats` buffer into a relay, with the configured lists."""
     settings = metrics_settings(config, serve=False)
     relay = RelayBackend()
-    stats.install(Stats([relay], allow=settings.allow_list, block=settings.block_list))
+    stats.install(
+        Stats(
+            [relay],
+            allow=settings.allow_list,
+            block=settings.block_list,
+            redact=masking.redact,  # the task's secrets are known only in its process
+        )
+    )
     return relay

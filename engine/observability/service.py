@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import metrics
+from engine import masking
 from engine.exceptions import DagwatchError
 from engine.observability import emit
 from engine.observability.settings import metrics_settings
@@ -33,7 +34,7 @@ class Telemetry:
         self.store = store
         settings = metrics_settings(config, serve=serve)
         try:
-            self.stats = metrics.configure(settings, environ=environ)
+            self.stats = metrics.configure(settings, environ=environ, redact=masking.redact)
         except OSError as exc:  # the port is taken, or the host is not ours
             where = f"{settings.prometheus_host}:{settings.prometheus_port}"
             raise DagwatchError(

@@ -29,6 +29,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+from engine import masking
+
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -59,6 +61,27 @@ class UtcDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class MaskedText(TypeDecorator[str]):
+    """Text that can carry user content (errors, reasons): secrets this process knows are
+    masked as it is written, whichever statement writes it (`engine.masking`)."""
+
+    impl = Text
+    cache_ok = True
+
+    def process_bind_param(self, value: str | None, dialect: Any) -> str | None:
+        return masking.redact(value) if isinstance(value, str) else value
+
+
+class MaskedJSON(TypeDecorator[Any]):
+    """JSON that can carry user content (alert payloads, audit details), masked as written."""
+
+    impl = JSON
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Any) -> Any:
+        return masking.redact_value(value)
 
 
 class Base(DeclarativeBase):
@@ -119,7 +142,7 @@ class ImportError_(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     filename: Mapped[str] = mapped_column(String(1000), unique=True)
     timestamp: Mapped[datetime] = mapped_column(UtcDateTime)
-    stacktrace: Mapped[str] = mapped_column(Text)
+    stacktrace: Mapped[str] = mapped_column(MaskedText)
 
 
 class DagRun(Base):
@@ -225,7 +248,7 @@ class TaskTry(Base):
     hostname: Mapped[str | None] = mapped_column(String(ID_LEN))
     pid: Mapped[int | None] = mapped_column(Integer)
     log_path: Mapped[str | None] = mapped_column(Text)
-    error: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(MaskedText)
 
     __table_args__ = (
         UniqueConstraint("ti_id", "try_number"),
@@ -249,7 +272,7 @@ class StateTransition(Base):
     try_number: Mapped[int | None] = mapped_column(Integer)
     from_state: Mapped[str] = mapped_column(String(20))
     to_state: Mapped[str] = mapped_column(String(20))
-    reason: Mapped[str | None] = mapped_column(Text)
+    reason: Mapped[str | None] = mapped_column(MaskedText)
 
     __table_args__ = (Index("ix_state_transition_dag_id_run_id", "dag_id", "run_id"),)
 
@@ -269,7 +292,7 @@ class CallbackRecord(Base):
     callback: Mapped[str] = mapped_column(String(500))
     status: Mapped[str] = mapped_column(String(20))  # success | failed
     duration: Mapped[float] = mapped_column(Float)
-    error: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(MaskedText)
 
     __table_args__ = (Index("ix_callback_dag_id_run_id", "dag_id", "run_id"),)
 
@@ -368,13 +391,13 @@ class Alert(Base):
     dag_id: Mapped[str | None] = mapped_column(String(ID_LEN))
     run_id: Mapped[str | None] = mapped_column(String(ID_LEN))
     task_id: Mapped[str | None] = mapped_column(String(ID_LEN))
-    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    payload: Mapped[dict[str, Any]] = mapped_column(MaskedJSON, default=dict)
     status: Mapped[str] = mapped_column(String(20))  # pending | sent | failed | suppressed
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime)
     next_attempt_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     sent_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
-    last_error: Mapped[str | None] = mapped_column(Text)
+    last_error: Mapped[str | None] = mapped_column(MaskedText)
     #: route|event|dag|task: repeated alerts of one key within the group window go out as one
     group_key: Mapped[str | None] = mapped_column(String(1000))
     #: how many alerts this delivery stands for (itself and those grouped into it)
@@ -400,7 +423,7 @@ class AlertDelivery(Base):
     at: Mapped[datetime] = mapped_column(UtcDateTime)
     status: Mapped[str] = mapped_column(String(20))  # sent | failed
     latency: Mapped[float] = mapped_column(Float)
-    error: Mapped[str | None] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(MaskedText)
 
     __table_args__ = (Index("ix_alert_delivery_alert_id", "alert_id"),)
 
@@ -434,4 +457,4 @@ class AuditLog(Base):
     dag_id: Mapped[str | None] = mapped_column(String(ID_LEN))
     run_id: Mapped[str | None] = mapped_column(String(ID_LEN))
     task_id: Mapped[str | None] = mapped_column(String(ID_LEN))
-    extra: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    extra: Mapped[dict[str, Any]] = mapped_column(MaskedJSON, default=dict)

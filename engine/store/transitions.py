@@ -3,7 +3,8 @@
 Every state change is a compare-and-set (`UPDATE ... WHERE state = :expected`), checked
 against the state machines of `engine.states`, recorded as a `StateTransition` row and
 announced to the transition listeners, all in the caller's transaction. Nothing else in
-dagwatch may assign `TaskInstance.state` or `DagRun.state` directly.
+dagwatch may assign `TaskInstance.state` or `DagRun.state` directly. A reason can quote a
+task's error: listeners get it with the secrets this process knows masked.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
 
+from engine import masking
 from engine.exceptions import IllegalTransition, StoreError, TransitionConflict
 from engine.states import (
     DAG_RUN_TRANSITIONS,
@@ -116,6 +118,12 @@ def _check_aware(at: datetime) -> None:
         raise ValueError(f"transition time {at!r} is naive; use an aware UTC datetime")
 
 
+def _masked(reason: str | None) -> str | None:
+    """The reason as listeners and the event row see it: secrets of this process masked
+    (an alert payload quotes it; the column masks too, for any other writer)."""
+    return masking.redact(reason) if reason else reason
+
+
 def _extra_values(model: type[Any], values: Mapping[str, Any] | None) -> dict[str, Any]:
     """Other columns to set with the state (start_date, try_number, ...); never id or state."""
     values = dict(values or {})
@@ -202,6 +210,7 @@ def transition_task_instances(
     if not task_transition_allowed(expected, to):
         raise _illegal(TASK_INSTANCE, expected, to, TASK_TRANSITIONS[to])
     _check_aware(at)
+    reason = _masked(reason)
     extra = _extra_values(TaskInstance, values)
     ids = list(dict.fromkeys(ti_ids))
     if not ids:
@@ -272,6 +281,7 @@ def transition_dag_run(
     if not dag_run_transition_allowed(expected, to):
         raise _illegal(DAG_RUN, expected, to, DAG_RUN_TRANSITIONS[to])
     _check_aware(at)
+    reason = _masked(reason)
     extra = _extra_values(DagRun, values)
     with session.begin_nested():
         statement = (

@@ -85,7 +85,10 @@ def test_variables_set_get_list_delete(migrated, home):
     ok("variables", "set", "cfg", '{"a": 1}', "--json", "--secret", env=migrated)
 
     assert ok("variables", "get", "region", env=migrated) == "eu-west-1\n"
-    assert ok("variables", "get", "api_key", env=migrated) == "k-very-secret\n"
+    assert ok("variables", "get", "api_key", env=migrated) == "***\n"
+    assert ok("variables", "get", "api_key", "--reveal", env=migrated) == "k-very-secret\n"
+    assert ok("variables", "get", "cfg", env=migrated) == "***\n"  # secret by --secret
+    assert ok("variables", "get", "region", "--reveal", env=migrated) == "eu-west-1\n"
     listing = json.loads(ok("variables", "list", "--output", "json", env=migrated))
     assert listing == [
         {"key": "api_key", "value": "***", "is_secret": True, "description": None},
@@ -205,6 +208,48 @@ def test_config_list_masks_secrets_and_shows_sources(cli_env, home):
     assert by_name["core.load_examples"]["source"] == "default"
     assert key not in ok("config", "list", env=env)
     assert ok("config", "get-value", "core", "parallelism", env=env) == "8\n"
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "env_value", "masked"),
+    [
+        ("core", "fernet_key", Fernet.generate_key().decode(), "***"),
+        ("database", "sql_alchemy_conn", "postgresql+psycopg://ops:db-pa55@db/dw",
+         "postgresql+psycopg://ops:***@db/dw"),
+        ("alerts", "routes", json.dumps({"oncall": {"urls": ["json://u:rt-pa55@h/x"]}}),
+         "{oncall: ***}"),
+        ("alerts", "fallback_urls", "slack://T0KEN-A/T0KEN-B/T0KEN-C", "***"),
+    ],
+)  # fmt: skip
+def test_config_get_value_masks_secrets_unless_revealed(cli_env, section, key, env_value, masked):
+    env = {**cli_env, f"DAGWATCH__{section.upper()}__{key.upper()}": env_value}
+
+    shown = ok("config", "get-value", section, key, env=env)
+    revealed = ok("config", "get-value", section, key, "--reveal", env=env)
+
+    assert shown == masked + "\n"
+    assert env_value not in shown
+    if section == "alerts" and key == "routes":
+        assert json.loads(revealed) == json.loads(env_value)  # the table, as JSON
+    else:
+        assert revealed == env_value + "\n"
+    assert "--reveal" in ok("config", "get-value", "--help", env=env)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("DAGWATCH__ALERTS__ROUTES", '{"r": {"urls": ["json://u:bad-s3cret@h/x"]'),
+        ("DAGWATCH__ALERTS__ROUTES", '["json://u:bad-s3cret@h/x"]'),
+        ("DAGWATCH__DATABASE__SQL_ALCHEMY_CONN", "postgresql+psycopg://u:bad-s3cret@127.0.0.1:1/x"),
+    ],
+)
+def test_an_error_about_a_secret_value_never_prints_it(cli_env, name, value):
+    result = run_cli("dags", "list", env={**cli_env, name: value})
+
+    line = one_line_error(result, 1)
+    assert name.split("__")[-1].lower() in line or "metastore" in line
+    assert "bad-s3cret" not in result.stdout + result.stderr
 
 
 def test_unknown_config_env_var_fails_naming_the_key(cli_env):

@@ -136,7 +136,7 @@ def test_bad_env_values_name_key_value_and_what_is_allowed(environ, variable, ra
     [
         ("[core]\nparallelism = true\n", "core.parallelism = True"),
         ("[core]\nparallelism = 2.5\n", "core.parallelism = 2.5"),
-        ("[core]\nfernet_key = false\n", "core.fernet_key = False"),
+        ("[core]\nfernet_key = false\n", "core.fernet_key = ***"),  # a secret: never echoed
         ("[core]\ndags_folder = ['a']\n", "core.dags_folder = ['a']"),
     ],
 )
