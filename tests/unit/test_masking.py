@@ -12,6 +12,7 @@ import pytest
 
 from engine import masking
 from engine.config import load_config
+from engine.dag_folder import file_hash
 from engine.masking import (
     learn_config_secrets,
     learn_environment_secrets,
@@ -20,7 +21,7 @@ from engine.masking import (
     redact,
     redact_value,
 )
-from engine.processor import file_hash, parse_files
+from engine.processor import parse_files
 from engine.runner import Executed
 from engine.states import TaskState
 from metrics import Stats
