@@ -271,6 +271,8 @@ class LocalExecutor:
         )
         if attempt.killed:
             error += f" ({attempt.killed})"
+        if worker.ended:
+            error += f"; {worker.ended}"
         self._events.append(self._event(attempt, None, error, code, attempt.pid))
 
     # -- attempts --------------------------------------------------------------------
