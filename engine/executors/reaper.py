@@ -67,11 +67,20 @@ def child_pids() -> list[int]:
         threads = os.listdir("/proc/self/task")
     except OSError:
         return children
-    for tid in threads:
+    for tid in threads:  # raw reads: every attempt ends with one look, usually at nothing
         try:
-            children += map(int, Path(f"/proc/self/task/{tid}/children").read_text().split())
-        except (OSError, ValueError):
+            fd = os.open(f"/proc/self/task/{tid}/children", os.O_RDONLY)
+        except OSError:  # the thread ended meanwhile
             continue
+        try:
+            data = b""
+            while chunk := os.read(fd, 1 << 16):
+                data += chunk
+            children += map(int, data.split())
+        except (OSError, ValueError):
+            pass
+        finally:
+            os.close(fd)
     return children
 
 
