@@ -13,6 +13,14 @@ Stopping an attempt sends its worker the reason; the process group running the a
 then gets SIGTERM (from the worker that forked it, or from here when the worker runs it
 itself), and SIGKILL from here `kill_grace` s later.
 
+Nothing an attempt started outlives it (`engine.executors.reaper`): the process that
+supervises it (its worker or attempt process) kills what the task left running before
+the outcome is recorded, and when that process dies the next one up (the worker, or the
+template for a dead worker) kills the rest before it reports the death. So a lost event
+leaves here only once nothing of the attempt runs, and the scheduler's retry (or
+failure) of it never overlaps it. The tree kills here are a second line, for a template
+that is gone.
+
 Attempts beyond `parallelism` are held here in FIFO order and started as slots free up.
 `end()` drops the held ones: their task instances stay `queued`, and the scheduler's
 start-up recovery resets queued task instances that no executor is running.

@@ -4,15 +4,18 @@ Workers are forked from the executor's template (`engine.executors.template`), s
 starts with a metastore engine whose statement cache is warm; a worker keeps the DAG
 files it imported (by version, least recently used dropped). It leads its own process
 group, apart from the scheduler: killing it, or an attempt in it, harms neither the
-scheduler nor other workers. How it isolates attempts is `core.attempt_isolation`:
+scheduler nor other workers. It is the child subreaper of what its attempts start
+(`engine.executors.reaper`): whatever an attempt left running, however it detached, is
+killed and reaped before the attempt's outcome is recorded, so a retry never starts
+beside it. How it isolates attempts is `core.attempt_isolation`:
 
 `worker` (the default): the worker runs the attempt itself, through `run_attempt`. An
 attempt so costs no fork, no page copies and no process exit: about half the CPU of a
 forked one (README, Benchmarks). Before an attempt it notes what a task could leave
 changed (`engine.executors.leftovers`: environment, working directory, signal handlers,
 threads and child processes still running, memory); a worker that finds a change after
-the attempt, or whose attempt was stopped, failed outside the task or was its
-`core.worker_max_attempts`th, exits, and a fresh one from the template serves the next
+the attempt, that had to kill processes the attempt left, or whose attempt was stopped,
+failed outside the task or was its `core.worker_max_attempts`th, exits, and a fresh one from the template serves the next
 attempt. SIGTERM from the executor raises inside the task, as in a process of its own.
 
 `process`: for each attempt it forks a child that leads its own process group and runs
