@@ -270,7 +270,10 @@ class LocalExecutor:
         attempt = worker.attempt
         if attempt is None:
             return
-        if attempt.pid is not None:  # orphaned now: nobody else would stop it
+        # An exit code means the template reaped the worker and killed and reaped all it
+        # left, so those pids may be anyone's by now; without one, the template is gone
+        # and did not: kill what can still be found from the attempt's pid.
+        if attempt.pid is not None and code is None:
             kill_group(attempt.pid, signal.SIGKILL, tree=True)
         del self._running[attempt.request.ti_id]
         error = (

@@ -15,8 +15,9 @@ forked one (README, Benchmarks). Before an attempt it notes what a task could le
 changed (`engine.executors.leftovers`: environment, working directory, signal handlers,
 threads and child processes still running, memory); a worker that finds a change after
 the attempt, that had to kill processes the attempt left, or whose attempt was stopped,
-failed outside the task or was its `core.worker_max_attempts`th, exits, and a fresh one from the template serves the next
-attempt. SIGTERM from the executor raises inside the task, as in a process of its own.
+failed outside the task or was its `core.worker_max_attempts`th, exits, and a fresh one
+from the template serves the next attempt. SIGTERM from the executor raises inside the
+task, as in a process of its own.
 
 `process`: for each attempt it forks a child that leads its own process group and runs
 the task, so every attempt starts from the worker's state as it was, module globals
