@@ -34,9 +34,12 @@ import pytest
 from engine import api, runtime
 from engine import scheduler as scheduler_module
 from engine.executors import get_executor
+from engine.executors.base import AttemptRequest
+from engine.executors.local import LocalExecutor
 from engine.processor import process_folders
 from engine.scheduler import Scheduler
-from engine.store import runs
+from engine.states import TaskState
+from engine.store import runs, transitions
 
 #: The processes below a task's own: role -> how it detaches.
 CHILDREN = {
@@ -189,13 +192,12 @@ class Ledger:
             if line.try_number == try_number and line.kind == "start"
         }
 
-    def running(self, *, spare_task: bool = False) -> set[tuple[int, str]]:
-        """(pid, role) of the ledger's processes still running. The `task` role of a
-        PythonOperator is its attempt process, a worker that lives on (`spare_task`)."""
+    def running(self) -> set[tuple[int, str]]:
+        """(pid, role) of the ledger's processes still running: those whose command line
+        names the ledger. Not the `task` of a PythonOperator: that is the attempt process
+        (a worker, or its fork), which the executor's own tests follow."""
         found = set()
         for line in self.lines():
-            if spare_task and line.role == "task":
-                continue
             if _running(line.pid, str(self.path)):
                 found.add((line.pid, line.role))
         return found
@@ -291,6 +293,22 @@ def task_instance(store, run_id: str):
     return ti
 
 
+def queued_request(store, tree_config, run_id: str) -> AttemptRequest:
+    """Queue the run's task instance as the scheduler would: the executor's request."""
+    ti = task_instance(store, run_id)
+    now = datetime.now(UTC)
+    with store.session() as session:
+        for before, after in (
+            (TaskState.NONE, TaskState.SCHEDULED),
+            (TaskState.SCHEDULED, TaskState.QUEUED),
+        ):
+            transitions.transition_task_instances(
+                session, [ti.id], expected=before, to=after, at=now
+            )
+    fileloc = str(tree_config["core.dags_folder"] / "tree.py")
+    return AttemptRequest(ti.id, "tree", run_id, "t", fileloc)
+
+
 def tries(store, run_id: str) -> list[tuple[int, str]]:
     with store.session() as session:
         return [(t.try_number, t.state) for t in runs.list_tries(session, "tree", run_id)]
@@ -333,7 +351,7 @@ def assert_retried_apart(store, run_id: str, ledger: Ledger, operator: str) -> N
     assert tries(store, run_id) == [(1, "up_for_retry"), (2, "success")]
     assert ledger.started(1) == ROLES
     ledger.assert_tries_apart([1, 2])
-    assert ledger.running(spare_task=operator == "python") == set()
+    assert ledger.running() == set()
 
 
 OPERATORS = ["bash", "python"]
@@ -361,6 +379,37 @@ class TestKilledAttempt:
         assert failure is None, failure
         assert killed
         assert_retried_apart(store, run_id, ledger, operator)
+
+    def test_the_lost_event_comes_once_nothing_of_the_attempt_runs(
+        self, store, tree_config, tree_dag, ledger, operator, isolation
+    ):
+        """The executor alone: when it reports the attempt lost (which fails or retries
+        its task instance), not one of the attempt's processes is still running."""
+        run_id = tree_dag(operator)
+        config = tree_config.with_overrides(core__attempt_isolation=isolation)
+        executor = LocalExecutor(config, parallelism=1)
+        executor.start()
+        try:
+            executor.queue([queued_request(store, tree_config, run_id)])
+            deadline = time.monotonic() + 45
+            while ledger.started(1) != ROLES:
+                assert time.monotonic() < deadline, ledger.started(1)
+                executor.wait(0.05)
+            attempt = task_instance(store, run_id).pid
+            os.kill(attempt, signal.SIGKILL)
+            events: list = []
+            while not events:
+                assert time.monotonic() < deadline + 30, "no event"
+                executor.wait(0.5)
+                events = executor.collect()
+            running = ledger.running()
+        finally:
+            executor.end(grace=0)
+        (event,) = events
+        assert event.lost and event.pid == attempt and event.exit_code == -9
+        assert running == set(), running
+        if isolation == "worker":  # the template killed them, and says so
+            assert "killed" in event.error and "process(es) it left running" in event.error
 
 
 @pytest.mark.parametrize("isolation", ISOLATIONS)
@@ -455,7 +504,7 @@ class TestSchedulerShutdown:
                 first.kill()
                 first.communicate()
         assert first.returncode == 0, err
-        assert ledger.running() == set()  # the worker is gone too: `task` included
+        assert ledger.running() == set()
         second = start_scheduler(env, "--drain")
         _out, err = second.communicate(timeout=120)
         assert second.returncode == 0, err
