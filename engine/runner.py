@@ -367,13 +367,17 @@ def run_attempt(
     clock: Clock = utcnow,
     hostname: str | None = None,
     pid: int | None = None,
+    end_processes: Callable[[], object] | None = None,
 ) -> AttemptResult:
-    """Run the queued task instance `ti_id` once, in this process, and record the outcome."""
+    """Run the queued task instance `ti_id` once, in this process, and record the outcome;
+    `end_processes` ends what the task left running before the outcome is recorded."""
     begun = begin_attempt(
         store, config, ti_id, clock=clock, hostname=hostname, pid=pid or os.getpid()
     )
     with attempt_logging(begun.path):
         executed, task, ti, context = execute_attempt(store, config, dag, begun, clock=clock)
+        if end_processes is not None:  # no retry may start beside what this try started
+            end_processes()
         result = finish_attempt(store, dag, begun, executed, clock=clock, task=task)
         context["exception"] = executed.error
         _after_callbacks(store, task, result, context, ti)

@@ -18,7 +18,8 @@ import os
 import signal
 import threading
 from dataclasses import dataclass
-from pathlib import Path
+
+from engine.executors.reaper import child_pids
 
 #: Growth of the resident set (bytes) over the worker's first attempt that retires it.
 MEMORY_GROWTH_LIMIT = 256 * 1024 * 1024
@@ -38,21 +39,6 @@ def resident_bytes() -> int:
             return int(statm.read().split()[1]) * _PAGE
     except (OSError, IndexError, ValueError):
         return 0
-
-
-def child_pids() -> list[int]:
-    """This process's children (any thread's), from /proc."""
-    children: list[int] = []
-    try:
-        threads = os.listdir("/proc/self/task")
-    except OSError:
-        return children
-    for tid in threads:
-        try:
-            children += map(int, Path(f"/proc/self/task/{tid}/children").read_text().split())
-        except (OSError, ValueError):
-            continue
-    return children
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,14 @@ Stopping an attempt sends its worker the reason; the process group running the a
 then gets SIGTERM (from the worker that forked it, or from here when the worker runs it
 itself), and SIGKILL from here `kill_grace` s later.
 
+Nothing an attempt started outlives it (`engine.executors.reaper`): the process that
+supervises it (its worker or attempt process) kills what the task left running before
+the outcome is recorded, and when that process dies the next one up (the worker, or the
+template for a dead worker) kills the rest before it reports the death. So a lost event
+leaves here only once nothing of the attempt runs, and the scheduler's retry (or
+failure) of it never overlaps it. The tree kills here are a second line, for a template
+that is gone.
+
 Attempts beyond `parallelism` are held here in FIFO order and started as slots free up.
 `end()` drops the held ones: their task instances stay `queued`, and the scheduler's
 start-up recovery resets queued task instances that no executor is running.
@@ -262,7 +270,10 @@ class LocalExecutor:
         attempt = worker.attempt
         if attempt is None:
             return
-        if attempt.pid is not None:  # orphaned now: nobody else would stop it
+        # An exit code means the template reaped the worker and killed and reaped all it
+        # left, so those pids may be anyone's by now; without one, the template is gone
+        # and did not: kill what can still be found from the attempt's pid.
+        if attempt.pid is not None and code is None:
             kill_group(attempt.pid, signal.SIGKILL, tree=True)
         del self._running[attempt.request.ti_id]
         error = (
@@ -271,6 +282,8 @@ class LocalExecutor:
         )
         if attempt.killed:
             error += f" ({attempt.killed})"
+        if worker.ended:
+            error += f"; {worker.ended}"
         self._events.append(self._event(attempt, None, error, code, attempt.pid))
 
     # -- attempts --------------------------------------------------------------------

@@ -5,7 +5,8 @@ executor starts from the forkserver; each worker talks to the executor over its 
 socket pair, whose far end the executor hands to the template with the spawn request.
 Workers are spawned on demand (a fork of the warm template costs milliseconds), so a
 chain of tasks keeps one worker busy instead of `parallelism` idle. A worker is gone once
-its connection closed and the template reported its exit code (or a second later, or at
+its connection closed and the template reported its exit code, which it does once it has
+killed whatever the worker's attempt left running (or `EXIT_REPORT_WAIT` s later, or at
 once if the template is gone: then the code is unknown). After a worker died young, the
 next spawn waits `respawn_delay`, so a crash loop cannot spin.
 """
@@ -22,13 +23,15 @@ from multiprocessing.connection import wait as wait_for
 from multiprocessing.reduction import send_handle
 from typing import Any
 
+from engine.executors import reaper
 from engine.executors.attempt import ConfigPayload
 from engine.executors.template import template_main
 from engine.forking import kill_group, mp_context
 
 log = logging.getLogger(__name__)
-#: seconds to wait for the template's report of a worker's exit code
-EXIT_REPORT_WAIT = 1.0
+#: seconds to wait for the template's report of a worker's exit code: it reports once
+#: it ended what the worker left (bounded by `reaper.END_TIMEOUT`)
+EXIT_REPORT_WAIT = reaper.END_TIMEOUT + 1.0
 
 
 @dataclass
@@ -44,6 +47,8 @@ class WorkerHandle:
     idle_since: float = 0.0
     retiring: bool = False  #: asked to exit
     closed_at: float | None = None  #: when its connection closed
+    #: what the template had to kill of what the worker left running, once it is gone
+    ended: str | None = None
 
     @property
     def available(self) -> bool:
@@ -63,7 +68,8 @@ class WorkerPool:
         self._template: Any = None  #: its process
         self._tconn: Any = None  #: and our connection to it
         self._unforked: deque[WorkerHandle] = deque()  #: spawn requests not yet answered
-        self._codes: dict[int, int] = {}  #: exit codes reported for workers not yet gone
+        #: (exit code, what the template ended) reported for workers not yet gone
+        self._codes: dict[int, tuple[int, str | None]] = {}
         self._respawn_at = 0.0
 
     # -- spawning --------------------------------------------------------------------
@@ -154,7 +160,7 @@ class WorkerPool:
                 if message[0] == "spawned" and self._unforked:
                     self._unforked.popleft().pid = message[1]
                 elif message[0] == "exited":
-                    self._codes[message[1]] = message[2]
+                    self._codes[message[1]] = (message[2], message[3])
         except (EOFError, OSError):
             pass  # it died: `_ensure_template` replaces it when a worker is needed
 
@@ -171,7 +177,7 @@ class WorkerPool:
                 continue
             self.workers.remove(worker)
             worker.conn.close()
-            code = self._codes.pop(worker.pid, None)
+            code, worker.ended = self._codes.pop(worker.pid, (None, None))
             gone.append((worker, code))
             asked = worker.retiring and code in (0, None)  # it exited as asked or announced
             if now - worker.spawned < self.respawn_delay and not asked:

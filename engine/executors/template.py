@@ -9,8 +9,13 @@ It runs no user code: DAG files are imported by the workers.
 Messages on the template's connection (tuples):
   executor → template: ("spawn",) then, as SCM_RIGHTS, the worker's end of its socket pair
                      | ("exit",)
-  template → executor: ("spawned", pid) | ("exited", pid, exit_code)
-Workers outlive the template if it dies; only their exit codes are then unknown.
+  template → executor: ("spawned", pid) | ("exited", pid, exit_code, what it ended)
+The template is the workers' child subreaper (`engine.executors.reaper`): what a worker's
+attempt started and left running when the worker died (SIGKILL, a hard timeout) is
+re-parented to it, and it kills and reaps all of that before it reports the worker's
+exit, so the executor never reports a lost attempt while any of its processes runs. On
+("exit",) it ends whatever is left. Workers outlive the template if it dies (the executor
+is gone); only their exit codes are then unknown.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from typing import NoReturn
 
 from engine import runtime
 from engine.config import Config
-from engine.executors import warmup
+from engine.executors import reaper, warmup
 from engine.executors.attempt import ConfigPayload, config_from_payload, extend_sys_path
 from engine.executors.worker import serve_worker
 from engine.store.db import Store
@@ -39,6 +44,7 @@ _POLL_MS = 500
 def template_main(payload: ConfigPayload, conn: Connection, max_files: int) -> None:
     """Template entry point: warm up once, then fork workers until told to exit."""
     os.setpgrp()  # signals for the scheduler's terminal group are not for it
+    reaper.become_subreaper()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the executor stops it
     config = config_from_payload(payload)
     store = Store.from_config(config)
@@ -79,9 +85,10 @@ class _Template:
         """Handle one message; False when the template should exit."""
         try:
             message = self.conn.recv()
-        except (EOFError, OSError):  # the executor is gone
+        except (EOFError, OSError):  # the executor is gone: let the workers finish
             return False
         if message[0] != "spawn":
+            reaper.end_children()  # the executor stopped (or killed) every worker first
             return False
         fd = recv_handle(self.conn)
         pid = os.fork()
@@ -121,7 +128,9 @@ class _Template:
                 self.poller.unregister(pidfd)
                 os.close(pidfd)
                 del self.pidfds[pidfd]
-        self._send(("exited", pid, os.waitstatus_to_exitcode(status)))
+        # What the dead worker's attempt left running was re-parented here: end it first.
+        ended = reaper.end_children(spare=set(self.pidfds.values()) | self.unwatched)
+        self._send(("exited", pid, os.waitstatus_to_exitcode(status), ended.describe()))
 
     def _send(self, message: tuple) -> None:
         try:

@@ -4,16 +4,20 @@ Workers are forked from the executor's template (`engine.executors.template`), s
 starts with a metastore engine whose statement cache is warm; a worker keeps the DAG
 files it imported (by version, least recently used dropped). It leads its own process
 group, apart from the scheduler: killing it, or an attempt in it, harms neither the
-scheduler nor other workers. How it isolates attempts is `core.attempt_isolation`:
+scheduler nor other workers. It is the child subreaper of what its attempts start
+(`engine.executors.reaper`): whatever an attempt left running, however it detached, is
+killed and reaped before the attempt's outcome is recorded, so a retry never starts
+beside it. How it isolates attempts is `core.attempt_isolation`:
 
 `worker` (the default): the worker runs the attempt itself, through `run_attempt`. An
 attempt so costs no fork, no page copies and no process exit: about half the CPU of a
 forked one (README, Benchmarks). Before an attempt it notes what a task could leave
 changed (`engine.executors.leftovers`: environment, working directory, signal handlers,
 threads and child processes still running, memory); a worker that finds a change after
-the attempt, or whose attempt was stopped, failed outside the task or was its
-`core.worker_max_attempts`th, exits, and a fresh one from the template serves the next
-attempt. SIGTERM from the executor raises inside the task, as in a process of its own.
+the attempt, that had to kill processes the attempt left, or whose attempt was stopped,
+failed outside the task or was its `core.worker_max_attempts`th, exits, and a fresh one
+from the template serves the next attempt. SIGTERM from the executor raises inside the
+task, as in a process of its own.
 
 `process`: for each attempt it forks a child that leads its own process group and runs
 the task, so every attempt starts from the worker's state as it was, module globals
@@ -54,7 +58,7 @@ from typing import Any, NoReturn
 
 from engine import masking, runner
 from engine.config import Config
-from engine.executors import leftovers
+from engine.executors import leftovers, reaper
 from engine.executors.attempt import (
     DagCache,
     StopHandler,
@@ -90,6 +94,7 @@ _inherited_pools: list[Any] = []
 def serve_worker(conn: Connection, store: Store, config: Config, max_files: int) -> None:
     """A worker's life, in a process just forked from the template."""
     os.setpgrp()  # its own group: killing it (and what it spawned) spares its siblings
+    reaper.become_subreaper()  # what its attempts start stays its own, however it detaches
     worker = Worker(conn, store, config, DagCache(max_files), install_relay(config))
     worker.send(("ready",))
     worker.serve()
@@ -244,14 +249,19 @@ class Worker:
                 return refused.value if refused else None, error, 0, None
             self._memory_baseline = self._memory_baseline or leftovers.resident_bytes()
             marks = leftovers.Marks.take()
+            ended: list[reaper.Ended] = []
             result = runner.run_attempt(
-                self.store, self.config, dag, request.ti_id, hostname=hostname(), pid=pid
-            )
+                self.store, self.config, dag, request.ti_id, hostname=hostname(), pid=pid,
+                end_processes=lambda: ended.append(end_left_processes()),
+            )  # fmt: skip
         except BaseException as exc:  # the outcome is unknown: report it, let a fresh worker on
             log.exception("attempt of task instance %s failed outside the task", request.ti_id)
             error = f"the attempt failed in its worker: {type(exc).__name__}: {exc}"
             return None, error, 1, "the attempt failed outside the task"
-        return result.state.value, result.error, 0, marks.changes(self._memory_baseline)
+        # A worker that had to kill children retires too: the task's objects for them (a
+        # Popen it never waited for) would act on their pids once recycled.
+        found = [ended[0].describe() if ended else None, marks.changes(self._memory_baseline)]
+        return result.state.value, result.error, 0, "; ".join(filter(None, found)) or None
 
     def _why_retire(self, stop: StopHandler, changes: str | None) -> str | None:
         """Why this worker must not run another attempt, if it must not."""
@@ -297,6 +307,7 @@ class Worker:
         self.send(("started", request.ti_id, child.pid))
         child.stop.send("go")
         code = self._supervise(request, child)
+        end_left_processes()  # those the attempt process left to this worker as it exited
         return code, child.outcome()
 
     def _done(
@@ -392,6 +403,15 @@ class _StopReasons:
         return reason
 
 
+def end_left_processes() -> reaper.Ended:
+    """Kill and reap what an attempt left running (all this process's children: a worker
+    or attempt process starts none of its own), saying so in the attempt's log."""
+    ended = reaper.end_children()
+    if ended.killed or ended.alive:
+        log.warning("the attempt's processes were ended: %s", ended.describe())
+    return ended
+
+
 def _pidfd(pid: int) -> int | None:
     try:
         return os.pidfd_open(pid)
@@ -414,6 +434,7 @@ def _attempt_child(
     code = 1
     try:
         os.setpgrp()
+        reaper.become_subreaper()
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, StopHandler(stop))
         if stop.recv() != "go":
@@ -447,6 +468,7 @@ def _run_task(
     try:
         with runner.attempt_logging(begun.path):
             executed = runner.execute_attempt(store, config, dag, begun)[0]
+            end_left_processes()
     except BaseException as exc:  # the task's outcome is unknown: report, exit non-zero
         log.exception("attempt of task instance %s failed outside the task", begun.row.id)
         return 1, (None, _failed_outside(exc))
@@ -457,7 +479,10 @@ def _run(
     store: Store, config: Config, request: AttemptRequest, dag: Any
 ) -> tuple[int, tuple[str | None, str | None]]:
     try:
-        result = runner.run_attempt(store, config, dag, request.ti_id, hostname=hostname())
+        result = runner.run_attempt(
+            store, config, dag, request.ti_id, hostname=hostname(),
+            end_processes=end_left_processes,
+        )  # fmt: skip
     except BaseException as exc:  # the attempt could not be recorded: report, exit non-zero
         log.exception("attempt of task instance %s failed outside the task", request.ti_id)
         return 1, (None, _failed_outside(exc))
