@@ -9,7 +9,7 @@ import click
 
 from engine.cli import CliContext, pass_cli
 from engine.cli.output import echo_object, echo_rows, output_option
-from engine.cli.usage import JSON_OBJECT, PORT, Group, usage_error
+from engine.cli.usage import JSON_OBJECT, NAME, PORT, Group, usage_error
 from engine.connections import Connection
 from engine.exceptions import NotFound
 from engine.store.audit import record_audit
@@ -58,7 +58,7 @@ def connections() -> None:
 
 
 @connections.command()
-@click.argument("conn_id")
+@click.argument("conn_id", type=NAME)
 @output_option
 @pass_cli
 def get(cli: CliContext, conn_id: str, output: str) -> None:
@@ -73,7 +73,7 @@ def get(cli: CliContext, conn_id: str, output: str) -> None:
 
 
 @connections.command()
-@click.argument("conn_id")
+@click.argument("conn_id", type=NAME)
 @click.option("--conn-uri", type=ConnectionUri(), help="The whole connection as a URI.")
 @click.option("--conn-type", help="Connection type, e.g. postgres, http.")
 @click.option("--conn-host")
@@ -141,7 +141,7 @@ def list_(cli: CliContext, output: str) -> None:
 
 
 @connections.command()
-@click.argument("conn_id")
+@click.argument("conn_id", type=NAME)
 @pass_cli
 def delete(cli: CliContext, conn_id: str) -> None:
     """Delete the connection CONN_ID."""

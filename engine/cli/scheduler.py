@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from engine.cli import CliContext, pass_cli
+from engine.cli.usage import SECONDS
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +34,8 @@ def run_scheduler(cli: CliContext, *, config: Any, drain: bool, parse: bool, gra
     from engine.observability.service import Telemetry
     from engine.scheduler import Scheduler
 
+    if parse:
+        cli.dags_folder()  # a configured folder that is missing is refused before the lock
     logging.getLogger().setLevel(config["logging.level"])
     store = cli.store
     stop = threading.Event()
@@ -59,7 +62,7 @@ def run_scheduler(cli: CliContext, *, config: Any, drain: bool, parse: bool, gra
 
 _GRACE = click.option(
     "--grace",
-    type=click.FloatRange(min=0),
+    type=SECONDS,
     default=30.0,
     show_default=True,
     help="Seconds running attempts get to finish on shutdown before they are stopped.",
@@ -87,6 +90,7 @@ def dag_processor(cli: CliContext) -> None:
     from engine.dag_processor import run_dag_processor
     from engine.observability.service import Telemetry
 
+    cli.dags_folder()
     stop = threading.Event()
     _stop_on_signals(stop)
     telemetry = Telemetry(cli.config, cli.store, serve=False)
@@ -107,6 +111,7 @@ def standalone(cli: CliContext, grace: float) -> None:
     from engine.processor import process_folders
     from engine.store.migrate import migrate
 
+    cli.dags_folder()
     config = cli.config.with_overrides(core__dags_are_paused_at_creation=False)
     migrate(cli.store, default_pool_slots=config["core.default_pool_slots"])
     if config["core.load_examples"]:

@@ -8,7 +8,7 @@ import click
 
 from engine.cli import CliContext, pass_cli
 from engine.cli.output import echo_rows, output_option
-from engine.cli.usage import Group, usage_error
+from engine.cli.usage import NAME, Group, usage_error
 from engine.exceptions import NotFound
 from engine.secrets import is_sensitive_key
 from engine.store.audit import record_audit
@@ -24,7 +24,7 @@ def variables() -> None:
 
 
 @variables.command()
-@click.argument("key")
+@click.argument("key", type=NAME)
 @click.option("--default", "default", default=None, help="Print this when KEY does not exist.")
 @pass_cli
 def get(cli: CliContext, key: str, default: str | None) -> None:
@@ -40,7 +40,7 @@ def get(cli: CliContext, key: str, default: str | None) -> None:
 
 
 @variables.command("set")
-@click.argument("key")
+@click.argument("key", type=NAME)
 @click.argument("value")
 @click.option("--description", default=None, help="What the variable is for.")
 @click.option(
@@ -86,7 +86,7 @@ def list_(cli: CliContext, output: str) -> None:
 
 
 @variables.command()
-@click.argument("key")
+@click.argument("key", type=NAME)
 @pass_cli
 def delete(cli: CliContext, key: str) -> None:
     """Delete the variable KEY."""

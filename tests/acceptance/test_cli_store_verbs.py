@@ -210,7 +210,7 @@ def test_config_list_masks_secrets_and_shows_sources(cli_env, home):
 def test_unknown_config_env_var_fails_naming_the_key(cli_env):
     result = run_cli("config", "list", env={**cli_env, "DAGWATCH__CORE__NOPE": "1"})
 
-    line = one_line_error(result, 1)
+    line = one_line_error(result, 2)
     assert "'core.nope'" in line
     assert "DAGWATCH__CORE__NOPE" in line
 
