@@ -20,6 +20,7 @@ import pendulum
 from click.exceptions import NoArgsIsHelpError
 
 from engine.config import INT_MAX, SECONDS_MAX, format_number
+from engine.store.models import ID_LEN
 
 _NEGATIVE_NUMBER = re.compile(r"^-\d")
 
@@ -141,23 +142,34 @@ class BoundedSeconds(click.ParamType):
         return number
 
 
-class NonEmptyText(click.ParamType):
-    """An id or name: any text but an empty or blank one."""
+class BoundedText(click.ParamType):
+    """Text no longer than its metastore column (an id by default); empty only if allowed."""
 
     name = "text"
 
+    def __init__(self, max_length: int = ID_LEN, *, empty: bool = False) -> None:
+        self.max_length = max_length
+        self.empty = empty
+
     def convert(self, value: Any, param: Any, ctx: Any) -> str:
         text = str(value)
-        if not text.strip():
+        if not self.empty and not text.strip():
             self.fail(f"{value!r} is not allowed: it must not be empty", param, ctx)
+        if len(text) > self.max_length:
+            self.fail(too_long(text, self.max_length), param, ctx)
         return text
+
+
+def too_long(text: str, max_length: int) -> str:
+    """What to say of a text longer than its column, without echoing all of it."""
+    return f"{text[:20]!r}... ({len(text)} characters) is too long: at most {max_length} characters"
 
 
 NON_NEGATIVE_INT = BoundedInt()
 POSITIVE_INT = BoundedInt(minimum=1)
 PORT = BoundedInt(maximum=65535)
 SECONDS = BoundedSeconds()
-NAME = NonEmptyText()
+NAME = BoundedText()
 
 
 class DateTimeParam(click.ParamType):
@@ -177,6 +189,26 @@ class DateTimeParam(click.ParamType):
         return parsed.in_timezone("UTC")
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"{text} is too large for a JSON number")
+    return number
+
+
+def parse_json(text: str) -> Any:
+    """Strict JSON: NaN, Infinity and numbers that overflow to them are refused (the
+    metastore's JSON columns and other readers reject them); raises ValueError."""
+    try:
+        return json.loads(text, parse_constant=_no_constant, parse_float=_finite)
+    except json.JSONDecodeError as exc:
+        raise ValueError(str(exc)) from None
+
+
 class JsonObjectParam(click.ParamType):
     """A JSON object given on the command line."""
 
@@ -186,8 +218,8 @@ class JsonObjectParam(click.ParamType):
         if isinstance(value, dict):
             return value
         try:
-            parsed = json.loads(value)
-        except json.JSONDecodeError as exc:
+            parsed = parse_json(value)
+        except ValueError as exc:
             self.fail(f"not valid JSON: {exc}", param, ctx)
         if not isinstance(parsed, dict):
             self.fail("must be a JSON object, like '{\"key\": 1}'", param, ctx)

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
 from engine.cli import CliContext, pass_cli
 from engine.cli.output import echo_rows, output_option
-from engine.cli.usage import NAME, Group, usage_error
+from engine.cli.usage import NAME, Group, parse_json, usage_error
 from engine.exceptions import NotFound
 from engine.secrets import is_sensitive_key
 from engine.store.audit import record_audit
@@ -61,8 +59,8 @@ def set_(
     """Create or replace the variable KEY."""
     if is_json:
         try:
-            json.loads(value)
-        except json.JSONDecodeError as exc:
+            parse_json(value)
+        except ValueError as exc:
             raise usage_error(f"VALUE is not valid JSON: {exc}") from None
     is_secret = is_sensitive_key(key) if secret is None else secret
     with cli.store.session() as session:
