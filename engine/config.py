@@ -516,7 +516,7 @@ OPTIONS: tuple[Option, ...] = (
         lambda home: home / "logs",
         "Task attempt logs (created when missing).",
         check=_not_a_file,
-        allowed="a folder, not a file",
+        allowed="a folder path (not empty, not a file)",
     ),
     Option(
         "logging",
@@ -670,13 +670,12 @@ def load_config(environ: Mapping[str, str] | None = None, home: Path | None = No
         _option(name, env_variable(name))
     settings: dict[str, Setting] = {}
     for option in OPTIONS:  # every value is validated here, before any command uses one
+        setting = Setting(option, option.default_for(home), "default")
+        if option.name in from_file:  # checked even when the environment overrides it
+            setting = Setting(option, option.parse(from_file[option.name], file), "file")
         if option.name in from_env:
             raw = from_env[option.name]
             setting = Setting(option, option.parse(raw, env_variable(option.name)), "env")
-        elif option.name in from_file:
-            setting = Setting(option, option.parse(from_file[option.name], file), "file")
-        else:
-            setting = Setting(option, option.default_for(home), "default")
         settings[option.name] = setting
     return Config(home, settings)
 

@@ -246,7 +246,8 @@ def test_a_log_folder_or_home_that_is_a_file_is_refused(home, environ):
     a_file.write_text("")
     environ["DAGWATCH__LOGGING__BASE_LOG_FOLDER"] = str(a_file)
     with pytest.raises(
-        ConfigError, match=r"logging\.base_log_folder = .*: must be a folder, not a file"
+        ConfigError,
+        match=r"logging\.base_log_folder = .*: must be a folder path \(not empty, not a file\)",
     ):
         load_config(environ)
 
@@ -320,3 +321,11 @@ def test_home_defaults_to_tilde_dagwatch_and_paths_expand_user(environ):
     assert load_config(environ).get("logging.base_log_folder") == Path(
         os.path.expanduser("~/dw-logs")
     )
+
+
+def test_a_bad_file_value_is_refused_even_when_the_environment_overrides_it(home, environ):
+    write_toml(home, "[core]\nparallelism = 0\n")
+    environ["DAGWATCH__CORE__PARALLELISM"] = "4"
+
+    with pytest.raises(ConfigError, match=r"^core\.parallelism = 0 \(from .*dagwatch\.toml\)"):
+        load_config(environ)
