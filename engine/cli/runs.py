@@ -15,7 +15,14 @@ import pendulum
 from engine.cli import CliContext, pass_cli
 from engine.cli.dags import dags
 from engine.cli.output import echo_object, echo_rows, output_option
-from engine.cli.usage import DATETIME, JSON_OBJECT, NAME, POSITIVE_INT, usage_error
+from engine.cli.usage import (
+    DATETIME,
+    JSON_OBJECT,
+    NAME,
+    POSITIVE_INT,
+    check_year,
+    usage_error,
+)
 from engine.exceptions import DagwatchError
 from engine.states import DagRunState
 
@@ -38,6 +45,7 @@ class WallClockParam(click.ParamType):
             self.fail(f"{value!r} is not an ISO 8601 date or datetime", param, ctx)
         if not isinstance(parsed, datetime):
             self.fail(f"{value!r} is not a date or datetime", param, ctx)
+        check_year(self, parsed, param, ctx)
         if parsed.tzinfo is None:
             return datetime(*parsed.timetuple()[:6], parsed.microsecond)
         return parsed.in_timezone("UTC")

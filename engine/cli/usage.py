@@ -172,6 +172,22 @@ SECONDS = BoundedSeconds()
 NAME = BoundedText()
 
 
+#: Dates the schedule arithmetic can step past in both directions (a run's interval,
+#: the next run after it) without leaving the years Python's datetime holds.
+YEARS = (1000, 9998)
+
+
+def check_year(kind: click.ParamType, parsed: datetime, param: Any, ctx: Any) -> None:
+    """Refuse a date outside `YEARS`, before any timezone or schedule arithmetic on it."""
+    if not YEARS[0] <= parsed.year <= YEARS[1]:
+        kind.fail(
+            f"{parsed.isoformat()!r} is out of range: dates from {YEARS[0]}-01-01 to "
+            f"{YEARS[1]}-12-31",
+            param,
+            ctx,
+        )
+
+
 class DateTimeParam(click.ParamType):
     """An ISO 8601 date or datetime; naive values are UTC."""
 
@@ -186,6 +202,7 @@ class DateTimeParam(click.ParamType):
             self.fail(f"{value!r} is not an ISO 8601 date or datetime", param, ctx)
         if not isinstance(parsed, datetime):
             self.fail(f"{value!r} is not a date or datetime", param, ctx)
+        check_year(self, parsed, param, ctx)
         return parsed.in_timezone("UTC")
 
 
