@@ -34,8 +34,6 @@ def run_scheduler(cli: CliContext, *, config: Any, drain: bool, parse: bool, gra
     from engine.observability.service import Telemetry
     from engine.scheduler import Scheduler
 
-    if parse:
-        cli.dags_folder()  # a configured folder that is missing is refused before the lock
     logging.getLogger().setLevel(config["logging.level"])
     store = cli.store
     stop = threading.Event()
@@ -80,6 +78,8 @@ _GRACE = click.option(
 @pass_cli
 def scheduler(cli: CliContext, drain: bool, no_parse: bool, grace: float) -> None:
     """Run the scheduler: create runs, queue task instances, watch attempts."""
+    if not no_parse:
+        cli.dags_folder()  # a configured folder that is missing is refused before the lock
     run_scheduler(cli, config=cli.config, drain=drain, parse=not no_parse, grace=grace)
 
 
