@@ -1,8 +1,11 @@
 """Configuration: defaults < `$DAGWATCH_HOME/dagwatch.toml` < `DAGWATCH__SECTION__KEY`.
 
-Every option is declared once in `OPTIONS`; a key that is not declared, or a value that
-does not parse, is a `ConfigError` naming the key, the value and what is allowed.
-The environment is read only by `load_config`, called at the edge (CLI, task runner).
+Every option is declared once in `OPTIONS` with its type and what values it allows (a
+range, a set of choices, a check). `load_config` validates every value as it reads it: a
+key that is not declared, or a value that is not allowed, is a `ConfigError` naming the
+key, the value, where it came from and what is allowed (the CLI prints it as one line and
+exits 2). The environment is read only by `load_config`, called at the edge (CLI, task
+runner).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import json
 import math
 import os
 import tomllib
+import zoneinfo
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,11 +28,19 @@ CONFIG_FILE_NAME = "dagwatch.toml"
 MASK = "***"
 
 Default = Callable[[Path], Any] | Any
+Choices = tuple[str, ...] | Callable[[], tuple[str, ...]]
+
+#: The largest whole number an option may take: what an INTEGER column of the metastore
+#: holds (a pool's slots), and far beyond any sensible count.
+INT_MAX = 2**31 - 1
+#: The largest number of seconds an option may take (365 days): sleeps and waits of the
+#: standard library overflow far above it, and no interval or timeout needs more.
+SECONDS_MAX = 365 * 86400
 
 
 @dataclass(frozen=True)
 class Option:
-    """One configuration key, its type, its default and what it is for."""
+    """One configuration key, its type, its default, what it allows and what it is for."""
 
     section: str
     key: str
@@ -36,8 +48,12 @@ class Option:
     default: Default
     help: str
     secret: bool = False
-    choices: tuple[str, ...] = ()
+    choices: Choices = ()  # or a callable, for sets that grow (the executors)
     minimum: float | None = None
+    maximum: float | None = None  # default for int and float: INT_MAX, SECONDS_MAX
+    check: Callable[[Any], bool] | None = None  # a further test of the parsed value
+    allowed: str = ""  # what is allowed, when the type and range do not say it
+    note: str = ""  # added to what is allowed, e.g. the meaning of 0
 
     @property
     def name(self) -> str:
@@ -46,23 +62,82 @@ class Option:
     def default_for(self, home: Path) -> Any:
         return self.default(home) if callable(self.default) else self.default
 
+    def choice_list(self) -> tuple[str, ...]:
+        """The allowed values of a choice option, as they are today."""
+        return self.choices() if callable(self.choices) else self.choices
+
+    def bounds(self) -> tuple[float | None, float | None]:
+        """The (minimum, maximum) of a number option; numbers always have a maximum."""
+        if self.type not in ("int", "float"):
+            return self.minimum, self.maximum
+        ceiling = INT_MAX if self.type == "int" else SECONDS_MAX
+        return self.minimum, ceiling if self.maximum is None else self.maximum
+
+    def describe_allowed(self) -> str:
+        """What values the option allows, as the end of "must be ..."."""
+        text = self.allowed or self._allowed_by_type()
+        return f"{text} ({self.note})" if self.note else text
+
+    def _allowed_by_type(self) -> str:
+        low, high = self.bounds()
+        span = "" if low is None else f" from {format_number(low)} to {format_number(high)}"
+        if self.type in ("int", "float"):
+            return ("an integer" if self.type == "int" else "a number") + span
+        if self.type == "choice":
+            return "one of " + ", ".join(self.choice_list())
+        return {
+            "bool": "true or false",
+            "path": "a path (not empty)",
+            "table": "a table (from the environment: a JSON object)",
+        }.get(self.type, "a string")
+
+    def refuse(self, raw: Any, source: str) -> ConfigError:
+        """The error for a value that is not allowed: key, value, source, what is allowed."""
+        return ConfigError(
+            f"{self.name} = {self.shown(raw)} (from {source}): must be {self.describe_allowed()}"
+        )
+
+    def shown(self, raw: Any) -> str:
+        """The raw value as an error message may show it: a secret never appears."""
+        if not self.secret:
+            return repr(raw)
+        if self.section == "database" and isinstance(raw, str) and "://" in raw:
+            return repr(_mask_url(raw))
+        return MASK
+
     def parse(self, raw: Any, source: str) -> Any:
-        """Turn a raw value (TOML value or environment string) into the option's type."""
+        """Turn a raw value (TOML value or environment string) into the option's type, or
+        refuse it naming the key, the value, where it came from and what is allowed."""
         try:
             value = _PARSERS[self.type](raw)
-        except (TypeError, ValueError):
-            shown = MASK if self.secret else repr(raw)  # a secret is never echoed
-            raise ConfigError(
-                f"{self.name} = {shown} (from {source}) is not a valid {self.type}"
-            ) from None
-        if self.choices and value not in self.choices:
-            allowed = ", ".join(self.choices)
-            raise ConfigError(f"{self.name} = {raw!r} (from {source}): allowed values: {allowed}")
-        if self.minimum is not None and value < self.minimum:
-            raise ConfigError(
-                f"{self.name} = {raw!r} (from {source}) must be at least {self.minimum:g}"
-            )
+        except (TypeError, ValueError, OverflowError):
+            raise self.refuse(raw, source) from None
+        if self.type == "choice":
+            value = _canonical_choice(value, self.choice_list())
+        if not self._allows(value):
+            raise self.refuse(raw, source)
         return value
+
+    def _allows(self, value: Any) -> bool:
+        low, high = self.bounds()
+        if value is None or (low is not None and value < low):
+            return False
+        if high is not None and value > high:
+            return False
+        return self.check is None or self.check(value)
+
+
+def format_number(number: float) -> str:
+    """A bound as people write it: 31536000, 0.5, never 3.1536e+07."""
+    return str(int(number)) if float(number).is_integer() else f"{number:g}"
+
+
+def _canonical_choice(value: str, choices: tuple[str, ...]) -> str | None:
+    """The choice `value` names, in any letter case (`info` is `INFO`); None if none."""
+    for choice in choices:
+        if value.strip().lower() == choice.lower():
+            return choice
+    return None
 
 
 def _parse_bool(raw: Any) -> bool:
@@ -106,10 +181,53 @@ def _parse_str(raw: Any) -> str:
     return str(raw)
 
 
+def _parse_path(raw: Any) -> Path:
+    text = _parse_str(raw).strip()
+    if not text:  # Path("") is the current directory: never what was meant
+        raise ValueError(raw)
+    return Path(os.path.expanduser(text))
+
+
+def _executor_names() -> tuple[str, ...]:
+    """The executors this version has: a new executor registers there, and is allowed."""
+    from engine.executors import EXECUTORS
+
+    return tuple(EXECUTORS)
+
+
+def _is_timezone(name: str) -> bool:
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (ValueError, zoneinfo.ZoneInfoNotFoundError):
+        return False
+    return True
+
+
+def _is_metastore_url(url: str) -> bool:
+    scheme, sep, rest = url.strip().partition("://")
+    backend = scheme.split("+", 1)[0]
+    if backend == "sqlite":
+        return bool(sep)  # sqlite:// alone is an in-memory database
+    return bool(sep and rest) and backend in ("postgresql", "postgres")
+
+
+def _is_http_url(url: str) -> bool:
+    scheme, sep, rest = url.strip().partition("://")
+    return bool(sep and rest.strip("/")) and scheme in ("http", "https")
+
+
+def _not_a_file(path: Path) -> bool:
+    return not path.exists() or path.is_dir()
+
+
+def _not_blank(text: str) -> bool:
+    return bool(text.strip())
+
+
 _PARSERS: dict[str, Callable[[Any], Any]] = {
     "str": _parse_str,
     "choice": _parse_str,
-    "path": lambda raw: Path(os.path.expanduser(_parse_str(raw))),
+    "path": _parse_path,
     "int": _parse_int,
     "float": _parse_float,
     "bool": _parse_bool,
@@ -126,7 +244,8 @@ OPTIONS: tuple[Option, ...] = (
         "choice",
         "local",
         "Where task attempts run.",
-        choices=("sequential", "local", "celery"),
+        choices=_executor_names,
+        note="the executors of this version",
     ),
     Option("core", "parallelism", "int", 32, "Task attempts running at once, all DAGs.", minimum=1),
     Option(
@@ -156,6 +275,7 @@ OPTIONS: tuple[Option, ...] = (
         "Attempts a local-executor worker runs (attempt_isolation = worker) before a fresh "
         "one replaces it; 0 for no limit.",
         minimum=0,
+        note="0: no limit",
     ),
     Option("core", "load_examples", "bool", True, "Load the example DAGs shipped with dagwatch."),
     Option(
@@ -196,7 +316,15 @@ OPTIONS: tuple[Option, ...] = (
         "Most task instances one mapped task may expand into; more fails the task.",
         minimum=1,
     ),
-    Option("core", "default_timezone", "str", "UTC", "Timezone of naive dates in DAG files."),
+    Option(
+        "core",
+        "default_timezone",
+        "str",
+        "UTC",
+        "Timezone of naive dates in DAG files.",
+        check=_is_timezone,
+        allowed="an IANA timezone name, like UTC or Europe/Amsterdam",
+    ),
     Option(
         "database",
         "sql_alchemy_conn",
@@ -204,6 +332,8 @@ OPTIONS: tuple[Option, ...] = (
         lambda home: f"sqlite:///{home / 'dagwatch.db'}",
         "SQLAlchemy URL of the metastore (sqlite:/// or postgresql+psycopg://).",
         secret=True,
+        check=_is_metastore_url,
+        allowed="a sqlite:///path or postgresql+psycopg://user@host/db URL",
     ),
     Option(
         "scheduler", "loop_interval", "float", 1.0, "Seconds between scheduler ticks.", minimum=0
@@ -225,8 +355,18 @@ OPTIONS: tuple[Option, ...] = (
         minimum=0,
     ),
     Option("metrics", "statsd_on", "bool", False, "Send metrics to a StatsD server over UDP."),
-    Option("metrics", "statsd_host", "str", "127.0.0.1", "StatsD server host."),
-    Option("metrics", "statsd_port", "int", 8125, "StatsD server UDP port.", minimum=1),
+    Option(
+        "metrics",
+        "statsd_host",
+        "str",
+        "127.0.0.1",
+        "StatsD server host.",
+        check=_not_blank,
+        allowed="a host name or address",
+    ),
+    Option(
+        "metrics", "statsd_port", "int", 8125, "StatsD server UDP port.", minimum=1, maximum=65535
+    ),
     Option("metrics", "statsd_prefix", "str", "dagwatch", "Prefix of every StatsD name."),
     Option(
         "metrics",
@@ -247,7 +387,15 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "metrics", "prometheus_on", "bool", False, "Serve /metrics and /health from the scheduler."
     ),
-    Option("metrics", "prometheus_host", "str", "127.0.0.1", "Address /metrics listens on."),
+    Option(
+        "metrics",
+        "prometheus_host",
+        "str",
+        "127.0.0.1",
+        "Address /metrics listens on (0.0.0.0: every interface).",
+        check=_not_blank,
+        allowed="a host name or address",
+    ),
     Option(
         "metrics",
         "prometheus_port",
@@ -255,6 +403,8 @@ OPTIONS: tuple[Option, ...] = (
         9112,
         "Port of /metrics and /health (0: any free port, logged at start).",
         minimum=0,
+        maximum=65535,
+        note="0: any free port",
     ),
     Option(
         "metrics",
@@ -295,6 +445,8 @@ OPTIONS: tuple[Option, ...] = (
         "str",
         "http://127.0.0.1:8501",
         "Base URL of the console, for the run links in alerts.",
+        check=_is_http_url,
+        allowed="an http:// or https:// URL",
     ),
     Option("alerts", "max_attempts", "int", 5, "Deliveries tried per alert.", minimum=1),
     Option(
@@ -355,8 +507,17 @@ OPTIONS: tuple[Option, ...] = (
         0.9,
         "Quantile of recent durations the forecast assumes each remaining task takes.",
         minimum=0.5,
+        maximum=1,
     ),
-    Option("logging", "base_log_folder", "path", lambda home: home / "logs", "Task attempt logs."),
+    Option(
+        "logging",
+        "base_log_folder",
+        "path",
+        lambda home: home / "logs",
+        "Task attempt logs (created when missing).",
+        check=_not_a_file,
+        allowed="a folder path (not empty, not a file)",
+    ),
     Option(
         "logging",
         "level",
@@ -420,6 +581,15 @@ class Config:
     def file(self) -> Path:
         return self.home / CONFIG_FILE_NAME
 
+    def origin(self, name: str) -> str:
+        """Where the value of `name` came from, as an error message names it."""
+        source = self.settings[name].source
+        if source == "env":
+            return env_variable(name)
+        if source == "file":
+            return str(self.file)
+        return source
+
     def with_overrides(self, **values: Any) -> Config:
         """A copy with some keys replaced, given as `section__key=value` (tests, CLI flags)."""
         settings = dict(self.settings)
@@ -446,6 +616,11 @@ def home_from(environ: Mapping[str, str]) -> Path:
     return Path(os.path.expanduser(raw)).absolute()
 
 
+def env_variable(name: str) -> str:
+    """The environment variable that sets `section.key`."""
+    return f"{ENV_PREFIX}{name.replace('.', '__').upper()}"
+
+
 def _read_file(path: Path) -> dict[str, Any]:
     if not path.exists():
         return {}
@@ -453,6 +628,9 @@ def _read_file(path: Path) -> dict[str, Any]:
         document = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:  # a folder, unreadable, not UTF-8
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise ConfigError(f"{path}: cannot be read as a TOML file: {reason}") from None
     values: dict[str, Any] = {}
     for section, table in document.items():
         if not isinstance(table, dict):
@@ -481,22 +659,44 @@ def load_config(environ: Mapping[str, str] | None = None, home: Path | None = No
     """Read defaults, the TOML file and the environment, in that order of precedence."""
     environ = os.environ if environ is None else environ
     home = home or home_from(environ)
+    if home.exists() and not home.is_dir():
+        raise ConfigError(f"{HOME_ENV} = {str(home)!r}: must be a folder, not a file")
+    file = str(home / CONFIG_FILE_NAME)
     from_file = _read_file(home / CONFIG_FILE_NAME)
     from_env = _read_env(environ)
     for name in from_file:
-        _option(name, str(home / CONFIG_FILE_NAME))
+        _option(name, file)
     for name in from_env:
-        _option(name, f"{ENV_PREFIX}{name.replace('.', '__').upper()}")
+        _option(name, env_variable(name))
     settings: dict[str, Setting] = {}
-    for option in OPTIONS:
-        env_name = f"{ENV_PREFIX}{option.section.upper()}__{option.key.upper()}"
+    for option in OPTIONS:  # every value is validated here, before any command uses one
+        setting = Setting(option, option.default_for(home), "default")
+        if option.name in from_file:  # checked even when the environment overrides it
+            setting = Setting(option, option.parse(from_file[option.name], file), "file")
         if option.name in from_env:
-            setting = Setting(option, option.parse(from_env[option.name], env_name), "env")
-        elif option.name in from_file:
-            setting = Setting(
-                option, option.parse(from_file[option.name], CONFIG_FILE_NAME), "file"
-            )
-        else:
-            setting = Setting(option, option.default_for(home), "default")
+            raw = from_env[option.name]
+            setting = Setting(option, option.parse(raw, env_variable(option.name)), "env")
         settings[option.name] = setting
     return Config(home, settings)
+
+
+def checked_dags_folder(config: Config) -> Path:
+    """`core.dags_folder`, ready to scan: the default folder is created when missing; a
+    configured one must be an existing, readable folder, or this is a `ConfigError`."""
+    setting = config.settings["core.dags_folder"]
+    folder = Path(setting.value)
+    where = f"core.dags_folder = {str(folder)!r} (from {config.origin('core.dags_folder')})"
+    if setting.source == "default" and not folder.exists():
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"{where} cannot be created: {exc.strerror or exc}") from None
+    if not folder.exists():
+        problem = "does not exist"
+    elif not folder.is_dir():
+        problem = "is a file"
+    elif not os.access(folder, os.R_OK | os.X_OK):
+        problem = "cannot be read"
+    else:
+        return folder
+    raise ConfigError(f"{where} {problem}; it must be an existing folder of DAG files")

@@ -1,8 +1,10 @@
 """The `dagwatch` command: one entry point, Airflow-shaped verb groups.
 
 Each verb group lives in its own module and is registered in `_VERB_GROUPS`. Errors that
-dagwatch raises on purpose (`DagwatchError`) become one line on stderr and exit code 1;
-bad usage exits with 2 (click's convention), before anything is written.
+dagwatch raises on purpose (`DagwatchError`) become one line on stderr and exit code 1.
+Bad usage exits with 2 (click's convention), before anything is written: a bad argument
+(whatever command, a plugin's too, declares it) and a configuration value that is not
+allowed (`ConfigError`) are one line on stderr, never a traceback.
 """
 
 from __future__ import annotations
@@ -12,14 +14,15 @@ import logging
 import os
 import sys
 from functools import cached_property
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from engine import hooks
-from engine.cli.usage import Group
-from engine.config import Config, load_config
-from engine.exceptions import DagwatchError
+from engine.cli.usage import Group, one_line
+from engine.config import OPTIONS, Config, checked_dags_folder, load_config
+from engine.exceptions import ConfigError, DagwatchError
 from engine.masking import install_log_redaction, redact
 
 if TYPE_CHECKING:
@@ -67,6 +70,10 @@ class CliContext:
     def actor(self) -> str:
         return self._environ.get("USER") or "cli"
 
+    def dags_folder(self) -> Path:
+        """`core.dags_folder`, checked: verbs that scan or import DAG files call this first."""
+        return checked_dags_folder(self.config)
+
 
 pass_cli = click.make_pass_decorator(CliContext, ensure=True)
 
@@ -94,9 +101,25 @@ class _Main(Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:  # from a command that is not a `usage.Command`
+            raise one_line(exc.ctx or ctx, exc) from None
+        except ConfigError as exc:  # a value that is not allowed: a usage error
+            click.echo(f"error: {redact(str(exc))}", err=True)
+            sys.exit(2)
         except DagwatchError as exc:
             click.echo(f"error: {redact(str(exc))}", err=True)
             sys.exit(1)
+
+
+def _log_level(environ: dict[str, str]) -> str:
+    """DAGWATCH__LOGGING__LEVEL if it is allowed, else WARNING: a bad value is reported by
+    the configuration, as one line, when a verb loads it."""
+    (option,) = (option for option in OPTIONS if option.name == "logging.level")
+    raw = environ.get("DAGWATCH__LOGGING__LEVEL", "WARNING")
+    try:
+        return str(option.parse(raw, "DAGWATCH__LOGGING__LEVEL"))
+    except ConfigError:
+        return "WARNING"
 
 
 @click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
@@ -105,7 +128,7 @@ def cli(ctx: click.Context) -> None:
     """dagwatch: DAGs in Python, observable and alertable out of the box."""
     ctx.ensure_object(CliContext)
     logging.basicConfig(
-        level=os.environ.get("DAGWATCH__LOGGING__LEVEL", "WARNING"),
+        level=_log_level(dict(os.environ)),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     install_log_redaction()  # every process the CLI starts logs with secrets masked

@@ -9,9 +9,10 @@ import click
 
 from engine.cli import CliContext, pass_cli
 from engine.cli.output import echo_object, echo_rows, output_option
-from engine.cli.usage import JSON_OBJECT, PORT, Group, usage_error
+from engine.cli.usage import JSON_OBJECT, NAME, PORT, BoundedText, Group, too_long, usage_error
 from engine.connections import Connection
 from engine.exceptions import NotFound
+from engine.store import models
 from engine.store.audit import record_audit
 from engine.store.connections import (
     add_connection,
@@ -46,6 +47,19 @@ class ConnectionUri(click.ParamType):
         return str(value)
 
 
+def _column_length(field: str) -> int:
+    return int(models.Connection.__table__.c[field].type.length)
+
+
+def _refuse_what_does_not_fit(connection: Connection, from_uri: bool) -> None:
+    """A field parsed from --conn-uri must fit its column as the --conn-* options must."""
+    for field in ("conn_type", "host", "schema", "login"):
+        value = getattr(connection, field)
+        if value is not None and len(value) > _column_length(field):
+            where = f"the {field} of --conn-uri" if from_uri else f"--{field.replace('_', '-')}"
+            raise usage_error(f"{where}: {too_long(value, _column_length(field))}")
+
+
 def _text(value: Any) -> str:
     if value is None:
         return ""
@@ -58,7 +72,7 @@ def connections() -> None:
 
 
 @connections.command()
-@click.argument("conn_id")
+@click.argument("conn_id", type=NAME)
 @output_option
 @pass_cli
 def get(cli: CliContext, conn_id: str, output: str) -> None:
@@ -73,14 +87,18 @@ def get(cli: CliContext, conn_id: str, output: str) -> None:
 
 
 @connections.command()
-@click.argument("conn_id")
+@click.argument("conn_id", type=NAME)
 @click.option("--conn-uri", type=ConnectionUri(), help="The whole connection as a URI.")
-@click.option("--conn-type", help="Connection type, e.g. postgres, http.")
-@click.option("--conn-host")
-@click.option("--conn-login")
+@click.option(
+    "--conn-type",
+    type=BoundedText(_column_length("conn_type")),
+    help="Connection type, e.g. postgres, http.",
+)
+@click.option("--conn-host", type=BoundedText(_column_length("host"), empty=True))
+@click.option("--conn-login", type=BoundedText(_column_length("login"), empty=True))
 @click.option("--conn-password")
 @click.option("--conn-port", type=PORT)
-@click.option("--conn-schema")
+@click.option("--conn-schema", type=BoundedText(_column_length("schema"), empty=True))
 @click.option("--conn-extra", type=JSON_OBJECT, help="Extra options as a JSON object.")
 @click.option("--conn-description")
 @pass_cli
@@ -119,6 +137,7 @@ def add(
             port=conn_port,
             extra=conn_extra,
         )
+    _refuse_what_does_not_fit(connection, from_uri=conn_uri is not None)
     with cli.store.session() as session:
         add_connection(session, connection, config=cli.config)
         record_audit(
@@ -141,7 +160,7 @@ def list_(cli: CliContext, output: str) -> None:
 
 
 @connections.command()
-@click.argument("conn_id")
+@click.argument("conn_id", type=NAME)
 @pass_cli
 def delete(cli: CliContext, conn_id: str) -> None:
     """Delete the connection CONN_ID."""

@@ -11,7 +11,7 @@ import click
 
 from engine.cli import CliContext, pass_cli
 from engine.cli.output import echo_object, echo_rows, output_option
-from engine.cli.usage import DATETIME, JSON_OBJECT, Group
+from engine.cli.usage import DATETIME, JSON_OBJECT, NAME, Group
 from engine.exceptions import DagwatchError, NotFound
 
 
@@ -28,6 +28,7 @@ def list_dags(cli: CliContext, include_inactive: bool, output: str) -> None:
     """List the DAGs found in the DAG folders."""
     from engine.store import dags as dag_store
 
+    cli.dags_folder()
     with cli.store.session() as session:
         rows = [
             {
@@ -78,6 +79,7 @@ def reserialize(cli: CliContext, force: bool, output: str) -> None:
     from engine.dag_processor import log_new_problems
     from engine.processor import process_folders
 
+    cli.dags_folder()
     report = process_folders(cli.store, cli.config, force=force)
     log_new_problems(report.problems, set())
     totals = report.totals
@@ -99,7 +101,7 @@ def reserialize(cli: CliContext, force: bool, output: str) -> None:
 
 
 @dags.command("show")
-@click.argument("dag_id")
+@click.argument("dag_id", type=NAME)
 @output_option
 @pass_cli
 def show(cli: CliContext, dag_id: str, output: str) -> None:
@@ -135,6 +137,7 @@ def load_dag(cli: CliContext, dag_id: str) -> Any:
     from engine.processor import dag_folders, import_dag_file, process_folders
     from engine.store import dags as dag_store
 
+    cli.dags_folder()
     process_folders(cli.store, cli.config)
     with cli.store.session() as session:
         fileloc = dag_store.get_dag(session, dag_id).fileloc
@@ -148,7 +151,7 @@ def load_dag(cli: CliContext, dag_id: str) -> Any:
 
 
 @dags.command("test")
-@click.argument("dag_id")
+@click.argument("dag_id", type=NAME)
 @click.option("--logical-date", type=DATETIME, help="Logical date of the run [default: now].")
 @click.option("--conf", type=JSON_OBJECT, help="Run conf as a JSON object (overrides params).")
 @pass_cli

@@ -6,7 +6,7 @@ import click
 
 from engine.cli import CliContext, pass_cli
 from engine.cli.output import echo_rows, output_option
-from engine.cli.usage import NON_NEGATIVE_INT, Group
+from engine.cli.usage import NAME, NON_NEGATIVE_INT, Group
 from engine.store.audit import record_audit
 from engine.store.pools import delete_pool, list_pools, set_pool
 
@@ -29,7 +29,7 @@ def list_(cli: CliContext, output: str) -> None:
 
 
 @pools.command("set")
-@click.argument("name")
+@click.argument("name", type=NAME)
 @click.argument("slots", type=NON_NEGATIVE_INT)
 @click.argument("description", required=False)
 @pass_cli
@@ -44,7 +44,7 @@ def set_(cli: CliContext, name: str, slots: int, description: str | None) -> Non
 
 
 @pools.command()
-@click.argument("name")
+@click.argument("name", type=NAME)
 @pass_cli
 def delete(cli: CliContext, name: str) -> None:
     """Delete the pool NAME (default_pool cannot be deleted)."""

@@ -15,7 +15,14 @@ import pendulum
 from engine.cli import CliContext, pass_cli
 from engine.cli.dags import dags
 from engine.cli.output import echo_object, echo_rows, output_option
-from engine.cli.usage import DATETIME, JSON_OBJECT, usage_error
+from engine.cli.usage import (
+    DATETIME,
+    JSON_OBJECT,
+    NAME,
+    POSITIVE_INT,
+    check_year,
+    usage_error,
+)
 from engine.exceptions import DagwatchError
 from engine.states import DagRunState
 
@@ -38,6 +45,7 @@ class WallClockParam(click.ParamType):
             self.fail(f"{value!r} is not an ISO 8601 date or datetime", param, ctx)
         if not isinstance(parsed, datetime):
             self.fail(f"{value!r} is not a date or datetime", param, ctx)
+        check_year(self, parsed, param, ctx)
         if parsed.tzinfo is None:
             return datetime(*parsed.timetuple()[:6], parsed.microsecond)
         return parsed.in_timezone("UTC")
@@ -83,10 +91,10 @@ def _note_if_paused(cli: CliContext, dag_id: str) -> None:
 
 
 @dags.command("trigger")
-@click.argument("dag_id")
+@click.argument("dag_id", type=NAME)
 @click.option("--conf", type=JSON_OBJECT, help="Run conf as a JSON object (checked by params).")
 @click.option("--logical-date", type=DATETIME, help="Logical date of the run [default: now].")
-@click.option("--run-id", help="Run id [default: manual__<logical date>].")
+@click.option("--run-id", type=NAME, help="Run id [default: manual__<logical date>].")
 @output_option
 @pass_cli
 def trigger(
@@ -100,8 +108,6 @@ def trigger(
     """Queue a manual run; the scheduler starts it. Prints the run id."""
     from engine import api
 
-    if run_id is not None and not run_id.strip():
-        raise usage_error("--run-id must not be empty")
     run = api.trigger_dag(
         cli.store, dag_id, conf=conf, logical_date=logical_date, run_id=run_id, actor=cli.actor
     )
@@ -123,7 +129,7 @@ def _pause(cli: CliContext, dag_id: str, paused: bool) -> None:
 
 
 @dags.command("pause")
-@click.argument("dag_id")
+@click.argument("dag_id", type=NAME)
 @pass_cli
 def pause(cli: CliContext, dag_id: str) -> None:
     """Stop the scheduler from creating and starting runs of a DAG."""
@@ -131,7 +137,7 @@ def pause(cli: CliContext, dag_id: str) -> None:
 
 
 @dags.command("unpause")
-@click.argument("dag_id")
+@click.argument("dag_id", type=NAME)
 @pass_cli
 def unpause(cli: CliContext, dag_id: str) -> None:
     """Let the scheduler run a DAG again (its next run is computed from now)."""
@@ -139,7 +145,7 @@ def unpause(cli: CliContext, dag_id: str) -> None:
 
 
 @dags.command("backfill")
-@click.argument("dag_id")
+@click.argument("dag_id", type=NAME)
 @click.option("--start", "-s", type=WALL_CLOCK, required=True, help="First logical date.")
 @click.option("--end", "-e", type=WALL_CLOCK, required=True, help="Last logical date.")
 @click.option("--conf", type=JSON_OBJECT, help="Run conf as a JSON object (checked by params).")
@@ -190,9 +196,9 @@ def backfill(
 
 
 @dags.command("list-runs")
-@click.argument("dag_id", required=False)
+@click.argument("dag_id", type=NAME, required=False)
 @click.option("--state", type=click.Choice([state.value for state in DagRunState]))
-@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--limit", type=POSITIVE_INT, default=100, show_default=True)
 @output_option
 @pass_cli
 def list_runs(
@@ -206,8 +212,8 @@ def list_runs(
 
 
 @dags.command("state")
-@click.argument("dag_id")
-@click.argument("run_id")
+@click.argument("dag_id", type=NAME)
+@click.argument("run_id", type=NAME)
 @output_option
 @pass_cli
 def state(cli: CliContext, dag_id: str, run_id: str, output: str) -> None:

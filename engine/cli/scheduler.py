@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from engine.cli import CliContext, pass_cli
+from engine.cli.usage import SECONDS
 from engine.exceptions import DagwatchError
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,7 @@ def _run_watched(
 
 _GRACE = click.option(
     "--grace",
-    type=click.FloatRange(min=0),
+    type=SECONDS,
     default=30.0,
     show_default=True,
     help="Seconds running attempts get to finish on shutdown before they are stopped.",
@@ -93,6 +94,8 @@ _GRACE = click.option(
 @pass_cli
 def scheduler(cli: CliContext, drain: bool, no_parse: bool, grace: float) -> None:
     """Run the scheduler: create runs, queue task instances, watch attempts."""
+    if not no_parse:
+        cli.dags_folder()  # a configured folder that is missing is refused before the lock
     run_scheduler(cli, config=cli.config, drain=drain, parse=not no_parse, grace=grace)
 
 
@@ -104,6 +107,7 @@ def dag_processor(cli: CliContext) -> None:
     from engine.observability.service import Telemetry
     from engine.supervision import ThreadWatch, describe_death
 
+    cli.dags_folder()
     stop = threading.Event()
     _stop_on_signals(stop)
     with ThreadWatch(stop) as watch:
@@ -130,6 +134,7 @@ def standalone(cli: CliContext, grace: float) -> None:
     from engine.processor import process_folders
     from engine.store.migrate import migrate
 
+    cli.dags_folder()
     config = cli.config.with_overrides(core__dags_are_paused_at_creation=False)
     migrate(cli.store, default_pool_slots=config["core.default_pool_slots"])
     if config["core.load_examples"]:

@@ -15,7 +15,7 @@ from engine.cli import CliContext, pass_cli
 from engine.cli.dags import load_dag
 from engine.cli.output import echo_object, echo_rows, output_option, render_rows
 from engine.cli.runs import confirm_or_refuse
-from engine.cli.usage import DATETIME, Group
+from engine.cli.usage import DATETIME, NAME, NON_NEGATIVE_INT, Group
 from engine.exceptions import DagwatchError, NotFound
 
 if TYPE_CHECKING:
@@ -28,8 +28,8 @@ def tasks() -> None:
 
 
 @tasks.command("test")
-@click.argument("dag_id")
-@click.argument("task_id")
+@click.argument("dag_id", type=NAME)
+@click.argument("task_id", type=NAME)
 @click.option("--logical-date", type=DATETIME, help="Logical date of the run [default: now].")
 @pass_cli
 def test(cli: CliContext, dag_id: str, task_id: str, logical_date: datetime | None) -> None:
@@ -74,8 +74,8 @@ TASK_STATE_COLUMNS = [
 
 
 @tasks.command("states-for-dag-run")
-@click.argument("dag_id")
-@click.argument("run_id")
+@click.argument("dag_id", type=NAME)
+@click.argument("run_id", type=NAME)
 @output_option
 @pass_cli
 def states_for_dag_run(cli: CliContext, dag_id: str, run_id: str, output: str) -> None:
@@ -110,9 +110,9 @@ def _echo_refs(refs: list[TaskRef], state_label: str = "state", reason: bool = F
 
 
 @tasks.command("clear")
-@click.argument("dag_id")
+@click.argument("dag_id", type=NAME)
 @click.option("--task-regex", "-t", callback=_regex, help="Only tasks whose id matches (search).")
-@click.option("--run-id", help="Only this DAG run [default: every run of the DAG].")
+@click.option("--run-id", type=NAME, help="Only this DAG run [default: every run of the DAG].")
 @click.option("--downstream", "-d", is_flag=True, help="Also clear the tasks downstream.")
 @click.option("--only-failed", "-f", is_flag=True, help="Only failed and upstream_failed ones.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
@@ -165,11 +165,11 @@ def clear(
 
 
 @tasks.command("failed-deps")
-@click.argument("dag_id")
-@click.argument("run_id")
-@click.argument("task_id")
+@click.argument("dag_id", type=NAME)
+@click.argument("run_id", type=NAME)
+@click.argument("task_id", type=NAME)
 @click.option(
-    "--map-index", type=click.IntRange(min=0), help="The instance of a mapped task to explain."
+    "--map-index", type=NON_NEGATIVE_INT, help="The instance of a mapped task to explain."
 )
 @output_option
 @pass_cli

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 import click
 
 from engine.cli import CliContext, pass_cli
 from engine.cli.output import echo_rows, output_option
-from engine.cli.usage import Group, usage_error
+from engine.cli.usage import NAME, Group, parse_json, usage_error
 from engine.config import MASK
 from engine.exceptions import NotFound
 from engine.secrets import is_sensitive_key
@@ -25,7 +23,7 @@ def variables() -> None:
 
 
 @variables.command()
-@click.argument("key")
+@click.argument("key", type=NAME)
 @click.option("--default", "default", default=None, help="Print this when KEY does not exist.")
 @click.option(
     "--reveal", is_flag=True, help="Print a secret variable's value in clear (it shows as ***)."
@@ -44,7 +42,7 @@ def get(cli: CliContext, key: str, default: str | None, reveal: bool) -> None:
 
 
 @variables.command("set")
-@click.argument("key")
+@click.argument("key", type=NAME)
 @click.argument("value")
 @click.option("--description", default=None, help="What the variable is for.")
 @click.option(
@@ -65,8 +63,8 @@ def set_(
     """Create or replace the variable KEY."""
     if is_json:
         try:
-            json.loads(value)
-        except json.JSONDecodeError as exc:
+            parse_json(value)
+        except ValueError as exc:
             raise usage_error(f"VALUE is not valid JSON: {exc}") from None
     is_secret = is_sensitive_key(key) if secret is None else secret
     with cli.store.session() as session:
@@ -90,7 +88,7 @@ def list_(cli: CliContext, output: str) -> None:
 
 
 @variables.command()
-@click.argument("key")
+@click.argument("key", type=NAME)
 @pass_cli
 def delete(cli: CliContext, key: str) -> None:
     """Delete the variable KEY."""

@@ -19,7 +19,7 @@ COLUMNS = [
 @pytest.fixture
 def bare_env(tmp_path: Path) -> dict[str, str]:
     """No DAGWATCH_HOME and an empty HOME. The unknown key is a tripwire: loading the
-    configuration (the way to the home and the metastore) would fail with exit 1."""
+    configuration (the way to the home and the metastore) would fail with exit 2."""
     home = tmp_path / "user_home"
     home.mkdir()
     return {
@@ -32,7 +32,7 @@ def bare_env(tmp_path: Path) -> dict[str, str]:
 def test_the_tripwire_stops_verbs_that_load_the_configuration(bare_env):
     result = run_cli("config", "list", env=bare_env)
 
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "unknown configuration key 'core.no_such_key'" in result.stderr
 
 

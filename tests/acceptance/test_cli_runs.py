@@ -168,7 +168,7 @@ def test_list_runs_and_state_json_keys(env):
     ("args", "message"),
     [
         (["dags", "list-runs", "--state", "done"], "'done' is not one of"),
-        (["dags", "list-runs", "--limit", "0"], "0 is not in the range"),
+        (["dags", "list-runs", "--limit", "0"], "0 is not an integer from 1 to 2147483647"),
         (["dags", "state", "pipeline"], "Missing argument"),
         (["dags", "backfill", "pipeline", "--start", "2026-03-05", "--end", "2026-03-01"], "after"),
         (["dags", "backfill", "pipeline", "--start", "2026-03-05"], "Missing option"),

@@ -237,17 +237,23 @@ def test_config_get_value_masks_secrets_unless_revealed(cli_env, section, key, e
 
 
 @pytest.mark.parametrize(
-    ("name", "value"),
+    ("name", "value", "code"),
     [
-        ("DAGWATCH__ALERTS__ROUTES", '{"r": {"urls": ["json://u:bad-s3cret@h/x"]'),
-        ("DAGWATCH__ALERTS__ROUTES", '["json://u:bad-s3cret@h/x"]'),
-        ("DAGWATCH__DATABASE__SQL_ALCHEMY_CONN", "postgresql+psycopg://u:bad-s3cret@127.0.0.1:1/x"),
+        # a value the configuration refuses is a usage error (2); a metastore that cannot
+        # be reached is a failure (1)
+        ("DAGWATCH__ALERTS__ROUTES", '{"r": {"urls": ["json://u:bad-s3cret@h/x"]', 2),
+        ("DAGWATCH__ALERTS__ROUTES", '["json://u:bad-s3cret@h/x"]', 2),
+        (
+            "DAGWATCH__DATABASE__SQL_ALCHEMY_CONN",
+            "postgresql+psycopg://u:bad-s3cret@127.0.0.1:1/x",
+            1,
+        ),
     ],
 )
-def test_an_error_about_a_secret_value_never_prints_it(cli_env, name, value):
+def test_an_error_about_a_secret_value_never_prints_it(cli_env, name, value, code):
     result = run_cli("dags", "list", env={**cli_env, name: value})
 
-    line = one_line_error(result, 1)
+    line = one_line_error(result, code)
     assert name.split("__")[-1].lower() in line or "metastore" in line
     assert "bad-s3cret" not in result.stdout + result.stderr
 
@@ -255,7 +261,7 @@ def test_an_error_about_a_secret_value_never_prints_it(cli_env, name, value):
 def test_unknown_config_env_var_fails_naming_the_key(cli_env):
     result = run_cli("config", "list", env={**cli_env, "DAGWATCH__CORE__NOPE": "1"})
 
-    line = one_line_error(result, 1)
+    line = one_line_error(result, 2)
     assert "'core.nope'" in line
     assert "DAGWATCH__CORE__NOPE" in line
 

@@ -84,7 +84,7 @@ def test_alerts_test_through_a_route_with_an_env_reference(env, smtp_sink):
         "environment variable ONCALL_MAIL (for env:ONCALL_MAIL) is not set",
     )
     assert (unknown.returncode, unknown.stderr.strip()) == (
-        1,
+        2,  # a --route that is not configured: a usage error
         "error: no route named 'nope' (configured routes: oncall)",
     )
 

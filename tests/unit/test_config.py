@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.config import MASK, OPTIONS, Config, home_from, load_config
+from engine.config import MASK, OPTIONS, Config, checked_dags_folder, home_from, load_config
 from engine.exceptions import ConfigError
 
 
@@ -105,48 +105,185 @@ def test_invalid_toml_and_bare_keys_are_errors(home, environ):
         load_config(environ)
 
 
+ENV = "(from DAGWATCH__{})"
+EXECUTORS = "one of sequential, local (the executors of this version)"
+TIMEZONE = "an IANA timezone name, like UTC or Europe/Amsterdam"
+
+
 @pytest.mark.parametrize(
-    ("variable", "raw", "expected"),
+    ("variable", "raw", "allowed"),
     [
-        ("CORE__PARALLELISM", "abc", "core.parallelism = 'abc' (from DAGWATCH__CORE__PARALLELISM) "
-         "is not a valid int"),
-        ("CORE__PARALLELISM", "0", "core.parallelism = '0' (from DAGWATCH__CORE__PARALLELISM) "
-         "must be at least 1"),
-        ("CORE__EXECUTOR", "kubernetes", "core.executor = 'kubernetes' "
-         "(from DAGWATCH__CORE__EXECUTOR): allowed values: sequential, local, celery"),
-        ("CORE__LOAD_EXAMPLES", "maybe", "core.load_examples = 'maybe' "
-         "(from DAGWATCH__CORE__LOAD_EXAMPLES) is not a valid bool"),
-        ("SCHEDULER__LOOP_INTERVAL", "nan", "scheduler.loop_interval = 'nan' "
-         "(from DAGWATCH__SCHEDULER__LOOP_INTERVAL) is not a valid float"),
-        ("SCHEDULER__HEARTBEAT_TIMEOUT", "inf", "scheduler.heartbeat_timeout = 'inf' "
-         "(from DAGWATCH__SCHEDULER__HEARTBEAT_TIMEOUT) is not a valid float"),
+        ("CORE__PARALLELISM", "abc", "an integer from 1 to 2147483647"),
+        ("CORE__PARALLELISM", "0", "an integer from 1 to 2147483647"),
+        ("CORE__PARALLELISM", "", "an integer from 1 to 2147483647"),
+        ("CORE__PARALLELISM", "99999999999999999999999", "an integer from 1 to 2147483647"),
+        ("CORE__DEFAULT_POOL_SLOTS", "2147483648", "an integer from 0 to 2147483647"),
+        ("CORE__DEFAULT_POOL_SLOTS", "-1", "an integer from 0 to 2147483647"),
+        ("CORE__WORKER_MAX_ATTEMPTS", "-1", "an integer from 0 to 2147483647 (0: no limit)"),
+        ("CORE__EXECUTOR", "kubernetes", EXECUTORS),
+        ("CORE__EXECUTOR", "celery", EXECUTORS),
+        ("CORE__ATTEMPT_ISOLATION", "thread", "one of worker, process"),
+        ("CORE__LOAD_EXAMPLES", "maybe", "true or false"),
+        ("CORE__DAG_FILE_PROCESSOR_TIMEOUT", "0", "a number from 0.1 to 31536000"),
+        ("CORE__DEFAULT_TIMEZONE", "Mars/Olympus", TIMEZONE),
+        ("CORE__DAGS_FOLDER", " ", "a path (not empty)"),
+        ("SCHEDULER__LOOP_INTERVAL", "nan", "a number from 0 to 31536000"),
+        ("SCHEDULER__LOOP_INTERVAL", "1e12", "a number from 0 to 31536000"),
+        ("SCHEDULER__HEARTBEAT_TIMEOUT", "inf", "a number from 1 to 31536000"),
+        ("SCHEDULER__MIN_FILE_PROCESS_INTERVAL", "-1", "a number from 0 to 31536000"),
+        ("METRICS__PROMETHEUS_PORT", "70000", "an integer from 0 to 65535 (0: any free port)"),
+        ("METRICS__PROMETHEUS_PORT", "-1", "an integer from 0 to 65535 (0: any free port)"),
+        ("METRICS__STATSD_PORT", "0", "an integer from 1 to 65535"),
+        ("METRICS__STATSD_HOST", "  ", "a host name or address"),
+        ("METRICS__PROMETHEUS_HOST", "", "a host name or address"),
+        ("METRICS__STATSD_TAGS", "datadog", "one of none, dogstatsd, influxdb"),
+        ("ALERTS__MAX_ATTEMPTS", "0", "an integer from 1 to 2147483647"),
+        ("ALERTS__FORECAST_QUANTILE", "1.5", "a number from 0.5 to 1"),
+        ("ALERTS__CONSOLE_URL", "localhost:8501", "an http:// or https:// URL"),
+        ("ALERTS__MISS_AFTER_FAILURE", "ignore", "one of fold, page"),
+        ("LOGGING__LEVEL", "LOUD", "one of DEBUG, INFO, WARNING, ERROR"),
     ],
 )  # fmt: skip
-def test_bad_env_values_name_key_value_and_what_is_allowed(environ, variable, raw, expected):
+def test_bad_env_values_name_key_value_source_and_what_is_allowed(environ, variable, raw, allowed):
     environ[f"DAGWATCH__{variable}"] = raw
 
     with pytest.raises(ConfigError) as info:
         load_config(environ)
 
-    assert str(info.value) == expected
+    name = variable.lower().replace("__", ".")
+    assert str(info.value) == f"{name} = {raw!r} {ENV.format(variable)}: must be {allowed}"
 
 
 @pytest.mark.parametrize(
-    ("toml", "fragment"),
+    ("toml", "expected"),
     [
         ("[core]\nparallelism = true\n", "core.parallelism = True"),
         ("[core]\nparallelism = 2.5\n", "core.parallelism = 2.5"),
-        ("[core]\nfernet_key = false\n", "core.fernet_key = ***"),  # a secret: never echoed
+        ("[core]\nparallelism = 1e30\n", "core.parallelism = 1e+30"),
+        ("[core]\nexecutor = 'celery'\n", "core.executor = 'celery'"),
+        ("[core]\nfernet_key = false\n", "core.fernet_key = ***"),
         ("[core]\ndags_folder = ['a']\n", "core.dags_folder = ['a']"),
+        ("[core]\nload_examples = 'sometimes'\n", "core.load_examples = 'sometimes'"),
+        ("[metrics]\nprometheus_port = 70000\n", "metrics.prometheus_port = 70000"),
+        ("[metrics]\nprometheus_on = 'perhaps'\n", "metrics.prometheus_on = 'perhaps'"),
+        ("[alerts]\nroutes = 'x'\n", "alerts.routes = ***"),
+        ("[alerts]\nretry_delay = -5\n", "alerts.retry_delay = -5"),
     ],
 )
-def test_bad_file_values_are_errors(home, environ, toml, fragment):
+def test_bad_file_values_name_the_file(home, environ, toml, expected):
     write_toml(home, toml)
 
-    with pytest.raises(ConfigError, match="is not a valid") as info:
+    with pytest.raises(ConfigError) as info:
         load_config(environ)
 
-    assert fragment in str(info.value)
+    assert str(info.value).startswith(f"{expected} (from {home / 'dagwatch.toml'}): must be ")
+
+
+@pytest.mark.parametrize(
+    "option", [o for o in OPTIONS if o.type in ("int", "float")], ids=lambda o: o.name
+)
+def test_every_number_option_has_a_range_and_refuses_what_is_beyond_it(environ, option):
+    low, high = option.bounds()
+    assert low is not None and high is not None
+    variable = f"DAGWATCH__{option.section.upper()}__{option.key.upper()}"
+
+    for beyond in (low - 1, high + 1, "nan" if option.type == "float" else "1.5"):
+        environ[variable] = str(beyond)
+        with pytest.raises(ConfigError, match=r": must be an? (integer|number) from "):
+            load_config(environ)
+    environ[variable] = str(high)
+    assert load_config(environ)[option.name] == high
+
+
+def test_secret_values_never_appear_in_errors(environ):
+    environ["DAGWATCH__DATABASE__SQL_ALCHEMY_CONN"] = "mysql://dw:hunter2@db/dw"
+    with pytest.raises(ConfigError) as info:
+        load_config(environ)
+    assert "hunter2" not in str(info.value)
+    assert "'mysql://dw:***@db/dw'" in str(info.value)
+
+    environ.pop("DAGWATCH__DATABASE__SQL_ALCHEMY_CONN")
+    environ["DAGWATCH__ALERTS__ROUTES"] = '["slack://token-a/token-b"]'
+    with pytest.raises(ConfigError) as info:
+        load_config(environ)
+    assert "token-a" not in str(info.value)
+    assert str(info.value).startswith("alerts.routes = *** (from DAGWATCH__ALERTS__ROUTES)")
+
+
+def test_the_allowed_executors_are_those_the_registry_has(environ, monkeypatch):
+    import engine.executors
+
+    environ["DAGWATCH__CORE__EXECUTOR"] = "celery"
+    with pytest.raises(ConfigError, match="must be one of sequential, local "):
+        load_config(environ)
+
+    monkeypatch.setattr(engine.executors, "EXECUTORS", (*engine.executors.EXECUTORS, "celery"))
+    assert load_config(environ)["core.executor"] == "celery"
+
+
+def test_choices_are_matched_in_any_letter_case(environ):
+    environ["DAGWATCH__LOGGING__LEVEL"] = "debug"
+    environ["DAGWATCH__CORE__EXECUTOR"] = "Sequential"
+
+    config = load_config(environ)
+
+    assert (config["logging.level"], config["core.executor"]) == ("DEBUG", "sequential")
+
+
+def test_metastore_urls_of_supported_databases_are_accepted(environ):
+    for url in (
+        "sqlite://",
+        "sqlite:////tmp/x.db",
+        "postgresql+psycopg://u@h/db",
+        "postgres://h/d",
+    ):
+        environ["DAGWATCH__DATABASE__SQL_ALCHEMY_CONN"] = url
+        assert load_config(environ)["database.sql_alchemy_conn"] == url
+
+
+def test_a_log_folder_or_home_that_is_a_file_is_refused(home, environ):
+    a_file = home / "not_a_folder"
+    a_file.write_text("")
+    environ["DAGWATCH__LOGGING__BASE_LOG_FOLDER"] = str(a_file)
+    with pytest.raises(
+        ConfigError,
+        match=r"logging\.base_log_folder = .*: must be a folder path \(not empty, not a file\)",
+    ):
+        load_config(environ)
+
+    with pytest.raises(ConfigError, match=r"DAGWATCH_HOME = .*: must be a folder, not a file"):
+        load_config({"DAGWATCH_HOME": str(a_file)})
+
+
+def test_the_default_dags_folder_is_created_when_a_command_needs_it(home, environ):
+    config = load_config(environ)
+    assert not (home / "dags").exists()  # loading alone creates nothing
+
+    assert checked_dags_folder(config) == home / "dags"
+    assert (home / "dags").is_dir()
+
+
+@pytest.mark.parametrize(
+    ("make", "problem"),
+    [
+        (lambda path: None, "does not exist"),
+        (lambda path: path.write_text("print('a file')\n"), "is a file"),
+    ],
+)
+def test_a_configured_dags_folder_must_be_an_existing_folder(home, environ, make, problem):
+    folder = home / "elsewhere"
+    make(folder)
+    environ["DAGWATCH__CORE__DAGS_FOLDER"] = str(folder)
+    config = load_config(environ)  # loading is fine: only commands that scan need the folder
+
+    with pytest.raises(ConfigError) as info:
+        checked_dags_folder(config)
+
+    assert str(info.value) == (
+        f"core.dags_folder = '{folder}' (from DAGWATCH__CORE__DAGS_FOLDER) {problem}; "
+        "it must be an existing folder of DAG files"
+    )
+    assert not (home / "dags").exists()
 
 
 def test_display_value_masks_secrets_and_url_passwords(environ):
@@ -184,3 +321,11 @@ def test_home_defaults_to_tilde_dagwatch_and_paths_expand_user(environ):
     assert load_config(environ).get("logging.base_log_folder") == Path(
         os.path.expanduser("~/dw-logs")
     )
+
+
+def test_a_bad_file_value_is_refused_even_when_the_environment_overrides_it(home, environ):
+    write_toml(home, "[core]\nparallelism = 0\n")
+    environ["DAGWATCH__CORE__PARALLELISM"] = "4"
+
+    with pytest.raises(ConfigError, match=r"^core\.parallelism = 0 \(from .*dagwatch\.toml\)"):
+        load_config(environ)
