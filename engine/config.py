@@ -32,7 +32,7 @@ class Option:
 
     section: str
     key: str
-    type: str  # str | int | float | bool | path | choice | table
+    type: str  # str | int | float | duration | bool | path | choice | table
     default: Default
     help: str
     secret: bool = False
@@ -105,12 +105,27 @@ def _parse_str(raw: Any) -> str:
     return str(raw)
 
 
+#: Units of a duration written as text ("90s", "15m", "24h", "7d").
+_DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def _parse_duration(raw: Any) -> float:
+    """Seconds, from a number of seconds or a number with a unit: "90s", "15m", "24h", "7d"."""
+    if isinstance(raw, str):
+        text = raw.strip().lower()
+        unit = _DURATION_UNITS.get(text[-1:])
+        if unit is not None:
+            return _parse_float(text[:-1]) * unit
+    return _parse_float(raw)
+
+
 _PARSERS: dict[str, Callable[[Any], Any]] = {
     "str": _parse_str,
     "choice": _parse_str,
     "path": lambda raw: Path(os.path.expanduser(_parse_str(raw))),
     "int": _parse_int,
     "float": _parse_float,
+    "duration": _parse_duration,
     "bool": _parse_bool,
     "table": _parse_table,
 }
@@ -295,7 +310,24 @@ OPTIONS: tuple[Option, ...] = (
         "http://127.0.0.1:8501",
         "Base URL of the console, for the run links in alerts.",
     ),
-    Option("alerts", "max_attempts", "int", 5, "Deliveries tried per alert.", minimum=1),
+    Option(
+        "alerts",
+        "max_attempts",
+        "int",
+        5,
+        "Failed deliveries of an alert after which alert_delivery_failed is raised (once);"
+        " delivery goes on until alerts.max_age.",
+        minimum=1,
+    ),
+    Option(
+        "alerts",
+        "max_age",
+        "duration",
+        86400.0,
+        "How long an undelivered alert is retried before it is marked failed: seconds, or a"
+        ' number with a unit ("90m", "24h", "7d").',
+        minimum=1,
+    ),
     Option(
         "alerts", "retry_delay", "float", 5.0, "Seconds before the first re-delivery.", minimum=0
     ),
@@ -312,8 +344,17 @@ OPTIONS: tuple[Option, ...] = (
         "delivery_timeout",
         "float",
         30.0,
-        "Seconds one delivery may take before it counts as failed.",
+        "Seconds one delivery may take; past it the attempt is recorded as a timeout (the"
+        " channel may have the message: outcome unknown) and retried.",
         minimum=0.1,
+    ),
+    Option(
+        "alerts",
+        "delivery_concurrency",
+        "int",
+        8,
+        "Deliveries in flight at once (worker threads); each channel has one at a time.",
+        minimum=1,
     ),
     Option(
         "alerts",
