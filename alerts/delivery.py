@@ -156,7 +156,8 @@ def _since(started: float) -> float:
 def _bound_sockets(service: Any, seconds: float) -> None:
     """No socket of this service waits longer than `seconds` (a URL's own rto/cto included)."""
     service.socket_read_timeout = seconds
-    service.socket_connect_timeout = min(float(service.socket_connect_timeout), seconds)
+    connect = getattr(service, "socket_connect_timeout", None)
+    service.socket_connect_timeout = min(float(connect), seconds) if connect else seconds
 
 
 def _add_dedup_key(service: Any, key: str) -> None:

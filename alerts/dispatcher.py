@@ -272,7 +272,8 @@ class Dispatcher:
         while self._owned():
             self._wake.clear()
             before = report.started + len(seen)
-            self._pass(now, started, report, seen=seen, check_health=check_health)
+            late = deadline is not None and time.monotonic() >= deadline
+            self._pass(now, started, report, seen=seen, check_health=check_health, start=not late)
             check_health = False
             if not self._pool.unsettled() and report.started + len(seen) == before:
                 break
@@ -291,6 +292,7 @@ class Dispatcher:
         *,
         seen: set[int] | None = None,
         check_health: bool = True,
+        start: bool = True,
     ) -> DispatchReport:
         """Record what the deliveries in flight did, then start those now due (rows due at
         `now`; the clock has moved on by the time elapsed since the monotonic `started`)."""
@@ -298,7 +300,7 @@ class Dispatcher:
         self._settle(report)
         if check_health and self._health_due(now):
             self._check_schedulers(now, report)
-        free = self._pool.free()
+        free = self._pool.free() if start else 0
         if free <= 0:
             return report
         busy = self._pool.busy_channels()
@@ -484,7 +486,7 @@ class Dispatcher:
         claim, result = job.claim, job.result
         assert result is not None and job.finished is not None
         waited = job.finished - job.started
-        note = f"answered after {waited:.1f} s: " + ("delivered" if result.ok else result.error)
+        note = f"then, after {waited:.1f} s: " + ("delivered" if result.ok else str(result.error))
         at = job.when(job.finished)
         with self.store.session() as session:
             sent = outbox.settle_late(
@@ -495,7 +497,7 @@ class Dispatcher:
         if sent:
             report.sent += 1
             self._emit_delivered(claim, result, at)
-        log.info("%s: the timed-out attempt %s", where, note, extra=extra)
+        log.info("%s: attempt %d timed out, %s", where, claim.attempts + 1, note, extra=extra)
 
     def _record(
         self, claim: _Claim, delivery: Delivery, at: datetime, report: DispatchReport
