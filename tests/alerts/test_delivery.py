@@ -303,3 +303,44 @@ def test_pagerduty_gets_the_dedup_key_in_its_payload_unless_the_url_sets_one(
     )
     assert {post.body["event_action"] for post in receiver.posts} == {"trigger"}
     assert {row.status for row in alert_rows(store)} == {"sent"}
+
+
+# -- alerts.max_age --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("raw", "seconds"), [("90", 90.0), (90, 90.0), ("90s", 90.0), ("15m", 900.0), ("24h", 86400.0)]
+)
+def test_max_age_is_seconds_or_a_number_with_a_unit(config, raw, seconds):
+    assert config.with_overrides(alerts__max_age=raw)["alerts.max_age"] == seconds
+
+
+@pytest.mark.parametrize("raw", ["soon", "24 hours", "h", "0"])
+def test_a_bad_max_age_names_the_key_and_the_value(environ, raw):
+    from engine.config import load_config
+    from engine.exceptions import ConfigError
+
+    with pytest.raises(ConfigError, match=f"alerts.max_age = '{raw}'"):
+        load_config({**environ, "DAGWATCH__ALERTS__MAX_AGE": raw})
+
+
+def test_a_resent_alert_gets_a_fresh_max_age(store, alerts_config, dead_url):
+    from alerts import outbox
+
+    config = alerts_config(
+        alerts__routes={"oncall": {"urls": [dead_url]}}, alerts__retry_delay=0, alerts__max_age=10
+    )
+    (alert_id,) = raise_alert(store, config)
+    dispatcher = Dispatcher(config, store)
+    dispatcher.run_once(T0)
+    assert dispatcher.run_once(T0 + timedelta(seconds=10)).failed == 1
+
+    resent_at = T0 + timedelta(hours=1)
+    with store.session() as session:
+        assert outbox.requeue(session, alert_id, resent_at)
+    report = dispatcher.run_once(resent_at)
+
+    assert (report.retried, report.failed) == (1, 0)  # not given up at once: 10 s from now
+    (row,) = alert_rows(store)
+    assert (row.status, row.attempts) == ("pending", 1)
+    assert dispatcher.run_once(resent_at + timedelta(seconds=10)).failed == 1
