@@ -506,9 +506,8 @@ class AppriseNotifier:
         self.notify_type = notify_type
         identity = json.dumps([self.target.to_dict(), title, body, notify_type], sort_keys=True)
         self.digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
-        where = json.dumps(self.target.to_dict(), sort_keys=True)
-        #: notifiers sending to one target share its channel (one delivery at a time)
-        self.channel = f"{NOTIFIER_ROUTE}#{hashlib.sha256(where.encode()).hexdigest()[:16]}"
+        #: its rows are delivered one at a time, apart from every other channel
+        self.channel = f"{NOTIFIER_ROUTE}#{self.digest}"
 
     def __repr__(self) -> str:
         return f"AppriseNotifier({self.target.describe()})"

@@ -9,12 +9,15 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
 
 import pytest
 
+from alerts import AppriseNotifier
 from alerts.delivery import DEDUP_HEADER, LATE_ANSWER_GRACE, dedup_key
 from alerts.dispatcher import Dispatcher
 from tests.alerts.conftest import (
@@ -111,6 +114,30 @@ def test_a_hanging_or_slow_channel_does_not_delay_the_other_channels_pages(
     )
     sent = [row for row in alert_rows(store) if row.route == "oncall"]
     assert [row.status for row in sent] == ["sent"] * len(TASKS)
+
+
+def test_each_notifier_is_its_own_channel(store, alerts_config, receivers):
+    config = alerts_config(alerts__delivery_timeout=6.0)
+    stuck, healthy = receivers(), receivers()
+    stuck.hang = True
+    run = SimpleNamespace(dag_id="etl", run_id="scheduled__1", state="failed")
+    context = {"dag": SimpleNamespace(dag_id="etl"), "dag_run": run, "run_id": run.run_id}
+    AppriseNotifier(urls=stuck.url("stuck"))(context)  # the older row
+    AppriseNotifier(urls=healthy.url("ok"))(context)
+    dispatcher = Dispatcher(config, store)
+    reports = []
+    passing = threading.Thread(target=lambda: reports.append(dispatcher.run_once()))
+    started = time.monotonic()
+    passing.start()
+
+    healthy.wait_for(1, timeout=30)
+    waited = time.monotonic() - started
+    passing.join(30)
+
+    assert waited < 6.0  # before the stuck notifier's delivery timed out
+    (report,) = reports
+    assert (report.sent, report.timed_out) == (1, 1)
+    assert len({row.channel for row in alert_rows(store)}) == 2
 
 
 # -- a timeout is an unknown outcome ---------------------------------------------------------
