@@ -309,6 +309,8 @@ class Dispatcher:
                 (alert.id, alert.channel or alert.route or "")
                 for alert in outbox.due(session, now, BATCH, sorted(busy))
             ]
+        if due:
+            notifiers.load_apprise()  # its first import takes a second: not a delivery's time
         for alert_id, channel in due:
             if free <= 0 or not self._owned():
                 break

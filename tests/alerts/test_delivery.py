@@ -240,11 +240,11 @@ def test_a_channel_down_past_max_attempts_gets_the_page_when_it_comes_back(
         alerts__retry_delay=1,
         alerts__max_retry_delay=4,
         alerts__max_age="10m",
-        alerts__delivery_timeout=0.3,
+        alerts__delivery_timeout=0.6 if trouble == "timeout" else 5.0,
     )
     if channel:
         channel.script = [0 if trouble == "reset" else 500] * down_for
-        channel.delay = 0.8 if trouble == "timeout" else 0.0  # its 500 comes too late
+        channel.delay = 1.2 if trouble == "timeout" else 0.0  # its 500 comes too late
     (alert_id,) = raise_alert(store, config)
     dispatcher = Dispatcher(config, store)
 
