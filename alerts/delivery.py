@@ -122,12 +122,15 @@ def send(
     """Send one notification in this thread; its sockets wait `timeout` + LATE_ANSWER_GRACE.
 
     The caller decides when the delivery has timed out (it keeps the thread until then).
+    The title and body leave this process with every secret it knows masked (the
+    target's own URLs included), whoever composed them.
     """
     started = time.monotonic()
     try:
         notifier = build_apprise(target, config)
     except (DagwatchError, ValueError, OSError) as exc:
         return Delivery(False, _error_text(str(exc)), time.monotonic() - started)
+    title, body = secrets.redact(title), secrets.redact(body)
     apprise = load_apprise()
     tag = target.tag or apprise.common.MATCH_ALL_TAG
     try:

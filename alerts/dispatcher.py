@@ -508,12 +508,11 @@ class Dispatcher:
         horizon = claim.queued_at + self._max_age
         final = claim.problem is not None or (not delivery.ok and at >= horizon)
         max_attempts = int(self.config["alerts.max_attempts"])
-        # once: at the max_attempts-th failure, or at the end if that never came
-        escalate = (
-            not delivery.ok
-            and claim.event != Event.ALERT_DELIVERY_FAILED.value
-            and (attempt == max_attempts or (final and attempt < max_attempts))
+        # once per alert: at the max_attempts-th failure, or at the end if that never came
+        undelivered = not delivery.ok and (
+            attempt == max_attempts or (final and attempt < max_attempts)
         )
+        escalate = undelivered and claim.event != Event.ALERT_DELIVERY_FAILED.value
         record = {
             "attempt": attempt,
             "ok": delivery.ok,
@@ -535,6 +534,8 @@ class Dispatcher:
             if escalate:
                 report.raised += self._raise_delivery_failed(session, claim, delivery, at, final)
         self._after_record(claim, delivery, attempt, final, at, report)
+        if undelivered:
+            _emit("alert.failed", claim.route, claim.event, delivery.channels)
 
     def _emit_delivered(self, claim: _Claim, delivery: Delivery, at: datetime) -> None:
         _emit("alert.delivered", claim.route, claim.event, delivery.channels)
@@ -565,7 +566,6 @@ class Dispatcher:
             )
         else:
             report.failed += 1
-            _emit("alert.failed", claim.route, claim.event, delivery.channels)
             log.error(
                 "%s failed after %d attempt(s): %s", where, attempt, delivery.error, extra=extra
             )

@@ -284,10 +284,10 @@ def test_each_alert_has_its_own_key_and_keeps_it_across_retries(store, alerts_co
     receiver.script = [500, 500]
     first = raise_alert(store, config, task_id="a")[0]
     dispatcher = Dispatcher(config, store)
-    for second in range(3):
+    for second in (0, 10, 20):  # far enough apart that each retry is due
         dispatcher.run_once(T0 + timedelta(seconds=second))
-    raise_alert(store, config, task_id="b", now=T0 + timedelta(seconds=3))
-    dispatcher.run_once(T0 + timedelta(seconds=3))
+    raise_alert(store, config, task_id="b", now=T0 + timedelta(seconds=30))
+    dispatcher.run_once(T0 + timedelta(seconds=30))
 
     assert [post.status for post in receiver.posts] == [500, 500, 200, 200]
     first_key, *retried, other_key = keys(receiver)

@@ -141,7 +141,8 @@ def test_a_dead_channel_escalates_once_after_max_attempts_and_fails_at_max_age(
     (alert_id,) = raise_alert(store, config)
     dispatcher = Dispatcher(config, store)
 
-    reports = [dispatcher.run_once(T0 + seconds(i)) for i in range(6)]
+    # Passes 10 s apart (a first delivery may take a second: it imports Apprise).
+    reports = [dispatcher.run_once(T0 + seconds(10 * i)) for i in range(6)]
 
     # The third failure raises alert_delivery_failed, once; delivery goes on.
     assert [(r.retried, r.failed, r.raised) for r in reports] == [(1, 0, 0)] * 2 + [(1, 0, 1)] + [
@@ -157,7 +158,8 @@ def test_a_dead_channel_escalates_once_after_max_attempts_and_fails_at_max_age(
     assert post.title == f"[dagwatch] alert #{alert_id} (task_failed) could not be delivered"
     assert "Failed route: oncall" in post.message and "Task: load" in post.message
     assert "keeps retrying until 2026-01-10 12:01:00 UTC (alerts.max_age)" in post.message
-    assert emitted.values("alert.failed") == []
+    counted = [({"channel": "json", "route": "oncall", "event": "task_failed"}, 1.0)]
+    assert emitted.values("alert.failed") == counted  # once, at the escalation
 
     last = dispatcher.run_once(T0 + seconds(60))  # alerts.max_age after it was queued
 
@@ -166,9 +168,7 @@ def test_a_dead_channel_escalates_once_after_max_attempts_and_fails_at_max_age(
     assert (failed.status, failed.attempts) == ("failed", 7)
     assert [d.status for d in delivery_rows(store, alert_id)] == ["failed"] * 7
     assert len(receiver.posts) == 1
-    assert emitted.values("alert.failed") == [
-        ({"channel": "json", "route": "oncall", "event": "task_failed"}, 1.0)
-    ]
+    assert emitted.values("alert.failed") == counted  # not again
 
 
 def test_retries_back_off_up_to_the_cap_and_the_last_one_falls_on_max_age(
@@ -205,7 +205,7 @@ def test_an_undeliverable_delivery_failure_alert_raises_no_other(store, alerts_c
     raise_alert(store, config)
     dispatcher = Dispatcher(config, store)
 
-    for i in range(10):
+    for i in range(20):
         dispatcher.run_once(T0 + seconds(i))
 
     rows = alert_rows(store)
@@ -398,7 +398,7 @@ def test_a_hanging_channel_never_slows_the_scheduler_loop(
 ):
     overrides = {
         "alerts__routes": {"hook": {"urls": [receiver.url("slow")]}},
-        "alerts__delivery_timeout": 3.5,  # apprise's own read timeout is 4 s
+        "alerts__delivery_timeout": 5.0,  # in flight all through the ticks below
     }
     config = alerts_config(**overrides)
     assert any(hooks.current().services)  # the alerts plugin's dispatcher, started below
