@@ -73,6 +73,7 @@ def _test_target(cli: CliContext, url: str | None, route_name: str | None) -> An
 def test(cli: CliContext, url: str | None, route_name: str | None) -> None:
     """Send a test notification now to URL (an Apprise URL or env:VAR) or to a route."""
     from alerts import notifiers
+    from alerts.delivery import deliver
     from alerts.routes import run_link
     from alerts.targets import ENV_PREFIX
 
@@ -86,7 +87,7 @@ def test(cli: CliContext, url: str | None, route_name: str | None) -> None:
         "link": run_link(cli.config, _TEST_CONTEXT["dag_id"], _TEST_CONTEXT["run_id"])
     }
     title, body = notifiers.render_message("test", context)
-    delivery = notifiers.deliver(target, title, body, "info", cli.config)
+    delivery = deliver(target, title, body, "info", cli.config)
     if not delivery.ok:
         click.echo(f"error: not delivered to {target.describe()}: {delivery.error}", err=True)
         raise SystemExit(1)

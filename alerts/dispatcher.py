@@ -1,21 +1,25 @@
 """The alert dispatcher: delivers outbox rows with retries, grouping and rate limits.
 
 A service thread of the scheduler (and the foreground loop of `dagwatch alerts dispatch`).
-One pass, `run_once(now)`:
+Its loop never waits on a channel; one pass:
 
-1. every few seconds, raise scheduler_unhealthy for scheduler jobs still marked running
+1. record what the deliveries in flight did (`alerts.delivery`): returned, or timed out
+   after `alerts.delivery_timeout` (outcome unknown: the channel may have the message);
+2. every few seconds, raise scheduler_unhealthy for scheduler jobs still marked running
    whose heartbeat is older than `scheduler.heartbeat_timeout` (one alert per job); a
    dispatcher starts judging once it has watched for one heartbeat timeout itself;
-2. for each due row, claim it with a compare-and-set lease: `next_attempt_at` moves past
-   the delivery's worst case only if the row is still pending and due, so two dispatchers
-   never deliver one row, and a dispatcher that dies mid-delivery leaves a row that is due
-   again when its lease ends. In the claim's transaction the route's `rate_limit` may
-   suppress it, the group window may defer it, and the other due rows of its group are
-   folded into it (one message, with a count);
-3. deliver it outside any transaction, bounded by `alerts.delivery_timeout`;
-4. record the attempt: sent; pending again after retry_delay * 2**(attempt-1) (capped by
-   max_retry_delay); or failed after `alerts.max_attempts`, which raises
-   alert_delivery_failed for the other routes (never for an alert_delivery_failed row).
+3. for each due row of a channel with no delivery in flight, claim it with a
+   compare-and-set lease: `next_attempt_at` moves past the delivery's worst case only if
+   the row is still pending and due, so two dispatchers never deliver one row, and a
+   dispatcher that dies mid-delivery leaves a row that is due again when its lease ends.
+   In the claim's transaction the route's `rate_limit` may suppress it, the group window
+   may defer it, and the other due rows of its group are folded into it (one message,
+   with a count); then hand it to the worker pool (`alerts.delivery_concurrency`).
+
+Recording an attempt: sent; else pending again after retry_delay * 2**(attempt-1)
+(capped by max_retry_delay) until `alerts.max_age` after it was queued, then failed.
+The `alerts.max_attempts`-th failed attempt raises alert_delivery_failed for the other
+routes, once (never for an alert_delivery_failed row); delivery goes on.
 """
 
 from __future__ import annotations
@@ -26,12 +30,14 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from alerts import notifiers, outbox
+from alerts.delivery import Delivery, DeliveryPool, InFlight, dedup_key, send, timeout_error
 from alerts.events import Event
 from alerts.routes import Route, compose, load_routes, run_link
 from alerts.targets import Target
@@ -43,7 +49,8 @@ log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 
-#: Seconds a claim outlives the delivery timeout before another dispatcher may take the row.
+#: Seconds a claim outlives the delivery timeout before another dispatcher may take the row
+#: (more than notifiers.LATE_ANSWER_GRACE: a late answer is known before the lease ends).
 LEASE_MARGIN = 60.0
 #: Seconds between two looks at the schedulers' heartbeats.
 HEALTH_INTERVAL = 5.0
@@ -75,10 +82,21 @@ class DispatchReport:
     raised: int = 0
     #: due rows another dispatcher claimed first
     contended: int = 0
+    #: deliveries handed to the worker pool
+    started: int = 0
+    #: attempts recorded as timeouts (outcome unknown; retried)
+    timed_out: int = 0
 
     @property
     def busy(self) -> bool:
-        return bool(self.sent or self.failed or self.retried or self.suppressed or self.grouped)
+        return bool(
+            self.sent
+            or self.failed
+            or self.retried
+            or self.suppressed
+            or self.grouped
+            or self.started
+        )
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -99,8 +117,16 @@ class _Claim:
     attempts: int
     count: int
     created_at: datetime
+    fingerprint: str
+    #: when it entered the queue: it is retried until alerts.max_age after this
+    queued_at: datetime
     #: why the row cannot be delivered at all (its route is gone): it fails at once
     problem: str | None = None
+
+    @property
+    def dedup(self) -> str:
+        """The key the channel may deduplicate by: the same on every attempt."""
+        return dedup_key(self.fingerprint)
 
 
 def backoff(config: Any, attempt: int) -> timedelta:
@@ -155,6 +181,11 @@ class Dispatcher:
             for name, route in self.routes.items()
             if Event.SCHEDULER_UNHEALTHY in route.events
         }
+        self._timeout = float(config["alerts.delivery_timeout"])
+        self._max_age = timedelta(seconds=float(config["alerts.max_age"]))
+        #: set when a delivery returns (or `stop` is called): the loop looks at once
+        self._wake = threading.Event()
+        self._pool = DeliveryPool(int(config["alerts.delivery_concurrency"]), self._wake)
 
     # -- the service ---------------------------------------------------------------------
 
@@ -170,6 +201,7 @@ class Dispatcher:
         """Stop the thread: it delivers what is due now within `timeout`, then exits."""
         self._flush_deadline = time.monotonic() + timeout
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout + 0.5)
             if self._thread.is_alive():
@@ -177,11 +209,16 @@ class Dispatcher:
             self._thread = None
 
     def serve(self, stop: threading.Event) -> None:
-        """Pass after pass until `stop` is set, then one last pass over what is due."""
+        """Pass after pass until `stop` is set, then one last pass over what is due.
+
+        Between passes it sleeps until a delivery returns, one times out, or the poll
+        interval ends; it never waits on a channel.
+        """
         failures = 0
         while not stop.is_set() and self._owned():
+            self._wake.clear()  # before the pass: a delivery returning during it wakes the next
             try:
-                report = self.run_once(self.clock())
+                report = self._pass(self.clock(), time.monotonic())
                 failures = 0
             except Exception as exc:  # the metastore is away: wait, never die
                 failures += 1
@@ -190,13 +227,12 @@ class Dispatcher:
                 stop.wait(wait)
                 continue
             if not report.busy:
-                stop.wait(self.poll_interval)
+                self._wake.wait(self._idle_wait(None))
         if self._owned():
             self._flush()
 
     def _flush(self) -> None:
-        timeout = float(self.config["alerts.delivery_timeout"])
-        deadline = self._flush_deadline or time.monotonic() + timeout
+        deadline = self._flush_deadline or time.monotonic() + self._timeout
         try:
             self.run_once(self.clock(), deadline=deadline, check_health=False)
         except Exception as exc:
@@ -204,6 +240,15 @@ class Dispatcher:
 
     def _owned(self) -> bool:
         return self._registry is None or hooks.current() is self._registry
+
+    def _idle_wait(self, deadline: float | None) -> float:
+        """Seconds to sleep: until the next delivery times out, capped by the poll interval."""
+        now = time.monotonic()
+        wait = self.poll_interval
+        for moment in (self._pool.next_deadline(), deadline):
+            if moment is not None:
+                wait = min(wait, max(0.0, moment - now))
+        return wait
 
     # -- one pass ------------------------------------------------------------------------
 
@@ -214,23 +259,78 @@ class Dispatcher:
         deadline: float | None = None,
         check_health: bool = True,
     ) -> DispatchReport:
-        """Deliver every row due at `now` (until the monotonic `deadline`, if given)."""
+        """Deliver every row due at `now` and record the outcomes, each row at most once.
+
+        Channels are delivered to side by side, one delivery at a time each; this returns
+        when every delivery it started returned or timed out (or at the monotonic
+        `deadline`, when those still in flight are recorded as timeouts).
+        """
         now = now or self.clock()
         started = time.monotonic()
         report = DispatchReport()
+        seen: set[int] = set()
+        while self._owned():
+            self._wake.clear()
+            before = report.started + len(seen)
+            late = deadline is not None and time.monotonic() >= deadline
+            self._pass(now, started, report, seen=seen, check_health=check_health, start=not late)
+            check_health = False
+            if not self._pool.unsettled() and report.started + len(seen) == before:
+                break
+            if deadline is not None and time.monotonic() >= deadline:
+                self._settle(report, cutoff=True)
+                break
+            if self._pool.unsettled():
+                self._wake.wait(self._idle_wait(deadline))
+        return report
+
+    def _pass(
+        self,
+        now: datetime,
+        started: float,
+        report: DispatchReport | None = None,
+        *,
+        seen: set[int] | None = None,
+        check_health: bool = True,
+        start: bool = True,
+    ) -> DispatchReport:
+        """Record what the deliveries in flight did, then start those now due (rows due at
+        `now`; the clock has moved on by the time elapsed since the monotonic `started`)."""
+        report = report or DispatchReport()
+        self._settle(report)
         if check_health and self._health_due(now):
             self._check_schedulers(now, report)
+        free = self._pool.free() if start else 0
+        if free <= 0:
+            return report
+        busy = self._pool.busy_channels()
         with self.store.session(readonly=True) as session:
-            due = [alert.id for alert in outbox.due(session, now, BATCH)]
-        for alert_id in due:
-            if (deadline is not None and time.monotonic() >= deadline) or not self._owned():
+            due = [
+                (alert.id, alert.channel or alert.route or "")
+                for alert in outbox.due(session, now, BATCH, sorted(busy))
+            ]
+        if due:
+            notifiers.load_apprise()  # its first import takes a second: not a delivery's time
+        for alert_id, channel in due:
+            if free <= 0 or not self._owned():
                 break
+            if channel in busy or (seen is not None and alert_id in seen):
+                continue
+            if seen is not None:
+                seen.add(alert_id)
             at = now + timedelta(seconds=time.monotonic() - started)
             claim = self._claim(alert_id, at, report)
             if claim is None:
                 continue
-            delivery = self._deliver(claim, deadline)
-            self._record(claim, delivery, at + timedelta(seconds=delivery.latency), report)
+            if claim.problem is not None:
+                self._record(claim, Delivery(False, claim.problem, 0.0), at, report)
+                continue
+            moment = time.monotonic()
+            job = InFlight(channel, claim, at, moment, moment + self._timeout)
+            self._pool.submit(job, partial(self._send, claim))
+            report.started += 1
+            busy.add(channel)
+            free -= 1
         return report
 
     def _claim(self, alert_id: int, at: datetime, report: DispatchReport) -> _Claim | None:
@@ -319,18 +419,16 @@ class Dispatcher:
 
     # -- delivering ----------------------------------------------------------------------
 
-    def _deliver(self, claim: _Claim, deadline: float | None) -> notifiers.Delivery:
-        if claim.problem is not None:
-            return notifiers.Delivery(False, claim.problem, 0.0)
-        timeout = float(self.config["alerts.delivery_timeout"])
-        if deadline is not None:
-            timeout = max(0.1, min(timeout, deadline - time.monotonic()))
+    def _send(self, claim: _Claim) -> Delivery:
+        """Deliver a claimed row (in a worker thread of the pool)."""
         try:
             target, title, body, notify_type = self.message(claim)
         except Exception as exc:  # a bad key, template or connection fails this attempt only
             error = secrets.redact(f"cannot build the message: {type(exc).__name__}: {exc}")
-            return notifiers.Delivery(False, error, 0.0)
-        return notifiers.deliver(target, title, body, notify_type, self.config, timeout=timeout)
+            return Delivery(False, error, 0.0)
+        return send(
+            target, title, body, notify_type, self.config, timeout=self._timeout, dedup=claim.dedup
+        )
 
     def message(self, claim: _Claim) -> tuple[Target, str, str, str]:
         """(target, title, body, notify_type) of a claimed row."""
@@ -368,36 +466,87 @@ class Dispatcher:
 
     # -- recording -----------------------------------------------------------------------
 
+    def _settle(self, report: DispatchReport, *, cutoff: bool = False) -> None:
+        """Record the deliveries that timed out and those that returned (`cutoff`: all)."""
+        now = time.monotonic()
+        timed_out, done = self._pool.collect(now, cutoff=cutoff)
+        for job in timed_out:
+            moment = min(job.deadline, job.finished or now, now)
+            waited = moment - job.started
+            why = "the dispatcher stopped" if moment < job.deadline else "alerts.delivery_timeout"
+            delivery = Delivery(False, timeout_error(waited, why), waited, timed_out=True)
+            self._record(job.claim, delivery, job.when(moment), report)
+        for job in done:
+            assert job.result is not None and job.finished is not None
+            if job.expired:
+                self._settle_late(job, report)
+            else:
+                self._record(job.claim, job.result, job.when(job.finished), report)
+
+    def _settle_late(self, job: InFlight, report: DispatchReport) -> None:
+        """A delivery recorded as a timeout answered after all: note it; if ok, it is sent."""
+        claim, result = job.claim, job.result
+        assert result is not None and job.finished is not None
+        waited = job.finished - job.started
+        note = f"then, after {waited:.1f} s: " + ("delivered" if result.ok else str(result.error))
+        at = job.when(job.finished)
+        with self.store.session() as session:
+            sent = outbox.settle_late(
+                session, claim.id, attempt=claim.attempts + 1, ok=result.ok, note=note, now=at
+            )
+        where = f"alert #{claim.id} ({claim.event}, route {claim.route})"
+        extra = {"action": "alert_delivery", "alert_id": claim.id, "attempt": claim.attempts + 1}
+        if sent:
+            report.sent += 1
+            self._emit_delivered(claim, result, at)
+        log.info("%s: attempt %d timed out, %s", where, claim.attempts + 1, note, extra=extra)
+
     def _record(
-        self, claim: _Claim, delivery: notifiers.Delivery, at: datetime, report: DispatchReport
+        self, claim: _Claim, delivery: Delivery, at: datetime, report: DispatchReport
     ) -> None:
         attempt = claim.attempts + 1
-        final = claim.problem is not None or attempt >= int(self.config["alerts.max_attempts"])
+        horizon = claim.queued_at + self._max_age
+        final = claim.problem is not None or (not delivery.ok and at >= horizon)
+        max_attempts = int(self.config["alerts.max_attempts"])
+        # once per alert: at the max_attempts-th failure, or at the end if that never came
+        undelivered = not delivery.ok and (
+            attempt == max_attempts or (final and attempt < max_attempts)
+        )
+        escalate = undelivered and claim.event != Event.ALERT_DELIVERY_FAILED.value
         record = {
             "attempt": attempt,
             "ok": delivery.ok,
             "latency": delivery.latency,
             "error": delivery.error,
             "now": at,
+            "timed_out": delivery.timed_out,
         }
         with self.store.session() as session:
             if delivery.ok:
                 outbox.record_delivery(session, claim.id, status=outbox.SENT, **record)
             elif not final:
-                retry_at = at + backoff(self.config, attempt)
+                retry_at = min(at + backoff(self.config, attempt), horizon)
                 outbox.record_delivery(
                     session, claim.id, status=outbox.PENDING, next_attempt_at=retry_at, **record
                 )
             else:
                 outbox.record_delivery(session, claim.id, status=outbox.FAILED, **record)
-                if claim.event != Event.ALERT_DELIVERY_FAILED.value:
-                    report.raised += self._raise_delivery_failed(session, claim, delivery, at)
+            if escalate:
+                report.raised += self._raise_delivery_failed(session, claim, delivery, at, final)
         self._after_record(claim, delivery, attempt, final, at, report)
+        if undelivered:
+            _emit("alert.failed", claim.route, claim.event, delivery.channels)
+
+    def _emit_delivered(self, claim: _Claim, delivery: Delivery, at: datetime) -> None:
+        _emit("alert.delivered", claim.route, claim.event, delivery.channels)
+        waited = max(0.0, (at - claim.created_at).total_seconds())
+        for channel in delivery.channels or ["none"]:
+            stats.timing("alert.delivery_latency", waited, tags={"channel": channel})
 
     def _after_record(
         self,
         claim: _Claim,
-        delivery: notifiers.Delivery,
+        delivery: Delivery,
         attempt: int,
         final: bool,
         at: datetime,
@@ -405,12 +554,10 @@ class Dispatcher:
     ) -> None:
         where = f"alert #{claim.id} ({claim.event}, route {claim.route})"
         extra = {"action": "alert_delivery", "alert_id": claim.id, "attempt": attempt}
+        report.timed_out += delivery.timed_out
         if delivery.ok:
             report.sent += 1
-            _emit("alert.delivered", claim.route, claim.event, delivery.channels)
-            waited = max(0.0, (at - claim.created_at).total_seconds())
-            for channel in delivery.channels or ["none"]:
-                stats.timing("alert.delivery_latency", waited, tags={"channel": channel})
+            self._emit_delivered(claim, delivery, at)
             log.info("%s delivered (attempt %d)", where, attempt, extra=extra)
         elif not final:
             report.retried += 1
@@ -419,23 +566,34 @@ class Dispatcher:
             )
         else:
             report.failed += 1
-            _emit("alert.failed", claim.route, claim.event, delivery.channels)
             log.error(
                 "%s failed after %d attempt(s): %s", where, attempt, delivery.error, extra=extra
             )
 
     def _raise_delivery_failed(
-        self, session: Session, claim: _Claim, delivery: notifiers.Delivery, at: datetime
+        self,
+        session: Session,
+        claim: _Claim,
+        delivery: Delivery,
+        at: datetime,
+        final: bool,
     ) -> int:
         """alert_delivery_failed for every other route that wants it (the fallback route)."""
         others = {name: route for name, route in self.routes.items() if name != claim.route}
+        horizon = claim.queued_at + self._max_age
+        message = (
+            "dagwatch gave up on it"
+            if final
+            else f"dagwatch keeps retrying until {horizon:%Y-%m-%d %H:%M:%S} UTC (alerts.max_age)"
+        )
         payload = {
             "failed_alert_id": claim.id,
             "failed_event": claim.event,
             "failed_route": claim.route,
             "attempts": claim.attempts + 1,
             "error": delivery.error,
-            "state": "undelivered",
+            "state": "failed" if final else "retrying",
+            "message": message,
             "dag_id": claim.dag_id,
             "run_id": claim.run_id,
             "task_id": claim.task_id,
@@ -508,6 +666,8 @@ def _snapshot(alert: Alert, *, count: int | None = None, problem: str | None = N
         attempts=alert.attempts or 0,
         count=count or alert.count or 1,
         created_at=alert.created_at,
+        fingerprint=alert.fingerprint,
+        queued_at=alert.queued_at or alert.created_at,
         problem=problem,
     )
 

@@ -17,6 +17,7 @@ Where a target's URLs come from, resolved at delivery time (never stored in clea
 Every resolved URL (and its password, token-like path and authority) is registered with
 `engine.secrets.mask_secret`, and Apprise's own logger redacts them. Apprise itself is
 imported only when something is delivered: workers import this module with every DAG file.
+Sending is `alerts.delivery`'s.
 """
 
 from __future__ import annotations
@@ -27,10 +28,8 @@ import json
 import logging
 import os
 import re
-import time
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -52,8 +51,6 @@ log = logging.getLogger(__name__)
 #: The route name of rows written by an `AppriseNotifier` (they carry their own target).
 NOTIFIER_ROUTE = "notifier"
 NOTIFY_TYPES = ("info", "success", "warning", "failure")
-#: Delivery error texts are cut to this many characters.
-MAX_ERROR_LEN = 2000
 #: URL parts at least this long that do not look like a host name are masked as tokens.
 _TOKEN_LEN = 8
 #: Loggers whose records may hold a URL being delivered to (urllib3 logs request paths).
@@ -209,9 +206,15 @@ def load_apprise() -> Any:
 def build_apprise(
     target: Target, config: Config, environ: Mapping[str, str] | None = None
 ) -> apprise.Apprise:
-    """An Apprise object holding every URL of `target`, all tagged with its tag (if any)."""
+    """An Apprise object holding every URL of `target`, all tagged with its tag (if any).
+
+    Its services run one after the other in the calling thread, with no deadline of
+    Apprise's own: the caller bounds the delivery (Apprise's shared thread pools would let
+    one hanging channel delay another's messages).
+    """
     apprise = load_apprise()
-    notifier = apprise.Apprise()
+    asset = apprise.AppriseAsset(async_mode=False, service_timeout=0)
+    notifier = apprise.Apprise(asset=asset)
     for where, url in resolve_urls(target, environ):
         if not notifier.add(url, tag=target.tag):
             raise NotifierError(f"{where} is not a valid Apprise URL")
@@ -223,95 +226,13 @@ def build_apprise(
             )
         if not Path(path).expanduser().is_file():
             raise NotifierError(f"alerts.apprise_config = {path}: no such file")
-        loaded = apprise.AppriseConfig()
+        loaded = apprise.AppriseConfig(asset=asset)
         if not loaded.add(str(Path(path).expanduser())):
             raise NotifierError(f"alerts.apprise_config = {path}: not an Apprise configuration")
         for server in loaded.services():
             mask_url(server.url())
         notifier.add(loaded)
     return notifier
-
-
-# -- delivery ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Delivery:
-    """The outcome of one delivery: ok, the error (secret-free), seconds, Apprise channels."""
-
-    ok: bool
-    error: str | None
-    latency: float
-    #: the Apprise service schemes notified (json, mailto, slack...), in order
-    channels: list[str] = field(default_factory=list)
-
-
-def _error_text(text: str) -> str:
-    text = secrets.redact(text.strip())
-    return text if len(text) <= MAX_ERROR_LEN else text[: MAX_ERROR_LEN - 1] + "…"
-
-
-def _scheme(url: str) -> str:
-    return url.split("://", 1)[0].lower() if "://" in url else "unknown"
-
-
-def deliver(
-    target: Target,
-    title: str,
-    body: str,
-    notify_type: str,
-    config: Config,
-    *,
-    timeout: float | None = None,
-) -> Delivery:
-    """Send one notification now; ok only if every channel took it (within the timeout).
-
-    The title and body leave this process with every secret it knows masked (the
-    target's own URLs included), whoever composed them."""
-    started = time.monotonic()
-    try:
-        notifier = build_apprise(target, config)
-    except (DagwatchError, ValueError, OSError) as exc:
-        return Delivery(False, _error_text(str(exc)), time.monotonic() - started)
-    title, body = secrets.redact(title), secrets.redact(body)
-    apprise = load_apprise()
-    seconds = float(timeout if timeout is not None else config["alerts.delivery_timeout"])
-    try:
-        result = notifier.notify(
-            body=body or title,
-            title=title,
-            notify_type=notify_type if notify_type in NOTIFY_TYPES else "info",
-            tag=target.tag or apprise.common.MATCH_ALL_TAG,
-            timeout=max(seconds, 0.001),
-        )
-    except Exception as exc:  # Apprise raising is a failed delivery, never a crashed dispatcher
-        return Delivery(False, _error_text(f"{type(exc).__name__}: {exc}"), _since(started))
-    try:
-        return _outcome(result, target, _since(started))
-    finally:
-        result.close()
-
-
-def _since(started: float) -> float:
-    return time.monotonic() - started
-
-
-def _outcome(result: Any, target: Target, latency: float) -> Delivery:
-    status = load_apprise().AppriseResultStatus
-    services = list(result.results)
-    channels = list(dict.fromkeys(_scheme(service.url) for service in services))
-    failed = [service for service in services if service.status != status.SUCCESS]
-    if result.status == status.SUCCESS and services and not failed:
-        return Delivery(True, None, latency, channels)
-    if result.status == status.NOMATCH or not services:
-        detail = "; ".join(entry.message for entry in result.call_logs())
-        error = "no channel matched" + (f" tag {target.tag!r}" if target.tag else "")
-        return Delivery(False, _error_text(f"{error}: {detail}" if detail else error), latency)
-    reasons = []
-    for service in failed:
-        messages = [entry.message for entry in service.logs()] or [service.status.name.lower()]
-        reasons.append(f"{service.name}: {' '.join(messages)}")
-    return Delivery(False, _error_text("; ".join(reasons)), latency, channels)
 
 
 # -- messages ------------------------------------------------------------------------------
@@ -616,6 +537,8 @@ class AppriseNotifier:
         self.notify_type = notify_type
         identity = json.dumps([self.target.to_dict(), title, body, notify_type], sort_keys=True)
         self.digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
+        #: its rows are delivered one at a time, apart from every other channel
+        self.channel = f"{NOTIFIER_ROUTE}#{self.digest}"
 
     def __repr__(self) -> str:
         return f"AppriseNotifier({self.target.describe()})"
@@ -701,6 +624,7 @@ class AppriseNotifier:
             group_key=group_key(
                 event, f"{NOTIFIER_ROUTE}#{self.digest}", facts["dag_id"], facts["task_id"]
             ),
+            channel=self.channel,
         )
         with runtime.get_store().session() as session:
             ids = outbox.enqueue(session, [row], datetime.now(UTC))

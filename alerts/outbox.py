@@ -3,7 +3,8 @@
 Writers call `enqueue` inside the transaction of the change (a transition listener, the
 SLA check), so an alert exists exactly when its cause does. One row per fingerprint: a
 second enqueue of the same occurrence is a no-op. The dispatcher claims due rows with
-`due`, and records each delivery attempt with `record_delivery`.
+`due`, and records each delivery attempt with `record_delivery`; an attempt that timed out
+(outcome unknown) and was answered later is settled by `settle_late`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ SENT = "sent"
 FAILED = "failed"
 SUPPRESSED = "suppressed"
 STATUSES = (PENDING, SENT, FAILED, SUPPRESSED)
+#: A delivery attempt's status when the channel did not answer in time: it may have the message.
+TIMEOUT = "timeout"
 
 
 @dataclass(frozen=True)
@@ -41,6 +44,8 @@ class NewAlert:
     group_key: str | None = None
     #: a row born suppressed (e.g. a deadline folded into a failure) keeps its reason here
     suppressed_reason: str | None = None
+    #: where it is delivered, one delivery at a time (default: its route)
+    channel: str | None = None
 
 
 def enqueue(session: Session, alerts: Sequence[NewAlert], now: datetime) -> list[int]:
@@ -65,6 +70,8 @@ def enqueue(session: Session, alerts: Sequence[NewAlert], now: datetime) -> list
             "created_at": now,
             "next_attempt_at": None if alert.suppressed_reason else now,
             "group_key": alert.group_key,
+            "channel": alert.channel or alert.route,
+            "queued_at": now,
         }
         for alert in unique.values()
     ]
@@ -77,14 +84,12 @@ def enqueue(session: Session, alerts: Sequence[NewAlert], now: datetime) -> list
     return list(session.scalars(statement))
 
 
-def due(session: Session, now: datetime, limit: int = 100) -> list[Alert]:
-    """Pending rows whose next attempt is due, oldest first."""
-    statement = (
-        select(Alert)
-        .where(Alert.status == PENDING, Alert.next_attempt_at <= now)
-        .order_by(Alert.next_attempt_at, Alert.id)
-        .limit(limit)
-    )
+def due(session: Session, now: datetime, limit: int = 100, busy: Sequence[str] = ()) -> list[Alert]:
+    """Pending rows whose next attempt is due, oldest first, except those of `busy` channels."""
+    statement = select(Alert).where(Alert.status == PENDING, Alert.next_attempt_at <= now)
+    if busy:
+        statement = statement.where(or_(Alert.channel.is_(None), Alert.channel.notin_(busy)))
+    statement = statement.order_by(Alert.next_attempt_at, Alert.id).limit(limit)
     return list(session.scalars(statement))
 
 
@@ -100,6 +105,7 @@ def record_delivery(
     status: str,
     next_attempt_at: datetime | None = None,
     count: int | None = None,
+    timed_out: bool = False,
 ) -> None:
     """Record one delivery attempt and move the row to `status` (pending again to retry)."""
     session.execute(
@@ -107,7 +113,7 @@ def record_delivery(
             alert_id=alert_id,
             attempt=attempt,
             at=now,
-            status=SENT if ok else FAILED,
+            status=SENT if ok else TIMEOUT if timed_out else FAILED,
             latency=latency,
             error=error,
         )
@@ -123,6 +129,32 @@ def record_delivery(
     if count is not None:
         values["count"] = count
     session.execute(update(Alert).where(Alert.id == alert_id).values(**values))
+
+
+def settle_late(
+    session: Session, alert_id: int, *, attempt: int, ok: bool, note: str, now: datetime
+) -> bool:
+    """A timed-out attempt answered after all: note it; if it went through, the alert is sent.
+
+    Compare-and-set: only while the row still waits for its next attempt (no other
+    dispatcher delivered or claimed it since). Returns whether the alert became sent.
+    """
+    last = select(func.max(AlertDelivery.id)).where(AlertDelivery.alert_id == alert_id)
+    session.execute(
+        update(AlertDelivery)
+        .where(AlertDelivery.id == last.scalar_subquery(), AlertDelivery.attempt == attempt)
+        .where(AlertDelivery.status == TIMEOUT)
+        .values(error=func.coalesce(AlertDelivery.error, "") + f"; {note}")
+    )
+    if not ok:
+        return False
+    return bool(
+        session.execute(
+            update(Alert)
+            .where(Alert.id == alert_id, Alert.status == PENDING, Alert.attempts == attempt)
+            .values(status=SENT, sent_at=now, next_attempt_at=None, last_error=None)
+        ).rowcount
+    )
 
 
 def mark(
@@ -201,12 +233,13 @@ def deliveries(session: Session, alert_ids: Sequence[int]) -> dict[int, list[Ale
 def requeue(session: Session, alert_id: int, now: datetime) -> bool:
     """Deliver a failed or suppressed alert again (`alerts resend`); False if it is unknown.
 
-    Its attempt count starts over; the earlier attempts stay in its delivery history.
+    Its attempt count and its alerts.max_age start over; the earlier attempts stay in its
+    delivery history.
     """
     changed = session.execute(
         update(Alert)
         .where(Alert.id == alert_id, or_(Alert.status != PENDING, Alert.next_attempt_at > now))
-        .values(status=PENDING, next_attempt_at=now, last_error=None, attempts=0)
+        .values(status=PENDING, next_attempt_at=now, last_error=None, attempts=0, queued_at=now)
     ).rowcount
     if changed:
         return True

@@ -44,7 +44,7 @@ class Option:
 
     section: str
     key: str
-    type: str  # str | int | float | bool | path | choice | table
+    type: str  # str | int | float | duration | bool | path | choice | table
     default: Default
     help: str
     secret: bool = False
@@ -68,7 +68,7 @@ class Option:
 
     def bounds(self) -> tuple[float | None, float | None]:
         """The (minimum, maximum) of a number option; numbers always have a maximum."""
-        if self.type not in ("int", "float"):
+        if self.type not in ("int", "float", "duration"):
             return self.minimum, self.maximum
         ceiling = INT_MAX if self.type == "int" else SECONDS_MAX
         return self.minimum, ceiling if self.maximum is None else self.maximum
@@ -83,6 +83,8 @@ class Option:
         span = "" if low is None else f" from {format_number(low)} to {format_number(high)}"
         if self.type in ("int", "float"):
             return ("an integer" if self.type == "int" else "a number") + span
+        if self.type == "duration":
+            return f'seconds{span}, or a number with a unit ("90m", "24h", "7d")'
         if self.type == "choice":
             return "one of " + ", ".join(self.choice_list())
         return {
@@ -224,12 +226,27 @@ def _not_blank(text: str) -> bool:
     return bool(text.strip())
 
 
+#: Units of a duration written as text ("90s", "15m", "24h", "7d").
+_DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def _parse_duration(raw: Any) -> float:
+    """Seconds, from a number of seconds or a number with a unit: "90s", "15m", "24h", "7d"."""
+    if isinstance(raw, str):
+        text = raw.strip().lower()
+        unit = _DURATION_UNITS.get(text[-1:])
+        if unit is not None:
+            return _parse_float(text[:-1]) * unit
+    return _parse_float(raw)
+
+
 _PARSERS: dict[str, Callable[[Any], Any]] = {
     "str": _parse_str,
     "choice": _parse_str,
     "path": _parse_path,
     "int": _parse_int,
     "float": _parse_float,
+    "duration": _parse_duration,
     "bool": _parse_bool,
     "table": _parse_table,
 }
@@ -448,7 +465,24 @@ OPTIONS: tuple[Option, ...] = (
         check=_is_http_url,
         allowed="an http:// or https:// URL",
     ),
-    Option("alerts", "max_attempts", "int", 5, "Deliveries tried per alert.", minimum=1),
+    Option(
+        "alerts",
+        "max_attempts",
+        "int",
+        5,
+        "Failed deliveries of an alert after which alert_delivery_failed is raised (once);"
+        " delivery goes on until alerts.max_age.",
+        minimum=1,
+    ),
+    Option(
+        "alerts",
+        "max_age",
+        "duration",
+        86400.0,
+        "How long an undelivered alert is retried before it is marked failed: seconds, or a"
+        ' number with a unit ("90m", "24h", "7d").',
+        minimum=1,
+    ),
     Option(
         "alerts", "retry_delay", "float", 5.0, "Seconds before the first re-delivery.", minimum=0
     ),
@@ -465,8 +499,17 @@ OPTIONS: tuple[Option, ...] = (
         "delivery_timeout",
         "float",
         30.0,
-        "Seconds one delivery may take before it counts as failed.",
+        "Seconds one delivery may take; past it the attempt is recorded as a timeout (the"
+        " channel may have the message: outcome unknown) and retried.",
         minimum=0.1,
+    ),
+    Option(
+        "alerts",
+        "delivery_concurrency",
+        "int",
+        8,
+        "Deliveries in flight at once (worker threads); each channel has one at a time.",
+        minimum=1,
     ),
     Option(
         "alerts",

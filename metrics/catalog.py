@@ -356,7 +356,8 @@ CATALOG = Catalog(
         # Alerts
         Metric("alert.delivered", "counter", "", _ALERT, "Notifications delivered."),
         Metric("alert.failed", "counter", "", _ALERT,
-               "Notification deliveries that failed for good (retries exhausted)."),
+               "Notifications not delivered after alerts.max_attempts attempts (once per"
+               " alert; retried until alerts.max_age)."),
         Metric("alert.suppressed", "counter", "", _ALERT,
                "Notifications suppressed by deduplication or rate limits."),
         Metric("alert.delivery_latency", "timer", "seconds", ("channel",),

@@ -402,6 +402,10 @@ class Alert(Base):
     group_key: Mapped[str | None] = mapped_column(String(1000))
     #: how many alerts this delivery stands for (itself and those grouped into it)
     count: Mapped[int] = mapped_column(Integer, default=1)
+    #: where it goes (its route, or a notifier's target): one delivery per channel at a time
+    channel: Mapped[str | None] = mapped_column(String(ID_LEN))
+    #: when it entered the queue (created, or resent): delivery is retried until alerts.max_age
+    queued_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
     __table_args__ = (
         Index("ix_alert_status_next_attempt_at", "status", "next_attempt_at"),
@@ -421,7 +425,8 @@ class AlertDelivery(Base):
     alert_id: Mapped[int] = mapped_column(Integer)
     attempt: Mapped[int] = mapped_column(Integer)
     at: Mapped[datetime] = mapped_column(UtcDateTime)
-    status: Mapped[str] = mapped_column(String(20))  # sent | failed
+    #: sent | failed | timeout (no answer within alerts.delivery_timeout: outcome unknown)
+    status: Mapped[str] = mapped_column(String(20))
     latency: Mapped[float] = mapped_column(Float)
     error: Mapped[str | None] = mapped_column(MaskedText)
 

@@ -201,8 +201,9 @@ def rules() -> list[Rule]:
             "0m",
             "critical",
             "Notifications to {{ $labels.channel }} are failing",
-            "{{ $value }} notification(s) to {{ $labels.channel }} failed for good "
-            f"(retries exhausted) in the last {EVENT_WINDOW}: pages are being lost.",
+            "{{ $value }} notification(s) to {{ $labels.channel }} were not delivered after "
+            f"alerts.max_attempts tries in the last {EVENT_WINDOW}: pages are late and still "
+            "retried until alerts.max_age.",
             "dagwatch-slas",
         ),
         Rule(

@@ -7,6 +7,7 @@ import email
 import email.policy
 import json
 import socket
+import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -35,21 +36,25 @@ def free_port() -> int:
 
 @dataclass
 class Post:
-    """One request the receiver got: its path, Apprise's JSON and the status it answered."""
+    """One request the receiver got: its path, Apprise's JSON and the status it answered
+    (0: the connection was reset instead)."""
 
     path: str
     title: str
     message: str
     type: str
     status: int
+    headers: dict[str, str] = field(default_factory=dict)
+    body: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
 class HttpReceiver:
     """A threaded HTTP server taking Apprise json:// posts.
 
-    `script` holds the status codes of the next answers (then 200 for good); with `hang`
-    set, requests are held until the test ends (a channel that never answers).
+    `script` holds the status codes of the next answers (then 200 for good; 0 resets the
+    connection without an answer); with `hang` set, requests are held until the test ends
+    (a channel that never answers), and `delay` answers late.
     """
 
     server: ThreadingHTTPServer
@@ -87,7 +92,13 @@ class HttpReceiver:
         data = json.loads(handler.rfile.read(length) or b"{}")
         status = self.script.pop(0) if self.script else 200
         post = Post(
-            handler.path, data.get("title", ""), data.get("message", ""), data["type"], status
+            handler.path,
+            data.get("title", ""),
+            data.get("message", ""),
+            data.get("type", ""),
+            status,
+            dict(handler.headers),
+            data,
         )
         with self.arrived:
             self.posts.append(post)
@@ -95,14 +106,21 @@ class HttpReceiver:
         if self.hang:
             self.release.wait(30)
             return
+        if status == 0:  # reset: close at once, unanswered (SO_LINGER 0 sends an RST)
+            handler.connection.setsockopt(
+                socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+            )
+            handler.close_connection = True
+            handler.connection.close()
+            return
         if self.delay:
             time.sleep(self.delay)
         handler.send_response(status)
         handler.end_headers()
 
 
-@pytest.fixture
-def receiver() -> Iterator[HttpReceiver]:
+def start_receiver(port: int = 0) -> HttpReceiver:
+    """An HTTP receiver listening on loopback `port` (0: any free port); `stop_receiver` ends it."""
     holder: list[HttpReceiver] = []
 
     class Handler(BaseHTTPRequestHandler):
@@ -112,15 +130,24 @@ def receiver() -> Iterator[HttpReceiver]:
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
     server.daemon_threads = True
     holder.append(HttpReceiver(server))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield holder[0]
-    holder[0].release.set()
-    server.shutdown()
-    server.server_close()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return holder[0]
+
+
+def stop_receiver(receiver: HttpReceiver) -> None:
+    receiver.release.set()
+    receiver.server.shutdown()
+    receiver.server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[HttpReceiver]:
+    started = start_receiver()
+    yield started
+    stop_receiver(started)
 
 
 @pytest.fixture

@@ -128,7 +128,7 @@ def test_route_templates_render_in_a_sandbox_and_a_broken_one_falls_back(
     assert "route broken: its template failed" in posts["/broken"].message
 
 
-def test_a_dead_channel_fails_after_max_attempts_and_the_fallback_route_is_told(
+def test_a_dead_channel_escalates_once_after_max_attempts_and_fails_at_max_age(
     store, alerts_config, receiver, dead_url, emitted
 ):
     config = alerts_config(
@@ -136,29 +136,62 @@ def test_a_dead_channel_fails_after_max_attempts_and_the_fallback_route_is_told(
         alerts__fallback_urls=receiver.url("fallback"),
         alerts__max_attempts=3,
         alerts__retry_delay=0,
+        alerts__max_age="1m",
     )
     (alert_id,) = raise_alert(store, config)
     dispatcher = Dispatcher(config, store)
 
-    reports = [dispatcher.run_once(T0 + seconds(i)) for i in range(3)]
+    # Passes 10 s apart (a first delivery may take a second: it imports Apprise).
+    reports = [dispatcher.run_once(T0 + seconds(10 * i)) for i in range(6)]
 
-    assert [(r.retried, r.failed, r.raised) for r in reports] == [(1, 0, 0), (1, 0, 0), (0, 1, 1)]
-    failed, told = alert_rows(store)
-    assert (failed.id, failed.status, failed.attempts) == (alert_id, "failed", 3)
-    assert "Connection error" in failed.last_error
-    assert [d.status for d in delivery_rows(store, alert_id)] == ["failed"] * 3
-    assert (told.event, told.route, told.status) == ("alert_delivery_failed", "fallback", "pending")
-    assert emitted.values("alert.failed") == [
-        ({"channel": "json", "route": "oncall", "event": "task_failed"}, 1.0)
-    ]
-
-    assert dispatcher.run_once(T0 + seconds(3)).sent == 1
-
+    # The third failure raises alert_delivery_failed, once; delivery goes on.
+    assert [(r.retried, r.failed, r.raised) for r in reports] == [(1, 0, 0)] * 2 + [(1, 0, 1)] + [
+        (1, 0, 0)
+    ] * 3
+    assert [r.sent for r in reports] == [0, 0, 0, 1, 0, 0]  # the fallback route was told
+    retrying, told = alert_rows(store)
+    assert (retrying.id, retrying.status, retrying.attempts) == (alert_id, "pending", 6)
+    assert "Connection error" in retrying.last_error
+    assert (told.event, told.route, told.status) == ("alert_delivery_failed", "fallback", "sent")
     (post,) = receiver.posts
     assert post.path == "/fallback"
     assert post.title == f"[dagwatch] alert #{alert_id} (task_failed) could not be delivered"
     assert "Failed route: oncall" in post.message and "Task: load" in post.message
-    assert alert_rows(store, id=told.id)[0].status == "sent"
+    assert "keeps retrying until 2026-01-10 12:01:00 UTC (alerts.max_age)" in post.message
+    counted = [({"channel": "json", "route": "oncall", "event": "task_failed"}, 1.0)]
+    assert emitted.values("alert.failed") == counted  # once, at the escalation
+
+    last = dispatcher.run_once(T0 + seconds(60))  # alerts.max_age after it was queued
+
+    assert (last.retried, last.failed, last.raised) == (0, 1, 0)
+    (failed,) = alert_rows(store, id=alert_id)
+    assert (failed.status, failed.attempts) == ("failed", 7)
+    assert [d.status for d in delivery_rows(store, alert_id)] == ["failed"] * 7
+    assert len(receiver.posts) == 1
+    assert emitted.values("alert.failed") == counted  # not again
+
+
+def test_retries_back_off_up_to_the_cap_and_the_last_one_falls_on_max_age(
+    store, alerts_config, dead_url
+):
+    config = alerts_config(
+        alerts__routes={"oncall": {"urls": [dead_url]}},
+        alerts__retry_delay=10,
+        alerts__max_retry_delay=40,
+        alerts__max_age=100,
+    )
+    (alert_id,) = raise_alert(store, config)
+    dispatcher = Dispatcher(config, store)
+
+    now = T0
+    while alert_rows(store)[0].status == "pending":
+        dispatcher.run_once(now)
+        now = alert_rows(store)[0].next_attempt_at or now
+
+    starts = [(d.at - T0).total_seconds() for d in delivery_rows(store, alert_id)]
+    # 10, 20, 40, 40 seconds apart, then the horizon (100 s), where it gives up.
+    assert [round(t) for t in starts] == [0, 10, 30, 70, 100]
+    assert alert_rows(store)[0].status == "failed"
 
 
 def test_an_undeliverable_delivery_failure_alert_raises_no_other(store, alerts_config, dead_url):
@@ -167,11 +200,12 @@ def test_an_undeliverable_delivery_failure_alert_raises_no_other(store, alerts_c
         alerts__fallback_urls=dead_url,
         alerts__max_attempts=2,
         alerts__retry_delay=0,
+        alerts__max_age=5,
     )
     raise_alert(store, config)
     dispatcher = Dispatcher(config, store)
 
-    for i in range(6):
+    for i in range(20):
         dispatcher.run_once(T0 + seconds(i))
 
     rows = alert_rows(store)
@@ -364,7 +398,7 @@ def test_a_hanging_channel_never_slows_the_scheduler_loop(
 ):
     overrides = {
         "alerts__routes": {"hook": {"urls": [receiver.url("slow")]}},
-        "alerts__delivery_timeout": 3.5,  # apprise's own read timeout is 4 s
+        "alerts__delivery_timeout": 5.0,  # in flight all through the ticks below
     }
     config = alerts_config(**overrides)
     assert any(hooks.current().services)  # the alerts plugin's dispatcher, started below
@@ -394,4 +428,6 @@ def test_a_hanging_channel_never_slows_the_scheduler_loop(
     while not (row := alert_rows(store)[0]).attempts and time.monotonic() < deadline:
         time.sleep(0.1)
     assert (row.status, row.attempts) == ("pending", 1)
-    assert "did not finish within" in row.last_error
+    assert "timeout: no answer within" in row.last_error
+    assert "outcome unknown" in row.last_error
+    assert [d.status for d in delivery_rows(store, row.id)] == ["timeout"]

@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import select
 
 from alerts import AppriseNotifier, notifiers
+from alerts.delivery import deliver
 from alerts.dispatcher import Dispatcher
 from alerts.routes import run_link
 from alerts.targets import Target
@@ -57,7 +58,7 @@ def test_a_connection_from_the_environment_holds_the_urls(config, receiver, monk
     text = json.dumps(fields).replace("URL2", receiver.url("second")).replace("URL", receiver.url())
     monkeypatch.setenv("DAGWATCH_CONN_ONCALL", text)
 
-    delivery = notifiers.deliver(Target(conn_id="oncall"), "t", "b", "info", config)
+    delivery = deliver(Target(conn_id="oncall"), "t", "b", "info", config)
 
     assert delivery.ok, delivery.error
     expected = ["/hook", "/second"] if "URL2" in json.dumps(fields) else ["/hook"]
@@ -67,7 +68,7 @@ def test_a_connection_from_the_environment_holds_the_urls(config, receiver, monk
 def test_a_connection_uri_can_be_the_apprise_url_itself(config, receiver, monkeypatch):
     monkeypatch.setenv("DAGWATCH_CONN_HOOK", f"json://bot:{TOKEN}@127.0.0.1:{receiver.port}/a/b")
 
-    delivery = notifiers.deliver(Target(conn_id="hook"), "t", "b", "info", config)
+    delivery = deliver(Target(conn_id="hook"), "t", "b", "info", config)
 
     assert delivery.ok, delivery.error
     assert [post.path for post in receiver.posts] == ["/a/b"]
@@ -80,16 +81,16 @@ def test_a_metastore_connection_holds_the_urls_encrypted(store, alerts_config, r
         connection = Connection("pager", conn_type="apprise", password=receiver.url(TOKEN))
         add_connection(session, connection, config=config)
 
-    assert notifiers.deliver(Target(conn_id="pager"), "t", "b", "info", config).ok
+    assert deliver(Target(conn_id="pager"), "t", "b", "info", config).ok
     assert [post.path for post in receiver.posts] == [f"/{TOKEN}"]
-    broken = notifiers.deliver(Target(conn_id="nowhere"), "t", "b", "info", config)
+    broken = deliver(Target(conn_id="nowhere"), "t", "b", "info", config)
     assert broken.error == "Connection 'nowhere' does not exist"
 
 
 def test_a_connection_without_any_url_is_a_clear_error(config, monkeypatch):
     monkeypatch.setenv("DAGWATCH_CONN_EMPTY", json.dumps({"conn_type": "apprise"}))
 
-    delivery = notifiers.deliver(Target(conn_id="empty"), "t", "b", "info", config)
+    delivery = deliver(Target(conn_id="empty"), "t", "b", "info", config)
 
     assert not delivery.ok
     assert delivery.error == "connection 'empty' (type apprise) has no URL in its password"
@@ -104,9 +105,9 @@ def test_a_tag_of_the_apprise_config_file_picks_its_entries(config, receiver, tm
     )
     config = config.with_overrides(alerts__apprise_config=str(path))
 
-    sent = notifiers.deliver(Target(tag="oncall"), "t", "b", "warning", config)
-    unmatched = notifiers.deliver(Target(tag="nobody"), "t", "b", "warning", config)
-    unconfigured = notifiers.deliver(
+    sent = deliver(Target(tag="oncall"), "t", "b", "warning", config)
+    unmatched = deliver(Target(tag="nobody"), "t", "b", "warning", config)
+    unconfigured = deliver(
         Target(tag="oncall"), "t", "b", "info", config.with_overrides(alerts__apprise_config="")
     )
 
@@ -119,7 +120,7 @@ def test_a_tag_of_the_apprise_config_file_picks_its_entries(config, receiver, tm
 
 
 def test_mail_reaches_an_smtp_server(config, smtp_sink):
-    delivery = notifiers.deliver(
+    delivery = deliver(
         Target((smtp_sink.url(),)), "[dagwatch] etl.load failed", "Run: r1", "failure", config
     )
 
@@ -131,7 +132,7 @@ def test_mail_reaches_an_smtp_server(config, smtp_sink):
 
 
 def test_one_failed_channel_fails_the_delivery_and_names_it(config, receiver, dead_url):
-    delivery = notifiers.deliver(Target((receiver.url(), dead_url)), "t", "b", "info", config)
+    delivery = deliver(Target((receiver.url(), dead_url)), "t", "b", "info", config)
 
     assert not delivery.ok
     assert delivery.channels == ["json"]
@@ -143,7 +144,7 @@ def test_one_failed_channel_fails_the_delivery_and_names_it(config, receiver, de
 
 
 def test_an_invalid_url_is_named_without_being_shown(config):
-    delivery = notifiers.deliver(Target(("nosuchservice://abc",)), "t", "b", "info", config)
+    delivery = deliver(Target(("nosuchservice://abc",)), "t", "b", "info", config)
 
     assert not delivery.ok
     assert delivery.error == "inline URL #1 is not a valid Apprise URL"

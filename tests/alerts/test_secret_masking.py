@@ -7,7 +7,8 @@ import logging
 
 import pytest
 
-from alerts import notifiers, plugin
+from alerts import plugin
+from alerts.delivery import deliver
 from alerts.dispatcher import Dispatcher
 from alerts.targets import Target
 from engine import hooks
@@ -62,7 +63,7 @@ def test_a_title_and_body_are_masked_on_their_way_out(config, receiver):
     mask_secret("body-s3cret")
     title, body = "boom: body-s3cret", "line 1\nValueError: body-s3cret\n"
 
-    delivery = notifiers.deliver(Target((receiver.url(),)), title, body, "failure", config)
+    delivery = deliver(Target((receiver.url(),)), title, body, "failure", config)
 
     assert delivery.ok, delivery.error
     (post,) = receiver.posts
@@ -72,7 +73,7 @@ def test_a_title_and_body_are_masked_on_their_way_out(config, receiver):
 def test_a_dead_channel_error_never_names_its_token(config, caplog):
     url = f"json://user:dead-t0ken-1@127.0.0.1:{free_port()}/dead-path-t0ken-2?token=dead-t0k-3"
     with caplog.at_level(logging.DEBUG):
-        delivery = notifiers.deliver(Target((url,)), "t", "b", "info", config, timeout=5)
+        delivery = deliver(Target((url,)), "t", "b", "info", config, timeout=5)
 
     assert not delivery.ok
     assert "JSON" in caplog.text  # Apprise logged about it

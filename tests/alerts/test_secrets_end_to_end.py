@@ -150,6 +150,7 @@ def leaky(store, environ, receiver, home):
             "://", f"://fallback:{SECRETS['fallback']}@"
         ),
         "DAGWATCH__ALERTS__MAX_ATTEMPTS": "1",
+        "DAGWATCH__ALERTS__MAX_AGE": "1",  # the dead route's page is given up, not retried
         "DAGWATCH__ALERTS__GROUP_WINDOW": "0",
         "DAGWATCH_CONN_API": f"http://svc:{SECRETS['env_connection']}@api.example.com:8443/v1",
         "DAGWATCH_VAR_SERVICE_TOKEN": SECRETS["env_variable"],

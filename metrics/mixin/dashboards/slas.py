@@ -69,8 +69,9 @@ def _delivery() -> Row:
         [
             Panel(
                 "Deliveries by channel",
-                "Notifications delivered, failed for good and suppressed, per channel. "
-                "Any failed: pages are being lost (runbook DagwatchAlertDeliveriesFailing).",
+                "Notifications delivered, not delivered after alerts.max_attempts tries, and "
+                "suppressed, per channel. Any failed: pages are late, still retried until "
+                "alerts.max_age (runbook DagwatchAlertDeliveriesFailing).",
                 [
                     q(increase("alert.delivered", labels=("channel",)), "{{channel}} sent"),
                     q(increase("alert.failed", labels=("channel",)), "{{channel}} failed"),
