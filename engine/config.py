@@ -355,6 +355,26 @@ OPTIONS: tuple[Option, ...] = (
         "Quantile of recent durations the forecast assumes each remaining task takes.",
         minimum=0.5,
     ),
+    Option("console", "host", "str", "127.0.0.1", "Address the console listens on."),
+    Option("console", "port", "int", 8501, "Port the console listens on.", minimum=1),
+    Option(
+        "console",
+        "refresh_seconds",
+        "float",
+        5.0,
+        "Seconds between the live parts of a console page refreshing themselves.",
+        minimum=1,
+    ),
+    Option(
+        "console",
+        "auth",
+        "choice",
+        "none",
+        "Who may use the console: none (loopback only), password (`dagwatch users`), oidc"
+        " (st.login, configured in .streamlit/secrets.toml).",
+        choices=("none", "password", "oidc"),
+    ),
+    Option("console", "grid_runs", "int", 25, "Runs the DAG grid shows per page.", minimum=1),
     Option("logging", "base_log_folder", "path", lambda home: home / "logs", "Task attempt logs."),
     Option(
         "logging",

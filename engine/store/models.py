@@ -418,6 +418,11 @@ class Job(Base):
     start_date: Mapped[datetime] = mapped_column(UtcDateTime)
     end_date: Mapped[datetime | None] = mapped_column(UtcDateTime)
     latest_heartbeat: Mapped[datetime] = mapped_column(UtcDateTime)
+    #: seconds the last scheduler loop took, written with the heartbeat (the console shows it)
+    last_loop_seconds: Mapped[float | None] = mapped_column(Float)
+    #: executor slots in use and open at the last heartbeat (scheduler jobs)
+    slots_used: Mapped[int | None] = mapped_column(Integer)
+    slots_open: Mapped[int | None] = mapped_column(Integer)
 
     __table_args__ = (Index("ix_job_job_type_state", "job_type", "state"),)
 
@@ -435,3 +440,15 @@ class AuditLog(Base):
     run_id: Mapped[str | None] = mapped_column(String(ID_LEN))
     task_id: Mapped[str | None] = mapped_column(String(ID_LEN))
     extra: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class ConsoleUser(Base):
+    """A console user: a role and a slow salted hash of the password (never the password)."""
+
+    __tablename__ = "console_user"
+
+    username: Mapped[str] = mapped_column(String(ID_LEN), primary_key=True)
+    role: Mapped[str] = mapped_column(String(20))  # viewer | operator | admin
+    password_hash: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    last_login: Mapped[datetime | None] = mapped_column(UtcDateTime)
