@@ -8,11 +8,6 @@ from console import auth
 
 st.set_page_config(page_title="dagwatch", page_icon=":material/monitoring:", layout="wide")
 
-user = auth.current_user()
-if user is None:
-    st.stop()
-st.session_state["current_user"] = user
-
 pages = {
     "Operate": [
         st.Page(
@@ -52,9 +47,16 @@ pages = {
         st.Page("views/audit.py", title="Audit log", icon=":material/history:", url_path="audit"),
     ],
 }
+# navigation is declared before the login, so a deep link (/dag?dag_id=...) survives it
+user = auth.signed_in()
+navigation = st.navigation(pages, position="sidebar" if user else "hidden")
+if user is None:
+    auth.draw_login()
+    st.stop()
+st.session_state["current_user"] = user
 with st.sidebar:
     st.caption(f"Signed in as **{user.name}** ({user.role})")
     if st.session_state.get("user") is not None and st.button("Log out", key="logout"):
         auth.logout()
         st.rerun()
-st.navigation(pages).run()
+navigation.run()

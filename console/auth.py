@@ -20,7 +20,6 @@ def _local_user() -> User:
 
 
 def _password_login() -> None:
-    st.title("dagwatch")
     with st.form("login"):
         username = st.text_input("Username", key="login_username")
         password = st.text_input("Password", type="password", key="login_password")
@@ -34,25 +33,33 @@ def _password_login() -> None:
             st.rerun()
 
 
-def _oidc_user() -> User | None:
-    if not st.user.is_logged_in:
-        st.title("dagwatch")
-        st.button("Log in", key="oidc_login", on_click=st.login)
-        return None
-    name = str(st.user.get("email") or st.user.get("name") or "unknown")
-    return User(name, role_of(state.store(), name))
-
-
-def current_user() -> User | None:
-    """The logged-in user, or None after drawing the login (the page then stops)."""
+def signed_in() -> User | None:
+    """The session's user, or None when someone still has to log in (draws nothing)."""
     mode = state.settings().auth
     if mode == "none":
         return _local_user()
     if mode == "oidc":
-        return _oidc_user()
-    user = st.session_state.get("user")
-    if user is None:
+        if not st.user.is_logged_in:
+            return None
+        name = str(st.user.get("email") or st.user.get("name") or "unknown")
+        return User(name, role_of(state.store(), name))
+    return st.session_state.get("user")
+
+
+def draw_login() -> None:
+    """The login: a password form, or the identity provider's button."""
+    st.title("dagwatch")
+    if state.settings().auth == "oidc":
+        st.button("Log in", key="oidc_login", on_click=st.login)
+    else:
         _password_login()
+
+
+def current_user() -> User | None:
+    """The logged-in user, or None after drawing the login (the page then stops)."""
+    user = signed_in()
+    if user is None:
+        draw_login()
     return user
 
 

@@ -91,3 +91,26 @@ def counts(store: Store, *, now: datetime | None = None) -> dict[str, int]:
     }
     with store.session(readonly=True) as session:
         return {name: int(session.execute(query).scalar_one()) for name, query in queries.items()}
+
+
+def verdict(figures: dict[str, int], jobs: pd.DataFrame, *, heartbeat_timeout: float) -> list[str]:
+    """What is wrong, worst first, in words (an empty list: all is well)."""
+    problems: list[str] = []
+    schedulers = jobs[jobs["job_type"] == "scheduler"]
+    if schedulers.empty:
+        problems.append("no scheduler is running: nothing will be scheduled")
+    elif float(schedulers["heartbeat_age_s"].min()) > heartbeat_timeout:
+        age = float(schedulers["heartbeat_age_s"].min())
+        problems.append(
+            f"the scheduler's heartbeat is {age:.0f} s old (timeout {heartbeat_timeout:g} s)"
+        )
+    words = {
+        "failed_runs_24h": "failed runs in 24 h",
+        "failed_tasks_24h": "failed task instances in 24 h",
+        "sla_misses_24h": "SLA misses in 24 h",
+        "runs_at_risk": "runs at risk of missing their deadline",
+        "import_errors": "DAG files that do not import",
+        "undelivered_alerts": "alerts not delivered",
+    }
+    problems.extend(f"{figures[key]} {text}" for key, text in words.items() if figures.get(key))
+    return problems

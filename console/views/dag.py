@@ -47,7 +47,7 @@ def live_grid() -> None:
         "each task's state and try number (#). A mapped task is one row: its instances' "
         "combined state and how many ended; expand it below."
     )
-    st.dataframe(charts.style_states(text, states), key="grid_table")
+    st.table(charts.style_states(text, states))
     running = state.read("detail.running_tasks", dag_id)
     if not running.empty:
         st.subheader("Running now")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from console import state, ui
+from console.queries import overview
 
 settings = state.settings()
 st.title("Overview")
@@ -19,12 +20,14 @@ def _number(column, label: str, value: object, page: str, link: str, **params: s
 def live() -> None:
     counts = state.read("overview.counts")
     jobs = state.read("overview.heartbeats")
+    problems = overview.verdict(
+        counts, jobs, heartbeat_timeout=state.config()["scheduler.heartbeat_timeout"]
+    )
+    if problems:
+        st.error("  \n".join(f"**{problem}**" for problem in problems))
+    else:
+        st.success("All well: the scheduler is alive and nothing failed in the last 24 h.")
     st.subheader("Processes")
-    schedulers = jobs[jobs["job_type"] == "scheduler"]
-    if jobs.empty:
-        st.error("No scheduler or DAG processor is running: nothing will be scheduled.")
-    elif schedulers.empty:
-        st.error("No scheduler is running: nothing will be scheduled.")
     for job in jobs.itertuples():
         cols = st.columns(4)
         cols[0].metric(f"{job.job_type} heartbeat age", f"{job.heartbeat_age_s:.0f} s")

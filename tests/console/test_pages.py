@@ -79,7 +79,7 @@ def test_dags_page_lists_the_seeded_dags(console_app):
 def test_dag_detail_grid_and_log(console_app):
     app = rendered(console_app("dag", dag_id="pipeline", run_id="r2_failed"))
     assert app.title[0].value == "pipeline"
-    grid = app.dataframe[0].value
+    grid = app.table[0].value
     assert list(grid.index) == ["(run)", "extract", "shape.transform", "double"]
     assert grid.loc["shape.transform"].tolist()[:2][1] == "failed #2"
     app.selectbox(key="ti_task").select("shape.transform").run()

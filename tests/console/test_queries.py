@@ -153,3 +153,24 @@ def test_audit_log_lists_actions_newest_first(seeded):
     rows = audit.audit_log(seeded.store)
     assert list(rows.actor[:2]) == ["bob", "alice"]
     assert list(audit.audit_log(seeded.store, actor="alice").event) == ["dags.pause"]
+
+
+def test_the_verdict_names_what_is_wrong(seeded):
+    jobs = overview.heartbeats(seeded.store, now=seeded.now)
+    figures = overview.counts(seeded.store, now=seeded.now)
+    assert overview.verdict(figures, jobs, heartbeat_timeout=30) == [
+        "1 failed runs in 24 h",
+        "2 failed task instances in 24 h",
+        "1 SLA misses in 24 h",
+        "1 runs at risk of missing their deadline",
+        "1 DAG files that do not import",
+        "2 alerts not delivered",
+    ]
+    assert overview.verdict(figures, jobs, heartbeat_timeout=1)[0] == (
+        "the scheduler's heartbeat is 3 s old (timeout 1 s)"
+    )
+    quiet = dict.fromkeys(figures, 0)
+    assert overview.verdict(quiet, jobs, heartbeat_timeout=30) == []
+    assert overview.verdict(quiet, jobs.iloc[0:0], heartbeat_timeout=30) == [
+        "no scheduler is running: nothing will be scheduled"
+    ]
