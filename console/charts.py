@@ -72,14 +72,15 @@ def gantt_chart(tries: pd.DataFrame) -> alt.LayerChart:
         label=tries["task"] + " #" + tries["try_number"].astype(str),
         end=tries["end_date"].fillna(pd.Timestamp.now(tz="UTC")),
     )
-    height = max(120, 22 * len(rows))
     order = list(rows["label"])
+    y_axis = alt.Axis(labelLimit=400, title=None)
+    x_axis = alt.Axis(format="%H:%M:%S", title="time (UTC)")
     queued = (
         alt.Chart(rows)
         .mark_bar(color="#b0bec5")
         .encode(
-            y=alt.Y("label:N", sort=order, title=None),
-            x=alt.X("queued_at:T", title="time (UTC)"),
+            y=alt.Y("label:N", sort=order, axis=y_axis),
+            x=alt.X("queued_at:T", axis=x_axis),
             x2="start_date:T",
             tooltip=["task", "try_number", "queued_at", "start_date"],
         )
@@ -88,8 +89,8 @@ def gantt_chart(tries: pd.DataFrame) -> alt.LayerChart:
         alt.Chart(rows)
         .mark_bar()
         .encode(
-            y=alt.Y("label:N", sort=order),
-            x="start_date:T",
+            y=alt.Y("label:N", sort=order, axis=y_axis),
+            x=alt.X("start_date:T", axis=x_axis),
             x2="end:T",
             color=alt.Color(
                 "state:N",
@@ -98,7 +99,7 @@ def gantt_chart(tries: pd.DataFrame) -> alt.LayerChart:
             tooltip=["task", "try_number", "state", "start_date", "end_date"],
         )
     )
-    return (queued + running).properties(height=height)
+    return (queued + running).properties(height=alt.Step(26))
 
 
 def durations_chart(

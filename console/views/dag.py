@@ -94,7 +94,8 @@ with tab_gantt:
     if tries.empty:
         st.info("No try of this run has started yet.")
     else:
-        with st.container(height=420):
+        st.caption("Each try: grey while queued, then coloured by its outcome while it ran.")
+        with st.container(height=min(600, 140 + 26 * len(tries))):
             st.altair_chart(charts.gantt_chart(tries), width="stretch")
 
 with tab_durations:
@@ -105,7 +106,8 @@ with tab_durations:
         cols = st.columns(3)
         cols[0].metric("median", ui.fmt(stats["median"], ".1f") + " s")
         cols[1].metric("p95", ui.fmt(stats["p95"], ".1f") + " s")
-        cols[2].metric("deadline", ui.fmt(info.deadline_seconds, ".0f") + " s")
+        deadline = info.deadline_seconds
+        cols[2].metric("deadline", "none" if deadline is None else f"{deadline:.0f} s")
         st.altair_chart(
             charts.durations_chart(durations, stats, info.deadline_seconds),
             width="stretch",

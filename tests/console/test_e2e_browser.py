@@ -75,8 +75,9 @@ def browser():
 
 
 @pytest.fixture
-def standalone(home, cli_env, tmp_path):
-    """`dagwatch standalone` with password auth and one user; yields the console's URL."""
+def standalone(home, cli_env, store, tmp_path):
+    """`dagwatch standalone` with password auth and one user, on the test's metastore
+    (SQLite or PostgreSQL); yields the console's URL."""
     dags = home / "dags"
     dags.mkdir()
     (dags / "e2e.py").write_text(textwrap.dedent(DAG))
@@ -84,6 +85,7 @@ def standalone(home, cli_env, tmp_path):
     env = {
         **cli_env,
         "DAGWATCH__CORE__LOAD_EXAMPLES": "false",
+        "DAGWATCH__DATABASE__SQL_ALCHEMY_CONN": store.engine.url.render_as_string(False),
         "DAGWATCH__CONSOLE__PORT": str(port),
         "DAGWATCH__CONSOLE__AUTH": "password",
         "DAGWATCH__CONSOLE__REFRESH_SECONDS": "1",
