@@ -163,3 +163,26 @@ def clear(
         actor=user.name,
     )
     return len(result.cleared)
+
+
+def preview_mark(store: Store, dag_id: str, run_id: str, state: str) -> Preview:
+    """Marking's dry run: how many task instances move, from which states, to which."""
+    result = api.mark_run(store, dag_id, run_id, state, dry_run=True)
+    moves = Counter(f"{ref.state} -> {to}" for ref, to in result.changed)
+    blocked = [
+        f"{ref.task_id}{'' if ref.map_index < 0 else f'[{ref.map_index}]'} ({ref.state}): "
+        "executing; it records its own outcome"
+        for ref in result.left_running
+    ]
+    return Preview(
+        f"Marks run {run_id} ({result.run_state}) {state}, moving {len(result.changed)} "
+        "task instances.",
+        dict(moves),
+        blocked,
+    )
+
+
+def mark(store: Store, user: User, dag_id: str, run_id: str, state: str) -> int:
+    """Mark a run success or failed; returns how many task instances moved."""
+    require_operator(user)
+    return len(api.mark_run(store, dag_id, run_id, state, actor=user.name).changed)

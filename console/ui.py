@@ -36,7 +36,7 @@ def _confirm(key: str, preview: actions.Preview, do: Callable[[], str]) -> None:
     st.info(preview.summary)
     if preview.states:
         st.caption(
-            "Task instances by current state: "
+            "Task instances (by state): "
             + ", ".join(f"{state} {n}" for state, n in sorted(preview.states.items()))
         )
     for line in preview.blocked:
@@ -145,6 +145,33 @@ def clear_panel(dag_id: str, run_ids: list[str], task_ids: list[str]) -> None:
             preview,
             lambda: (
                 f"cleared {actions.clear(state.store(), user(), dag_id, **chosen)} task instances"
+            ),
+        )
+
+
+def mark_panel(dag_id: str, run_ids: list[str]) -> None:
+    """Mark one run success or failed, previewed."""
+    key = f"mark_{dag_id}"
+    _show_result(key)
+    if not run_ids:
+        st.caption("No run to mark.")
+        return
+    run_id = st.selectbox("Run", run_ids, key=f"{key}_run")
+    target = st.radio("Mark as", ["success", "failed"], horizontal=True, key=f"{key}_state")
+    if st.button("Mark…", key=f"{key}_preview", disabled=not user().can_act):
+        _run_preview(
+            key,
+            lambda: actions.preview_mark(state.store(), dag_id, run_id, target),
+            {"run_id": run_id, "state": target},
+        )
+    if f"{key}_pending" in st.session_state:
+        preview, chosen = st.session_state[f"{key}_pending"]
+        _confirm(
+            key,
+            preview,
+            lambda: (
+                f"marked {chosen['run_id']} {chosen['state']} "
+                f"({actions.mark(state.store(), user(), dag_id, **chosen)} task instances moved)"
             ),
         )
 

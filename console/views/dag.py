@@ -160,3 +160,5 @@ with tab_actions:
     with right:
         st.subheader("Clear")
         ui.clear_panel(dag_id, run_ids, info.task_ids)
+        st.subheader("Mark a run")
+        ui.mark_panel(dag_id, run_ids)

@@ -187,3 +187,18 @@ def test_password_login(console_app, seeded):
     app.text_input(key="login_password").input("pw-123")
     app.button[0].click().run()
     assert app.metric and app.session_state["user"] == users.User("ops", "operator")
+
+
+def test_mark_a_run_success_from_the_page(console_app, seeded):
+    app = rendered(console_app("dag", dag_id="pipeline"))
+    app.selectbox(key="mark_pipeline_run").select("r2_failed")
+    app.radio(key="mark_pipeline_state").set_value("success")
+    app.button(key="mark_pipeline_preview").click().run()
+    assert "Marks run r2_failed (failed) success, moving 2 task instances" in infos(app)
+    app.button(key="mark_pipeline_confirm").click().run()
+    with seeded.store.session(readonly=True) as session:
+        state = session.execute(
+            select(DagRun.state).where(DagRun.run_id == "r2_failed")
+        ).scalar_one()
+    assert state == "success"
+    assert ("dags.mark_success", "olga", "pipeline") in audit_rows(seeded.store)
