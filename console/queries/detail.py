@@ -126,23 +126,26 @@ def grid(store: Store, dag_id: str, *, limit: int = 25, before: datetime | None 
     return Grid(frame(runs, RUN_COLUMNS), frame(tis, TI_COLUMNS), has_older)
 
 
-def cell(rows: pd.DataFrame, now: datetime) -> tuple[str, str]:
-    """One grid cell and its state: the state and the try number; a mapped task's
-    instances as their combined state and count; a waiting sensor with its next poke;
-    a running one with how long it has run."""
-    if rows.empty:
+def cell(rows: list[Any], now: datetime) -> tuple[str, str]:
+    """One grid cell and its state, from its task instances (rows of TI_COLUMNS): the
+    state and the try number; a mapped task's instances as their combined state and
+    count; a waiting sensor with its next poke; a running one with how long it has run."""
+    if not rows:
         return "", ""
-    if len(rows) > 1 or int(rows["map_index"].iloc[0]) >= 0:
-        state = combined_state(rows["state"]).value
-        done = int(rows["state"].isin(["success", "skipped", "failed", "upstream_failed"]).sum())
+    if len(rows) > 1 or rows[0].map_index >= 0:
+        state = combined_state(row.state for row in rows).value
+        done = sum(row.state in _ENDED for row in rows)
         return f"{symbol(state)} [{done}/{len(rows)} mapped]", state
-    row = rows.iloc[0]
-    text = f"{symbol(row['state'])} #{int(row['try_number'])}"
-    if row["state"] == TaskState.UP_FOR_RESCHEDULE and _present(row["next_retry_at"]):
-        text += f" next poke {row['next_retry_at']:%H:%M:%S}"
-    elif row["state"] == TaskState.RUNNING and _present(row["start_date"]):
-        text += f" {seconds_between(now, row['start_date']):.0f}s"
-    return text, str(row["state"])
+    row = rows[0]
+    text = f"{symbol(row.state)} #{int(row.try_number)}"
+    if row.state == TaskState.UP_FOR_RESCHEDULE and _present(row.next_retry_at):
+        text += f" next poke {row.next_retry_at:%H:%M:%S}"
+    elif row.state == TaskState.RUNNING and _present(row.start_date):
+        text += f" {seconds_between(now, row.start_date):.0f}s"
+    return text, str(row.state)
+
+
+_ENDED = frozenset({"success", "skipped", "failed", "upstream_failed"})
 
 
 def _present(value: Any) -> bool:
@@ -163,15 +166,16 @@ def grid_table(
     """Tasks (in definition order, after a row of run states) x runs (newest first): the
     cells' text and, in the same shape, their states (for colouring)."""
     now = utcnow(now)
-    tis = data.task_instances
-    by_key = {key: rows for key, rows in tis.groupby(["task_id", "run_id"])} if len(tis) else {}
+    by_key: dict[tuple[str, str], list[Any]] = {}
+    for row in data.task_instances.itertuples(index=False):
+        by_key.setdefault((row.task_id, row.run_id), []).append(row)
     text: dict[str, list[str]] = {}
     states: dict[str, list[str]] = {}
     for run in data.runs.itertuples():
         label = run_label(run)
         while label in text:  # two runs in one minute: keep both columns
             label += "'"
-        cells = [cell(by_key.get((t, run.run_id), tis.iloc[0:0]), now) for t in info.task_ids]
+        cells = [cell(by_key.get((t, run.run_id), []), now) for t in info.task_ids]
         text[label] = [symbol(run.state), *(c[0] for c in cells)]
         states[label] = [run.state, *(c[1] for c in cells)]
     index = pd.Index([RUN_ROW, *info.task_ids], name="task")

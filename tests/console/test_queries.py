@@ -106,7 +106,8 @@ def test_a_waiting_sensor_shows_its_next_poke():
         ],
         columns=detail.TI_COLUMNS,
     )
-    assert detail.cell(rows, pd.Timestamp("2026-04-10 12:00", tz="UTC"))[0] == (
+    now = pd.Timestamp("2026-04-10 12:00", tz="UTC")
+    assert detail.cell(list(rows.itertuples(index=False)), now)[0] == (
         "waiting #1 next poke 12:05:07"
     )
 
