@@ -18,7 +18,11 @@ from console.users import User
 from engine import api
 from engine.exceptions import DagwatchError
 from engine.params import ParamsDict
+from engine.secrets import is_sensitive_key
 from engine.states import DAG_RUN_ACTIVE
+from engine.store import pools as pool_store
+from engine.store import variables as variable_store
+from engine.store.audit import record_audit
 from engine.store.db import Store
 from engine.store.models import Dag, DagRun
 
@@ -186,3 +190,32 @@ def mark(store: Store, user: User, dag_id: str, run_id: str, state: str) -> int:
     """Mark a run success or failed; returns how many task instances moved."""
     require_operator(user)
     return len(api.mark_run(store, dag_id, run_id, state, actor=user.name).changed)
+
+
+def require_admin(user: User) -> None:
+    """Pools and variables are for admins."""
+    if not user.can_admin:
+        raise NotAllowed(f"{user.name} is a {user.role}: only admins manage pools and variables")
+
+
+def set_pool(store: Store, user: User, name: str, slots: int, description: str | None) -> str:
+    """Create a pool or change its slots, audited as the CLI does."""
+    require_admin(user)
+    with store.session() as session:
+        pool = pool_store.set_pool(session, name, slots, description or None)
+        record_audit(
+            session, actor=user.name, event="pools.set", extra={"pool": name, "slots": slots}
+        )
+    return f"pool {pool.name}: {pool.slots} slots, {pool.open_slots} open"
+
+
+def set_variable(store: Store, user: User, config: Any, key: str, value: str, secret: bool) -> str:
+    """Create or replace a variable, audited (the value never is)."""
+    require_admin(user)
+    is_secret = secret or is_sensitive_key(key)
+    with store.session() as session:
+        variable_store.set_variable(session, key, value, is_secret=is_secret, config=config)
+        record_audit(
+            session, actor=user.name, event="variables.set", extra={"key": key, "secret": is_secret}
+        )
+    return f"variable {key} set" + (" (secret)" if is_secret else "")

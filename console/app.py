@@ -46,6 +46,11 @@ pages = {
         ),
         st.Page("views/audit.py", title="Audit log", icon=":material/history:", url_path="audit"),
     ],
+    "Admin": [
+        st.Page(
+            "views/admin.py", title="Pools and variables", icon=":material/tune:", url_path="admin"
+        ),
+    ],
 }
 # navigation is declared before the login, so a deep link (/dag?dag_id=...) survives it
 user = auth.signed_in()

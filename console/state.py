@@ -52,3 +52,10 @@ def read(name: str, *args: Any, **kwargs: Any) -> Any:
 def forget() -> None:
     """Drop cached results after an action, so the next read shows its effect."""
     _read.clear()
+
+
+def variables() -> Any:
+    """The variables, masked (not cached: the configuration holds the key to decrypt)."""
+    from console.queries import admin
+
+    return admin.variables(store(), config())

@@ -157,7 +157,7 @@ RUN_ROW = "(run)"
 
 
 def run_label(run: Any) -> str:
-    return f"{run.logical_date:%m-%d %H:%M}"
+    return f"{run.logical_date:%m-%d %H:%M:%S}"
 
 
 def grid_table(

@@ -10,7 +10,10 @@ from console import actions
 from console.users import User
 from engine.store.models import AuditLog, Dag, DagRun, TaskInstance
 
-PAGES = ["overview", "dags", "dag", "failures", "tasks", "slas", "alerts", "import_errors", "audit"]
+PAGES = [
+    "overview", "dags", "dag", "failures", "tasks", "slas", "alerts", "import_errors", "audit",
+    "admin",
+]  # fmt: skip
 
 
 def rendered(app):
@@ -202,3 +205,31 @@ def test_mark_a_run_success_from_the_page(console_app, seeded):
         ).scalar_one()
     assert state == "success"
     assert ("dags.mark_success", "olga", "pipeline") in audit_rows(seeded.store)
+
+
+def test_admins_set_pools_and_nobody_sees_a_secret_variable(console_app, seeded, config):
+    from engine.store import variables
+    from engine.store.models import Pool
+
+    with seeded.store.session() as session:
+        variables.set_variable(
+            session, "db_password", "pa55-w0rd-xyz", is_secret=True, config=config
+        )
+        variables.set_variable(session, "region", "eu-west", config=config)
+    app = rendered(console_app("admin", user=("ada", "admin")))
+    shown = app.dataframe[1].value.set_index("key")
+    assert shown.loc["db_password", "value"] == "***" and shown.loc["region", "value"] == "eu-west"
+    assert "pa55-w0rd-xyz" not in str([element.value for element in app.dataframe])
+    app.text_input(key="pool_name").input("etl_pool")
+    app.number_input(key="pool_slots").set_value(4)
+    next(button for button in app.button if button.label == "Set pool").click().run()
+    with seeded.store.session(readonly=True) as session:
+        assert session.get(Pool, "etl_pool").slots == 4
+    assert ("pools.set", "ada", None) in audit_rows(seeded.store)
+
+
+def test_operators_cannot_manage_pools(console_app, seeded):
+    app = rendered(console_app("admin", user=("olga", "operator")))
+    assert all(button.disabled for button in app.button if button.label.startswith("Set "))
+    with pytest.raises(actions.NotAllowed, match="only admins"):
+        actions.set_pool(seeded.store, User("olga", "operator"), "p", 1, None)
