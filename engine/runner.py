@@ -214,9 +214,30 @@ def heartbeating(store: Any, ti_id: int, interval: float, clock: Clock) -> Itera
         thread.join(timeout=interval)
 
 
+#: the longest rendered field kept, in characters
+RENDERED_FIELD_LIMIT = 10_000
+
+
+def _record_rendered(task: Any, context: dict) -> None:
+    """Store the rendered template fields, masked, for the console (never fatal)."""
+    names = tuple(getattr(task, "template_fields", ()) or ())
+    ti = context.get("ti")
+    if not names or ti is None or not hasattr(ti, "record_rendered_fields"):
+        return
+    fields = {
+        name: secrets.redact(str(getattr(task, name, None)))[:RENDERED_FIELD_LIMIT]
+        for name in names
+    }
+    try:
+        ti.record_rendered_fields(fields)
+    except Exception as exc:  # a lost record must not fail the task
+        log.warning("could not record the rendered fields of %s: %s", task.task_id, exc)
+
+
 def _execute(task: Any, context: dict, dag: Any) -> Any:
     with set_current_context(context):
         task.render_template_fields(context, make_jinja_env(dag))
+        _record_rendered(task, context)
         with execution_timeout(_seconds(task.execution_timeout), task.task_id):
             try:
                 return task.execute(context)

@@ -16,7 +16,15 @@ from console.queries.common import frame, seconds_between, symbol, utcnow
 from engine.runner import log_path_for
 from engine.states import TaskState, combined_state
 from engine.store.db import Store
-from engine.store.models import Dag, DagRun, StateTransition, TaskInstance, TaskTry, XCom
+from engine.store.models import (
+    Dag,
+    DagRun,
+    RenderedFields,
+    StateTransition,
+    TaskInstance,
+    TaskTry,
+    XCom,
+)
 
 #: a log longer than this shows its end (the error is usually there)
 LOG_TAIL_BYTES = 256 * 1024
@@ -360,3 +368,23 @@ def xcoms(
             for key, value, at in session.execute(query)
         ]
     return frame(rows, ("key", "value", "timestamp"))
+
+
+def rendered_fields(
+    store: Store, dag_id: str, run_id: str, task_id: str, map_index: int = -1
+) -> pd.DataFrame:
+    """The template fields as the task instance's latest attempt rendered them (masked)."""
+    query = select(RenderedFields.try_number, RenderedFields.fields).where(
+        RenderedFields.dag_id == dag_id,
+        RenderedFields.run_id == run_id,
+        RenderedFields.task_id == task_id,
+        RenderedFields.map_index == map_index,
+    )
+    with store.session(readonly=True) as session:
+        row = session.execute(query).first()
+    if row is None:
+        return frame([], ("field", "value", "try_number"))
+    return frame(
+        ((name, value, row.try_number) for name, value in sorted(row.fields.items())),
+        ("field", "value", "try_number"),
+    )

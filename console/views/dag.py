@@ -146,6 +146,13 @@ with tab_ti:
             map_index=map_index,
         )
         st.code(log, language=None, height=400)
+    st.subheader("Rendered template fields")
+    rendered = state.read("detail.rendered_fields", dag_id, ti_run, ti_task, map_index)
+    if rendered.empty:
+        st.caption("None recorded (the task has no template fields, or has not run).")
+    for field in rendered.itertuples():
+        st.caption(f"{field.field} (try {field.try_number})")
+        st.code(field.value, language=None)
     st.subheader("XComs")
     st.dataframe(state.read("detail.xcoms", dag_id, ti_run, ti_task, map_index), hide_index=True)
 

@@ -21,6 +21,7 @@ from engine.store.models import (
     DagRun,
     ImportError_,
     Job,
+    RenderedFields,
     SlaMiss,
     TaskInstance,
     TaskTry,
@@ -169,6 +170,16 @@ def seed(store: Store, config: Any, now: datetime | None = None) -> Seeded:
                     error=error,
                 )
             )
+        session.add(
+            RenderedFields(
+                dag_id="pipeline",
+                run_id="r2_failed",
+                task_id="shape.transform",
+                map_index=-1,
+                try_number=2,
+                fields={"bash_command": "echo *** 2026-04-10"},
+            )
+        )
         session.add(
             XCom(
                 dag_id="pipeline",

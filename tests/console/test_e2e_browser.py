@@ -152,6 +152,8 @@ def test_log_in_trigger_watch_the_run_turn_green_and_read_its_log(standalone, br
 
     page.get_by_role("tab", name="Task instance").click()
     page.get_by_text("hello-from-the-e2e-task").first.wait_for(timeout=60_000)
+    # the rendered bash_command, as well as the log line it printed
+    page.get_by_text("echo hello-from-the-e2e-task").first.wait_for(timeout=60_000)
 
     for name, link in PAGES.items():
         page.get_by_role("link", name=link, exact=True).click()

@@ -136,6 +136,9 @@ def test_gantt_logs_durations_and_xcoms(seeded):
     assert list(durations.run_id) == ["r1_ok", "r2_failed"]
     assert stats["median"] == (300 + 3600) / 2 and stats["p95"] == 3600
     assert detail.xcoms(store, "pipeline", "r1_ok", "extract").value.tolist() == ['{"rows": 42}']
+    rendered = detail.rendered_fields(store, "pipeline", "r2_failed", "shape.transform")
+    assert rendered.values.tolist() == [["bash_command", "echo *** 2026-04-10", 2]]
+    assert detail.rendered_fields(store, "pipeline", "r1_ok", "extract").empty
 
 
 def test_graph_has_groups_labels_and_states_quoted(seeded):
