@@ -112,5 +112,5 @@ def verdict(figures: dict[str, int], jobs: pd.DataFrame, *, heartbeat_timeout: f
         "import_errors": "DAG files that do not import",
         "undelivered_alerts": "alerts not delivered",
     }
-    problems.extend(f"{figures[key]} {text}" for key, text in words.items() if figures.get(key))
+    problems.extend(f"{text}: {figures[key]}" for key, text in words.items() if figures.get(key))
     return problems

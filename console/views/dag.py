@@ -55,13 +55,13 @@ def live_grid() -> None:
 
 
 with tab_grid:
-    nav = st.columns([1, 1, 6])
-    if nav[0].button("◀ Older runs", key="grid_older"):
+    nav = st.columns([1, 1, 4])
+    if nav[0].button("◀ Older", key="grid_older"):
         data = state.read("detail.grid", dag_id, limit=settings.grid_runs, before=before)
         if data.has_older and not data.runs.empty:
             before_stack.append(data.runs.logical_date.iloc[-1].to_pydatetime())
             st.rerun()
-    if nav[1].button("Newer runs ▶", key="grid_newer", disabled=not before_stack):
+    if nav[1].button("Newer ▶", key="grid_newer", disabled=not before_stack):
         before_stack.pop()
         st.rerun()
     live_grid()

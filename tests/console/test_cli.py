@@ -50,3 +50,14 @@ def test_console_serves_the_app_on_loopback(cli_env, tmp_path):
         finally:
             stop(process)
     assert f"console: http://127.0.0.1:{port}" in log.read_text()
+
+
+def test_no_page_renders_html():
+    """User data (DAG ids, logs, errors, conf) is shown as text, never as HTML."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "console"
+    sources = {path.name: path.read_text() for path in root.rglob("*.py")}
+    assert len(sources) > 10
+    for forbidden in ("unsafe_allow_html", "st.html(", "components.v1"):
+        assert not [name for name, text in sources.items() if forbidden in text], forbidden

@@ -163,12 +163,12 @@ def test_the_verdict_names_what_is_wrong(seeded):
     jobs = overview.heartbeats(seeded.store, now=seeded.now)
     figures = overview.counts(seeded.store, now=seeded.now)
     assert overview.verdict(figures, jobs, heartbeat_timeout=30) == [
-        "1 failed runs in 24 h",
-        "2 failed task instances in 24 h",
-        "1 SLA misses in 24 h",
-        "1 runs at risk of missing their deadline",
-        "1 DAG files that do not import",
-        "2 alerts not delivered",
+        "failed runs in 24 h: 1",
+        "failed task instances in 24 h: 2",
+        "SLA misses in 24 h: 1",
+        "runs at risk of missing their deadline: 1",
+        "DAG files that do not import: 1",
+        "alerts not delivered: 2",
     ]
     assert overview.verdict(figures, jobs, heartbeat_timeout=1)[0] == (
         "the scheduler's heartbeat is 3 s old (timeout 1 s)"
