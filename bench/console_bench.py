@@ -166,10 +166,45 @@ NAV_LINKS = {
     "import_errors": "Import errors",
     "audit": "Audit log",
 }
-_DRAWN = (
-    "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')"
-    " && !document.querySelector('[data-stale=\"true\"]')"
-)
+#: page -> the title it draws first
+TITLES = {
+    "overview": "Overview",
+    "dags": "DAGs",
+    "dag": "DAG detail",
+    "failures": "Failures in the last 24 h",
+    "tasks": "Running task instances",
+    "slas": "SLAs and deadlines",
+    "alerts": "Undelivered alerts",
+    "import_errors": "Import errors",
+    "audit": "Audit log",
+}
+#: resolves once the page shows `title`, Streamlit's script has finished and the main
+#: area has not changed for 400 ms; window.__drawn_at is when it last changed
+#: (performance.now(), so from the navigation's start on a new visit)
+_SETTLED = """(title) => {
+    const main = document.querySelector('[data-testid="stMain"]');
+    const h1 = main && main.querySelector('h1');
+    const busy = document.querySelector('[data-testid="stStatusWidget"]')
+        || document.querySelector('[data-stale="true"]');
+    const size = main ? main.innerHTML.length : -1;
+    const now = performance.now();
+    if (!h1 || !h1.textContent.startsWith(title) || busy) {
+        window.__size = -1;
+        return false;
+    }
+    if (size !== window.__size) {
+        window.__size = size;
+        window.__drawn_at = now;
+        return false;
+    }
+    return now - window.__drawn_at >= 400;
+}"""
+
+
+def _settled_at(page: Any, title: str) -> float:
+    """Seconds (performance.now()) at which the page last changed before settling."""
+    page.wait_for_function(_SETTLED, arg=title, timeout=60_000, polling=25)
+    return page.evaluate("() => window.__drawn_at") / 1000
 
 
 def time_browser(url: str, home: Path) -> dict[str, tuple[float, float]]:
@@ -195,29 +230,30 @@ def time_browser(url: str, home: Path) -> dict[str, tuple[float, float]]:
             browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=FLAGS)
             tab = browser.new_page(viewport={"width": 1400, "height": 1000})
             tab.goto(f"{base}/imports")
-            tab.wait_for_selector("h1", timeout=60_000)
+            _settled_at(tab, TITLES["import_errors"])
             for page_name, (_view, path, _queries) in PAGES.items():
+                back = "overview" if page_name != "overview" else "import_errors"
 
-                def visit(path: str = path) -> None:
+                def visit(path: str = path, name: str = page_name) -> float:
                     page = browser.new_page(viewport={"width": 1400, "height": 1000})
                     page.goto(base + path)
-                    page.wait_for_selector("h1", timeout=60_000)
-                    page.wait_for_function(_DRAWN, timeout=60_000)
+                    title = "dag_" if name == "dag" else TITLES[name]
+                    drawn = _settled_at(page, title)
                     page.close()
+                    return drawn  # performance.now() counts from the navigation's start
 
-                def click(name: str = page_name) -> float:
-                    tab.get_by_role("link", name="Import errors", exact=True).click()
-                    tab.wait_for_timeout(50)
-                    tab.wait_for_function(_DRAWN, timeout=60_000)
-                    started = time.perf_counter()
+                def click(name: str = page_name, back: str = back) -> float:
+                    tab.get_by_role("link", name=NAV_LINKS[back], exact=True).click()
+                    _settled_at(tab, TITLES[back])
+                    started = tab.evaluate("() => performance.now()") / 1000
                     tab.get_by_role("link", name=NAV_LINKS[name], exact=True).click()
-                    tab.wait_for_timeout(50)  # the rerun request leaves before we look
-                    tab.wait_for_function(_DRAWN, timeout=60_000)
-                    return time.perf_counter() - started
+                    return _settled_at(tab, TITLES[name]) - started
 
+                visit()  # warm-up
+                visits = statistics.median(visit() for _ in range(3))
                 click()  # warm-up
                 clicks = statistics.median(click() for _ in range(3))
-                found[page_name] = (_median_time(visit, 3), clicks)
+                found[page_name] = (visits, clicks)
             browser.close()
     finally:
         stop(process)

@@ -85,6 +85,7 @@ def test_dag_detail_grid_and_log(console_app):
     grid = app.table[0].value
     assert list(grid.index) == ["(run)", "extract", "shape.transform", "double"]
     assert grid.loc["shape.transform"].tolist()[:2][1] == "failed #2"
+    app = rendered(console_app("dag", dag_id="pipeline", run_id="r2_failed", tab="Task instance"))
     app.selectbox(key="ti_task").select("shape.transform").run()
     app.selectbox(key="ti_try").select(1).run()
     assert any("attempt 1 log line" in code.value for code in app.code)
@@ -96,7 +97,7 @@ def test_an_unknown_dag_is_one_clear_message(console_app):
 
 
 def test_trigger_previews_then_writes_the_run_and_the_audit_row(console_app, seeded):
-    app = rendered(console_app("dag", dag_id="pipeline"))
+    app = rendered(console_app("dag", dag_id="pipeline", tab="Actions"))
     app.text_area(key="trigger_pipeline_conf").input('{"n": 5}')
     app.button(key="trigger_pipeline_preview").click().run()
     assert "Creates 1 queued run of pipeline with 3 task instances" in infos(app)
@@ -117,7 +118,7 @@ def test_trigger_previews_then_writes_the_run_and_the_audit_row(console_app, see
     ],
 )
 def test_a_bad_conf_is_one_message_and_writes_nothing(console_app, seeded, conf, message):
-    app = rendered(console_app("dag", dag_id="pipeline"))
+    app = rendered(console_app("dag", dag_id="pipeline", tab="Actions"))
     app.text_area(key="trigger_pipeline_conf").input(conf)
     app.button(key="trigger_pipeline_preview").click().run()
     assert len(app.error) == 1 and message in app.error[0].value
@@ -128,7 +129,7 @@ def test_a_bad_conf_is_one_message_and_writes_nothing(console_app, seeded, conf,
 
 
 def test_clear_only_failed_of_one_run(console_app, seeded):
-    app = rendered(console_app("dag", dag_id="pipeline"))
+    app = rendered(console_app("dag", dag_id="pipeline", tab="Actions"))
     app.selectbox(key="clear_pipeline_run").select("r2_failed")
     app.checkbox(key="clear_pipeline_only_failed").check()
     app.button(key="clear_pipeline_preview").click().run()
@@ -158,7 +159,7 @@ def test_unpause_from_the_dags_page(console_app, seeded):
 
 
 def test_a_viewer_cannot_act(console_app, seeded):
-    app = rendered(console_app("dag", user=("vic", "viewer"), dag_id="pipeline"))
+    app = rendered(console_app("dag", user=("vic", "viewer"), dag_id="pipeline", tab="Actions"))
     preview = app.button(key="trigger_pipeline_preview")
     assert preview.disabled and app.button(key="clear_pipeline_preview").disabled
     assert app.button(key="pause_pipeline_preview").disabled
@@ -193,7 +194,7 @@ def test_password_login(console_app, seeded):
 
 
 def test_mark_a_run_success_from_the_page(console_app, seeded):
-    app = rendered(console_app("dag", dag_id="pipeline"))
+    app = rendered(console_app("dag", dag_id="pipeline", tab="Actions"))
     app.selectbox(key="mark_pipeline_run").select("r2_failed")
     app.radio(key="mark_pipeline_state").set_value("success")
     app.button(key="mark_pipeline_preview").click().run()
@@ -233,3 +234,9 @@ def test_operators_cannot_manage_pools(console_app, seeded):
     assert all(button.disabled for button in app.button if button.label.startswith("Set "))
     with pytest.raises(actions.NotAllowed, match="only admins"):
         actions.set_pool(seeded.store, User("olga", "operator"), "p", 1, None)
+
+
+@pytest.mark.parametrize("tab", ["Grid", "Graph", "Gantt", "Durations", "Task instance", "Actions"])
+def test_every_tab_of_the_dag_page_renders(console_app, tab):
+    app = rendered(console_app("dag", dag_id="pipeline", run_id="r2_failed", tab=tab))
+    assert app.title[0].value == "pipeline"
