@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import pandas as pd
-from sqlalchemy import Select, String, cast, func, select
+from sqlalchemy import Select, String, and_, cast, func, select
 from sqlalchemy.orm import Session
 
 from console.queries.common import frame, utcnow
@@ -94,15 +94,21 @@ def list_dags(
 
 
 def _newest_in_state(state: str) -> Select[tuple[str]]:
-    """The DAGs whose newest run (by logical date) is in `state`."""
-    ranked = select(
-        DagRun.dag_id,
-        DagRun.state,
-        func.row_number()
-        .over(partition_by=DagRun.dag_id, order_by=DagRun.logical_date.desc())
-        .label("rn"),
-    ).subquery()
-    return select(ranked.c.dag_id).where(ranked.c.rn == 1, ranked.c.state == state)
+    """The DAGs whose newest run (by logical date) is in `state`: the newest date of each
+    DAG comes from the (dag_id, logical_date) index, then one lookup per DAG."""
+    newest = (
+        select(DagRun.dag_id, func.max(DagRun.logical_date).label("newest"))
+        .group_by(DagRun.dag_id)
+        .subquery()
+    )
+    return (
+        select(DagRun.dag_id)
+        .join(
+            newest,
+            and_(DagRun.dag_id == newest.c.dag_id, DagRun.logical_date == newest.c.newest),
+        )
+        .where(DagRun.state == state)
+    )
 
 
 def _recent_runs(session: Session, dag_ids: list[str]) -> dict[str, list[str]]:
