@@ -240,3 +240,20 @@ def test_operators_cannot_manage_pools(console_app, seeded):
 def test_every_tab_of_the_dag_page_renders(console_app, tab):
     app = rendered(console_app("dag", dag_id="pipeline", run_id="r2_failed", tab=tab))
     assert app.title[0].value == "pipeline"
+
+
+def test_oidc_users_get_the_role_given_to_their_email(console_app, seeded):
+    from console import users
+
+    users.create_user(seeded.store, "ops@example.com", "operator", None)
+    app = console_app("dag", user=None, auth="oidc", dag_id="pipeline", tab="Actions")
+    app.user = {"is_logged_in": False}
+    rendered(app)
+    assert [b.key for b in app.button] == ["oidc_login"] and not app.title[1:]
+    app.user = {"is_logged_in": True, "email": "ops@example.com"}
+    rendered(app)
+    assert not app.button(key="trigger_pipeline_preview").disabled
+    stranger = console_app("dag", user=None, auth="oidc", dag_id="pipeline", tab="Actions")
+    stranger.user = {"is_logged_in": True, "email": "someone@example.com"}
+    rendered(stranger)
+    assert stranger.button(key="trigger_pipeline_preview").disabled  # a viewer
