@@ -15,6 +15,8 @@ pages = {
         ),
         st.Page("views/dags.py", title="DAGs", icon=":material/list:", url_path="dags"),
         st.Page("views/dag.py", title="DAG detail", icon=":material/account_tree:", url_path="dag"),
+        # the links alerts carry (alerts.console_url + /runs?dag_id=...&run_id=...)
+        st.Page("views/runs.py", title="Run", url_path="runs", visibility="hidden"),
     ],
     "Explain": [
         st.Page(

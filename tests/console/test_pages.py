@@ -257,3 +257,13 @@ def test_oidc_users_get_the_role_given_to_their_email(console_app, seeded):
     stranger.user = {"is_logged_in": True, "email": "someone@example.com"}
     rendered(stranger)
     assert stranger.button(key="trigger_pipeline_preview").disabled  # a viewer
+
+
+def test_the_link_an_alert_carries_opens_the_dag_page_on_its_run(console_app, config):
+    from alerts.routes import run_link
+
+    link = run_link(config, "pipeline", "r2_failed")
+    assert link.endswith("/runs?dag_id=pipeline&run_id=r2_failed")
+    app = rendered(console_app("runs", dag_id="pipeline", run_id="r2_failed", tab="Gantt"))
+    assert app.title[0].value == "pipeline"
+    assert app.selectbox(key="gantt_run").value == "r2_failed"
