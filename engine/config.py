@@ -562,6 +562,36 @@ OPTIONS: tuple[Option, ...] = (
         allowed="a folder path (not empty, not a file)",
     ),
     Option(
+        "console",
+        "host",
+        "str",
+        "127.0.0.1",
+        "Address the console listens on (anything but loopback needs console.auth).",
+        check=_not_blank,
+        allowed="a host name or address",
+    ),
+    Option(
+        "console", "port", "int", 8501, "Port the console listens on.", minimum=1, maximum=65535
+    ),
+    Option(
+        "console",
+        "refresh_seconds",
+        "float",
+        5.0,
+        "Seconds between the live parts of a console page refreshing themselves.",
+        minimum=1,
+    ),
+    Option(
+        "console",
+        "auth",
+        "choice",
+        "none",
+        "Who may use the console: none (loopback only), password (`dagwatch users`), oidc"
+        " (st.login, configured in .streamlit/secrets.toml).",
+        choices=("none", "password", "oidc"),
+    ),
+    Option("console", "grid_runs", "int", 25, "Runs the DAG grid shows per page.", minimum=1),
+    Option(
         "logging",
         "level",
         "choice",

@@ -30,10 +30,19 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.exc import SQLAlchemyError
+
 from engine import secrets
 from engine.accessors import ConnectionAccessor, VariableAccessor
 from engine.context import set_current_context
-from engine.exceptions import FailTaskNoRetry, RescheduleTask, SkipTask, TaskError, TaskTimeout
+from engine.exceptions import (
+    FailTaskNoRetry,
+    RescheduleTask,
+    SkipTask,
+    StoreError,
+    TaskError,
+    TaskTimeout,
+)
 from engine.observability import emit
 from engine.retry import retry_delay
 from engine.schedules import coerce_utc
@@ -214,15 +223,43 @@ def heartbeating(store: Any, ti_id: int, interval: float, clock: Clock) -> Itera
         thread.join(timeout=interval)
 
 
+#: the longest rendered field kept, in characters
+RENDERED_FIELD_LIMIT = 10_000
+
+
+def _record_rendered(task: Any, context: dict) -> None:
+    """Store the rendered template fields, masked, for the console (never fatal); called
+    once the task's code has returned or raised."""
+    names = tuple(getattr(task, "template_fields", ()) or ())
+    ti = context.get("ti")
+    if not names or ti is None or not hasattr(ti, "record_rendered_fields"):
+        return
+    fields = {
+        name: secrets.redact(str(getattr(task, name, None)))[:RENDERED_FIELD_LIMIT]
+        for name in names
+    }
+    try:
+        ti.record_rendered_fields(fields)
+    except (SQLAlchemyError, StoreError) as exc:  # a lost record must not fail the task
+        log.warning("could not record the rendered fields of %s: %s", task.task_id, exc)
+
+
 def _execute(task: Any, context: dict, dag: Any) -> Any:
-    with set_current_context(context):
-        task.render_template_fields(context, make_jinja_env(dag))
-        with execution_timeout(_seconds(task.execution_timeout), task.task_id):
-            try:
-                return task.execute(context)
-            except TaskTimeout:
-                task.on_kill()
-                raise
+    rendered = False
+    try:
+        with set_current_context(context):
+            task.render_template_fields(context, make_jinja_env(dag))
+            rendered = True
+            with execution_timeout(_seconds(task.execution_timeout), task.task_id):
+                try:
+                    return task.execute(context)
+                except TaskTimeout:
+                    task.on_kill()
+                    raise
+    finally:
+        # after the task's code, where a stop (SIGTERM) cannot land in the write
+        if rendered:
+            _record_rendered(task, context)
 
 
 def _push_result(ti: RuntimeTaskInstance, task: Any, value: Any) -> None:

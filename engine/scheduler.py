@@ -733,7 +733,15 @@ class Scheduler:
         cutoff = now - timedelta(seconds=self.config["scheduler.heartbeat_timeout"])
         with self.store.session() as session:
             if self.job_id is not None:
-                scheduling.heartbeat_job(session, self.job_id, now)
+                open_slots = self.executor.open_slots
+                scheduling.heartbeat_job(
+                    session,
+                    self.job_id,
+                    now,
+                    last_loop_seconds=self.last_report.duration,
+                    slots_open=open_slots,
+                    slots_used=max(0, self.executor.parallelism - open_slots),
+                )
                 emit.heartbeat()
             held = self.executor.running_ti_ids()
             for ti in scheduling.stale_running(session, cutoff):

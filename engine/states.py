@@ -64,7 +64,19 @@ TASK_TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
     _T.SCHEDULED: frozenset({_T.NONE, _T.UP_FOR_RETRY, _T.UP_FOR_RESCHEDULE, _T.QUEUED}),
     _T.QUEUED: frozenset({_T.SCHEDULED}),
     _T.RUNNING: frozenset({_T.QUEUED}),
-    _T.SUCCESS: frozenset({_T.RUNNING}),
+    # besides finishing, an operator may mark any task that is not executing a success
+    # (marking a run success, engine.api.mark_run)
+    _T.SUCCESS: frozenset(
+        {
+            _T.RUNNING,
+            _T.NONE,
+            _T.SCHEDULED,
+            _T.UP_FOR_RETRY,
+            _T.UP_FOR_RESCHEDULE,
+            _T.FAILED,
+            _T.UPSTREAM_FAILED,
+        }
+    ),
     # queued -> failed: the executor lost the attempt before it started; none -> failed: a
     # mapped task whose input cannot be expanded (not a list, longer than the cap).
     _T.FAILED: frozenset({_T.RUNNING, _T.QUEUED, _T.UP_FOR_RETRY, _T.NONE}),
@@ -83,8 +95,9 @@ _R = DagRunState
 DAG_RUN_TRANSITIONS: dict[DagRunState, frozenset[DagRunState]] = {
     _R.QUEUED: frozenset({_R.SUCCESS, _R.FAILED}),  # cleared for a re-run
     _R.RUNNING: frozenset({_R.QUEUED, _R.SUCCESS, _R.FAILED}),
-    _R.SUCCESS: frozenset({_R.RUNNING}),
-    _R.FAILED: frozenset({_R.RUNNING, _R.QUEUED}),
+    # an operator may mark a run success or failed whatever it is (engine.api.mark_run)
+    _R.SUCCESS: frozenset({_R.RUNNING, _R.QUEUED, _R.FAILED}),
+    _R.FAILED: frozenset({_R.RUNNING, _R.QUEUED, _R.SUCCESS}),
 }
 
 

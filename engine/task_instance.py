@@ -53,6 +53,19 @@ class RuntimeTaskInstance:
                 map_index=self.map_index,
             )
 
+    def record_rendered_fields(self, fields: dict[str, str]) -> None:
+        """Keep what this attempt's template fields rendered to (already masked)."""
+        with self.store.session() as session:
+            runs.set_rendered_fields(
+                session,
+                dag_id=self.dag_id,
+                run_id=self.run_id,
+                task_id=self.task_id,
+                map_index=self.map_index,
+                try_number=self.try_number,
+                fields=fields,
+            )
+
     def xcom_pull(
         self,
         task_ids: str | Iterable[str] | None = None,

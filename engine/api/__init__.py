@@ -1,4 +1,4 @@
-"""Operator actions on DAGs and runs: trigger, pause, backfill, clear, and the reads behind them.
+"""Operator actions on DAGs and runs: trigger, pause, backfill, clear, mark; the reads behind them.
 
 One place for the CLI and the console, so both get the same checks, the same state write
 path (`engine.store.transitions`) and the same audit trail: each action is one transaction
@@ -10,6 +10,7 @@ unpaused DAGs) and evaluates task instances in state none by their trigger rules
 from __future__ import annotations
 
 from engine.api.clearing import ClearResult, TaskRef, clear_task_instances
+from engine.api.marking import MarkResult, mark_run
 from engine.api.runs import (
     MAX_BACKFILL_RUNS,
     backfill,
@@ -24,12 +25,14 @@ from engine.api.runs import (
 __all__ = [
     "MAX_BACKFILL_RUNS",
     "ClearResult",
+    "MarkResult",
     "TaskRef",
     "backfill",
     "backfill_intervals",
     "clear_task_instances",
     "dag_run_state",
     "list_runs",
+    "mark_run",
     "set_paused",
     "task_states",
     "trigger_dag",

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import signal
+import subprocess
+import sys
 import threading
 from typing import Any
 
@@ -125,9 +127,17 @@ def dag_processor(cli: CliContext) -> None:
 
 @click.command("standalone")
 @_GRACE
+@click.option(
+    "--console/--no-console",
+    "with_console",
+    default=True,
+    show_default=True,
+    help="Also serve the console (when the console plugin is installed).",
+)
 @pass_cli
-def standalone(cli: CliContext, grace: float) -> None:
-    """Everything on one machine: migrate SQLite, load the examples, run the scheduler.
+def standalone(cli: CliContext, grace: float, with_console: bool) -> None:
+    """Everything on one machine: migrate SQLite, load the examples, run the scheduler
+    and the console.
 
     New DAGs start unpaused here, so the example DAGs run at once. Stop with Ctrl-C.
     """
@@ -145,7 +155,36 @@ def standalone(cli: CliContext, grace: float) -> None:
         f"loaded {totals.dags} DAGs from {totals.files} files "
         f"({totals.import_errors} import errors)"
     )
-    run_scheduler(cli, config=config, drain=False, parse=True, grace=grace)
+    console = _start_console(config) if with_console else None
+    try:
+        run_scheduler(cli, config=config, drain=False, parse=True, grace=grace)
+    finally:
+        if console is not None:
+            _stop_process(console)
+
+
+def _start_console(config: Any) -> subprocess.Popen[bytes] | None:
+    """`dagwatch console` as a child process, when a plugin provides that verb."""
+    from engine import hooks
+
+    if not any(getattr(command, "name", None) == "console" for command in hooks.cli_commands()):
+        return None
+    host, port = config["console.host"], config["console.port"]
+    shown = f"[{host}]" if ":" in host else host
+    process = subprocess.Popen([sys.executable, "-m", "engine", "console"])
+    click.echo(f"console: http://{shown}:{port}")
+    return process
+
+
+def _stop_process(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within `timeout`."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def _ensure_example_pool(store: Any) -> None:

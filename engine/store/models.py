@@ -446,6 +446,11 @@ class Job(Base):
     start_date: Mapped[datetime] = mapped_column(UtcDateTime)
     end_date: Mapped[datetime | None] = mapped_column(UtcDateTime)
     latest_heartbeat: Mapped[datetime] = mapped_column(UtcDateTime)
+    #: seconds the last scheduler loop took, written with the heartbeat (the console shows it)
+    last_loop_seconds: Mapped[float | None] = mapped_column(Float)
+    #: executor slots in use and open at the last heartbeat (scheduler jobs)
+    slots_used: Mapped[int | None] = mapped_column(Integer)
+    slots_open: Mapped[int | None] = mapped_column(Integer)
 
     __table_args__ = (Index("ix_job_job_type_state", "job_type", "state"),)
 
@@ -463,3 +468,37 @@ class AuditLog(Base):
     run_id: Mapped[str | None] = mapped_column(String(ID_LEN))
     task_id: Mapped[str | None] = mapped_column(String(ID_LEN))
     extra: Mapped[dict[str, Any]] = mapped_column(MaskedJSON, default=dict)
+
+
+class ConsoleUser(Base):
+    """A console user: a role and a slow salted hash of the password (never the password)."""
+
+    __tablename__ = "console_user"
+
+    username: Mapped[str] = mapped_column(String(ID_LEN), primary_key=True)
+    role: Mapped[str] = mapped_column(String(20))  # viewer | operator | admin
+    password_hash: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    last_login: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+
+class RenderedFields(Base):
+    """The template fields of a task instance as its latest attempt rendered them (secrets
+    masked), so operators can see what ran without importing the DAG."""
+
+    __tablename__ = "rendered_fields"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    dag_id: Mapped[str] = mapped_column(String(ID_LEN))
+    run_id: Mapped[str] = mapped_column(String(ID_LEN))
+    task_id: Mapped[str] = mapped_column(String(ID_LEN))
+    map_index: Mapped[int] = mapped_column(Integer, default=-1)
+    try_number: Mapped[int] = mapped_column(Integer)
+    fields: Mapped[dict[str, Any]] = mapped_column(MaskedJSON, default=dict)
+
+    __table_args__ = (
+        UniqueConstraint("dag_id", "run_id", "task_id", "map_index"),
+        ForeignKeyConstraint(
+            ["dag_id", "run_id"], ["dag_run.dag_id", "dag_run.run_id"], ondelete="CASCADE"
+        ),
+    )

@@ -18,6 +18,7 @@ from engine.states import DagRunState, TaskState
 from engine.store.models import (
     CallbackRecord,
     DagRun,
+    RenderedFields,
     StateTransition,
     TaskInstance,
     TaskTry,
@@ -431,4 +432,35 @@ def list_callbacks(session: Session, dag_id: str, run_id: str) -> list[CallbackR
             .where(CallbackRecord.dag_id == dag_id, CallbackRecord.run_id == run_id)
             .order_by(CallbackRecord.id)
         ).scalars()
+    )
+
+
+def set_rendered_fields(
+    session: Session,
+    *,
+    dag_id: str,
+    run_id: str,
+    task_id: str,
+    map_index: int,
+    try_number: int,
+    fields: dict[str, str],
+) -> None:
+    """Replace a task instance's rendered template fields with those of this attempt."""
+    session.execute(
+        delete(RenderedFields).where(
+            RenderedFields.dag_id == dag_id,
+            RenderedFields.run_id == run_id,
+            RenderedFields.task_id == task_id,
+            RenderedFields.map_index == map_index,
+        )
+    )
+    session.execute(
+        insert(RenderedFields).values(
+            dag_id=dag_id,
+            run_id=run_id,
+            task_id=task_id,
+            map_index=map_index,
+            try_number=try_number,
+            fields=fields,
+        )
     )

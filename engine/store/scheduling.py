@@ -514,8 +514,11 @@ def start_job(session: Session, job_type: str, pid: int, now: datetime) -> int:
     return job.id
 
 
-def heartbeat_job(session: Session, job_id: int, now: datetime) -> None:
-    session.execute(update(Job).where(Job.id == job_id).values(latest_heartbeat=now))
+def heartbeat_job(
+    session: Session, job_id: int, now: datetime, **stats: float | int | None
+) -> None:
+    """Beat, with the job's latest figures (last_loop_seconds, slots_used, slots_open)."""
+    session.execute(update(Job).where(Job.id == job_id).values(latest_heartbeat=now, **stats))
 
 
 def end_job(session: Session, job_id: int, state: str, now: datetime) -> None:

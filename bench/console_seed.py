@@ -1,0 +1,312 @@
+"""Build a large metastore for the console benchmark: DAGs, runs, task instances, tries.
+
+`build(store, dags=500, runs_per_dag=100, tasks_per_dag=20)` gives 500 DAGs, 50,000 runs
+and 1,000,000 task instances (plus tries, transitions and XComs for each DAG's newest
+runs, alerts, SLA misses and an audit log), inserted with bulk INSERTs in chunks. Runs
+are hourly up to now; about 2% of the task instances failed (a third of those in the
+last 24 h), each DAG's newest run is running, and a few DAGs are paused.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import insert
+
+from engine.store.db import Store
+from engine.store.models import (
+    Alert,
+    AuditLog,
+    Dag,
+    DagRun,
+    Job,
+    SlaMiss,
+    StateTransition,
+    TaskInstance,
+    TaskTry,
+)
+
+CHUNK = 10_000
+#: the newest runs of each DAG that get tries and transitions (the gantt's reads)
+DETAILED_RUNS = 5
+
+
+def _serialized(dag_id: str, tasks: int) -> dict[str, Any]:
+    ids = [f"task_{i:02d}" for i in range(tasks)]
+    return {
+        "dag_id": dag_id,
+        "tasks": [
+            {"task_id": t, "task_group": None, "mapping": None, "upstream_task_ids": ids[:i][-1:]}
+            for i, t in enumerate(ids)
+        ],
+        "edges": [
+            {"upstream": a, "downstream": b, "label": None} for a, b in itertools.pairwise(ids)
+        ],
+        "task_groups": {},
+        "params": {},
+        "deadline": None,
+        "dagrun_timeout": 3600.0,
+    }
+
+
+def _chunks(rows: Iterator[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+    chunk: list[dict[str, Any]] = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) >= CHUNK:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _insert(store: Store, model: type, rows: Iterator[dict[str, Any]]) -> int:
+    count = 0
+    for chunk in _chunks(rows):
+        with store.session() as session:
+            session.execute(insert(model), chunk)
+        count += len(chunk)
+    return count
+
+
+def build(
+    store: Store,
+    *,
+    dags: int = 500,
+    runs_per_dag: int = 100,
+    tasks_per_dag: int = 20,
+    now: datetime | None = None,
+    seed: int = 7,
+) -> dict[str, int]:
+    """Fill an empty, migrated metastore; returns the row counts per table."""
+    now = (now or datetime.now(UTC)).replace(microsecond=0)
+    rng = random.Random(seed)
+    dag_ids = [f"dag_{d:04d}" for d in range(dags)]
+    task_ids = [f"task_{i:02d}" for i in range(tasks_per_dag)]
+    counts: dict[str, int] = {}
+    counts["dag"] = _insert(
+        store,
+        Dag,
+        (
+            {
+                "dag_id": dag_id,
+                "fileloc": f"/dags/{dag_id}.py",
+                "is_active": True,
+                "is_paused": d % 50 == 0,
+                "schedule": "@hourly",
+                "owner": f"team_{d % 10}",
+                "tags": [f"domain_{d % 7}", "bench"],
+                "serialized": _serialized(dag_id, tasks_per_dag),
+                "dag_hash": "0" * 64,
+                "task_count": tasks_per_dag,
+                "last_parsed": now,
+                "next_dagrun": now + timedelta(hours=1),
+            }
+            for d, dag_id in enumerate(dag_ids)
+        ),
+    )
+
+    def logical(r: int) -> datetime:
+        return now - timedelta(hours=runs_per_dag - r)
+
+    def run_state(d: int, r: int) -> str:
+        if r == runs_per_dag - 1:
+            return "running"
+        return "failed" if (d * 31 + r) % 50 == 0 else "success"
+
+    counts["dag_run"] = _insert(
+        store,
+        DagRun,
+        (
+            {
+                "dag_id": dag_id,
+                "run_id": f"scheduled__{logical(r).isoformat()}",
+                "run_type": "scheduled",
+                "state": run_state(d, r),
+                "logical_date": logical(r),
+                "data_interval_start": logical(r),
+                "data_interval_end": logical(r) + timedelta(hours=1),
+                "queued_at": logical(r),
+                "start_date": logical(r),
+                "end_date": None
+                if run_state(d, r) == "running"
+                else logical(r) + timedelta(seconds=rng.randint(300, 900)),
+                "conf": {},
+                "external_trigger": False,
+            }
+            for d, dag_id in enumerate(dag_ids)
+            for r in range(runs_per_dag)
+        ),
+    )
+
+    def ti_state(d: int, r: int, t: int) -> str:
+        state = run_state(d, r)
+        if state == "running":
+            return "success" if t < 3 else ("running" if t == 3 else "none")
+        if state == "failed":
+            return "success" if t < 10 else ("failed" if t == 10 else "upstream_failed")
+        return "success"
+
+    def tis() -> Iterator[dict[str, Any]]:
+        for d, dag_id in enumerate(dag_ids):
+            for r in range(runs_per_dag):
+                start = logical(r)
+                for t, task_id in enumerate(task_ids):
+                    state = ti_state(d, r, t)
+                    begun = start + timedelta(seconds=30 * t)
+                    yield {
+                        "dag_id": dag_id,
+                        "run_id": f"scheduled__{start.isoformat()}",
+                        "task_id": task_id,
+                        "map_index": -1,
+                        "state": state,
+                        "try_number": 0 if state in ("none", "upstream_failed") else 1,
+                        "max_tries": 1,
+                        "operator": "EmptyOperator",
+                        "pool": "default_pool",
+                        "queued_at": begun if state != "none" else None,
+                        "start_date": begun if state not in ("none", "upstream_failed") else None,
+                        "end_date": None
+                        if state in ("none", "running")
+                        else begun + timedelta(seconds=20),
+                        "duration": None if state in ("none", "running") else 20.0,
+                        "hostname": "worker-1",
+                    }
+
+    counts["task_instance"] = _insert(store, TaskInstance, tis())
+    counts.update(_details(store, dag_ids, task_ids, runs_per_dag, logical, ti_state, now))
+    return counts
+
+
+def _details(
+    store: Store,
+    dag_ids: list[str],
+    task_ids: list[str],
+    runs_per_dag: int,
+    logical: Any,
+    ti_state: Any,
+    now: datetime,
+) -> dict[str, int]:
+    """Tries and queued transitions for each DAG's newest runs; alerts, misses, audit."""
+    from sqlalchemy import select
+
+    newest = runs_per_dag - DETAILED_RUNS
+    with store.session(readonly=True) as session:
+        ti_ids = {
+            (dag_id, run_id, task_id): ti_id
+            for ti_id, dag_id, run_id, task_id in session.execute(
+                select(
+                    TaskInstance.id, TaskInstance.dag_id, TaskInstance.run_id, TaskInstance.task_id
+                ).where(TaskInstance.run_id >= f"scheduled__{logical(newest).isoformat()}")
+            )
+        }
+
+    def tries() -> Iterator[dict[str, Any]]:
+        for d, dag_id in enumerate(dag_ids):
+            for r in range(newest, runs_per_dag):
+                run_id = f"scheduled__{logical(r).isoformat()}"
+                for t, task_id in enumerate(task_ids):
+                    state = ti_state(d, r, t)
+                    if state in ("none", "upstream_failed"):
+                        continue
+                    begun = logical(r) + timedelta(seconds=30 * t)
+                    yield {
+                        "ti_id": ti_ids[(dag_id, run_id, task_id)],
+                        "dag_id": dag_id,
+                        "run_id": run_id,
+                        "task_id": task_id,
+                        "map_index": -1,
+                        "try_number": 1,
+                        "state": state,
+                        "start_date": begun,
+                        "end_date": None if state == "running" else begun + timedelta(seconds=20),
+                        "duration": None if state == "running" else 20.0,
+                        "hostname": "worker-1",
+                    }
+
+    def queued() -> Iterator[dict[str, Any]]:
+        for row in tries():
+            yield {
+                "at": row["start_date"] - timedelta(seconds=2),
+                "entity": "task_instance",
+                "dag_id": row["dag_id"],
+                "run_id": row["run_id"],
+                "task_id": row["task_id"],
+                "map_index": -1,
+                "try_number": 1,
+                "from_state": "scheduled",
+                "to_state": "queued",
+            }
+
+    counts = {"task_try": _insert(store, TaskTry, tries())}
+    counts["state_transition"] = _insert(store, StateTransition, queued())
+    counts["alert"] = _insert(
+        store,
+        Alert,
+        (
+            {
+                "fingerprint": f"bench-{i}",
+                "event": "task_failed",
+                "severity": "error",
+                "dag_id": dag_ids[i % len(dag_ids)],
+                "status": ("sent", "pending", "failed")[i % 3],
+                "attempts": 1,
+                "created_at": now - timedelta(minutes=i),
+                "payload": {},
+            }
+            for i in range(5_000)
+        ),
+    )
+    counts["sla_miss"] = _insert(
+        store,
+        SlaMiss,
+        (
+            {
+                "kind": "task_sla",
+                "dag_id": dag_ids[i % len(dag_ids)],
+                "run_id": f"r{i}",
+                "task_id": "task_00",
+                "deadline": now - timedelta(minutes=i),
+                "detected_at": now - timedelta(minutes=i),
+                "state": "running",
+            }
+            for i in range(5_000)
+        ),
+    )
+    counts["audit_log"] = _insert(
+        store,
+        AuditLog,
+        (
+            {
+                "at": now - timedelta(minutes=i),
+                "actor": f"user_{i % 5}",
+                "event": "dags.trigger",
+                "dag_id": dag_ids[i % len(dag_ids)],
+                "extra": {},
+            }
+            for i in range(20_000)
+        ),
+    )
+    counts["job"] = _insert(
+        store,
+        Job,
+        [
+            {
+                "job_type": kind,
+                "state": "running",
+                "hostname": "bench",
+                "pid": 1,
+                "start_date": now,
+                "latest_heartbeat": now,
+                "last_loop_seconds": 0.05,
+                "slots_used": 10,
+                "slots_open": 22,
+            }
+            for kind in ("scheduler", "dag_processor")
+        ].__iter__(),
+    )
+    return counts
