@@ -28,7 +28,7 @@ def test_open_addresses_need_auth(host):
 
 def test_console_refuses_an_open_address_without_auth_in_one_line(cli_env):
     result = run_cli("console", "--host", "0.0.0.0", env=cli_env)
-    assert result.returncode == 1
+    assert result.returncode == 2  # a setting that is not allowed: a usage error
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "not a loopback address" in lines[0], result.stderr
     assert "Traceback" not in result.stderr
