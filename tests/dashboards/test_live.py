@@ -62,6 +62,21 @@ with DAG("late", schedule=None, max_active_runs=1, deadline=timedelta(seconds=2)
 
     crunch()
 """
+#: A DAG file that takes seconds to import (heavy imports): a worker loads it before the
+#: attempt begins, so the task instance stays queued across scrapes (queued per queue).
+SLOW_IMPORT_DAG = """
+import time
+from engine import DAG, task
+
+time.sleep(3)
+
+with DAG("slow_import", schedule=None):
+    @task
+    def start():
+        pass
+
+    start()
+"""
 BROKEN_FILE = "from engine import DAG\nraise ImportError('a package this DAG needs is missing')\n"
 #: How Grafana fills the variables for "All" and its intervals (a window covering the run).
 SUBSTITUTIONS = {
@@ -222,6 +237,7 @@ def scheduler_env(store, environ, tmp_path: Path) -> Iterator[tuple[dict[str, st
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "doomed.py").write_text(textwrap.dedent(FAILING_DAG))
     (folder / "late.py").write_text(textwrap.dedent(LATE_DAG))
+    (folder / "slow_import.py").write_text(textwrap.dedent(SLOW_IMPORT_DAG))
     (folder / "broken_dag.py").write_text(BROKEN_FILE)
     with store.session() as session:
         set_pool(session, "example_pool", 2)
@@ -269,14 +285,21 @@ def test_every_panel_and_rule_evaluates_on_a_live_scheduler(
         text=True,
     )
     try:
-        wait_for(lambda: _parsed(store, "doomed") and _parsed(store, "late"), "DAGs parsed")
+        dag_ids = ("doomed", "late", "slow_import")
+        wait_for(lambda: all(_parsed(store, dag_id) for dag_id in dag_ids), "DAGs parsed")
         run_id = api.trigger_dag(store, "doomed", actor="test").run_id
+        slow = api.trigger_dag(store, "slow_import", actor="test").run_id
         # two runs of a DAG allowing one at a time: the second waits queued, and the
         # first runs past its deadline
         late = [api.trigger_dag(store, "late", actor="test").run_id for _ in range(2)]
         wait_for(lambda: _run_state(store, "doomed", run_id) == "failed", "the run failing")
         wait_for(lambda: _run_state(store, "late", late[1]) == "success", "the late runs")
-        wait_for(lambda: _all_fed(prometheus), "every fed panel returning series")
+        wait_for(lambda: _run_state(store, "slow_import", slow) == "success", "the slow import")
+        try:
+            wait_for(lambda: _all_fed(prometheus), "every fed panel returning series")
+        except AssertionError:
+            _assert_every_query_is_valid_and_fed(prometheus)  # names the empty panels
+            raise
         wait_for(lambda: ACTIVE <= _active_rules(prometheus), "the failure rules active")
         _assert_every_query_is_valid_and_fed(prometheus)
         _assert_every_rule_evaluates(prometheus)
