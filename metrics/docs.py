@@ -1,9 +1,9 @@
-"""The README's metric table, generated from the catalog: `python -m metrics.docs`.
+"""The docs' metric table, generated from the catalog: `python -m metrics.docs`.
 
-The table lives between two markers in README.md, so the docs cannot drift from
-metrics/catalog.py: `--write README.md` regenerates it, `--check README.md` fails (exit 1)
-when it is stale, which is what the test suite runs. Text outside the markers is never
-touched, so the rest of the README stays hand-written.
+The table lives between two markers in docs/metrics.md, so the docs cannot drift from
+metrics/catalog.py: `--write docs/metrics.md` regenerates it, `--check docs/metrics.md`
+fails (exit 1) when it is stale, which is what the test suite runs. Text outside the
+markers is never touched, so the rest of the page stays hand-written.
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     """Rewrite (`--write`) or verify (`--check`) the metric table of a Markdown file."""
     parser = argparse.ArgumentParser(
         prog="python -m metrics.docs",
-        description="Generate the README's metric catalog table from metrics/catalog.py.",
+        description="Generate the docs' metric catalog table from metrics/catalog.py.",
     )
     mode = parser.add_mutually_exclusive_group(required=True)
     mode.add_argument("--write", type=Path, metavar="FILE", help="rewrite the table in FILE")

@@ -11,7 +11,7 @@ beside it. How it isolates attempts is `core.attempt_isolation`:
 
 `worker` (the default): the worker runs the attempt itself, through `run_attempt`. An
 attempt so costs no fork, no page copies and no process exit: about half the CPU of a
-forked one (README, Benchmarks). Before an attempt it notes what a task could leave
+forked one (docs/performance.md). Before an attempt it notes what a task could leave
 changed (`engine.executors.leftovers`: environment, working directory, signal handlers,
 threads and child processes still running, memory); a worker that finds a change after
 the attempt, that had to kill processes the attempt left, or whose attempt was stopped,

@@ -1,4 +1,4 @@
-"""The README's metric table: generated from the catalog, and kept in step with it."""
+"""The docs' metric table: generated from the catalog, and kept in step with it."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from metrics.docs import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
-README = REPO / "README.md"
+METRICS_PAGE = REPO / "docs" / "metrics.md"
 BEFORE = "# Title\n\nHand-written | text, with `code`.\n\n"
 AFTER = "\n\n## Next section\n\nMore hand-written text.\n"
 
@@ -38,12 +38,13 @@ def stale_file(tmp_path: Path) -> Path:
 
 
 def test_the_readme_table_is_up_to_date() -> None:
-    text = README.read_text(encoding="utf-8")
+    text = METRICS_PAGE.read_text(encoding="utf-8")
 
     assert current_block(text) == catalog_markdown(), (
-        "README.md's metric catalog is stale: run `python -m metrics.docs --write README.md`"
+        "docs/metrics.md's metric catalog is stale: run "
+        "`python -m metrics.docs --write docs/metrics.md`"
     )
-    assert main(["--check", str(README)]) == 0
+    assert main(["--check", str(METRICS_PAGE)]) == 0
 
 
 def test_one_row_per_metric_with_every_name() -> None:
