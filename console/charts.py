@@ -146,10 +146,11 @@ def style_states(text: pd.DataFrame, states: pd.DataFrame) -> Any:
 
 def last_runs_columns(rows: pd.DataFrame, width: int) -> tuple[pd.DataFrame, list[str]]:
     """The DAG list with its `last_runs` (states, oldest first) spread over `width`
-    columns named by age (the rightmost is the newest), and those columns' names."""
-    names = [f"run -{age}" if age else "newest" for age in range(width - 1, -1, -1)]
+    columns named by age, the newest first (leftmost, where a wide table is never cut
+    off), and those columns' names. A DAG with fewer runs leaves the rest blank."""
+    names = [f"run -{age}" if age else "newest" for age in range(width)]
     spread = pd.DataFrame(
-        [([""] * (width - len(states)) + list(states))[-width:] for states in rows["last_runs"]],
+        [(list(reversed(states[-width:])) + [""] * width)[:width] for states in rows["last_runs"]],
         columns=names,
         index=rows.index,
     )

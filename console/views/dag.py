@@ -58,31 +58,33 @@ def live_grid() -> None:
         st.dataframe(running, hide_index=True)
 
 
+# one read of the grid's page serves the paging, the tabs and the run pickers (the live
+# grid re-reads it as it refreshes)
+grid = state.read("detail.grid", dag_id, limit=settings.grid_runs, before=before)
+
 if tab_grid.open:
     with tab_grid:
         nav = st.columns([1, 1, 4])
-        if nav[0].button("◀ Older", key="grid_older"):
-            data = state.read("detail.grid", dag_id, limit=settings.grid_runs, before=before)
-            if data.has_older and not data.runs.empty:
-                before_stack.append(data.runs.logical_date.iloc[-1].to_pydatetime())
-                st.rerun()
+        older = grid.has_older and not grid.runs.empty
+        if nav[0].button("◀ Older", key="grid_older", disabled=not older):
+            before_stack.append(grid.runs.logical_date.iloc[-1].to_pydatetime())
+            st.rerun()
         if nav[1].button("Newer ▶", key="grid_newer", disabled=not before_stack):
             before_stack.pop()
             st.rerun()
         live_grid()
         if info.mapped:
             st.subheader("Mapped tasks")
-            grid_data = state.read("detail.grid", dag_id, limit=settings.grid_runs, before=before)
             cols = st.columns(2)
             mapped_task = cols[0].selectbox("Mapped task", sorted(info.mapped), key="mapped_task")
-            mapped_run = cols[1].selectbox("Run", list(grid_data.runs.run_id), key="mapped_run")
+            mapped_run = cols[1].selectbox("Run", list(grid.runs.run_id), key="mapped_run")
             if mapped_run:
                 st.dataframe(
                     state.read("detail.mapped_instances", dag_id, mapped_run, mapped_task),
                     hide_index=True,
                 )
 
-runs = state.read("detail.grid", dag_id, limit=settings.grid_runs, before=before).runs
+runs = grid.runs
 run_ids = list(runs.run_id)
 wanted_run = st.query_params.get("run_id")
 run_index = run_ids.index(wanted_run) if wanted_run in run_ids else 0
@@ -92,9 +94,7 @@ if tab_graph.open:
         graph_run = st.selectbox(
             "Colour by run", run_ids or ["-"], index=run_index, key="graph_run"
         )
-        tis = state.read(
-            "detail.grid", dag_id, limit=settings.grid_runs, before=before
-        ).task_instances
+        tis = grid.task_instances
         states = dict(
             zip(*tis[tis.run_id == graph_run][["task_id", "state"]].values.T, strict=True)
         )

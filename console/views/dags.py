@@ -37,16 +37,14 @@ result = state.read(
 )
 rows = result.rows
 pages = max(1, -(-result.total // PAGE_SIZE))
-st.caption(
-    f"{result.total} DAGs match; page {page} of {pages}. Last runs: the newest on the right."
-)
+st.caption(f"{result.total} DAGs match; page {page} of {pages}. Last runs: the newest first.")
 rows.insert(0, "open", [ui.dag_url(dag_id) for dag_id in rows.dag_id])
 table, run_columns = charts.last_runs_columns(rows, LAST_RUNS)
 states = table.copy()
 for column in table.columns:
     if column not in run_columns:
         states[column] = ""
-table[run_columns] = table[run_columns].map(symbol)
+table[run_columns] = table[run_columns].map(lambda state: symbol(state) if state else "")
 st.dataframe(
     charts.style_states(table, states),
     hide_index=True,

@@ -14,9 +14,9 @@ st.subheader(f"Failed runs: {len(runs)}")
 runs.insert(
     0, "link", [ui.dag_url(d, run_id=r) for d, r in zip(runs.dag_id, runs.run_id, strict=True)]
 )
-st.dataframe(runs, hide_index=True, column_config={"link": link})
+st.dataframe(runs, hide_index=True, column_config={"link": link, "dag_id": None})
 st.subheader(f"Failed task instances: {len(tasks)}")
 tasks.insert(
     0, "link", [ui.dag_url(d, run_id=r) for d, r in zip(tasks.dag_id, tasks.run_id, strict=True)]
 )
-st.dataframe(tasks, hide_index=True, column_config={"link": link})
+st.dataframe(tasks, hide_index=True, column_config={"link": link, "dag_id": None})
