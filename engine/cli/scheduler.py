@@ -169,11 +169,8 @@ def _start_console(config: Any) -> subprocess.Popen[bytes] | None:
 
     if not any(getattr(command, "name", None) == "console" for command in hooks.cli_commands()):
         return None
-    host, port = config["console.host"], config["console.port"]
-    shown = f"[{host}]" if ":" in host else host
-    process = subprocess.Popen([sys.executable, "-m", "engine", "console"])
-    click.echo(f"console: http://{shown}:{port}")
-    return process
+    # the console prints its own URL as it starts (`console: http://...`)
+    return subprocess.Popen([sys.executable, "-m", "engine", "console"])
 
 
 def _stop_process(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
