@@ -13,12 +13,14 @@ from engine.exceptions import SkipTask
 from engine.operators import (
     BashOperator,
     BranchPythonOperator,
+    DummyOperator,
     EmptyOperator,
     LatestOnlyOperator,
     PythonOperator,
     ShortCircuitOperator,
 )
 from engine.params import Param
+from engine.priority import PriorityWeightStrategy
 from engine.secrets import mask_secret
 from engine.sensors import (
     BaseSensorOperator,
@@ -29,7 +31,7 @@ from engine.sensors import (
     TimeDeltaSensor,
 )
 from engine.task_group import TaskGroup, task_group
-from engine.tasks import BaseOperator
+from engine.tasks import BaseOperator, XComArg
 from engine.trigger_rules import TriggerRule
 from engine.variables import Variable
 
@@ -46,6 +48,7 @@ __all__ = [
     "DateTimeSensor",
     "Deadline",
     "DeadlineReference",
+    "DummyOperator",
     "EmptyOperator",
     "ExternalTaskSensor",
     "FileSensor",
@@ -53,6 +56,7 @@ __all__ = [
     "LatestOnlyOperator",
     "Param",
     "PokeReturnValue",
+    "PriorityWeightStrategy",
     "PythonOperator",
     "PythonSensor",
     "ShortCircuitOperator",
@@ -62,6 +66,7 @@ __all__ = [
     "TriggerDagRunOperator",
     "TriggerRule",
     "Variable",
+    "XComArg",
     "__version__",
     "chain",
     "dag",

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine import masking
+from engine.compat import check_source
 from engine.dag_folder import Problem, scan_folders
 from engine.forking import mp_context
 from engine.observability import emit
@@ -66,6 +67,7 @@ def import_dag_file(path: Path) -> list[Any]:
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot import {path}")
+    check_source(path)  # Airflow 2 context variables: one warning each per file
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     try:

@@ -34,6 +34,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from engine import secrets
 from engine.accessors import ConnectionAccessor, VariableAccessor
+from engine.compat import TaskContext, airflow2_dates
 from engine.context import set_current_context
 from engine.exceptions import (
     FailTaskNoRetry,
@@ -139,7 +140,10 @@ def _seconds(value: timedelta | float | None) -> float | None:
 
 def build_context(dag: Any, task: Any, run: Any, ti: RuntimeTaskInstance, config: Any) -> dict:
     """The template and callback context of one attempt (Airflow's names)."""
-    context = date_context(run.logical_date, run.data_interval_start, run.data_interval_end)
+    context = TaskContext(
+        date_context(run.logical_date, run.data_interval_start, run.data_interval_end)
+    )
+    context.update(airflow2_dates(dag.timetable, run, lambda: _prev_success(ti, run)))
     context.update(
         dag=dag,
         task=task,
@@ -154,6 +158,13 @@ def build_context(dag: Any, task: Any, run: Any, ti: RuntimeTaskInstance, config
         try_number=ti.try_number,
     )
     return context
+
+
+def _prev_success(ti: RuntimeTaskInstance, run: Any) -> datetime | None:
+    """The logical date of the DAG's latest successful run before `run` (Airflow 2's
+    prev_execution_date_success); one indexed query."""
+    with ti.store.session() as session:
+        return runs.previous_logical_date(session, run.dag_id, run.logical_date, "success")
 
 
 def _begin(
