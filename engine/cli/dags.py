@@ -33,6 +33,7 @@ def list_dags(cli: CliContext, include_inactive: bool, output: str) -> None:
         rows = [
             {
                 "dag_id": row.dag_id,
+                "dag_display_name": row.dag_display_name or row.dag_id,
                 "filename": row.fileloc,
                 "owner": row.owner,
                 "schedule": row.schedule,
@@ -45,6 +46,8 @@ def list_dags(cli: CliContext, include_inactive: bool, output: str) -> None:
             for row in dag_store.list_dags(session, include_inactive=include_inactive)
         ]
     columns = ["dag_id", "filename", "owner", "schedule", "is_paused", "tags", "tasks"]
+    if output != "table" or any(row["dag_display_name"] != row["dag_id"] for row in rows):
+        columns.insert(1, "dag_display_name")  # in a table only when a DAG has one
     if include_inactive:
         columns.append("is_active")
     echo_rows(rows, columns if output == "table" else [*columns, "last_parsed"], output)
