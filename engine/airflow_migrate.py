@@ -191,10 +191,18 @@ class _Rewriter(cst.CSTTransformer):
                 kept.append(alias)
                 continue
             new_module, new_name = target
-            new_alias = alias.with_changes(name=cst.Name(new_name), comma=cst.MaybeSentinel.DEFAULT)
             if new_name != name and alias.asname is None:
                 self.renames[name] = new_name
-            groups.setdefault(new_module, []).append(new_alias)
+            groups.setdefault(new_module, []).append(alias.with_changes(name=cst.Name(new_name)))
+        if not groups:
+            return updated
+        if len(groups) == 1 and not kept:  # one module for all: edit in place, layout kept
+            ((new_module, aliases),) = groups.items()
+            if len(_unique(aliases)) == len(aliases):
+                module_node = cst.parse_expression(new_module)
+                return updated.with_changes(
+                    body=[node.with_changes(module=module_node, names=aliases)]
+                )
         statements: list[cst.SimpleStatementLine] = []
         for new_module, aliases in groups.items():
             imported = cst.ImportFrom(
@@ -204,7 +212,7 @@ class _Rewriter(cst.CSTTransformer):
             statements.append(cst.SimpleStatementLine(body=[imported]))
         if kept:
             rest = node.with_changes(names=_without_last_comma(kept))
-            statements.append(updated.with_changes(body=[rest]))
+            statements.append(cst.SimpleStatementLine(body=[rest]))
         if not statements:
             return updated
         first = statements[0]

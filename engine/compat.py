@@ -221,7 +221,9 @@ def airflow2_dates(
     from engine.schedules import coerce_utc
 
     logical = coerce_utc(run.logical_date)
-    manual = bool(getattr(run, "external_trigger", False)) or run.run_type == "manual"
+    # Airflow 2: a run triggered by hand has no "next" or "previous" but itself (its
+    # backfills and `dags test` runs are scheduled-like, so they get computed values)
+    manual = run.run_type == "manual"
     if manual:
         following: datetime | None = logical
         previous: datetime | None = logical
