@@ -167,6 +167,25 @@ class _Rewriter(cst.CSTTransformer):
             aliases.append(alias.with_changes(name=cst.parse_expression(target)))
         return updated.with_changes(body=[node.with_changes(names=aliases)])
 
+    def _map_names(
+        self, original: cst.CSTNode, module: str, names: Sequence[cst.ImportAlias]
+    ) -> tuple[dict[str, list[cst.ImportAlias]], list[cst.ImportAlias]]:
+        """The imported names by dagwatch module, and those left (reported) as they are."""
+        groups: dict[str, list[cst.ImportAlias]] = {}
+        kept: list[cst.ImportAlias] = []
+        for alias in names:
+            name = _dotted(alias.name)
+            target = None if _why_not_provider(module) else self._target(name)
+            if target is None:
+                self._report(original, f"from {module} import {name}", _why_not(module, name))
+                kept.append(alias)
+                continue
+            new_module, new_name = target
+            if new_name != name and alias.asname is None:
+                self.renames[name] = new_name
+            groups.setdefault(new_module, []).append(alias.with_changes(name=cst.Name(new_name)))
+        return groups, kept
+
     def _import_from(
         self,
         original: cst.SimpleStatementLine,
@@ -181,19 +200,7 @@ class _Rewriter(cst.CSTTransformer):
         if isinstance(node.names, cst.ImportStar):
             self._report(original, f"from {module} import *", _why_not(module, "*"))
             return updated
-        groups: dict[str, list[cst.ImportAlias]] = {}
-        kept: list[cst.ImportAlias] = []
-        for alias in node.names:
-            name = _dotted(alias.name)
-            target = None if _why_not_provider(module) else self._target(name)
-            if target is None:
-                self._report(original, f"from {module} import {name}", _why_not(module, name))
-                kept.append(alias)
-                continue
-            new_module, new_name = target
-            if new_name != name and alias.asname is None:
-                self.renames[name] = new_name
-            groups.setdefault(new_module, []).append(alias.with_changes(name=cst.Name(new_name)))
+        groups, kept = self._map_names(original, module, node.names)
         if not groups:
             return updated
         if len(groups) == 1 and not kept:  # one module for all: edit in place, layout kept

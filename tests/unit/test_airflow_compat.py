@@ -25,8 +25,6 @@ from engine.compat import (
     _warned,
     airflow2_dates,
     check_source,
-    following_schedule,
-    previous_schedule,
 )
 from engine.exceptions import DagDefinitionError
 from engine.serialization import serialize_dag
