@@ -30,6 +30,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pendulum
+
 _ENGINE_DIR = str(Path(__file__).resolve().parent)
 
 
@@ -214,6 +216,24 @@ def _next_execution_date(timetable: Any, run: Any) -> datetime | None:
     return end
 
 
+class Airflow2DateTime(pendulum.DateTime):
+    """A pendulum DateTime that prints as pendulum 2 (Airflow 2) did."""
+
+    def __str__(self) -> str:
+        return self.isoformat()
+
+
+def _airflow2_datetime(value: datetime | None) -> datetime | None:
+    """`value` as Airflow 2's pendulum 2 DateTime: `str()` (and so `{{ execution_date }}`)
+    gives ISO 8601 with a `T`, where pendulum 3 puts a space."""
+    if value is None:
+        return None
+    v = value
+    return Airflow2DateTime(
+        v.year, v.month, v.day, v.hour, v.minute, v.second, v.microsecond, tzinfo=v.tzinfo
+    )
+
+
 def airflow2_dates(
     timetable: Any, run: Any, prev_success: Callable[[], datetime | None] | None = None
 ) -> dict[str, Any]:
@@ -235,19 +255,20 @@ def airflow2_dates(
         return value.strftime(fmt) if value is not None else None
 
     tomorrow, yesterday = logical + timedelta(days=1), logical - timedelta(days=1)
+    success = prev_success() if prev_success is not None else None
     return {
-        "execution_date": logical,
-        "next_execution_date": following,
+        "execution_date": _airflow2_datetime(logical),
+        "next_execution_date": _airflow2_datetime(following),
         "next_ds": ds(following),
         "next_ds_nodash": ds(following, "%Y%m%d"),
-        "prev_execution_date": previous,
+        "prev_execution_date": _airflow2_datetime(previous),
         "prev_ds": ds(previous),
         "prev_ds_nodash": ds(previous, "%Y%m%d"),
         "tomorrow_ds": ds(tomorrow),
         "tomorrow_ds_nodash": ds(tomorrow, "%Y%m%d"),
         "yesterday_ds": ds(yesterday),
         "yesterday_ds_nodash": ds(yesterday, "%Y%m%d"),
-        "prev_execution_date_success": prev_success() if prev_success is not None else None,
+        "prev_execution_date_success": _airflow2_datetime(success),
     }
 
 

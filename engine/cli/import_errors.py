@@ -54,6 +54,11 @@ def _clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[: max(1, width - 1)] + "…"
 
 
+def _clip_left(text: str, width: int) -> str:
+    """A path clipped at its start, so the file's name stays readable."""
+    return text if len(text) <= width else "…" + text[-max(1, width - 1) :]
+
+
 def table(rows: Sequence[dict[str, Any]], folders: Sequence[Path], width: int) -> str:
     """filename | when | error, one line each, at most `width` columns."""
     when = [_when(row["timestamp"]) for row in rows]
@@ -67,9 +72,8 @@ def table(rows: Sequence[dict[str, Any]], folders: Sequence[Path], width: int) -
     ]
     for row, name, stamp in zip(rows, names, when, strict=True):
         error = _clip(error_line(row["error"]), error_width)
-        lines.append(
-            f"{_clip(name, name_width).ljust(name_width)} | {stamp.ljust(when_width)} | {error}"
-        )
+        name = _clip_left(name, name_width).ljust(name_width)
+        lines.append(f"{name} | {stamp.ljust(when_width)} | {error}")
     return "\n".join(lines)
 
 
