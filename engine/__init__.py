@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+# `utils`: Airflow 2's airflow.utils.dates and .decorators, reachable as engine.utils.dates
+from engine import utils as utils
 from engine.connections import BaseHook, Connection
 from engine.context import get_current_context
 from engine.cross_dag import ExternalTaskSensor, TriggerDagRunOperator
