@@ -19,6 +19,7 @@ from the run's data interval exactly as Airflow 2.x's `get_template_context` did
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import re
@@ -44,6 +45,8 @@ class DagwatchDeprecationWarning(FutureWarning):
 
 #: (DAG file, idiom) pairs already warned about in this process: one warning each.
 _warned: set[tuple[str, str]] = set()
+#: DAG file -> the Airflow 2 context variables its source names (see `check_source`)
+_mentions: dict[str, frozenset[str]] = {}
 
 #: Airflow 2 context variable -> its Airflow 3 spelling (Airflow 2.x's own advice).
 DEPRECATED_CONTEXT: dict[str, str] = {
@@ -97,6 +100,7 @@ def check_source(path: Path | str, source: bytes | None = None) -> list[str]:
         data = source if source is not None else Path(path).read_bytes()
     except OSError:
         return []
+    _mentions[str(path)] = frozenset()
     if not _CONTEXT_WORDS.search(data.decode("utf-8", "replace")):
         return []
     found: dict[str, int] = {}
@@ -110,9 +114,31 @@ def check_source(path: Path | str, source: bytes | None = None) -> list[str]:
         ):
             for match in _CONTEXT_WORDS.finditer(token.string):
                 found.setdefault(match.group(1), token.start[0])
+    _mentions[str(path)] = frozenset(found)
     for name, line in found.items():
         deprecated(name, DEPRECATED_CONTEXT[name], fileloc=str(path), lineno=line)
     return list(found)
+
+
+def file_mentions(fileloc: str | None, name: str) -> bool:
+    """Whether the DAG file, as imported in this process, names context variable `name`."""
+    return name in _mentions.get(str(fileloc), frozenset())
+
+
+#: the context variables a query computes: looked up only when a task reads them
+LAZY = "prev_execution_date_success"
+
+
+def lazy_value(key: str, context: Mapping[str, Any]) -> Any:
+    """A lazily computed context variable (`LAZY`), from the context's ti and dag_run."""
+    ti, run = context.get("ti"), context.get("dag_run")
+    if key != LAZY or ti is None or run is None or not hasattr(ti, "store"):
+        raise KeyError(key)
+    from engine.store import runs
+
+    with ti.store.session() as session:
+        found = runs.previous_logical_date(session, run.dag_id, run.logical_date, "success")
+    return _airflow2_datetime(found)
 
 
 def warn_context_key(key: Any, context: Mapping[str, Any]) -> None:
@@ -123,17 +149,27 @@ def warn_context_key(key: Any, context: Mapping[str, Any]) -> None:
 
 
 class TaskContext(dict):
-    """The task context: a dict that warns when an Airflow 2 variable is read from it."""
+    """The task context: a dict that warns when an Airflow 2 variable is read from it, and
+    computes `prev_execution_date_success` (a query) only when it is read."""
 
     def __getitem__(self, key: Any) -> Any:
         warn_context_key(key, self)
         return super().__getitem__(key)
 
+    def __missing__(self, key: Any) -> Any:
+        if key != LAZY:
+            raise KeyError(key)
+        self[key] = value = lazy_value(key, self)
+        return value
+
     def get(self, key: Any, default: Any = None) -> Any:
+        if key == LAZY and not super().__contains__(key):
+            return self[key]
         warn_context_key(key, self)
         return super().get(key, default)
 
 
+@functools.cache
 def jinja_context_class() -> type:
     """A Jinja Context that warns when a template reads an Airflow 2 variable."""
     from jinja2.runtime import Context
@@ -142,6 +178,8 @@ def jinja_context_class() -> type:
         def resolve_or_missing(self, key: str) -> Any:
             if key in DEPRECATED_CONTEXT:
                 warn_context_key(key, self.parent if "dag" in self.parent else self.vars)
+                if key == LAZY and key not in self.parent and key not in self.vars:
+                    return lazy_value(key, self.parent)
             return super().resolve_or_missing(key)
 
     return _Context
@@ -255,8 +293,7 @@ def airflow2_dates(
         return value.strftime(fmt) if value is not None else None
 
     tomorrow, yesterday = logical + timedelta(days=1), logical - timedelta(days=1)
-    success = prev_success() if prev_success is not None else None
-    return {
+    values = {
         "execution_date": _airflow2_datetime(logical),
         "next_execution_date": _airflow2_datetime(following),
         "next_ds": ds(following),
@@ -268,8 +305,10 @@ def airflow2_dates(
         "tomorrow_ds_nodash": ds(tomorrow, "%Y%m%d"),
         "yesterday_ds": ds(yesterday),
         "yesterday_ds_nodash": ds(yesterday, "%Y%m%d"),
-        "prev_execution_date_success": _airflow2_datetime(success),
     }
+    if prev_success is not None:  # else computed when read (see TaskContext, LAZY)
+        values["prev_execution_date_success"] = _airflow2_datetime(prev_success())
+    return values
 
 
 # -- operators, hooks, decorators --------------------------------------------------------

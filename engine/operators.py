@@ -17,7 +17,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from engine.compat import DEPRECATED_CONTEXT, warn_context_key
+from engine.compat import DEPRECATED_CONTEXT, LAZY, lazy_value, warn_context_key
 from engine.exceptions import DagDefinitionError, SkipTask, TaskError
 from engine.schedules import coerce_utc
 from engine.tasks import BaseOperator
@@ -46,6 +46,13 @@ def context_kwargs(
     for name in names:
         if name in DEPRECATED_CONTEXT and name in available:  # an Airflow 2 variable
             warn_context_key(name, available)
+    if LAZY in names and LAZY not in available:
+        try:  # computed only for a callable that asks for it
+            available = {**available, LAZY: lazy_value(LAZY, available)}
+        except KeyError:
+            pass
+        else:
+            warn_context_key(LAZY, available)
     if any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values()):
         return dict(available)
     return {name: available[name] for name in names if name in available}

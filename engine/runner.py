@@ -27,6 +27,7 @@ import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from engine import secrets
 from engine.accessors import ConnectionAccessor, VariableAccessor
-from engine.compat import TaskContext, airflow2_dates
+from engine.compat import LAZY, TaskContext, airflow2_dates, file_mentions
 from engine.context import set_current_context
 from engine.exceptions import (
     FailTaskNoRetry,
@@ -143,7 +144,12 @@ def build_context(dag: Any, task: Any, run: Any, ti: RuntimeTaskInstance, config
     context = TaskContext(
         date_context(run.logical_date, run.data_interval_start, run.data_interval_end)
     )
-    context.update(airflow2_dates(dag.timetable, run, lambda: _prev_success(ti, run)))
+    # prev_execution_date_success costs a query: now if the DAG file names it (a `**context`
+    # callable gets a plain copy), else only when a template or context[...] reads it
+    eager = file_mentions(getattr(dag, "fileloc", None), LAZY)
+    context.update(
+        airflow2_dates(dag.timetable, run, partial(_prev_success, ti, run) if eager else None)
+    )
     context.update(
         dag=dag,
         task=task,

@@ -50,6 +50,7 @@ def _report(execution_date, next_ds, prev_ds, **context):
         "prev_ds": prev_ds,
         "tomorrow_ds": context["tomorrow_ds"],
         "yesterday_ds_nodash": context["yesterday_ds_nodash"],
+        "prev_execution_date_success": context["prev_execution_date_success"],
     }
     (OUT / "report.json").write_text(json.dumps(values))
 
@@ -123,6 +124,7 @@ def test_an_airflow_2_dag_file_runs_with_dags_test(env, home, tmp_path):
         "prev_ds": "2024-03-04",
         "tomorrow_ds": "2024-03-06",
         "yesterday_ds_nodash": "20240304",
+        "prev_execution_date_success": None,  # no earlier successful run
     }
     assert (out / "write.txt").read_text() == "2024-03-05..2024-03-06"
     # one warning per idiom, each naming the Airflow 3 spelling

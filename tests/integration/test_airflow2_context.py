@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from engine import DAG, BashOperator, PythonOperator
+from engine import DAG, BashOperator, PythonOperator, get_current_context
 from engine.compat import DagwatchDeprecationWarning, _warned
 from engine.inprocess import run_dag_in_process
 from engine.states import DagRunState
@@ -80,6 +80,14 @@ def test_airflow_2_variables_everywhere_a_task_reads_its_context(store, config):
     assert {"execution_date", "next_ds", "next_execution_date", "prev_ds_nodash"} <= warned
 
 
+def _from_current_context():
+    context = get_current_context()
+    return [
+        str(context["prev_execution_date_success"]),
+        str(context.get("prev_execution_date_success")),
+    ]
+
+
 def _fail_on_the_2nd(ds):
     if ds == "2024-03-02":
         raise ValueError("the second run fails")
@@ -93,6 +101,9 @@ def test_prev_execution_date_success_skips_failed_runs(store, config):
             python_callable=lambda prev_execution_date_success: str(prev_execution_date_success),
         )
         PythonOperator(task_id="fails_on_the_2nd", python_callable=_fail_on_the_2nd)
+        # read only when asked: by a template, or through the context
+        BashOperator(task_id="templated", bash_command="echo {{ prev_execution_date_success }}")
+        PythonOperator(task_id="current", python_callable=_from_current_context)
     with pytest.warns(DagwatchDeprecationWarning):
         run_dag_in_process(store, config, dag, logical_date=datetime(2024, 3, 1, tzinfo=UTC))
         failed = run_dag_in_process(
@@ -104,6 +115,11 @@ def test_prev_execution_date_success_skips_failed_runs(store, config):
         )
     with store.session() as session:
         value = runs.get_xcoms(
-            session, dag_id="flaky", run_id=third.run_id, task_ids=["read"], key="return_value"
+            session,
+            dag_id="flaky",
+            run_id=third.run_id,
+            task_ids=["read", "templated", "current"],
+            key="return_value",
         )
-    assert value == {"read": "2024-03-01T00:00:00+00:00"}
+    when = "2024-03-01T00:00:00+00:00"
+    assert value == {"read": when, "templated": when, "current": [when, when]}
