@@ -26,8 +26,9 @@ import re
 import sys
 import tokenize
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -120,25 +121,56 @@ def check_source(path: Path | str, source: bytes | None = None) -> list[str]:
     return list(found)
 
 
-def file_mentions(fileloc: str | None, name: str) -> bool:
-    """Whether the DAG file, as imported in this process, names context variable `name`."""
-    return name in _mentions.get(str(fileloc), frozenset())
+def file_mentions(fileloc: str | None) -> frozenset[str]:
+    """The Airflow 2 context variables the DAG file names, as imported in this process."""
+    return _mentions.get(str(fileloc), frozenset())
 
 
-#: the context variables a query computes: looked up only when a task reads them
-LAZY = "prev_execution_date_success"
+def names_in_module_of(function: Callable[..., Any]) -> frozenset[str]:
+    """The Airflow 2 context variables the source file of `function` names (scanned once
+    per process, with the warnings): what a `**context` callable may read."""
+    import inspect
+
+    try:
+        path = inspect.getsourcefile(inspect.unwrap(function))
+    except (TypeError, ValueError):
+        return frozenset()
+    if path is None:
+        return frozenset()
+    if path not in _mentions:
+        check_source(path)
+    return _mentions.get(path, frozenset())
+
+
+PREV_SUCCESS = "prev_execution_date_success"
+
+
+def lazy_values(keys: Iterable[str], context: Mapping[str, Any]) -> dict[str, Any]:
+    """The Airflow 2 context variables among `keys`, computed from the context's dag,
+    dag_run (and ti, for the query of prev_execution_date_success) when a task reads them:
+    DAGs that never do pay nothing. Names that are not such variables are left out."""
+    wanted = [key for key in keys if key in DEPRECATED_CONTEXT]
+    dag, run, ti = context.get("dag"), context.get("dag_run"), context.get("ti")
+    if not wanted or dag is None or run is None:
+        return {}
+    query = None
+    if PREV_SUCCESS in wanted and hasattr(ti, "store"):
+        query = partial(prev_success, ti.store, run)
+    values = airflow2_dates(dag.timetable, run, query)
+    return {key: values[key] for key in wanted if key in values}
 
 
 def lazy_value(key: str, context: Mapping[str, Any]) -> Any:
-    """A lazily computed context variable (`LAZY`), from the context's ti and dag_run."""
-    ti, run = context.get("ti"), context.get("dag_run")
-    if key != LAZY or ti is None or run is None or not hasattr(ti, "store"):
-        raise KeyError(key)
+    """One Airflow 2 context variable (see `lazy_values`), or KeyError."""
+    return lazy_values([key], context)[key]
+
+
+def prev_success(store: Any, run: Any) -> datetime | None:
+    """The logical date of the DAG's latest successful run before `run` (one indexed query)."""
     from engine.store import runs
 
-    with ti.store.session() as session:
-        found = runs.previous_logical_date(session, run.dag_id, run.logical_date, "success")
-    return _airflow2_datetime(found)
+    with store.session() as session:
+        return runs.previous_logical_date(session, run.dag_id, run.logical_date, "success")
 
 
 def warn_context_key(key: Any, context: Mapping[str, Any]) -> None:
@@ -149,22 +181,23 @@ def warn_context_key(key: Any, context: Mapping[str, Any]) -> None:
 
 
 class TaskContext(dict):
-    """The task context: a dict that warns when an Airflow 2 variable is read from it, and
-    computes `prev_execution_date_success` (a query) only when it is read."""
+    """The task context: a dict that computes an Airflow 2 variable when it is read (with
+    the warning)."""
 
     def __getitem__(self, key: Any) -> Any:
         warn_context_key(key, self)
         return super().__getitem__(key)
 
     def __missing__(self, key: Any) -> Any:
-        if key != LAZY:
-            raise KeyError(key)
         self[key] = value = lazy_value(key, self)
         return value
 
     def get(self, key: Any, default: Any = None) -> Any:
-        if key == LAZY and not super().__contains__(key):
-            return self[key]
+        if key in DEPRECATED_CONTEXT and not super().__contains__(key):
+            try:
+                return self[key]
+            except KeyError:
+                return default
         warn_context_key(key, self)
         return super().get(key, default)
 
@@ -178,8 +211,11 @@ def jinja_context_class() -> type:
         def resolve_or_missing(self, key: str) -> Any:
             if key in DEPRECATED_CONTEXT:
                 warn_context_key(key, self.parent if "dag" in self.parent else self.vars)
-                if key == LAZY and key not in self.parent and key not in self.vars:
-                    return lazy_value(key, self.parent)
+                if key not in self.parent and key not in self.vars:
+                    try:
+                        return lazy_value(key, self.parent)
+                    except KeyError:
+                        pass
             return super().resolve_or_missing(key)
 
     return _Context
@@ -188,6 +224,7 @@ def jinja_context_class() -> type:
 # -- the Airflow 2 date variables --------------------------------------------------------
 
 
+@functools.cache
 def _covers_every_hour(expression: str) -> bool:
     from croniter import croniter
 
@@ -306,7 +343,7 @@ def airflow2_dates(
         "yesterday_ds": ds(yesterday),
         "yesterday_ds_nodash": ds(yesterday, "%Y%m%d"),
     }
-    if prev_success is not None:  # else computed when read (see TaskContext, LAZY)
+    if prev_success is not None:  # a query: only when asked for
         values["prev_execution_date_success"] = _airflow2_datetime(prev_success())
     return values
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from engine.compat import DEPRECATED_CONTEXT, LAZY, lazy_value, warn_context_key
+from engine.compat import DEPRECATED_CONTEXT, lazy_values, names_in_module_of, warn_context_key
 from engine.exceptions import DagDefinitionError, SkipTask, TaskError
 from engine.schedules import coerce_utc
 from engine.tasks import BaseOperator
@@ -46,14 +46,16 @@ def context_kwargs(
     for name in names:
         if name in DEPRECATED_CONTEXT and name in available:  # an Airflow 2 variable
             warn_context_key(name, available)
-    if LAZY in names and LAZY not in available:
-        try:  # computed only for a callable that asks for it
-            available = {**available, LAZY: lazy_value(LAZY, available)}
-        except KeyError:
-            pass
-        else:
-            warn_context_key(LAZY, available)
-    if any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values()):
+    takes_all = any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
+    wanted = set(names[len(op_args) :])
+    if takes_all:  # what the function's module reads from its **context
+        wanted |= names_in_module_of(python_callable)
+    computed = lazy_values([n for n in wanted if n not in available], available)
+    if computed:  # Airflow 2 variables, computed for the callables that ask for them
+        available = {**available, **computed}
+        for name in computed:
+            warn_context_key(name, available)
+    if takes_all:
         return dict(available)
     return {name: available[name] for name in names if name in available}
 

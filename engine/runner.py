@@ -35,7 +35,13 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from engine import secrets
 from engine.accessors import ConnectionAccessor, VariableAccessor
-from engine.compat import LAZY, TaskContext, airflow2_dates, file_mentions
+from engine.compat import (
+    PREV_SUCCESS,
+    TaskContext,
+    airflow2_dates,
+    file_mentions,
+    prev_success,
+)
 from engine.context import set_current_context
 from engine.exceptions import (
     FailTaskNoRetry,
@@ -144,12 +150,13 @@ def build_context(dag: Any, task: Any, run: Any, ti: RuntimeTaskInstance, config
     context = TaskContext(
         date_context(run.logical_date, run.data_interval_start, run.data_interval_end)
     )
-    # prev_execution_date_success costs a query: now if the DAG file names it (a `**context`
-    # callable gets a plain copy), else only when a template or context[...] reads it
-    eager = file_mentions(getattr(dag, "fileloc", None), LAZY)
-    context.update(
-        airflow2_dates(dag.timetable, run, partial(_prev_success, ti, run) if eager else None)
-    )
+    # The Airflow 2 variables are computed when read (TaskContext, the Jinja context, a
+    # callable's arguments), or here for a DAG file that names them (a `**context` callable
+    # gets a plain copy of the context)
+    named = file_mentions(getattr(dag, "fileloc", None))
+    if named:
+        query = partial(prev_success, ti.store, run) if PREV_SUCCESS in named else None
+        context.update(airflow2_dates(dag.timetable, run, query))
     context.update(
         dag=dag,
         task=task,
@@ -164,13 +171,6 @@ def build_context(dag: Any, task: Any, run: Any, ti: RuntimeTaskInstance, config
         try_number=ti.try_number,
     )
     return context
-
-
-def _prev_success(ti: RuntimeTaskInstance, run: Any) -> datetime | None:
-    """The logical date of the DAG's latest successful run before `run` (Airflow 2's
-    prev_execution_date_success); one indexed query."""
-    with ti.store.session() as session:
-        return runs.previous_logical_date(session, run.dag_id, run.logical_date, "success")
 
 
 def _begin(
