@@ -309,3 +309,26 @@ def test_a_dag_without_idioms_warns_nothing_and_serializes_as_before():
     assert "dag_display_name" not in data
     assert all("task_display_name" not in task for task in data["tasks"])
     assert all(task["weight_rule"] == "downstream" for task in data["tasks"])
+
+
+def test_the_variables_are_computed_only_when_read():
+    from engine.compat import TaskContext
+    from engine.templating import make_jinja_env
+
+    dag = _dag("@daily", START)
+    logical = datetime(2024, 3, 5, tzinfo=UTC)
+    run = _run(logical, logical, logical + timedelta(days=1))
+    context = TaskContext(ds="2024-03-05", dag=dag, dag_run=run)
+    assert "next_ds" not in context  # nothing computed up front
+    with pytest.warns(DagwatchDeprecationWarning, match="next_ds"):
+        assert context["next_ds"] == "2024-03-06"
+    with pytest.warns(DagwatchDeprecationWarning, match="prev_ds"):
+        assert context.get("prev_ds") == "2024-03-04"
+    assert context.get("nope", 1) == 1
+    with pytest.raises(KeyError):
+        context["nope"]
+    template = make_jinja_env(dag).from_string("{{ ds }} {{ tomorrow_ds }} {{ execution_date }}")
+    with pytest.warns(DagwatchDeprecationWarning) as record:
+        text = template.render(dict(TaskContext(ds="2024-03-05", dag=dag, dag_run=run)))
+    assert text == "2024-03-05 2024-03-06 2024-03-05T00:00:00+00:00"
+    assert [m.split()[0] for m in _messages(record)] == ["tomorrow_ds", "execution_date"]
