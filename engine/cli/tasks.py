@@ -88,13 +88,14 @@ def states_for_dag_run(cli: CliContext, dag_id: str, run_id: str, output: str) -
     for row in rows:
         if row["map_index"] < 0:  # not an instance of a mapped task
             del row["map_index"]
-        row["task_display_name"] = names.get(row["task_id"], row["task_id"])
+        if names:  # a DAG with `task_display_name=`s: every row says its name
+            row["task_display_name"] = names.get(row["task_id"], row["task_id"])
     columns = TASK_STATE_COLUMNS
     if any("map_index" in row for row in rows):
         columns = [*columns[:3], "map_index", *columns[3:]]
-    if output != "table" or names:  # in a table only when a task has a display name
+    if names:
         columns = [*columns[:3], "task_display_name", *columns[3:]]
-    echo_rows(rows, columns, output, optional={"map_index"})
+    echo_rows(rows, columns, output, optional={"map_index", "task_display_name"})
 
 
 def _task_display_names(cli: CliContext, dag_id: str) -> dict[str, str]:
