@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+# `utils`: Airflow 2's airflow.utils.dates and .decorators, reachable as engine.utils.dates
+from engine import utils as utils
 from engine.connections import BaseHook, Connection
 from engine.context import get_current_context
 from engine.cross_dag import ExternalTaskSensor, TriggerDagRunOperator
@@ -13,12 +15,14 @@ from engine.exceptions import SkipTask
 from engine.operators import (
     BashOperator,
     BranchPythonOperator,
+    DummyOperator,
     EmptyOperator,
     LatestOnlyOperator,
     PythonOperator,
     ShortCircuitOperator,
 )
 from engine.params import Param
+from engine.priority import PriorityWeightStrategy
 from engine.secrets import mask_secret
 from engine.sensors import (
     BaseSensorOperator,
@@ -29,7 +33,7 @@ from engine.sensors import (
     TimeDeltaSensor,
 )
 from engine.task_group import TaskGroup, task_group
-from engine.tasks import BaseOperator
+from engine.tasks import BaseOperator, XComArg
 from engine.trigger_rules import TriggerRule
 from engine.variables import Variable
 
@@ -46,6 +50,7 @@ __all__ = [
     "DateTimeSensor",
     "Deadline",
     "DeadlineReference",
+    "DummyOperator",
     "EmptyOperator",
     "ExternalTaskSensor",
     "FileSensor",
@@ -53,6 +58,7 @@ __all__ = [
     "LatestOnlyOperator",
     "Param",
     "PokeReturnValue",
+    "PriorityWeightStrategy",
     "PythonOperator",
     "PythonSensor",
     "ShortCircuitOperator",
@@ -62,6 +68,7 @@ __all__ = [
     "TriggerDagRunOperator",
     "TriggerRule",
     "Variable",
+    "XComArg",
     "__version__",
     "chain",
     "dag",

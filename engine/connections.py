@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
+from engine.compat import LoggingMixin
 from engine.config import MASK
 from engine.exceptions import NotFound
 from engine.secrets import is_sensitive_key, mask_secret
@@ -272,7 +273,7 @@ def _mask_uri(uri: str) -> str:
     return f"{scheme}://{credentials.split(':', 1)[0]}:{MASK}@{location}"
 
 
-class BaseHook:
+class BaseHook(LoggingMixin):
     """Base class of hooks: subclass it and name your connection attribute and default."""
 
     conn_name_attr: ClassVar[str] = "conn_id"
@@ -284,10 +285,6 @@ class BaseHook:
         self._log = logging.getLogger(
             logger_name or f"{type(self).__module__}.{type(self).__name__}"
         )
-
-    @property
-    def log(self) -> logging.Logger:
-        return self._log
 
     @classmethod
     def get_connection(cls, conn_id: str) -> Connection:

@@ -163,6 +163,30 @@ def _template_names(value: Any, where: str, what: str) -> dict[str, Any]:
     return dict(value)
 
 
+def _schedule_interval(dag_id: str, schedule: Any, schedule_interval: Any) -> Any:
+    """Airflow 2's `schedule_interval=`: the schedule, with a deprecation warning."""
+    from engine.compat import deprecated
+
+    if schedule is not None:
+        raise DagDefinitionError(
+            f"DAG {dag_id!r}: pass schedule= or schedule_interval= (Airflow 2), not both"
+        )
+    deprecated("DAG(schedule_interval=...)", "DAG(schedule=...)")
+    return schedule_interval
+
+
+def _concurrency(dag_id: str, max_active_tasks: int | None, concurrency: int) -> int:
+    """Airflow 2's `concurrency=`: max_active_tasks, with a deprecation warning."""
+    from engine.compat import deprecated
+
+    if max_active_tasks is not None:
+        raise DagDefinitionError(
+            f"DAG {dag_id!r}: pass max_active_tasks= or concurrency= (Airflow 2), not both"
+        )
+    deprecated("DAG(concurrency=...)", "DAG(max_active_tasks=...)")
+    return concurrency
+
+
 class DAG:
     """A workflow: tasks, their dependencies and when it runs.
 
@@ -196,8 +220,15 @@ class DAG:
         user_defined_macros: Mapping[str, Any] | None = None,
         user_defined_filters: Mapping[str, Callable[..., Any]] | None = None,
         fileloc: str | None = None,
+        dag_display_name: str | None = None,
+        schedule_interval: Any = NOTSET,
+        concurrency: int | None = None,
     ) -> None:
         self.dag_id = check_id(dag_id, "dag_id")
+        if schedule_interval is not NOTSET:
+            schedule = _schedule_interval(dag_id, schedule, schedule_interval)
+        if concurrency is not None:
+            max_active_tasks = _concurrency(dag_id, max_active_tasks, concurrency)
         self.fileloc = fileloc or _caller_file()
         self.default_args: dict[str, Any] = dict(default_args or {})
         where = f"DAG {dag_id!r}"
@@ -213,6 +244,11 @@ class DAG:
         self.start_date = coerce_utc(start_date) if start_date is not None else None
         self.end_date = coerce_utc(end_date) if end_date is not None else None
         self.schedule = schedule
+        if dag_display_name is not None and (
+            not isinstance(dag_display_name, str) or not dag_display_name.strip()
+        ):
+            raise DagDefinitionError(f"{where}: dag_display_name must be a non-empty string")
+        self.dag_display_name = dag_display_name or dag_id
         self.timetable = timetable_from_schedule(schedule, self.timezone, dag_id)
         self.catchup = bool(catchup)
         self.owner = owner or self.default_args.get("owner") or DEFAULT_OWNER
@@ -335,6 +371,20 @@ class DAG:
 
     def set_edge_info(self, upstream_task_id: str, downstream_task_id: str, info: Mapping) -> None:
         self.get_task(upstream_task_id)._edge_labels[downstream_task_id] = info["label"]
+
+    def following_schedule(self, dttm: datetime) -> datetime | None:
+        """Airflow 2: the schedule point after `dttm` (None for @once or schedule=None)."""
+        from engine.compat import deprecated, following_schedule
+
+        deprecated("dag.following_schedule(dt)", "dag.timetable / data_interval_end")
+        return following_schedule(self.timetable, dttm)
+
+    def previous_schedule(self, dttm: datetime) -> datetime | None:
+        """Airflow 2: the schedule point before `dttm` (None for @once or schedule=None)."""
+        from engine.compat import deprecated, previous_schedule
+
+        deprecated("dag.previous_schedule(dt)", "dag.timetable / data_interval_start")
+        return previous_schedule(self.timetable, dttm)
 
     def param(self, name: str, default: Any = NOTSET) -> DagParam:
         """A placeholder for param `name`'s run-time value (usable as a task argument)."""

@@ -17,7 +17,12 @@ from typing import Any
 from engine.dag import current_dag
 from engine.exceptions import DagDefinitionError, TaskError
 from engine.mapping import TaskPartial
-from engine.operators import branch_skip_ids, call_python, short_circuit_skip_ids
+from engine.operators import (
+    branch_skip_ids,
+    call_python,
+    check_templates_exts,
+    short_circuit_skip_ids,
+)
 from engine.task_group import current_task_group
 from engine.tasks import BaseOperator, XComArg, resolve_args, unique_task_id
 
@@ -106,12 +111,15 @@ class _PythonDecoratedOperator(BaseOperator):
         op_args: Sequence[Any] | None = None,
         op_kwargs: Mapping[str, Any] | None = None,
         multiple_outputs: bool = False,
+        templates_exts: Sequence[str] | None = None,
         **kwargs: Any,
     ) -> None:
         self.python_callable = python_callable
         self.op_args = list(op_args or [])
         self.op_kwargs = dict(op_kwargs or {})
         self.multiple_outputs = bool(multiple_outputs)
+        if templates_exts is not None:  # string arguments ending so name template files
+            self.template_ext = check_templates_exts(templates_exts, kwargs.get("task_id", "?"))
         _check_call(python_callable, self.op_args, self.op_kwargs, kwargs.get("task_id", "?"))
         super().__init__(**kwargs)
 

@@ -289,7 +289,21 @@ class OperatorPartial(_Partial):
             partial_kwargs={**scheduling, **kwargs},
             **base,
         )
-        return XComArg(operator)
+        return MappedOperatorOutput(operator)
+
+
+class MappedOperatorOutput(XComArg):
+    """What `Operator.partial(...).expand(...)` returns: the mapped task's output, which
+    also reads as the task itself (`.output`, `.task_id`...), as Airflow's MappedOperator."""
+
+    @property
+    def output(self) -> XComArg:
+        return XComArg(self.operator)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__") or name in ("operator", "key"):
+            raise AttributeError(name)
+        return getattr(self.operator, name)
 
 
 class TaskPartial(_Partial):

@@ -17,6 +17,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from engine.compat import DEPRECATED_CONTEXT, lazy_values, names_in_module_of, warn_context_key
 from engine.exceptions import DagDefinitionError, SkipTask, TaskError
 from engine.schedules import coerce_utc
 from engine.tasks import BaseOperator
@@ -42,7 +43,19 @@ def context_kwargs(
                 f"{getattr(python_callable, '__name__', python_callable)}(): argument {name!r} "
                 "is given positionally but is also a context key or keyword argument"
             )
-    if any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values()):
+    for name in names:
+        if name in DEPRECATED_CONTEXT and name in available:  # an Airflow 2 variable
+            warn_context_key(name, available)
+    takes_all = any(p.kind is p.VAR_KEYWORD for p in signature.parameters.values())
+    wanted = set(names[len(op_args) :])
+    if takes_all:  # what the function's module reads from its **context
+        wanted |= names_in_module_of(python_callable)
+    computed = lazy_values([n for n in wanted if n not in available], available)
+    if computed:  # Airflow 2 variables, computed for the callables that ask for them
+        available = {**available, **computed}
+        for name in computed:
+            warn_context_key(name, available)
+    if takes_all:
         return dict(available)
     return {name: available[name] for name in names if name in available}
 
@@ -61,6 +74,17 @@ def call_python(
         return python_callable(*op_args, **op_kwargs)
     available = {**context, **extra, **op_kwargs}
     return python_callable(*op_args, **context_kwargs(python_callable, op_args, available))
+
+
+def check_templates_exts(value: Any, task_id: str) -> tuple[str, ...]:
+    """`templates_exts=`: suffixes of argument strings that name template files."""
+    items = (value,) if isinstance(value, str) else tuple(value)
+    if not all(isinstance(item, str) and item.startswith(".") for item in items):
+        raise DagDefinitionError(
+            f"task {task_id!r}: templates_exts must be a list of suffixes such as ['.sql'], "
+            f"not {value!r}"
+        )
+    return items
 
 
 def _check_callable(python_callable: Any, task_id: str) -> None:
@@ -131,6 +155,16 @@ class EmptyOperator(BaseOperator):
         return None
 
 
+class DummyOperator(EmptyOperator):
+    """Airflow 2's name of EmptyOperator (deprecated there and here)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        from engine.compat import deprecated
+
+        deprecated("DummyOperator", "EmptyOperator")
+        super().__init__(**kwargs)
+
+
 class PythonCallableOperator(BaseOperator):
     """The `python_callable` with `op_args`, `op_kwargs` and `templates_dict` that
     PythonOperator executes and PythonSensor pokes."""
@@ -144,9 +178,12 @@ class PythonCallableOperator(BaseOperator):
         op_args: Sequence[Any] | None = None,
         op_kwargs: Mapping[str, Any] | None = None,
         templates_dict: Mapping[str, Any] | None = None,
+        templates_exts: Sequence[str] | None = None,
         **kwargs: Any,
     ) -> None:
         _check_callable(python_callable, kwargs.get("task_id", "?"))
+        if templates_exts is not None:
+            self.template_ext = check_templates_exts(templates_exts, kwargs.get("task_id", "?"))
         self.python_callable = python_callable
         self.op_args = list(op_args or [])
         self.op_kwargs = dict(op_kwargs or {})

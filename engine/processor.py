@@ -17,6 +17,7 @@ import os
 import sys
 import time
 import traceback
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine import masking
+from engine.compat import DagwatchDeprecationWarning, check_source
 from engine.dag_folder import Problem, scan_folders
 from engine.forking import mp_context
 from engine.observability import emit
@@ -66,6 +68,7 @@ def import_dag_file(path: Path) -> list[Any]:
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot import {path}")
+    check_source(path)  # Airflow 2 context variables: one warning each per file
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     try:
@@ -92,6 +95,9 @@ def _parse_in_child(path: str, conn: Connection, extra_sys_path: Sequence[str]) 
     for entry in extra_sys_path:
         if entry not in sys.path:
             sys.path.insert(0, entry)
+    # Airflow 2 idioms are reported where a person reads: `dags test`/`tasks test`, which
+    # import the file themselves, and the task's log; not on every background parse.
+    warnings.simplefilter("ignore", DagwatchDeprecationWarning)
     try:
         dags = import_dag_file(Path(path))
         conn.send(("ok", [serialize_dag(dag) for dag in dags]))

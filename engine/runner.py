@@ -27,6 +27,7 @@ import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,13 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from engine import secrets
 from engine.accessors import ConnectionAccessor, VariableAccessor
+from engine.compat import (
+    PREV_SUCCESS,
+    TaskContext,
+    airflow2_dates,
+    file_mentions,
+    prev_success,
+)
 from engine.context import set_current_context
 from engine.exceptions import (
     FailTaskNoRetry,
@@ -139,7 +147,16 @@ def _seconds(value: timedelta | float | None) -> float | None:
 
 def build_context(dag: Any, task: Any, run: Any, ti: RuntimeTaskInstance, config: Any) -> dict:
     """The template and callback context of one attempt (Airflow's names)."""
-    context = date_context(run.logical_date, run.data_interval_start, run.data_interval_end)
+    context = TaskContext(
+        date_context(run.logical_date, run.data_interval_start, run.data_interval_end)
+    )
+    # The Airflow 2 variables are computed when read (TaskContext, the Jinja context, a
+    # callable's arguments), or here for a DAG file that names them (a `**context` callable
+    # gets a plain copy of the context)
+    named = file_mentions(getattr(dag, "fileloc", None))
+    if named:
+        query = partial(prev_success, ti.store, run) if PREV_SUCCESS in named else None
+        context.update(airflow2_dates(dag.timetable, run, query))
     context.update(
         dag=dag,
         task=task,

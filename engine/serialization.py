@@ -35,6 +35,11 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
 
+def _display_name(name: str | None, identifier: str) -> str | None:
+    """A display name worth storing: None when it is the id (most DAGs and tasks)."""
+    return name if name and name != identifier else None
+
+
 def serialize_task(task: Any) -> dict[str, Any]:
     operator_class = getattr(task, "operator_class", type(task))  # a mapped task's real one
     data: dict[str, Any] = {
@@ -75,6 +80,9 @@ def serialize_task(task: Any) -> dict[str, Any]:
         "on_failure_fail_dagrun": bool(task.on_failure_fail_dagrun),
         "mapping": mapping_spec(task),
     }
+    display_name = _display_name(getattr(task, "task_display_name", None), task.task_id)
+    if display_name is not None:  # stored only when set, so other DAGs hash as before
+        data["task_display_name"] = display_name
     for kind in CALLBACK_KINDS:
         data[f"has_on_{kind}_callback"] = bool(getattr(task, f"on_{kind}_callback", None))
     if task.is_sensor:
@@ -105,7 +113,7 @@ def serialize_dag(dag: Any) -> dict[str, Any]:
             "prefix_group_id": group.prefix_group_id,
             "task_ids": [task_id for task_id in dag.task_dict if task_id in members],
         }
-    return {
+    data = {
         "format_version": FORMAT_VERSION,
         "dag_id": dag.dag_id,
         "fileloc": dag.fileloc,
@@ -133,6 +141,10 @@ def serialize_dag(dag: Any) -> dict[str, Any]:
         "edges": edges,
         "task_groups": groups,
     }
+    display_name = _display_name(dag.dag_display_name, dag.dag_id)
+    if display_name is not None:  # stored only when set, so other DAGs hash as before
+        data["dag_display_name"] = display_name
+    return data
 
 
 def dag_hash(serialized: dict[str, Any]) -> str:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
+from engine.compat import LoggingMixin, deprecated
 from engine.dag import DAG, check_id, current_dag, normalize_callbacks
 from engine.edges import DependencyMixin, Label, chain
 from engine.exceptions import DagDefinitionError, TaskError
@@ -224,6 +225,15 @@ def _apply_defaults(init: Callable[..., None]) -> Callable[..., None]:
     return wrapper
 
 
+def _weight_rule(value: Any, task_id: str) -> tuple[str, Any]:
+    """A built-in weight rule by name, or a registered custom strategy (engine.priority)."""
+    if isinstance(value, str) and value in WEIGHT_RULES:
+        return value, None
+    from engine.priority import resolve_weight_rule
+
+    return resolve_weight_rule(value, task_id)
+
+
 def _check(condition: bool, task_id: str, message: str) -> None:
     if not condition:
         raise DagDefinitionError(f"task {task_id!r}: {message}")
@@ -243,7 +253,7 @@ def _safe_copy(value: Any) -> Any:
             return value
 
 
-class BaseOperator(DependencyMixin):
+class BaseOperator(LoggingMixin, DependencyMixin):
     """Base of every task. Subclasses implement `execute(self, context)`.
 
     `template_fields` names attributes rendered with Jinja before `execute`;
@@ -309,9 +319,13 @@ class BaseOperator(DependencyMixin):
         dag: DAG | None = None,
         task_group: TaskGroup | None = None,
         default_args: Mapping[str, Any] | None = None,
+        task_display_name: str | None = None,
         **kwargs: Any,
     ) -> None:
         check_id(task_id, "task_id")
+        if "provide_context" in kwargs:  # Airflow 1/2: the context is always provided
+            kwargs.pop("provide_context")
+            deprecated("provide_context=True", "nothing: remove it (the context is passed)")
         if kwargs:
             raise DagDefinitionError(
                 f"invalid arguments for {type(self).__name__} {task_id!r}: "
@@ -329,6 +343,13 @@ class BaseOperator(DependencyMixin):
         full_id = task_group.child_id(task_id) if task_group is not None else task_id
         check_id(full_id, "task_id")
         self.task_id = full_id
+        if task_display_name is not None and (
+            not isinstance(task_display_name, str) or not task_display_name.strip()
+        ):
+            raise DagDefinitionError(
+                f"task {task_id!r}: task_display_name must be a non-empty string"
+            )
+        self.task_display_name = task_display_name or full_id
         self._validate_and_set(locals())
         self._dag: DAG | None = None
         self._group = task_group
@@ -374,12 +395,7 @@ class BaseOperator(DependencyMixin):
         )
         _check(_is_int(weight), task_id, f"priority_weight must be an int, not {weight!r}")
         self.pool_slots, self.priority_weight = slots, weight
-        _check(
-            args["weight_rule"] in WEIGHT_RULES,
-            task_id,
-            f"weight_rule {args['weight_rule']!r} is invalid; allowed: {', '.join(WEIGHT_RULES)}",
-        )
-        self.weight_rule = args["weight_rule"]
+        self.weight_rule, self._weight_strategy = _weight_rule(args["weight_rule"], task_id)
         try:
             self.trigger_rule = TriggerRule(args["trigger_rule"])
         except ValueError:
@@ -526,7 +542,13 @@ class BaseOperator(DependencyMixin):
 
     @property
     def priority_weight_total(self) -> int:
-        """The priority the scheduler uses: Airflow's weight_rule applied."""
+        """The priority the scheduler uses: Airflow's weight_rule applied (a custom
+        strategy's weight is computed here, when the DAG is parsed)."""
+        strategy = getattr(self, "_weight_strategy", None)
+        if strategy is not None:
+            from engine.priority import strategy_weight
+
+            return strategy_weight(strategy, self)
         if self.weight_rule == "absolute" or self._dag is None:
             return self.priority_weight
         relatives = self.get_flat_relative_ids(upstream=self.weight_rule == "upstream")
@@ -584,6 +606,16 @@ class BaseOperator(DependencyMixin):
 
     def on_kill(self) -> None:
         """Called on timeout or termination: stop whatever execute started."""
+
+    def render_template(
+        self, content: Any, context: Mapping[str, Any], jinja_env: Any = None
+    ) -> Any:
+        """Render `content` (a string, a template file name with one of `template_ext`,
+        or a container of them) with the task's context, as Airflow's operators can."""
+        from engine.templating import make_jinja_env, render_value
+
+        env = jinja_env if jinja_env is not None else make_jinja_env(self.dag)
+        return render_value(content, context, env, tuple(self.template_ext or ()))
 
     def render_template_fields(self, context: Mapping[str, Any], jinja_env: Any = None) -> None:
         """Render every template field in place (call on a `prepare_for_execution` copy)."""

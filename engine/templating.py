@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
 
+from engine.compat import jinja_context_class
 from engine.exceptions import SkipTask, TemplateError
 from engine.params import DagParam
 from engine.schedules import coerce_utc
@@ -117,6 +118,7 @@ def make_jinja_env(dag: Any = None) -> Any:
         env = NativeEnvironment(**options)
     else:
         env = jinja2.Environment(**options)
+    env.context_class = jinja_context_class()  # warns on Airflow 2 variables
     env.filters.update(FILTERS)
     if dag is not None:
         env.globals.update(getattr(dag, "user_defined_macros", None) or {})

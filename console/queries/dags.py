@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import pandas as pd
-from sqlalchemy import Select, String, and_, cast, func, select
+from sqlalchemy import Select, String, and_, cast, func, or_, select
 from sqlalchemy.orm import Session
 
 from console.queries.common import frame, utcnow
@@ -20,6 +20,7 @@ from engine.store.models import Dag, DagRun, TaskInstance
 LAST_RUNS = 10
 COLUMNS = (
     "dag_id",
+    "display_name",
     "schedule",
     "owner",
     "tags",
@@ -54,10 +55,17 @@ def list_dags(
 ) -> DagPage:
     """Active DAGs matching the filters, by dag_id, one page of them."""
     query = select(
-        Dag.dag_id, Dag.schedule, Dag.owner, Dag.tags, Dag.is_paused, Dag.next_dagrun
+        Dag.dag_id,
+        Dag.dag_display_name,
+        Dag.schedule,
+        Dag.owner,
+        Dag.tags,
+        Dag.is_paused,
+        Dag.next_dagrun,
     ).where(Dag.is_active.is_(True))
-    if search:
-        query = query.where(Dag.dag_id.ilike(f"%{search}%"))
+    if search:  # the id or the display name
+        pattern = f"%{search}%"
+        query = query.where(or_(Dag.dag_id.ilike(pattern), Dag.dag_display_name.ilike(pattern)))
     if owner:
         query = query.where(Dag.owner == owner)
     if tag:  # tags are a JSON list: match the quoted tag in its text
@@ -80,6 +88,7 @@ def list_dags(
         rows.append(
             (
                 row.dag_id,
+                row.dag_display_name or "",
                 row.schedule or "None",
                 row.owner or "",
                 ", ".join(row.tags or []),

@@ -14,7 +14,7 @@ ANY = "(any)"
 st.title("DAGs")
 options = state.read("dags.filter_options")
 cols = st.columns([3, 2, 2, 2, 1])
-search = cols[0].text_input("Search DAG id", key="dags_search")
+search = cols[0].text_input("Search DAG id or name", key="dags_search")
 tag = cols[1].selectbox("Tag", [ANY, *options["tags"]], key="dags_tag")
 owner = cols[2].selectbox("Owner", [ANY, *options["owners"]], key="dags_owner")
 wanted = st.query_params.get("state", ANY)
@@ -51,6 +51,8 @@ st.dataframe(
     column_config={
         "open": st.column_config.LinkColumn("DAG", display_text=r"dag_id=([^&]+)"),
         "dag_id": None,
+        # `DAG(dag_display_name=...)`: a column only when a DAG of the page has one
+        "display_name": st.column_config.TextColumn("name") if rows.display_name.any() else None,
         "last_state": None,
         "paused": st.column_config.CheckboxColumn("paused"),
         "next_run": st.column_config.DatetimeColumn("next run", format="YYYY-MM-DD HH:mm"),

@@ -33,6 +33,7 @@ def list_dags(cli: CliContext, include_inactive: bool, output: str) -> None:
         rows = [
             {
                 "dag_id": row.dag_id,
+                "dag_display_name": row.dag_display_name or row.dag_id,
                 "filename": row.fileloc,
                 "owner": row.owner,
                 "schedule": row.schedule,
@@ -45,16 +46,26 @@ def list_dags(cli: CliContext, include_inactive: bool, output: str) -> None:
             for row in dag_store.list_dags(session, include_inactive=include_inactive)
         ]
     columns = ["dag_id", "filename", "owner", "schedule", "is_paused", "tags", "tasks"]
+    if output != "table" or any(row["dag_display_name"] != row["dag_id"] for row in rows):
+        columns.insert(1, "dag_display_name")  # in a table only when a DAG has one
     if include_inactive:
         columns.append("is_active")
     echo_rows(rows, columns if output == "table" else [*columns, "last_parsed"], output)
 
 
 @dags.command("list-import-errors")
+@click.option("--verbose", "-v", is_flag=True, help="Print each file's whole traceback.")
 @output_option
 @pass_cli
-def list_import_errors(cli: CliContext, output: str) -> None:
-    """List DAG files that failed to import, with the error."""
+def list_import_errors(cli: CliContext, verbose: bool, output: str) -> None:
+    """List DAG files that failed to import, with the error.
+
+    The table shows each file (relative to its DAG folder) and the line of its error
+    that says what went wrong, fitted to the terminal; `--verbose` or `--output json`
+    give the whole traceback.
+    """
+    from engine.cli import import_errors
+    from engine.processor import dag_folders
     from engine.store import dags as dag_store
 
     with cli.store.session() as session:
@@ -62,7 +73,13 @@ def list_import_errors(cli: CliContext, output: str) -> None:
             {"filename": row.filename, "timestamp": row.timestamp, "error": row.stacktrace}
             for row in dag_store.list_import_errors(session)
         ]
-    echo_rows(rows, ["filename", "timestamp", "error"], output)
+    if output == "json":
+        echo_rows(rows, ["filename", "timestamp", "error"], output)
+    elif verbose:
+        click.echo(import_errors.verbose(rows) if rows else "no import errors")
+    else:
+        folders = [folder.resolve() for folder in dag_folders(cli.config)]
+        click.echo(import_errors.table(rows, folders, import_errors.table_width()))
 
 
 @dags.command("reserialize")
@@ -140,7 +157,10 @@ def load_dag(cli: CliContext, dag_id: str) -> Any:
     cli.dags_folder()
     process_folders(cli.store, cli.config)
     with cli.store.session() as session:
-        fileloc = dag_store.get_dag(session, dag_id).fileloc
+        try:
+            fileloc = dag_store.get_dag(session, dag_id).fileloc
+        except NotFound as exc:
+            _raise_import_error(session, dag_id, exc)
     for folder in dag_folders(cli.config):
         if folder.is_dir() and str(folder) not in sys.path:
             sys.path.insert(0, str(folder))
@@ -148,6 +168,21 @@ def load_dag(cli: CliContext, dag_id: str) -> Any:
         if dag.dag_id == dag_id:
             return dag
     raise NotFound(f"DAG {dag_id!r} is no longer defined in {fileloc}")
+
+
+def _raise_import_error(session: Any, dag_id: str, not_found: NotFound) -> None:
+    """Raise the import error of the file that should define `dag_id`, if there is one."""
+    from engine.cli import import_errors
+
+    found = import_errors.error_for_dag(session, dag_id)
+    if found is None:
+        raise not_found
+    filename, stacktrace = found
+    raise DagwatchError(
+        f"DAG {dag_id!r} not found: its file {filename} failed to import:\n"
+        f"{import_errors.tail(stacktrace)}\n"
+        "(the whole traceback: dagwatch dags list-import-errors --verbose)"
+    )
 
 
 @dags.command("test")
@@ -171,3 +206,41 @@ def test(cli: CliContext, dag_id: str, logical_date: datetime | None, conf: dict
     )
     if report.state is not DagRunState.SUCCESS:
         raise DagwatchError(f"run {report.run_id} of {dag_id} {report.state}")
+
+
+@dags.command("migrate")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "--write", is_flag=True, help="Rewrite the files in place instead of printing a diff."
+)
+def migrate(paths: tuple[Path, ...], write: bool) -> None:
+    """Rewrite the Airflow imports of DAG files and plugin modules to dagwatch's.
+
+    PATHS are files or folders (their `.py` files). Prints a unified diff, or with
+    `--write` rewrites the files; comments and formatting are kept. Imports dagwatch
+    cannot map are listed on stderr with their line, and make the exit code 1.
+    """
+    from engine.airflow_migrate import migrate_file, python_files
+
+    problems = 0
+    changed = 0
+    for path in python_files(paths):
+        result = migrate_file(path)
+        if result.error:
+            click.echo(f"{path}: {result.error}", err=True)
+            problems += 1
+            continue
+        if result.changed:
+            changed += 1
+            if write:
+                path.write_text(result.after, encoding="utf-8")
+                click.echo(f"rewrote {path}")
+            else:
+                click.echo(result.diff(), nl=False)
+        for item in result.unmapped:
+            click.echo(str(item), err=True)
+            problems += 1
+    verb = "rewritten" if write else "to rewrite"
+    click.echo(f"{changed} file(s) {verb}; {problems} import(s) or file(s) not mapped", err=True)
+    if problems:
+        sys.exit(1)

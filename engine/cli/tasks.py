@@ -84,13 +84,28 @@ def states_for_dag_run(cli: CliContext, dag_id: str, run_id: str, output: str) -
     from engine import api
 
     rows = api.task_states(cli.store, dag_id, run_id)
+    names = _task_display_names(cli, dag_id)
     for row in rows:
         if row["map_index"] < 0:  # not an instance of a mapped task
             del row["map_index"]
+        if names:  # a DAG with `task_display_name=`s: every row says its name
+            row["task_display_name"] = names.get(row["task_id"], row["task_id"])
     columns = TASK_STATE_COLUMNS
     if any("map_index" in row for row in rows):
         columns = [*columns[:3], "map_index", *columns[3:]]
-    echo_rows(rows, columns, output, optional={"map_index"})
+    if names:
+        columns = [*columns[:3], "task_display_name", *columns[3:]]
+    echo_rows(rows, columns, output, optional={"map_index", "task_display_name"})
+
+
+def _task_display_names(cli: CliContext, dag_id: str) -> dict[str, str]:
+    """task_id -> `task_display_name=` of the DAG's tasks that have one (one row read)."""
+    from engine.store.models import Dag
+
+    with cli.store.session(readonly=True) as session:
+        row = session.get(Dag, dag_id)
+        tasks = (row.serialized or {}).get("tasks", []) if row is not None else []
+    return {t["task_id"]: t["task_display_name"] for t in tasks if t.get("task_display_name")}
 
 
 def _regex(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:

@@ -177,6 +177,7 @@ def _upsert_dag(
     row.schedule = serialized.get("timetable_summary")
     row.owner = serialized.get("owner")
     row.description = serialized.get("description")
+    row.dag_display_name = serialized.get("dag_display_name")
     row.tags = list(serialized.get("tags") or [])
     row.task_count = len(serialized["tasks"])
     row.max_active_runs = serialized.get("max_active_runs")

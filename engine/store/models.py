@@ -111,6 +111,8 @@ class Dag(Base):
     next_dagrun_create_after: Mapped[datetime | None] = mapped_column(UtcDateTime)
     max_active_runs: Mapped[int | None] = mapped_column(Integer)
     max_active_tasks: Mapped[int | None] = mapped_column(Integer)
+    #: `DAG(dag_display_name=...)`, None when it is the dag_id
+    dag_display_name: Mapped[str | None] = mapped_column(String(2000))
 
     __table_args__ = (
         Index(

@@ -93,6 +93,17 @@ def find_dag_run_by_date(session: Session, dag_id: str, logical_date: datetime) 
     ).scalar_one_or_none()
 
 
+def previous_logical_date(
+    session: Session, dag_id: str, before: datetime, state: str | None = None
+) -> datetime | None:
+    """The logical date of the DAG's latest run before `before` (in `state` if given);
+    served by the (dag_id, logical_date) unique index."""
+    query = select(DagRun.logical_date).where(DagRun.dag_id == dag_id, DagRun.logical_date < before)
+    if state is not None:
+        query = query.where(DagRun.state == state)
+    return session.execute(query.order_by(DagRun.logical_date.desc()).limit(1)).scalar()
+
+
 def delete_dag_run(session: Session, run: DagRun) -> None:
     """Delete a run with its task instances, attempts and XComs."""
     ti_ids = select(TaskInstance.id).where(
