@@ -12,7 +12,8 @@ from console import settings as console_settings
 from engine.cli import CliContext, pass_cli
 from engine.cli.output import echo_rows, output_option
 
-APP = Path(__file__).with_name("app.py")
+#: the Streamlit app and the session routes (console/server.py serves app.py)
+APP = Path(__file__).with_name("server.py")
 
 
 def streamlit_command(host: str, port: int) -> list[str]:
