@@ -36,7 +36,7 @@ pages = {
         ),
         st.Page(
             "views/alerts.py",
-            title="Undelivered alerts",
+            title="Alerts",
             icon=":material/outgoing_mail:",
             url_path="alerts",
         ),

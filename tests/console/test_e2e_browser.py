@@ -44,7 +44,7 @@ PAGES = {
     "failures": "Failures (24 h)",
     "tasks": "Queued and running",
     "slas": "SLAs and deadlines",
-    "alerts": "Undelivered alerts",
+    "alerts": "Alerts",
     "import_errors": "Import errors",
     "audit": "Audit log",
 }
