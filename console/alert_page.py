@@ -48,13 +48,17 @@ def resend(store: Store, user: User, alert_id: int) -> str:
     return f"alert {alert_id} queued for delivery"
 
 
-def delivery_charts(series: pd.DataFrame) -> alt.VConcatChart:
-    """Success rate, then latency p50 (solid) and p95 (dashed), per channel over time."""
-    base = alt.Chart(series).encode(
-        x=alt.X("start:T", title=None), color=alt.Color("channel:N", title="channel")
+def delivery_charts(series: pd.DataFrame, start: datetime, end: datetime) -> alt.VConcatChart:
+    """Success rate, then latency p50 (solid) and p95 (dashed), per channel over the
+    window [start, end]."""
+    data = series.rename(columns={"p50_s": "p50", "p95_s": "p95"})
+    domain = [start.isoformat(), end.isoformat()]
+    base = alt.Chart(data).encode(
+        x=alt.X("start:T", title=None, scale=alt.Scale(domain=domain)),
+        color=alt.Color("channel:N", title="channel"),
     )
     rate = base.mark_line(point=True).encode(
-        y=alt.Y("success_rate:Q", title="success rate", axis=alt.Axis(format="%")),
+        y=alt.Y("success_rate:Q", title="accepted", axis=alt.Axis(format="%")),
         tooltip=[
             "channel",
             "start:T",
@@ -64,7 +68,7 @@ def delivery_charts(series: pd.DataFrame) -> alt.VConcatChart:
         ],
     )
     latency = (
-        base.transform_fold(["p50_s", "p95_s"], as_=["quantile", "seconds"])
+        base.transform_fold(["p50", "p95"], as_=["quantile", "seconds"])
         .mark_line(point=True)
         .encode(
             y=alt.Y("seconds:Q", title="latency (s)"),

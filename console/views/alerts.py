@@ -4,6 +4,8 @@ ever shown: channels are route names, errors have their URLs masked."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import streamlit as st
 
 from console import alert_page, state, ui
@@ -12,6 +14,11 @@ from console.queries.alerts import WINDOWS
 ANY = "(any)"
 STATUSES = ("pending", "sent", "failed", "suppressed")
 PAGE_SIZE = 100
+#: what to read first in the outbox table: which alert, its state, why it failed
+OUTBOX_ORDER = (
+    "id", "created_at", "event", "status", "channel", "attempts", "last_error", "next_attempt_at",
+    "sent_at", "dag_id", "run_id", "task_id", "route", "severity",
+)  # fmt: skip
 
 st.title("Alerts")
 cols = st.columns([2, 2, 2, 2, 1])
@@ -70,7 +77,9 @@ else:
         },
     )
     series = state.read("alerts.channel_series", window=window, step=step)
-    st.altair_chart(alert_page.delivery_charts(series), width="stretch")
+    end = datetime.now(UTC)
+    st.caption(f"One point per {ui.fmt(step.total_seconds() / 60, '.0f')} min of the window.")
+    st.altair_chart(alert_page.delivery_charts(series, end - window, end), width="stretch")
 
 st.subheader("Outbox")
 rows = state.read(
@@ -86,14 +95,14 @@ st.caption(
     f"{len(rows)} alerts created in the last {window_name} on this page, newest first "
     f"(pages of {PAGE_SIZE})."
 )
-st.dataframe(rows, hide_index=True)
+st.dataframe(rows, hide_index=True, column_order=OUTBOX_ORDER)
 
+labels = {
+    int(row.id): f"{row.id} · {row.event} · {row.status} · {row.channel}"
+    for row in rows.itertuples()
+}
 if not rows.empty:
     st.subheader("Attempts of an alert")
-    labels = {
-        int(row.id): f"{row.id} · {row.event} · {row.status} · {row.channel}"
-        for row in rows.itertuples()
-    }
     chosen = st.selectbox(
         "Alert", list(labels), format_func=labels.get, key="alerts_chosen"
     )  # fmt: skip
@@ -115,7 +124,9 @@ ui._show_result(key)
 if not resendable:
     st.caption("No failed or suppressed alert on this page.")
 else:
-    alert_id = st.selectbox("Failed or suppressed alert", resendable, key="resend_alert")
+    alert_id = st.selectbox(
+        "Failed or suppressed alert", resendable, format_func=labels.get, key="resend_alert"
+    )
     if st.button("Resend…", key="resend_preview", disabled=not user.can_act):
         ui._run_preview(
             key,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from engine.store.db import Store
 from engine.store.models import Alert, AlertDelivery
@@ -49,6 +49,7 @@ def seed_deliveries(store: Store, now: datetime) -> dict[str, int]:
                     channel=route,
                     attempts=len(tries),
                     sent_at=sent[-1] if sent else None,
+                    last_error=func.coalesce(Alert.last_error, tries[-1][3]),
                     next_attempt_at=None if next_in is None else now + timedelta(minutes=next_in),
                 )
             )
