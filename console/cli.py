@@ -42,6 +42,11 @@ def streamlit_command(host: str, port: int) -> list[str]:
         "minimal",
         "--theme.base",
         "light",
+        # Streamlit runs a full gc.collect() after every script run, holding the GIL while
+        # the session's messages wait to be sent: on a busy machine that was most of a new
+        # tab's server time (docs/performance.md). Python's own collector still runs.
+        "--runner.postScriptGC",
+        "false",
     ]
 
 

@@ -8,8 +8,10 @@ another origin, and the token is checked again before it becomes a cookie.
 
 from __future__ import annotations
 
+import importlib
 import os
 from functools import lru_cache
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import streamlit as st
@@ -23,6 +25,7 @@ from engine.config import Config, load_config
 from engine.store.db import Store
 
 SESSION_PATH = "/api/session"
+QUERIES = Path(__file__).with_name("queries")
 
 
 @lru_cache(maxsize=4)
@@ -82,6 +85,22 @@ async def end_session(request: Request) -> Response:
     response.delete_cookie(sessions.COOKIE, path="/", httponly=True, samesite="lax")
     return response
 
+
+def _warm_up() -> None:
+    """Import what the pages use now, as the server starts, so that the first visitor
+    does not wait for pandas, SQLAlchemy's models, Altair and the query modules."""
+    for name in _PAGE_MODULES:
+        importlib.import_module(name)
+
+
+_PAGE_MODULES = (
+    "console.auth",
+    "console.ui",
+    "console.charts",
+    "console.alert_page",
+    *(f"console.queries.{path.stem}" for path in QUERIES.glob("[a-z]*.py")),
+)
+_warm_up()
 
 app = st.App(
     "app.py",
