@@ -10,6 +10,7 @@ success). Latency: seconds per attempt, every attempt counted.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import pandas as pd
@@ -56,6 +57,7 @@ STATS_COLUMNS = (
     "p50_s",
     "p95_s",
 )
+SERIES_COLUMNS = ("channel", "start", *STATS_COLUMNS[1:])
 
 
 def _channel(channel: str | None, route: str | None) -> str:
@@ -179,8 +181,7 @@ def _deliveries(store: Store, since: datetime) -> pd.DataFrame:
             AlertDelivery.at,
             AlertDelivery.status,
             AlertDelivery.latency,
-            Alert.channel,
-            Alert.route,
+            func.coalesce(Alert.channel, Alert.route, "-").label("channel"),
         )
         .join(Alert, Alert.id == AlertDelivery.alert_id)
         .where(AlertDelivery.at >= since)
@@ -188,52 +189,67 @@ def _deliveries(store: Store, since: datetime) -> pd.DataFrame:
         .limit(MAX_ATTEMPTS)
     )
     with store.session(readonly=True) as session:
-        rows = [
-            (at, status, latency, _channel(channel, route))
-            for at, status, latency, channel, route in session.execute(query)
-        ]
-    return frame(rows, ("at", "status", "latency", "channel"))
+        found = frame(session.execute(query).all(), ("at", "status", "latency", "channel"))
+    names = {name: scrub_urls(name) for name in found["channel"].unique()}
+    found["channel"] = found["channel"].map(names)
+    return found
 
 
-def _figures(group: pd.DataFrame) -> pd.Series:
-    sent = int((group.status == "sent").sum())
-    return pd.Series(
-        {
-            "attempts": len(group),
-            "sent": sent,
-            "failed": int((group.status == "failed").sum()),
-            "timeout": int((group.status == "timeout").sum()),
-            "success_rate": round(sent / len(group), 4),
-            "p50_s": round(float(group.latency.quantile(0.5)), 3),
-            "p95_s": round(float(group.latency.quantile(0.95)), 3),
-        }
+def _figures(found: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Attempts, outcomes, success rate and latency p50/p95 per group of `keys`."""
+    flags = found.assign(
+        sent=found.status.eq("sent"),
+        failed=found.status.eq("failed"),
+        timeout=found.status.eq("timeout"),
+    )
+    grouped = flags.groupby(keys)
+    figures = grouped[["sent", "failed", "timeout"]].sum().astype(int)
+    figures.insert(0, "attempts", grouped.size())
+    figures["success_rate"] = (figures.sent / figures.attempts).round(4)
+    figures["p50_s"] = grouped.latency.quantile(0.5).round(3)
+    figures["p95_s"] = grouped.latency.quantile(0.95).round(3)
+    return figures.reset_index()
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A window's delivery figures: per channel, and per channel and step (the chart)."""
+
+    stats: pd.DataFrame
+    series: pd.DataFrame
+
+
+def delivery(
+    store: Store, *, window: timedelta, step: timedelta, now: datetime | None = None
+) -> Delivery:
+    """Per channel over the window (attempts, sent, failed, timed out, success rate,
+    latency p50 and p95 in seconds; the busiest channel first), and the same figures per
+    channel and per `step` of the window (`start`: the step's beginning), from one read."""
+    now = utcnow(now)
+    since = now - window
+    found = _deliveries(store, since)
+    if found.empty:
+        return Delivery(frame([], STATS_COLUMNS), frame([], SERIES_COLUMNS))
+    stats = _figures(found, ["channel"]).sort_values(
+        ["attempts", "channel"], ascending=[False, True]
+    )
+    at = pd.to_datetime(found["at"], utc=True)
+    index = ((at - pd.Timestamp(since)) // pd.Timedelta(step)).astype(int)
+    found["start"] = pd.Timestamp(since) + index * pd.Timedelta(step)
+    series = _figures(found, ["channel", "start"])
+    return Delivery(
+        stats[list(STATS_COLUMNS)].reset_index(drop=True),
+        series[list(SERIES_COLUMNS)],
     )
 
 
 def channel_stats(store: Store, *, window: timedelta, now: datetime | None = None) -> pd.DataFrame:
-    """Per channel over the window: attempts, sent, failed, timed out, success rate, latency
-    p50 and p95 (seconds); the busiest channel first."""
-    found = _deliveries(store, utcnow(now) - window)
-    if found.empty:
-        return frame([], STATS_COLUMNS)
-    stats = found.groupby("channel").apply(_figures, include_groups=False).reset_index()
-    stats = stats.sort_values(["attempts", "channel"], ascending=[False, True])
-    return stats[list(STATS_COLUMNS)].reset_index(drop=True)
+    """`delivery(...).stats`: per channel over the window."""
+    return delivery(store, window=window, step=window, now=now).stats
 
 
 def channel_series(
     store: Store, *, window: timedelta, step: timedelta, now: datetime | None = None
 ) -> pd.DataFrame:
-    """The same figures per channel and per `step` of the window (the chart's points);
-    `start` is the beginning of each step."""
-    now = utcnow(now)
-    since = now - window
-    found = _deliveries(store, since)
-    columns = ("channel", "start", *STATS_COLUMNS[1:])
-    if found.empty:
-        return frame([], columns)
-    at = pd.to_datetime(found["at"], utc=True)
-    index = ((at - pd.Timestamp(since)) // pd.Timedelta(step)).astype(int)
-    found["start"] = pd.Timestamp(since) + index * pd.Timedelta(step)
-    series = found.groupby(["channel", "start"]).apply(_figures, include_groups=False)
-    return series.reset_index()[list(columns)]
+    """`delivery(...).series`: per channel and per `step` of the window."""
+    return delivery(store, window=window, step=step, now=now).series

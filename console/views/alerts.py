@@ -41,7 +41,8 @@ dag_id = cols[3].text_input("DAG", value=st.query_params.get("dag_id", ""), key=
 page = int(cols[4].number_input("Page", min_value=1, value=1, step=1, key="alerts_page"))
 
 waiting = state.read("alerts.pending")
-stats = state.read("alerts.channel_stats", window=window)
+delivery = state.read("alerts.delivery", window=window, step=step)
+stats = delivery.stats
 numbers = st.columns(5)
 numbers[0].metric("pending now", int(waiting.pending.sum()))
 numbers[1].metric("due now", int(waiting.due_now.sum()))
@@ -76,10 +77,9 @@ else:
             "p95_s": st.column_config.NumberColumn("latency p95 (s)"),
         },
     )
-    series = state.read("alerts.channel_series", window=window, step=step)
     end = datetime.now(UTC)
     st.caption(f"One point per {ui.fmt(step.total_seconds() / 60, '.0f')} min of the window.")
-    st.altair_chart(alert_page.delivery_charts(series, end - window, end), width="stretch")
+    st.altair_chart(alert_page.delivery_charts(delivery.series, end - window, end), width="stretch")
 
 st.subheader("Outbox")
 rows = state.read(
