@@ -17,7 +17,7 @@ from alerts import outbox
 from engine.cli import CliContext, pass_cli
 from engine.cli.output import echo_object, echo_rows, output_option
 from engine.cli.usage import NON_NEGATIVE_INT, Group, usage_error
-from engine.exceptions import ConfigError, NotFound
+from engine.exceptions import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -124,12 +124,8 @@ def list_(
 @pass_cli
 def resend(cli: CliContext, alert_id: int) -> None:
     """Deliver the alert ALERT_ID again (a failed or suppressed one, or a sent one)."""
-    from engine.store.audit import record_audit
-
     with cli.store.session() as session:
-        if not outbox.requeue(session, alert_id, datetime.now(UTC)):
-            raise NotFound(f"alert {alert_id} does not exist")
-        record_audit(session, actor=cli.actor, event="alerts.resend", extra={"alert_id": alert_id})
+        outbox.resend(session, alert_id, actor=cli.actor, now=datetime.now(UTC))
     click.echo(f"alert {alert_id} queued for delivery")
 
 

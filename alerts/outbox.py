@@ -17,6 +17,8 @@ from typing import Any
 from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
+from engine.exceptions import NotFound
+from engine.store.audit import record_audit
 from engine.store.db import upsert_insert
 from engine.store.models import Alert, AlertDelivery
 
@@ -244,3 +246,11 @@ def requeue(session: Session, alert_id: int, now: datetime) -> bool:
     if changed:
         return True
     return session.get(Alert, alert_id) is not None
+
+
+def resend(session: Session, alert_id: int, *, actor: str, now: datetime) -> None:
+    """Queue an alert for delivery again and write the audit row (`alerts resend`, the
+    console's Resend); NotFound when there is no such alert."""
+    if not requeue(session, alert_id, now):
+        raise NotFound(f"alert {alert_id} does not exist")
+    record_audit(session, actor=actor, event="alerts.resend", extra={"alert_id": alert_id})

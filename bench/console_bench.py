@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +35,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.console_seed import build  # noqa: E402
-from console.queries import audit, dags, detail, overview, problems  # noqa: E402
+from console.queries import alerts, audit, dags, detail, overview, problems  # noqa: E402
 from engine.store.db import Store  # noqa: E402
 from engine.store.migrate import migrate  # noqa: E402
 
 DAG = "dag_0003"
+HOUR, DAY = timedelta(hours=1), timedelta(hours=24)
 FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
     "--disable-component-update", "--no-first-run", "--disable-sync",
@@ -100,7 +102,17 @@ PAGES: dict[str, tuple[str, str, Callable[[Store], list[tuple[str, Query]]]]] = 
         "/slas",
         lambda s: [("sla_misses", problems.sla_misses), ("runs_at_risk", problems.runs_at_risk)],
     ),
-    "alerts": ("alerts", "/alerts", lambda s: [("undelivered", problems.undelivered_alerts)]),
+    "alerts": (
+        "alerts",
+        "/alerts",
+        lambda s: [
+            ("outbox", lambda s: alerts.outbox(s, window=DAY)),
+            ("routes", lambda s: alerts.routes(s, window=DAY)),
+            ("pending", alerts.pending),
+            ("delivery", lambda s: alerts.delivery(s, window=DAY, step=HOUR)),
+            ("attempts", lambda s: alerts.attempts(s, 1)),
+        ],
+    ),
     "import_errors": (
         "import_errors",
         "/imports",
@@ -162,7 +174,7 @@ NAV_LINKS = {
     "failures": "Failures (24 h)",
     "tasks": "Queued and running",
     "slas": "SLAs and deadlines",
-    "alerts": "Undelivered alerts",
+    "alerts": "Alerts",
     "import_errors": "Import errors",
     "audit": "Audit log",
 }
@@ -174,7 +186,7 @@ TITLES = {
     "failures": "Failures in the last 24 h",
     "tasks": "Running task instances",
     "slas": "SLAs and deadlines",
-    "alerts": "Undelivered alerts",
+    "alerts": "Alerts",
     "import_errors": "Import errors",
     "audit": "Audit log",
 }

@@ -20,6 +20,7 @@ from sqlalchemy import insert
 from engine.store.db import Store
 from engine.store.models import (
     Alert,
+    AlertDelivery,
     AuditLog,
     Dag,
     DagRun,
@@ -33,6 +34,8 @@ from engine.store.models import (
 CHUNK = 10_000
 #: the newest runs of each DAG that get tries and transitions (the gantt's reads)
 DETAILED_RUNS = 5
+#: the alert routes (one channel each) the outbox's 5,000 alerts go to
+CHANNELS = ("slack-data", "pagerduty", "email-oncall")
 
 
 def _serialized(dag_id: str, tasks: int) -> dict[str, Any]:
@@ -254,13 +257,16 @@ def _details(
                 "severity": "error",
                 "dag_id": dag_ids[i % len(dag_ids)],
                 "status": ("sent", "pending", "failed")[i % 3],
-                "attempts": 1,
+                "route": CHANNELS[i % len(CHANNELS)],
+                "channel": CHANNELS[i % len(CHANNELS)],
+                "attempts": 1 + i % 3,
                 "created_at": now - timedelta(minutes=i),
                 "payload": {},
             }
             for i in range(5_000)
         ),
     )
+    counts["alert_delivery"] = _insert(store, AlertDelivery, _deliveries(now))
     counts["sla_miss"] = _insert(
         store,
         SlaMiss,
@@ -310,3 +316,21 @@ def _details(
         ].__iter__(),
     )
     return counts
+
+
+def _deliveries(now: datetime) -> Iterator[dict[str, Any]]:
+    """The attempts of the 5,000 alerts (ids 1..5000, as inserted): 1 to 3 each, a sent
+    alert's last one accepted, every seventh attempt a timeout, latencies 0.1-3 s."""
+    for i in range(5_000):
+        attempts, status = 1 + i % 3, ("sent", "pending", "failed")[i % 3]
+        for attempt in range(1, attempts + 1):
+            accepted = status == "sent" and attempt == attempts
+            timeout = not accepted and (i + attempt) % 7 == 0
+            yield {
+                "alert_id": i + 1,
+                "attempt": attempt,
+                "at": now - timedelta(minutes=i) + timedelta(seconds=10 * attempt),
+                "status": "sent" if accepted else "timeout" if timeout else "failed",
+                "latency": 10.0 if timeout else 0.1 + (i * 7 + attempt) % 30 / 10,
+                "error": None if accepted else "HTTP 503 from the channel",
+            }

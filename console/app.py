@@ -36,7 +36,7 @@ pages = {
         ),
         st.Page(
             "views/alerts.py",
-            title="Undelivered alerts",
+            title="Alerts",
             icon=":material/outgoing_mail:",
             url_path="alerts",
         ),
@@ -62,6 +62,7 @@ if user is None:
     st.stop()
 st.session_state["current_user"] = user
 with st.sidebar:
+    auth.sync_cookie()
     st.caption(f"Signed in as **{user.name}** ({user.role})")
     if st.session_state.get("user") is not None and st.button("Log out", key="logout"):
         auth.logout()

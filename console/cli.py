@@ -12,7 +12,8 @@ from console import settings as console_settings
 from engine.cli import CliContext, pass_cli
 from engine.cli.output import echo_rows, output_option
 
-APP = Path(__file__).with_name("app.py")
+#: the Streamlit app and the session routes (console/server.py serves app.py)
+APP = Path(__file__).with_name("server.py")
 
 
 def streamlit_command(host: str, port: int) -> list[str]:
@@ -41,6 +42,11 @@ def streamlit_command(host: str, port: int) -> list[str]:
         "minimal",
         "--theme.base",
         "light",
+        # Streamlit runs a full gc.collect() after every script run, holding the GIL while
+        # the session's messages wait to be sent: on a busy machine that was most of a new
+        # tab's server time (docs/performance.md). Python's own collector still runs.
+        "--runner.postScriptGC",
+        "false",
     ]
 
 

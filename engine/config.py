@@ -592,6 +592,27 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("console", "grid_runs", "int", 25, "Runs the DAG grid shows per page.", minimum=1),
     Option(
+        "console",
+        "session_hours",
+        "float",
+        12.0,
+        "Hours a password login lasts (a signed cookie: it survives reloads and new tabs; "
+        "logging out, deleting the user or changing the password ends it sooner).",
+        minimum=0.05,
+        maximum=24 * 30,
+    ),
+    Option(
+        "console",
+        "session_secret",
+        "str",
+        "",
+        "Key that signs console login cookies (at least 32 characters); empty: a key "
+        "generated in $DAGWATCH_HOME/console_session.key. Changing it logs everyone out.",
+        secret=True,
+        check=lambda value: value == "" or len(value) >= 32,
+        allowed="empty, or a string of at least 32 characters",
+    ),
+    Option(
         "logging",
         "level",
         "choice",

@@ -366,3 +366,27 @@ def _cron_or_preset(schedule: str, timezone: Any, where: str) -> Timetable:
     if problem:
         raise DagDefinitionError(f"{where}invalid schedule {schedule!r}: {problem}")
     return CronTimetable(expression, timezone, summary=schedule.strip())
+
+
+#: a timedelta's text, as `str(timedelta)` writes it (the summary a delta schedule keeps)
+_DELTA_TEXT = re.compile(r"^(?:(\d+) days?, )?(\d+):(\d\d):(\d\d)(?:\.\d+)?$")
+
+
+def describe_schedule(summary: str | None) -> str:
+    """A schedule the way people read it: `every 6h`, `every 1d 2h`, or the cron/preset as is.
+
+    Delta schedules keep `str(timedelta)` as their summary (`6:00:00`, `1 day, 2:00:00`);
+    anything else (a cron expression, a preset, None) is returned unchanged.
+    """
+    if not summary:
+        return "None"
+    match = _DELTA_TEXT.match(summary.strip())
+    if match is None:
+        return summary
+    days, hours, minutes, seconds = (int(part or 0) for part in match.groups())
+    parts = [
+        f"{value}{unit}"
+        for value, unit in ((days, "d"), (hours, "h"), (minutes, "m"), (seconds, "s"))
+        if value
+    ]
+    return "every " + (" ".join(parts) or "0s")

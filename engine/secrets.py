@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -58,29 +59,39 @@ def _multi_fernet(keys: tuple[str, ...], source: str) -> MultiFernet:
     return MultiFernet(fernets)
 
 
-def _key_file(home: Path) -> str:
-    """The generated key in $DAGWATCH_HOME/fernet.key, created (mode 0600) on first use."""
-    path = home / FERNET_KEY_FILE
+def generated_key_file(path: Path, make: Callable[[], str]) -> tuple[str, bool]:
+    """The key kept in `path`, created owner-only (mode 0600) from `make()` on first use;
+    returns (key, whether it was created here). Safe against a concurrent creator: the
+    first file written wins."""
     if path.exists():
-        return path.read_text().strip()
-    home.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{FERNET_KEY_FILE}.{os.getpid()}.tmp")
+        return path.read_text().strip(), False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(descriptor, "w") as handle:
-        handle.write(Fernet.generate_key().decode() + "\n")
+        handle.write(make() + "\n")
     try:
         os.link(temporary, path)  # atomic: a concurrent process's key wins, ours is dropped
     except FileExistsError:
-        pass
+        created = False
     else:
+        created = True
+    finally:
+        temporary.unlink(missing_ok=True)
+    return path.read_text().strip(), created
+
+
+def _key_file(home: Path) -> str:
+    """The generated key in $DAGWATCH_HOME/fernet.key, created (mode 0600) on first use."""
+    path = home / FERNET_KEY_FILE
+    key, created = generated_key_file(path, lambda: Fernet.generate_key().decode())
+    if created:
         log.warning(
             "generated a Fernet key in %s: variables and connections are encrypted with it; "
             "back it up, or set core.fernet_key",
             path,
         )
-    finally:
-        temporary.unlink(missing_ok=True)
-    return path.read_text().strip()
+    return key
 
 
 def get_fernet(config: Config) -> MultiFernet:

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from console.queries.common import frame, utcnow
 from console.queries.overview import DAY
+from engine.schedules import describe_schedule
 from engine.states import TASK_FAILED
 from engine.store.db import Store
 from engine.store.models import Dag, DagRun, TaskInstance
@@ -89,7 +90,7 @@ def list_dags(
             (
                 row.dag_id,
                 row.dag_display_name or "",
-                row.schedule or "None",
+                describe_schedule(row.schedule),
                 row.owner or "",
                 ", ".join(row.tags or []),
                 bool(row.is_paused),

@@ -14,6 +14,7 @@ from sqlalchemy import and_, select
 
 from console.queries.common import frame, seconds_between, symbol, utcnow
 from engine.runner import log_path_for
+from engine.schedules import describe_schedule
 from engine.states import TaskState, combined_state
 from engine.store.db import Store
 from engine.store.models import (
@@ -86,7 +87,7 @@ def dag_info(store: Store, dag_id: str) -> DagInfo | None:
         return DagInfo(
             row.dag_id,
             bool(row.is_paused),
-            row.schedule,
+            describe_schedule(row.schedule),
             row.owner,
             list(row.tags or []),
             row.next_dagrun,

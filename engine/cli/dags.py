@@ -26,6 +26,7 @@ def dags() -> None:
 @pass_cli
 def list_dags(cli: CliContext, include_inactive: bool, output: str) -> None:
     """List the DAGs found in the DAG folders."""
+    from engine.schedules import describe_schedule
     from engine.store import dags as dag_store
 
     cli.dags_folder()
@@ -36,7 +37,7 @@ def list_dags(cli: CliContext, include_inactive: bool, output: str) -> None:
                 "dag_display_name": row.dag_display_name or row.dag_id,
                 "filename": row.fileloc,
                 "owner": row.owner,
-                "schedule": row.schedule,
+                "schedule": describe_schedule(row.schedule),
                 "is_paused": row.is_paused,
                 "is_active": row.is_active,
                 "tags": row.tags,
@@ -123,6 +124,7 @@ def reserialize(cli: CliContext, force: bool, output: str) -> None:
 @pass_cli
 def show(cli: CliContext, dag_id: str, output: str) -> None:
     """Show a DAG's tasks and edges."""
+    from engine.schedules import describe_schedule
     from engine.serialization import SerializedDAG
     from engine.store import dags as dag_store
 
@@ -141,7 +143,7 @@ def show(cli: CliContext, dag_id: str, output: str) -> None:
     if output == "json":
         echo_rows(tasks, ["task_id", "operator", "trigger_rule", "upstream", "downstream"], output)
         return
-    click.echo(f"DAG {plan.dag_id}  schedule: {plan.timetable.summary}")
+    click.echo(f"DAG {plan.dag_id}  schedule: {describe_schedule(plan.timetable.summary)}")
     for task in tasks:
         click.echo(f"  {task['task_id']}  [{task['operator']}, {task['trigger_rule']}]")
         for downstream in task["downstream"]:

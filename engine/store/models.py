@@ -432,7 +432,10 @@ class AlertDelivery(Base):
     latency: Mapped[float] = mapped_column(Float)
     error: Mapped[str | None] = mapped_column(MaskedText)
 
-    __table_args__ = (Index("ix_alert_delivery_alert_id", "alert_id"),)
+    __table_args__ = (
+        Index("ix_alert_delivery_alert_id", "alert_id"),
+        Index("ix_alert_delivery_at", "at"),
+    )
 
 
 class Job(Base):

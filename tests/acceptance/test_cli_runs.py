@@ -328,3 +328,75 @@ def test_failed_deps_says_why_a_task_waits(env):
         "reason": "the run is queued: the scheduler starts it on its next tick",
     }
     fails("tasks", "failed-deps", "clearme", "why_run", "nope", env=env, code=1)
+
+
+def _ti_states(env, run_id: str) -> dict[str, str]:
+    with db(env) as connection:
+        query = "SELECT task_id, state FROM task_instance WHERE run_id = ? ORDER BY task_id"
+        return dict(connection.execute(query, (run_id,)).fetchall())
+
+
+def _run_state(env, run_id: str) -> str:
+    with db(env) as connection:
+        query = "SELECT state FROM dag_run WHERE run_id = ?"
+        return connection.execute(query, (run_id,)).fetchone()[0]
+
+
+def test_mark_run_shows_the_change_asks_then_marks_and_audits(env):
+    ok("dags", "trigger", "clearme", "--run-id", "to_mark", env=env)
+    with db(env) as connection:  # as if the scheduler had run some of them
+        for task_id, state in (("first", "success"), ("second", "failed"), ("busy", "running")):
+            connection.execute(
+                "UPDATE task_instance SET state = ?, try_number = 1 "
+                "WHERE run_id = 'to_mark' AND task_id = ?",
+                (state, task_id),
+            )
+    before = _ti_states(env, "to_mark")
+
+    refused = run_cli("dags", "mark-run", "clearme", "to_mark", "--state", "success", env=env)
+    assert refused.returncode == 1, refused.stderr
+    assert "will mark run to_mark of clearme success (now queued)" in refused.stdout
+    assert "2 task instance(s): 1 failed -> success, 1 none -> success" in refused.stdout
+    assert "second" in refused.stdout and "third" in refused.stdout
+    assert "leave 1 alone (queued or running)" in refused.stdout
+    assert "not confirmed" in refused.stderr and "--yes" in refused.stderr
+    assert _ti_states(env, "to_mark") == before and _run_state(env, "to_mark") == "queued"
+
+    out = ok("dags", "mark-run", "clearme", "to_mark", "--state", "success", env=env, input="y\n")
+    assert "marked run to_mark of clearme success (was queued)" in out
+    assert _run_state(env, "to_mark") == "success"
+    assert _ti_states(env, "to_mark") == {
+        "busy": "running",
+        "first": "success",
+        "second": "success",
+        "third": "success",
+    }
+    assert ("dagwatch-test", "dags.mark_success") in audit_events(env)
+
+    result = json.loads(
+        ok("dags", "mark-run", "clearme", "to_mark", "--state", "failed", "--yes", "-o", "json",
+           env=env)
+    )  # fmt: skip
+    assert result == {
+        "dag_id": "clearme",
+        "run_id": "to_mark",
+        "state": "failed",
+        "previous_state": "success",
+        "task_instances_moved": 1,
+        "left_running": 0,
+    }
+    assert _ti_states(env, "to_mark")["busy"] == "failed"
+    assert ("dagwatch-test", "dags.mark_failed") in audit_events(env)
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["clearme", "nope", "--state", "success", "--yes"], 1, "'nope'"),
+        (["nope", "x", "--state", "failed", "--yes"], 1, "'nope'"),
+        (["clearme", "x", "--state", "running", "--yes"], 2, "'running' is not one of"),
+        (["clearme", "x", "--yes"], 2, "--state"),
+    ],
+)
+def test_mark_run_refusals(env, args, code, message):
+    assert message in fails("dags", "mark-run", *args, env=env, code=code)

@@ -42,3 +42,29 @@ def stop(process: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+#: the operator the browser tests log in as
+USERNAME, PASSWORD = "sre", "n1ght-0wl"
+
+
+def password_console_env(cli_env: dict[str, str], store, **extra: str) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """The environment of a console with password auth on a free port and the test's
+    metastore (migrated), with the operator USERNAME created."""
+    from tests.helpers import run_cli
+
+    env = {
+        **cli_env,
+        "DAGWATCH__CORE__LOAD_EXAMPLES": "false",
+        "DAGWATCH__DATABASE__SQL_ALCHEMY_CONN": store.engine.url.render_as_string(False),
+        "DAGWATCH__CONSOLE__PORT": str(free_port()),
+        "DAGWATCH__CONSOLE__AUTH": "password",
+        **extra,
+    }
+    assert run_cli("db", "migrate", env=env).returncode == 0
+    created = run_cli(
+        "users", "create", "--username", USERNAME, "--role", "operator", env=env,
+        input=f"{PASSWORD}\n",
+    )  # fmt: skip
+    assert created.returncode == 0, created.stderr
+    return env

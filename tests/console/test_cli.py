@@ -60,4 +60,11 @@ def test_no_page_renders_html():
     sources = {path.name: path.read_text() for path in root.rglob("*.py")}
     assert len(sources) > 10
     for forbidden in ("unsafe_allow_html", "st.html(", "components.v1"):
-        assert not [name for name, text in sources.items() if forbidden in text], forbidden
+        # one exception: auth.py's fixed script that asks the console's session route to
+        # set or drop the login cookie (its only values are JSON-encoded: a method, a token)
+        found = [name for name, text in sources.items() if forbidden in text]
+        assert found == (["auth.py"] if forbidden == "st.html(" else []), forbidden
+    assert sources["auth.py"].count("st.html(") == 1
+    assert (
+        "{json.dumps(method)}" in sources["auth.py"] and "{json.dumps(body)}" in sources["auth.py"]
+    )

@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.console.helpers import free_port, http_ok, stop, wait_for
-from tests.helpers import run_cli
+from tests.console.helpers import http_ok, password_console_env, stop, wait_for
 
 CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = [
@@ -45,7 +44,7 @@ PAGES = {
     "failures": "Failures (24 h)",
     "tasks": "Queued and running",
     "slas": "SLAs and deadlines",
-    "alerts": "Undelivered alerts",
+    "alerts": "Alerts",
     "import_errors": "Import errors",
     "audit": "Audit log",
 }
@@ -81,20 +80,8 @@ def standalone(home, cli_env, store, tmp_path):
     dags = home / "dags"
     dags.mkdir()
     (dags / "e2e.py").write_text(textwrap.dedent(DAG))
-    port = free_port()
-    env = {
-        **cli_env,
-        "DAGWATCH__CORE__LOAD_EXAMPLES": "false",
-        "DAGWATCH__DATABASE__SQL_ALCHEMY_CONN": store.engine.url.render_as_string(False),
-        "DAGWATCH__CONSOLE__PORT": str(port),
-        "DAGWATCH__CONSOLE__AUTH": "password",
-        "DAGWATCH__CONSOLE__REFRESH_SECONDS": "1",
-    }
-    assert run_cli("db", "migrate", env=env).returncode == 0
-    created = run_cli(
-        "users", "create", "--username", "sre", "--role", "operator", env=env, input="n1ght-0wl\n"
-    )
-    assert created.returncode == 0, created.stderr
+    env = password_console_env(cli_env, store, DAGWATCH__CONSOLE__REFRESH_SECONDS="1")
+    port = env["DAGWATCH__CONSOLE__PORT"]
     log = tmp_path / "standalone.log"
     with log.open("wb") as out:
         process = subprocess.Popen(

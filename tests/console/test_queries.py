@@ -178,3 +178,14 @@ def test_the_verdict_names_what_is_wrong(seeded):
     assert overview.verdict(quiet, jobs.iloc[0:0], heartbeat_timeout=30) == [
         "no scheduler is running: nothing will be scheduled"
     ]
+
+
+def test_a_timedelta_schedule_reads_every_6h(seeded):
+    from engine.store.models import Dag
+
+    with seeded.store.session() as session:
+        session.get(Dag, "reports").schedule = "1 day, 6:00:00"  # str(timedelta), as stored
+    rows = dags.list_dags(seeded.store, now=seeded.now).rows.set_index("dag_id")
+    assert rows.loc["reports", "schedule"] == "every 1d 6h"
+    assert detail.dag_info(seeded.store, "reports").schedule == "every 1d 6h"
+    assert detail.dag_info(seeded.store, "pipeline").schedule == "@daily"

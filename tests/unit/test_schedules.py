@@ -250,3 +250,22 @@ def test_summaries():
     assert timetable_from_schedule("5 4 * * *").summary == "5 4 * * *"
     assert timetable_from_schedule(dt.timedelta(days=1)).summary == "1 day, 0:00:00"
     assert timetable_from_schedule(None).summary == "None"
+
+
+@pytest.mark.parametrize(
+    ("schedule", "shown"),
+    [
+        (dt.timedelta(hours=6), "every 6h"),
+        (dt.timedelta(days=1, hours=2), "every 1d 2h"),
+        (dt.timedelta(days=2), "every 2d"),
+        (dt.timedelta(minutes=90), "every 1h 30m"),
+        (dt.timedelta(seconds=45), "every 45s"),
+        ("@daily", "@daily"),
+        ("*/5 * * * *", "*/5 * * * *"),
+        (None, "None"),
+    ],
+)
+def test_a_schedule_is_described_the_way_people_read_it(schedule, shown):
+    from engine.schedules import describe_schedule
+
+    assert describe_schedule(timetable_from_schedule(schedule).summary) == shown
