@@ -308,7 +308,7 @@ class Dispatcher:
         if check_health and self._health_due(now):
             self._check_schedulers(now, report)
         if self._grouped:
-            self._group(now + timedelta(seconds=time.monotonic() - started), report)
+            self._group(now, report)
         free = self._pool.free() if start else 0
         if free <= 0:
             return report
