@@ -104,9 +104,7 @@ def _ended(store, dag_id: str, run_id: str):
 
 
 @pytest.mark.slow
-def test_a_twenty_task_failure_is_one_page_listing_the_twenty_tasks(
-    store, scheduler_env, receiver
-):
+def test_a_twenty_task_failure_is_one_page_listing_the_twenty_tasks(store, scheduler_env, receiver):
     scheduler_env(STORM, "storm", group_wait=15, group_interval=5)
     run_id = api.trigger_dag(store, "storm", actor="test").run_id
     (page,) = receiver.wait_for(1, timeout=120)
@@ -302,8 +300,7 @@ def test_filtered_routes_get_system_events_only_when_they_ask(config):
         expected = {"all", "asks"} if event is not Event.IMPORT_ERROR else {"all"}
         assert got == expected, event
     got = {
-        row.route
-        for row in compose(routes, Event.TASK_FAILED, payload={}, dag_id="billing_daily")
+        row.route for row in compose(routes, Event.TASK_FAILED, payload={}, dag_id="billing_daily")
     }
     assert got == {"billing", "all"}
 
@@ -329,9 +326,7 @@ def test_delivery_failures_reach_a_filtered_route_only_about_its_dags(
     dispatcher.run_once(T0)
     dispatcher.run_once(T0 + timedelta(seconds=1))
     failed = alert_rows(store, event=Event.ALERT_DELIVERY_FAILED.value)
-    assert [(row.route, row.payload["dag_id"]) for row in failed] == [
-        ("billing", "billing_daily")
-    ]
+    assert [(row.route, row.payload["dag_id"]) for row in failed] == [("billing", "billing_daily")]
     # `leaky` gets its own DAG's failure, and no word of the delivery failures
     assert sorted(post.path for post in receiver.posts) == ["/billing", "/leaky"]
     (leak,) = [post for post in receiver.posts if post.path == "/leaky"]
