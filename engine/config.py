@@ -447,7 +447,8 @@ OPTIONS: tuple[Option, ...] = (
         "table",
         {},
         "Routes: [alerts.routes.NAME] tables of urls|conn_id|tag, events, dags, tags, owners,"
-        " severity, rate_limit (env: a JSON object).",
+        " severity, rate_limit, title, body, group_by, group_wait, group_interval,"
+        " send_resolved (env: a JSON object).",
         secret=True,
     ),
     Option(
@@ -525,7 +526,8 @@ OPTIONS: tuple[Option, ...] = (
         "group_window",
         "float",
         600.0,
-        "Repeated alerts of one task and event within this many seconds go out as one.",
+        "On routes with group_by = []: repeated alerts of one task and event within this many"
+        " seconds go out as one.",
         minimum=0,
     ),
     Option(
