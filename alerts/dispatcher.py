@@ -393,10 +393,17 @@ class Dispatcher:
     def _group(self, now: datetime, report: DispatchReport) -> None:
         """Attach new alerts to their incidents, resolve those whose work succeeded again,
         and write the pages that are due (delivered by this same pass)."""
+        resolving: list[int] = []
+        with self.store.session(readonly=True) as session:  # no write lock when idle
+            work = incidents.work_due(session, self.routes, now)
+            if self._resolver.due(now):
+                resolving = self._resolver.find(session, now)
+            self._next_page = incidents.next_page_at(session)
+        if not work and not resolving:
+            return
         with self.store.session() as session:
             report.grouped += incidents.group_pending(session, self.routes, now)
-            if self._resolver.due(now):
-                self._resolver.run(session, self.routes, self.config, now)
+            incidents.resolve_all(session, resolving, self.routes, self.config, now)
             self._next_page = incidents.page_due(session, self.routes, self.config, now)
 
     def _window(self) -> timedelta:

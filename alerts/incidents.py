@@ -83,20 +83,37 @@ def _incident_key(group_key: str, opened_at: datetime) -> str:
 # -- grouping ------------------------------------------------------------------------------
 
 
-def group_pending(session: Session, routes: Mapping[str, Route], now: datetime) -> int:
-    """Attach the pending alerts of grouped routes to their incidents; returns how many."""
+def _pending_members(routes: Mapping[str, Route], now: datetime) -> Any:
     names = [name for name, route in routes.items() if route.grouped]
-    if not names:
-        return 0
-    statement = (
+    return (
         select(Alert)
         .where(Alert.status == outbox.PENDING, Alert.next_attempt_at <= now)
         .where(Alert.route.in_(names), Alert.dag_id.is_not(None), Alert.incident_id.is_(None))
         .where(Alert.event.notin_([*PAGE_EVENTS, *(e.value for e in SYSTEM_EVENTS)]))
-        .order_by(Alert.id)
-        .limit(BATCH)
     )
-    alerts = list(session.scalars(statement))
+
+
+def work_due(session: Session, routes: Mapping[str, Route], now: datetime) -> bool:
+    """Whether an alert waits to be grouped or a page is due (two indexed lookups)."""
+    if not any(route.grouped for route in routes.values()):
+        return False
+    member = session.scalar(_pending_members(routes, now).with_only_columns(Alert.id).limit(1))
+    if member is not None:
+        return True
+    page = select(AlertIncident.id).where(AlertIncident.next_page_at <= now).limit(1)
+    return session.scalar(page) is not None
+
+
+def next_page_at(session: Session) -> datetime | None:
+    """When the next incident page is due, if one is."""
+    return session.scalar(select(func.min(AlertIncident.next_page_at)))
+
+
+def group_pending(session: Session, routes: Mapping[str, Route], now: datetime) -> int:
+    """Attach the pending alerts of grouped routes to their incidents; returns how many."""
+    if not any(route.grouped for route in routes.values()):
+        return 0
+    alerts = list(session.scalars(_pending_members(routes, now).order_by(Alert.id).limit(BATCH)))
     return sum(attach(session, routes[alert.route or ""], alert, now) for alert in alerts)
 
 
@@ -190,7 +207,7 @@ def page_due(
         if incident.status == RESOLVED and route.grouping.send_resolved:
             _write_page(session, route, incident, config, now, RESOLVED)
     session.flush()
-    return session.scalar(select(func.min(AlertIncident.next_page_at)))
+    return next_page_at(session)
 
 
 def _undelivered(session: Session, alert_id: int) -> bool:
@@ -390,8 +407,8 @@ class Resolver:
     def due(self, now: datetime) -> bool:
         return self.last is None or (now - self.last).total_seconds() >= RESOLVE_INTERVAL
 
-    def run(self, session: Session, routes: Mapping[str, Route], config: Any, now: datetime) -> int:
-        """Resolve the incidents of one batch whose DAGs succeeded again; returns how many."""
+    def find(self, session: Session, now: datetime) -> list[int]:
+        """The open incidents of one batch whose work succeeded again (reads only)."""
         self.last = now
         statement = (
             select(AlertIncident)
@@ -401,12 +418,20 @@ class Resolver:
         )
         batch = list(session.scalars(statement))
         self.cursor = batch[-1].id if len(batch) == RESOLVE_BATCH else 0
-        resolved = 0
-        for incident in batch:
-            if incident.alerts and _succeeded_again(session, incident):
-                resolve(session, routes.get(incident.route), incident, config, now)
-                resolved += 1
-        return resolved
+        return [item.id for item in batch if item.alerts and _succeeded_again(session, item)]
+
+
+def resolve_all(
+    session: Session, ids: list[int], routes: Mapping[str, Route], config: Any, now: datetime
+) -> int:
+    """Resolve these incidents (those still open); returns how many."""
+    if not ids:
+        return 0
+    statement = select(AlertIncident).where(AlertIncident.id.in_(ids), AlertIncident.status == OPEN)
+    found = list(session.scalars(statement))
+    for incident in found:
+        resolve(session, routes.get(incident.route), incident, config, now)
+    return len(found)
 
 
 def _succeeded_again(session: Session, incident: AlertIncident) -> bool:

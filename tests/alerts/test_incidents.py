@@ -361,3 +361,19 @@ def test_system_events_neither_use_nor_obey_a_rate_limit(store, alerts_config, r
     statuses = {(row.event, row.task_id): row.status for row in alert_rows(store)}
     assert statuses[("scheduler_unhealthy", None)] == outbox.SENT
     assert statuses[("task_failed", "b")] == outbox.SUPPRESSED
+
+
+def test_a_restarted_dispatcher_keeps_the_incident_its_window_and_its_key(
+    store, alerts_config, receiver
+):
+    config = _grouped(alerts_config, receiver, group_wait=5, group_interval=60)
+    raise_alert(store, config, task_id="a", now=T0)
+    assert Dispatcher(config, store).run_once(T0 + timedelta(seconds=1)).grouped == 1
+    restarted = Dispatcher(config, store)  # a new process: nothing kept in memory
+    raise_alert(store, config, task_id="b", now=T0 + timedelta(seconds=2))
+    assert restarted.run_once(T0 + timedelta(seconds=3)).sent == 0  # still within group_wait
+    assert restarted.run_once(T0 + timedelta(seconds=5)).sent == 1
+    (page,) = receiver.posts
+    assert page.title == "etl manual__1: 2 tasks failed"
+    (incident,) = _incidents(store)
+    assert _key(page) == incident.key
