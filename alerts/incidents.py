@@ -485,3 +485,13 @@ def limited_count(session: Session, route: str, since: datetime) -> int:
         Alert.event.notin_([e.value for e in SYSTEM_EVENTS]),
     )
     return int(session.scalar(statement) or 0)
+
+
+def listing(
+    session: Session, *, status: str | None = None, limit: int = 100
+) -> list[AlertIncident]:
+    """Incidents, newest first (for `alerts incidents`)."""
+    statement = select(AlertIncident).order_by(AlertIncident.id.desc()).limit(limit)
+    if status:
+        statement = statement.where(AlertIncident.status == status)
+    return list(session.scalars(statement))

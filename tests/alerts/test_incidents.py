@@ -377,3 +377,24 @@ def test_a_restarted_dispatcher_keeps_the_incident_its_window_and_its_key(
     assert page.title == "etl manual__1: 2 tasks failed"
     (incident,) = _incidents(store)
     assert _key(page) == incident.key
+
+
+def test_alerts_incidents_lists_them_with_their_keys(store, alerts_config, receiver, cli_env):
+    from tests.helpers import run_cli
+
+    config = _grouped(alerts_config, receiver, group_wait=0)
+    raise_alert(store, config, run_id="r1")
+    raise_alert(store, config, run_id="r2", task_id="a")
+    raise_alert(store, config, run_id="r2", task_id="b")
+    Dispatcher(config, store).run_once(T0)
+    env = {**cli_env, "DAGWATCH__DATABASE__SQL_ALCHEMY_CONN": store.url.render_as_string(False)}
+    result = run_cli("alerts", "incidents", "--status", "open", "--output", "json", env=env)
+    assert result.returncode == 0, result.stderr
+    listed = json.loads(result.stdout)
+    assert [(row["run_id"], row["alerts"], row["pages"]) for row in listed] == [
+        ("r2", 2, 1),
+        ("r1", 1, 1),
+    ]
+    assert {row["key"] for row in listed} == {item.key for item in _incidents(store)}
+    bad = run_cli("alerts", "incidents", "--status", "closed", env=env)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
