@@ -398,3 +398,36 @@ def test_alerts_incidents_lists_them_with_their_keys(store, alerts_config, recei
     assert {row["key"] for row in listed} == {item.key for item in _incidents(store)}
     bad = run_cli("alerts", "incidents", "--status", "closed", env=env)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
+
+
+def test_the_dispatchers_incident_queries_scan_no_big_table(store, alerts_config, receiver):
+    """Grouping, paging and resolving read through indexes (checked on SQLite's plans)."""
+    if store.engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's EXPLAIN QUERY PLAN is what this reads")
+    from tests.integration.test_scheduler_queries import BIG_TABLES, recording
+
+    config = _grouped(alerts_config, receiver, group_wait=1, group_interval=1, send_resolved=True)
+    for number in range(3):
+        raise_alert(store, config, task_id=f"t{number}", run_id="r1")
+    statements = recording(store)
+    dispatcher = Dispatcher(config, store)
+    for seconds in (0, 2, 4, 10):
+        dispatcher.run_once(T0 + timedelta(seconds=seconds))
+    queries = [
+        (query, parameters)
+        for query, parameters in statements
+        if query.lstrip().upper().startswith(("SELECT", "UPDATE"))
+    ]
+    assert any("alert_incident" in query for query, _ in queries)
+    assert any("FROM dag_run" in query for query, _ in queries)  # the resolution looked
+    with store.engine.connect() as connection:
+        for query, parameters in queries:
+            plan = connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {query}", parameters).all()
+            scans = [
+                row[-1]
+                for row in plan
+                if row[-1].split()[:2]
+                in (["SCAN", table] for table in (*BIG_TABLES, "alert_incident"))
+                and "USING" not in row[-1]
+            ]
+            assert not scans, f"{query}\n-> {scans}"
