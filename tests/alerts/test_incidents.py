@@ -431,3 +431,50 @@ def test_the_dispatchers_incident_queries_scan_no_big_table(store, alerts_config
                 and "USING" not in row[-1]
             ]
             assert not scans, f"{query}\n-> {scans}"
+
+
+def test_opsgenie_gets_the_incident_key_as_its_alias_unless_the_url_sets_one():
+    from alerts.delivery import _add_dedup_key
+    from alerts.notifiers import load_apprise
+
+    apprise = load_apprise()
+    notifier = apprise.Apprise()
+    notifier.add("opsgenie://apikey/")
+    notifier.add("opsgenie://apikey/?alias=own-alias")
+    plain, own = list(notifier)
+    for service in (plain, own):
+        _add_dedup_key(service, "dagwatch-incident-abc")
+    assert (plain.alias, own.alias) == ("dagwatch-incident-abc", "own-alias")
+
+
+def test_pagerduty_resolves_the_incident_it_triggered(store, alerts_config, receiver, monkeypatch):
+    from alerts.notifiers import load_apprise
+
+    load_apprise()
+    from apprise.plugins import pagerduty
+
+    monkeypatch.setitem(
+        pagerduty.PAGERDUTY_API_LOOKUP, "us", f"http://127.0.0.1:{receiver.port}/v2"
+    )
+    config = alerts_config(
+        alerts__group_by="dag_id,run_id",
+        alerts__routes={
+            "pd": {
+                "urls": ["pagerduty://integration-key@api-key"],
+                "group_wait": 0,
+                "send_resolved": True,
+            }
+        },
+    )
+    raise_alert(store, config, now=T0)
+    dispatcher = Dispatcher(config, store)
+    assert dispatcher.run_once(T0).sent == 1
+    (incident,) = _incidents(store)
+    with store.session() as session:
+        resolved = session.get(AlertIncident, incident.id)
+        incidents.resolve(session, load_routes(config)["pd"], resolved, config, T0)
+    assert dispatcher.run_once(T0 + timedelta(seconds=1)).sent == 1
+    assert [(p.body["event_action"], p.body["dedup_key"]) for p in receiver.posts] == [
+        ("trigger", incident.key),
+        ("resolve", incident.key),
+    ]
