@@ -156,3 +156,37 @@ def dispatch(cli: CliContext, once: bool, output: str) -> None:
     click.echo(f"alert dispatcher started: metastore {cli.store.display_url}")
     dispatcher.serve(stop)
     click.echo("alert dispatcher stopped")
+
+
+INCIDENT_COLUMNS = (
+    "id",
+    "route",
+    "dag_id",
+    "run_id",
+    "status",
+    "alerts",
+    "pages",
+    "opened_at",
+    "next_page_at",
+    "resolved_at",
+    "key",
+)
+
+
+@alerts_group.command("incidents")
+@click.option(
+    "--status", type=click.Choice(["open", "resolved"]), help="Only incidents in this status."
+)
+@click.option(
+    "--limit", type=NON_NEGATIVE_INT, default=100, show_default=True, help="At most this many."
+)
+@output_option
+@pass_cli
+def incidents_(cli: CliContext, status: str | None, limit: int, output: str) -> None:
+    """List incidents (alerts grouped and paged as one), newest first, with their keys."""
+    from alerts import incidents
+
+    with cli.store.session(readonly=True) as session:
+        found = incidents.listing(session, status=status, limit=limit)
+        rows = [{column: getattr(item, column) for column in INCIDENT_COLUMNS} for item in found]
+    echo_rows(rows, INCIDENT_COLUMNS, output)

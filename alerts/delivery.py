@@ -137,7 +137,7 @@ def send(
         for service in notifier.find(tag):
             _bound_sockets(service, timeout + LATE_ANSWER_GRACE)
             if dedup:
-                _add_dedup_key(service, dedup)
+                _add_dedup_key(service, dedup, resolve=notify_type == "success")
         result = notifier.notify(
             body=body or title,
             title=title,
@@ -163,10 +163,12 @@ def _bound_sockets(service: Any, seconds: float) -> None:
     service.socket_connect_timeout = min(float(connect), seconds) if connect else seconds
 
 
-def _add_dedup_key(service: Any, key: str) -> None:
+def _add_dedup_key(service: Any, key: str, *, resolve: bool = False) -> None:
     """Give the service the alert's dedup key where it takes one, unless the URL set its own.
 
-    PagerDuty: the event's `dedup_key` (retries update one incident); webhooks: a header.
+    PagerDuty: the event's `dedup_key` (retries and an incident's pages update one
+    incident; a recovery with `resolve` resolves it unless the URL chose an action);
+    Opsgenie: the alert's `alias`; webhooks: a header.
     """
     protocols = set()
     for attribute in ("protocol", "secure_protocol"):
@@ -175,6 +177,11 @@ def _add_dedup_key(service: Any, key: str) -> None:
     if "pagerduty" in protocols:
         if not getattr(service, "dedup", None):
             service.dedup = key
+        if resolve and getattr(service, "action", None) == "trigger":
+            service.action = "resolve"
+    elif "opsgenie" in protocols:
+        if not getattr(service, "alias", None):
+            service.alias = key
     elif protocols & _WEBHOOK_SCHEMES and isinstance(getattr(service, "headers", None), dict):
         if not any(name.lower() == DEDUP_HEADER.lower() for name in service.headers):
             service.headers[DEDUP_HEADER] = key

@@ -36,10 +36,10 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from alerts import notifiers, outbox
+from alerts import incidents, notifiers, outbox
 from alerts.delivery import Delivery, DeliveryPool, InFlight, dedup_key, send, timeout_error
-from alerts.events import Event
-from alerts.routes import Route, compose, load_routes, run_link
+from alerts.events import SYSTEM_EVENTS, Event
+from alerts.routes import Route, compose, dag_details, load_routes, run_link
 from alerts.targets import Target
 from engine import hooks, secrets
 from engine.store.models import Alert, Job
@@ -125,8 +125,9 @@ class _Claim:
 
     @property
     def dedup(self) -> str:
-        """The key the channel may deduplicate by: the same on every attempt."""
-        return dedup_key(self.fingerprint)
+        """The key the channel may deduplicate by: the same on every attempt (an incident's
+        pages all carry the incident's key)."""
+        return str(self.payload.get("incident_key") or "") or dedup_key(self.fingerprint)
 
 
 def backoff(config: Any, attempt: int) -> timedelta:
@@ -186,6 +187,10 @@ class Dispatcher:
         #: set when a delivery returns (or `stop` is called): the loop looks at once
         self._wake = threading.Event()
         self._pool = DeliveryPool(int(config["alerts.delivery_concurrency"]), self._wake)
+        self._grouped = any(route.grouped for route in self.routes.values())
+        self._resolver = incidents.Resolver()
+        #: when the next incident page is due (the idle loop wakes for it)
+        self._next_page: datetime | None = None
 
     # -- the service ---------------------------------------------------------------------
 
@@ -245,6 +250,8 @@ class Dispatcher:
         """Seconds to sleep: until the next delivery times out, capped by the poll interval."""
         now = time.monotonic()
         wait = self.poll_interval
+        if self._next_page is not None:
+            wait = min(wait, max(0.0, (self._next_page - self.clock()).total_seconds()))
         for moment in (self._pool.next_deadline(), deadline):
             if moment is not None:
                 wait = min(wait, max(0.0, moment - now))
@@ -300,6 +307,8 @@ class Dispatcher:
         self._settle(report)
         if check_health and self._health_due(now):
             self._check_schedulers(now, report)
+        if self._grouped:
+            self._group(now, report)
         free = self._pool.free() if start else 0
         if free <= 0:
             return report
@@ -352,7 +361,12 @@ class Dispatcher:
             route = self.routes.get(alert.route or "")
             if route is None and alert.route != notifiers.NOTIFIER_ROUTE:
                 claim = _snapshot(alert, problem=f"route {alert.route!r} is not configured")
-            elif route is not None and self._over_rate_limit(session, route, at):
+            elif (
+                incidents.is_member(route, alert.event, alert.dag_id) and alert.incident_id is None
+            ):
+                assert route is not None
+                report.grouped += incidents.attach(session, route, alert, at)
+            elif route is not None and self._over_rate_limit(session, route, alert, at):
                 outbox.mark(session, [alert.id], status=outbox.SUPPRESSED, reason="rate limited")
                 report.suppressed += 1
                 suppressed.append((alert.route, alert.event))
@@ -370,10 +384,27 @@ class Dispatcher:
             _emit("alert.suppressed", route_name, event, [])
         return claim
 
-    def _over_rate_limit(self, session: Session, route: Route, at: datetime) -> bool:
-        if not route.rate_limit:
+    def _over_rate_limit(self, session: Session, route: Route, alert: Alert, at: datetime) -> bool:
+        """Whether the route used its rate limit (system events neither use nor obey it)."""
+        if not route.rate_limit or alert.event in SYSTEM_EVENTS:
             return False
-        return outbox.sent_since(session, route.name, at - RATE_WINDOW) >= route.rate_limit
+        return incidents.limited_count(session, route.name, at - RATE_WINDOW) >= route.rate_limit
+
+    def _group(self, now: datetime, report: DispatchReport) -> None:
+        """Attach new alerts to their incidents, resolve those whose work succeeded again,
+        and write the pages that are due (delivered by this same pass)."""
+        resolving: list[int] = []
+        with self.store.session(readonly=True) as session:  # no write lock when idle
+            work = incidents.work_due(session, self.routes, now)
+            if self._resolver.due(now):
+                resolving = self._resolver.find(session, now)
+            self._next_page = incidents.next_page_at(session)
+        if not work and not resolving:
+            return
+        with self.store.session() as session:
+            report.grouped += incidents.group_pending(session, self.routes, now)
+            incidents.resolve_all(session, resolving, self.routes, self.config, now)
+            self._next_page = incidents.page_due(session, self.routes, self.config, now)
 
     def _window(self) -> timedelta:
         return timedelta(seconds=float(self.config["alerts.group_window"]))
@@ -439,12 +470,33 @@ class Dispatcher:
             notify_type = payload.get("notify_type") or notifiers.notify_type_of(
                 claim.event, claim.severity
             )
+        elif claim.event in incidents.PAGE_EVENTS:
+            route = self.routes[claim.route or ""]
+            return route.target, *self._render_page(route, claim), self._page_type(claim)
         else:
             route = self.routes[claim.route or ""]
             target = route.target
             title, body = self._render(route, claim)
             notify_type = notifiers.notify_type_of(claim.event, claim.severity)
         return target, *_with_count(title, body, claim), notify_type
+
+    def _page_type(self, claim: _Claim) -> str:
+        if claim.event == Event.INCIDENT_RESOLVED.value:
+            return "success"
+        return notifiers.notify_type_of(claim.event, claim.severity)
+
+    def _render_page(self, route: Route, claim: _Claim) -> tuple[str, str]:
+        """An incident's page: the route's templates over the incident, else the default."""
+        title, body = incidents.default_message(claim.payload)
+        context = {**claim.payload, "route": claim.route, "title": title, "body": body}
+        try:
+            if route.title:
+                title = notifiers.render(route.title, context)
+            if route.body:
+                body = notifiers.render(route.body, context)
+        except Exception as exc:  # a broken route template must not lose the page
+            body = f"{body}\n\n(route {route.name}: its template failed: {exc})"
+        return title, body
 
     def _render(self, route: Route, claim: _Claim) -> tuple[str, str]:
         context = {
@@ -579,7 +631,7 @@ class Dispatcher:
         final: bool,
     ) -> int:
         """alert_delivery_failed for every other route that wants it (the fallback route)."""
-        others = {name: route for name, route in self.routes.items() if name != claim.route}
+        others = self._delivery_failed_routes(session, claim)
         horizon = claim.queued_at + self._max_age
         message = (
             "dagwatch gave up on it"
@@ -603,6 +655,25 @@ class Dispatcher:
             others, Event.ALERT_DELIVERY_FAILED, payload=payload, extra=f"alert-{claim.id}"
         )
         return len(outbox.enqueue(session, rows, at))
+
+    def _delivery_failed_routes(self, session: Session, claim: _Claim) -> dict[str, Route]:
+        """The other routes, those filtered by DAG only if the failed alert was about one of
+        their DAGs (or about none)."""
+        others = {name: route for name, route in self.routes.items() if name != claim.route}
+        if claim.dag_id is None:
+            return others
+        needs = any(route.needs_dag_details for route in others.values())
+        details = (
+            dag_details(session, [claim.dag_id]).get(claim.dag_id, ((), None))
+            if needs
+            else ((), None)
+        )
+        return {
+            name: route
+            for name, route in others.items()
+            if not route.filtered
+            or route.matches(Event.ALERT_DELIVERY_FAILED, claim.dag_id, *details)
+        }
 
     # -- scheduler health ----------------------------------------------------------------
 

@@ -28,6 +28,10 @@ class Event(StrEnum):
     SCHEDULER_UNHEALTHY = "scheduler_unhealthy"
     ALERT_DELIVERY_FAILED = "alert_delivery_failed"
     TEST = "test"
+    #: a page of an incident (its first one, or an update): the alerts grouped in it
+    INCIDENT = "incident"
+    #: the incident's work succeeded again
+    INCIDENT_RESOLVED = "incident_resolved"
 
 
 #: What a route sends when it names no events: failures and misses, never retries or successes.
@@ -43,6 +47,14 @@ DEFAULT_EVENTS: frozenset[Event] = frozenset(
         Event.ALERT_DELIVERY_FAILED,
     }
 )
+
+#: Events about the deployment rather than one DAG: a route filtered by dags, tags or owners
+#: receives them only if its `events` names them, and they never count in a rate limit.
+SYSTEM_EVENTS: frozenset[Event] = frozenset(
+    {Event.SCHEDULER_UNHEALTHY, Event.ALERT_DELIVERY_FAILED, Event.IMPORT_ERROR}
+)
+#: What dagwatch sends on its own account, never listed in a route's `events`.
+_INTERNAL = frozenset({Event.TEST, Event.INCIDENT, Event.INCIDENT_RESOLVED})
 
 SEVERITIES = ("info", "warning", "error", "critical")
 
@@ -60,6 +72,8 @@ DEFAULT_SEVERITY: dict[Event, str] = {
     Event.SCHEDULER_UNHEALTHY: "critical",
     Event.ALERT_DELIVERY_FAILED: "critical",
     Event.TEST: "info",
+    Event.INCIDENT: "error",
+    Event.INCIDENT_RESOLVED: "info",
 }
 
 #: Apprise notify_type per severity (Apprise knows info, success, warning, failure).
@@ -74,10 +88,13 @@ NOTIFY_TYPE: dict[str, str] = {
 def parse_event(name: str) -> Event:
     """`name` as an Event, or a ValueError listing the known ones."""
     try:
-        return Event(name)
+        event = Event(name)
     except ValueError:
-        known = ", ".join(sorted(e.value for e in Event if e is not Event.TEST))
+        event = None
+    if event is None or event in _INTERNAL:
+        known = ", ".join(sorted(e.value for e in Event if e not in _INTERNAL))
         raise ValueError(f"unknown alert event {name!r}; known events: {known}") from None
+    return event
 
 
 def fingerprint(

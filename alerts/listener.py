@@ -48,14 +48,18 @@ class TransitionAlerts:
     def __init__(self, routes: Mapping[str, Route], config: Any) -> None:
         self.routes = dict(routes)
         self.config = config
-        self.send_resolved = bool(config["alerts.send_resolved"]) and any(
-            Event.TASK_FAILED in route.events for route in self.routes.values()
-        )
         self.wanted = wanted_events(self.routes)
         self.needs_details = any(route.needs_dag_details for route in self.routes.values())
+        # task_resolved: routes that page alert by alert (group_by = []); the others resolve
+        # their incidents (alerts.incidents)
         self._resolved_routes = {
-            name: route for name, route in self.routes.items() if Event.TASK_FAILED in route.events
+            name: route
+            for name, route in self.routes.items()
+            if Event.TASK_FAILED in route.events
+            and route.grouping.send_resolved
+            and not route.grouped
         }
+        self.send_resolved = bool(self._resolved_routes)
 
     def _events_of(self, change: TransitionEvent) -> list[Event]:
         table = _TASK_EVENTS if change.entity == TASK_INSTANCE else _RUN_EVENTS

@@ -12,7 +12,13 @@ Configured as `[alerts.routes.NAME]` tables (or `DAGWATCH__ALERTS__ROUTES` as JS
     rate_limit = 20                       # deliveries per hour; default: unlimited
     title = "{{ dag_id }} failed"         # Jinja templates over the alert's context
     body = "..."
+    group_by = ["dag_id", "run_id"]       # one incident per run (default: alerts.group_by)
+    group_wait = 5                        # seconds an incident's first page waits
+    group_interval = 60                   # seconds between two pages of one incident
+    send_resolved = true                  # page when the incident's work succeeds again
 
+A route with `dags`, `tags` or `owners` receives system events (scheduler_unhealthy,
+alert_delivery_failed, import_error) only if its `events` names them.
 `alerts.fallback_urls` adds a route named `fallback` for alert_delivery_failed.
 """
 
@@ -20,7 +26,7 @@ from __future__ import annotations
 
 import fnmatch
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 from urllib.parse import urlencode
 
@@ -30,6 +36,7 @@ from alerts.events import (
     DEFAULT_EVENTS,
     DEFAULT_SEVERITY,
     SEVERITIES,
+    SYSTEM_EVENTS,
     Event,
     fingerprint,
     group_key,
@@ -37,14 +44,37 @@ from alerts.events import (
 )
 from alerts.outbox import NewAlert
 from alerts.targets import Target
+from engine.config import GROUP_FIELDS
 from engine.exceptions import ConfigError
 from engine.store.models import Dag
 
 FALLBACK_ROUTE = "fallback"
 _KEYS = frozenset(
     {"urls", "conn_id", "tag", "events", "dags", "tags", "owners", "severity", "rate_limit"}
-    | {"title", "body"}
+    | {"title", "body", "group_by", "group_wait", "group_interval", "send_resolved"}
 )
+#: One incident per DAG run, unless alerts.group_by or the route says otherwise.
+DEFAULT_GROUP_BY = ("dag_id", "run_id")
+
+
+@dataclass(frozen=True)
+class Grouping:
+    """How a route groups its alerts into incidents (the defaults come from alerts.*)."""
+
+    group_by: tuple[str, ...] = DEFAULT_GROUP_BY
+    group_wait: float = 5.0
+    group_interval: float = 60.0
+    send_resolved: bool = False
+
+    @classmethod
+    def from_config(cls, config: Any) -> Grouping:
+        fields = str(config["alerts.group_by"]).split(",")
+        return cls(
+            group_by=tuple(field.strip() for field in fields if field.strip()),
+            group_wait=float(config["alerts.group_wait"]),
+            group_interval=float(config["alerts.group_interval"]),
+            send_resolved=bool(config["alerts.send_resolved"]),
+        )
 
 
 @dataclass(frozen=True)
@@ -61,10 +91,21 @@ class Route:
     rate_limit: int | None = None
     title: str | None = None
     body: str | None = None
+    grouping: Grouping = Grouping()
 
     @property
     def needs_dag_details(self) -> bool:
         return bool(self.tags or self.owners)
+
+    @property
+    def filtered(self) -> bool:
+        """Limited to some DAGs (by glob, tag or owner)."""
+        return bool(self.dags or self.tags or self.owners)
+
+    @property
+    def grouped(self) -> bool:
+        """Its DAG alerts are grouped into incidents (group_by is not empty)."""
+        return bool(self.grouping.group_by)
 
     def matches(
         self,
@@ -99,7 +140,7 @@ def _strings(name: str, key: str, raw: Any) -> tuple[str, ...]:
     return tuple(raw)
 
 
-def parse_route(name: str, table: Any) -> Route:
+def parse_route(name: str, table: Any, defaults: Grouping | None = None) -> Route:
     """One `[alerts.routes.NAME]` table as a Route; a ConfigError names what is wrong."""
     where = f"alerts.routes.{name}"
     if not isinstance(table, Mapping):
@@ -126,7 +167,7 @@ def parse_route(name: str, table: Any) -> Route:
         isinstance(rate_limit, bool) or not isinstance(rate_limit, int) or rate_limit < 1
     ):
         raise ConfigError(f"{where}.rate_limit must be a whole number of alerts per hour (>= 1)")
-    return Route(
+    route = Route(
         name=name,
         target=target,
         events=events or DEFAULT_EVENTS,
@@ -137,12 +178,43 @@ def parse_route(name: str, table: Any) -> Route:
         rate_limit=rate_limit,
         title=table.get("title"),
         body=table.get("body"),
+        grouping=_grouping(name, table, defaults or Grouping()),
     )
+    if route.filtered and not events:  # system events only to filtered routes that ask
+        route = replace(route, events=DEFAULT_EVENTS - SYSTEM_EVENTS)
+    return route
+
+
+def _grouping(name: str, table: Mapping[str, Any], defaults: Grouping) -> Grouping:
+    """The route's group_by, group_wait, group_interval and send_resolved, checked."""
+    where = f"alerts.routes.{name}"
+    group_by = defaults.group_by
+    if "group_by" in table:
+        group_by = _strings(name, "group_by", table["group_by"])
+        bad = [field for field in group_by if field not in GROUP_FIELDS]
+        if bad:
+            raise ConfigError(
+                f"{where}.group_by: unknown field(s) {', '.join(map(repr, bad))}; allowed: "
+                f"{', '.join(GROUP_FIELDS)} (or [] for one message per alert)"
+            )
+    seconds = {}
+    for key in ("group_wait", "group_interval"):
+        value = table.get(key, getattr(defaults, key))
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise ConfigError(f"{where}.{key} = {value!r}: must be a number of seconds >= 0")
+        seconds[key] = float(value)
+    send_resolved = table.get("send_resolved", defaults.send_resolved)
+    if not isinstance(send_resolved, bool):
+        raise ConfigError(f"{where}.send_resolved = {send_resolved!r}: must be true or false")
+    return Grouping(tuple(dict.fromkeys(group_by)), send_resolved=send_resolved, **seconds)
 
 
 def load_routes(config: Any) -> dict[str, Route]:
     """The configured routes by name, plus `fallback` when alerts.fallback_urls is set."""
-    routes = {name: parse_route(name, table) for name, table in config["alerts.routes"].items()}
+    defaults = Grouping.from_config(config)
+    routes = {
+        name: parse_route(name, table, defaults) for name, table in config["alerts.routes"].items()
+    }
     fallback = config["alerts.fallback_urls"]
     if fallback and FALLBACK_ROUTE not in routes:
         routes[FALLBACK_ROUTE] = Route(

@@ -218,6 +218,15 @@ def _is_http_url(url: str) -> bool:
     return bool(sep and rest.strip("/")) and scheme in ("http", "https")
 
 
+#: The fields alert grouping may use (`alerts.group_by`, a route's `group_by`).
+GROUP_FIELDS = ("dag_id", "run_id", "task_id", "event")
+
+
+def _group_fields_ok(text: str) -> bool:
+    fields = [part.strip() for part in text.split(",") if part.strip()]
+    return all(field in GROUP_FIELDS for field in fields)
+
+
 def _not_a_file(path: Path) -> bool:
     return not path.exists() or path.is_dir()
 
@@ -438,7 +447,8 @@ OPTIONS: tuple[Option, ...] = (
         "table",
         {},
         "Routes: [alerts.routes.NAME] tables of urls|conn_id|tag, events, dags, tags, owners,"
-        " severity, rate_limit (env: a JSON object).",
+        " severity, rate_limit, title, body, group_by, group_wait, group_interval,"
+        " send_resolved (env: a JSON object).",
         secret=True,
     ),
     Option(
@@ -516,7 +526,8 @@ OPTIONS: tuple[Option, ...] = (
         "group_window",
         "float",
         600.0,
-        "Repeated alerts of one task and event within this many seconds go out as one.",
+        "On routes with group_by = []: repeated alerts of one task and event within this many"
+        " seconds go out as one.",
         minimum=0,
     ),
     Option(
@@ -524,7 +535,34 @@ OPTIONS: tuple[Option, ...] = (
         "send_resolved",
         "bool",
         False,
-        "Send task_resolved when a task whose failure was alerted later succeeds.",
+        "Routes page when an incident's work succeeds again (incident_resolved; task_resolved"
+        " on routes with group_by = []); a route's send_resolved overrides it.",
+    ),
+    Option(
+        "alerts",
+        "group_by",
+        "str",
+        "dag_id,run_id",
+        "Fields whose values make one incident (comma-separated: dag_id, run_id, task_id,"
+        " event; empty: one message per alert); a route's group_by overrides it.",
+        check=_group_fields_ok,
+        allowed="comma-separated fields among dag_id, run_id, task_id, event (or empty)",
+    ),
+    Option(
+        "alerts",
+        "group_wait",
+        "float",
+        5.0,
+        "Seconds an incident's first page waits for more alerts of it (a storm is one page).",
+        minimum=0,
+    ),
+    Option(
+        "alerts",
+        "group_interval",
+        "float",
+        60.0,
+        "Seconds between two pages of one incident: later changes are batched this often.",
+        minimum=0,
     ),
     Option(
         "alerts",

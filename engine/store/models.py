@@ -172,6 +172,8 @@ class DagRun(Base):
         UniqueConstraint("dag_id", "run_id"),
         UniqueConstraint("dag_id", "logical_date"),
         Index("ix_dag_run_state_dag_id", "state", "dag_id"),
+        # "when did this DAG last succeed" (an incident resolves): one index lookup
+        Index("ix_dag_run_dag_id_state_end_date", "dag_id", "state", "end_date"),
     )
 
 
@@ -408,6 +410,8 @@ class Alert(Base):
     channel: Mapped[str | None] = mapped_column(String(ID_LEN))
     #: when it entered the queue (created, or resent): delivery is retried until alerts.max_age
     queued_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    #: the incident this alert was grouped into (then it is told in the incident's pages)
+    incident_id: Mapped[int | None] = mapped_column(Integer)
 
     __table_args__ = (
         Index("ix_alert_status_next_attempt_at", "status", "next_attempt_at"),
@@ -415,6 +419,46 @@ class Alert(Base):
         Index("ix_alert_route_sent_at", "route", "sent_at"),
         Index("ix_alert_created_at", "created_at"),
         Index("ix_alert_dag_id_task_id", "dag_id", "task_id"),
+        Index("ix_alert_incident_id", "incident_id"),
+    )
+
+
+class AlertIncident(Base):
+    """Alerts of one route grouped by its group_by values (one DAG run by default), paged
+    as one: a first page after group_wait, updates every group_interval, then resolved."""
+
+    __tablename__ = "alert_incident"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    route: Mapped[str] = mapped_column(String(ID_LEN))
+    #: route and group values: the incident alerts of these values join while it is open
+    group_key: Mapped[str] = mapped_column(String(1000))
+    #: the group key while open, NULL once resolved (one open incident per group)
+    open_key: Mapped[str | None] = mapped_column(String(1000), unique=True)
+    #: the stable key every page carries (the channel's dedup key: PagerDuty, Opsgenie...)
+    key: Mapped[str] = mapped_column(String(100), unique=True)
+    #: the group's values: {"dag_id": ..., "run_id": ...}
+    group: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    dag_id: Mapped[str | None] = mapped_column(String(ID_LEN))
+    run_id: Mapped[str | None] = mapped_column(String(ID_LEN))
+    status: Mapped[str] = mapped_column(String(20))  # open | resolved
+    opened_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    #: when its latest alert happened
+    last_alert_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    resolved_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    #: alerts grouped in it, and how many of them its latest page told
+    alerts: Mapped[int] = mapped_column(Integer, default=0)
+    paged_alerts: Mapped[int] = mapped_column(Integer, default=0)
+    #: when its next page is due (NULL: nothing new to tell)
+    next_page_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    pages: Mapped[int] = mapped_column(Integer, default=0)
+    last_page_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    #: the outbox row of its latest page
+    last_page_id: Mapped[int | None] = mapped_column(Integer)
+
+    __table_args__ = (
+        Index("ix_alert_incident_next_page_at", "next_page_at"),
+        Index("ix_alert_incident_status_id", "status", "id"),
     )
 
 

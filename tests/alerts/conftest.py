@@ -193,9 +193,13 @@ def smtp_sink() -> Iterator[SmtpSink]:
 @pytest.fixture
 def alerts_config(store):
     """`configure(**overrides)`: the runtime's config (pointing at `store`) with alert options,
-    installed as the process's configuration (what the notifier and connections read)."""
+    installed as the process's configuration (what the notifier and connections read).
+
+    Routes page alert by alert here (`alerts.group_by` empty), the delivery path these
+    tests look at; incidents (the default) are tested in test_incidents.py."""
 
     def configure(**overrides: Any):
+        overrides.setdefault("alerts__group_by", "")
         config = runtime.get_config().with_overrides(**overrides)
         runtime.configure(config, store)
         return config

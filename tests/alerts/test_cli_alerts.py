@@ -39,7 +39,8 @@ def env(store, cli_env):
 
 
 def with_routes(env: dict, **routes: dict) -> dict:
-    return {**env, "DAGWATCH__ALERTS__ROUTES": json.dumps(routes)}
+    """The routes, paging alert by alert as `alerts_config` writes them (group_by empty)."""
+    return {**env, "DAGWATCH__ALERTS__ROUTES": json.dumps(routes), "DAGWATCH__ALERTS__GROUP_BY": ""}
 
 
 def test_alerts_test_sends_now_and_never_prints_the_url(env, receiver):

@@ -211,7 +211,12 @@ def test_a_failure_alert_says_the_deadline_was_missed_too(
 
 def test_resolved_follows_a_failure_once(store, add_dag, make_scheduler, sched_config):
     add_dag("flaky", FLAKY)
-    install_routes(sched_config.with_overrides(alerts__send_resolved=True), oncall={"urls": [URL]})
+    # task_resolved is what a route paging alert by alert gets; grouped routes resolve
+    # their incidents (test_incidents.py)
+    install_routes(
+        sched_config.with_overrides(alerts__send_resolved=True),
+        oncall={"urls": [URL], "group_by": []},
+    )
     fail_with_retries(store, make_scheduler)
     clock = Clock(T0 + timedelta(minutes=5))
     scheduler, stub = make_scheduler(clock=clock)
