@@ -365,6 +365,15 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "scheduler",
+        "scheduler_health_check_threshold",
+        "float",
+        30.0,
+        "Seconds without a scheduler job heartbeat (sent every 5 s) before the other "
+        "schedulers consider it dead and adopt the task instances it queued.",
+        minimum=6,
+    ),
+    Option(
+        "scheduler",
         "min_file_process_interval",
         "float",
         30.0,

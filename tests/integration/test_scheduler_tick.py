@@ -514,10 +514,13 @@ def test_orphaned_queued_attempts_are_reset_on_start(store, add_dag, make_schedu
     run_id = trigger(store, "orphans")
     first.tick(T0)
     assert states(store, "orphans", run_id) == {"t": "queued"}
-    # The first scheduler dies; a new one starts and finds the attempt never started.
-    second, stub2 = make_scheduler()
+    # The first scheduler dies; a new one starts and finds the attempt never started. (On
+    # PostgreSQL, where several schedulers may run, it knows the first is gone by its
+    # heartbeat, silent for longer than scheduler_health_check_threshold.)
+    later = T0 + timedelta(seconds=31)
+    second, stub2 = make_scheduler(clock=Clock(later))
     assert states(store, "orphans", run_id) == {"t": "scheduled"}
-    second.tick(T0)
+    second.tick(later)
     assert queued_ids(stub2) == ["t"]
 
 
@@ -644,7 +647,7 @@ def test_orphans_reset_on_start_are_counted(store, add_dag, make_scheduler, emit
     trigger(store, "m")
     first.tick(T0)
     emitted.clear()
-    make_scheduler()
+    make_scheduler(clock=Clock(T0 + timedelta(seconds=31)))  # the first one's heartbeat is old
     assert emitted.values("scheduler.orphaned_tasks.cleared") == [({}, 1.0)]
 
 
