@@ -370,7 +370,7 @@ OPTIONS: tuple[Option, ...] = (
         30.0,
         "Seconds without a scheduler job heartbeat (sent every 5 s) before the other "
         "schedulers consider it dead and adopt the task instances it queued.",
-        minimum=6,
+        minimum=10,
     ),
     Option(
         "scheduler",

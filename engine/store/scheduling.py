@@ -557,8 +557,13 @@ def start_job(session: Session, job_type: str, pid: int, now: datetime) -> int:
 def heartbeat_job(
     session: Session, job_id: int, now: datetime, **stats: float | int | None
 ) -> None:
-    """Beat, with the job's latest figures (last_loop_seconds, slots_used, slots_open)."""
-    session.execute(update(Job).where(Job.id == job_id).values(latest_heartbeat=now, **stats))
+    """Beat, with the job's latest figures (last_loop_seconds, slots_used, slots_open). A
+    job another scheduler marked failed while it was only slow says it runs again."""
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id)
+        .values(latest_heartbeat=now, state="running", end_date=None, **stats)
+    )
 
 
 def end_job(session: Session, job_id: int, state: str, now: datetime) -> None:
