@@ -185,7 +185,12 @@ class Scheduler:
         #: runs to decide next tick -> the tasks that changed in them (or ALL)
         self._dirty_runs: dict[tuple[str, str], set[str] | None] = {}
         self._last_full_pass = 0.0
+        #: when runs were last created and admitted; True-ish `_admit_now`: at the next tick
+        self._last_admission = 0.0
+        self._admit_now = True
         self._last_housekeeping = 0.0
+        #: DAGs whose plan this tick checked against the metastore (their hash, paused)
+        self._checked_this_tick: set[str] = set()
         self._last_gauges = 0.0
         self._loop_gauges = emit.LoopGauges()
         self._never_fits_reported: set[int] = set()
@@ -230,12 +235,16 @@ class Scheduler:
         started = time.monotonic()
         now = now or self.clock()
         report = TickReport()
+        self._checked_this_tick = set()
         self._handle_events(self.executor.collect(), now)
-        with self.store.session() as session:
-            coordination.lock(session, coordination.RUNS_LOCK)  # one scheduler admits at once
-            report.runs_created = len(self._create_runs(session, now))
-            report.runs_started = len(self._start_runs(session, now))
+        if self._admission_due():
+            with self.store.session() as session:
+                coordination.lock(session, coordination.RUNS_LOCK)  # one scheduler at once
+                report.runs_created = len(self._create_runs(session, now))
+                report.runs_started = len(self._start_runs(session, now))
         self._schedule_runs(now, report)
+        if report.runs_finished:  # a run's end may let a queued run of its DAG start
+            self._admit_now = True
         self._queue_executable(now, report)
         if time.monotonic() - self._last_housekeeping >= HOUSEKEEPING_INTERVAL:
             self._housekeeping(now, report)
@@ -247,6 +256,18 @@ class Scheduler:
         self.last_report = report
         self._emit(report)
         return report
+
+    def _admission_due(self) -> bool:
+        """Whether this tick creates due runs and admits queued ones: when woken by a
+        change another process made (a trigger, an unpause), after a run ended, and once
+        a loop interval. Not on every tick: a tick woken by an ended attempt has nothing
+        to admit, and on PostgreSQL each of those queries is a round trip."""
+        interval = self.config["scheduler.loop_interval"]
+        if self._admit_now or time.monotonic() - self._last_admission >= interval:
+            self._admit_now = False
+            self._last_admission = time.monotonic()
+            return True
+        return False
 
     def _emit(self, report: TickReport) -> None:
         emit.tick(report)
@@ -340,6 +361,7 @@ class Scheduler:
             changes = [
                 (r, changed) for r, changed in changes if self._load_plan(r.dag_id, dag_info)
             ]
+            self._checked_this_tick.update(r.dag_id for r, _ in changes)
             waiting = scheduling.task_ids_in_states(
                 session,
                 [(r.dag_id, r.run_id) for r, changed in changes if changed is WAITING],
@@ -373,10 +395,9 @@ class Scheduler:
                 settled.append((run, plan, states if scope is ALL else None))
             for (expected, to), ids in moves.items():
                 changed = transitions.transition_task_instances(
-                    session, ids, expected=expected, to=to, at=now, reason="scheduler"
-                )
-                if to is TaskState.SCHEDULED:
-                    scheduling.set_scheduled_at(session, changed, now)
+                    session, ids, expected=expected, to=to, at=now, reason="scheduler",
+                    values={"scheduled_at": now} if to is TaskState.SCHEDULED else None,
+                )  # fmt: skip
                 report.decisions += len(changed)
             for run, plan, states in self._with_outcome_states(session, settled):
                 outcome = deps.run_outcome(plan.dag, states)
@@ -609,7 +630,9 @@ class Scheduler:
             )
             if not candidates:
                 return
-            info = scheduling.dag_rows(session, {ti.dag_id for ti in candidates})
+            # the plans of DAGs decided this tick were checked against the metastore just now
+            unchecked = {ti.dag_id for ti in candidates} - self._checked_this_tick
+            info = scheduling.dag_rows(session, unchecked) if unchecked else {}
             for dag_id, (digest, fileloc, _) in info.items():
                 self._plan(dag_id, digest, fileloc)
             selection = limits.select_executable(
@@ -904,8 +927,8 @@ class Scheduler:
         interval = self.config["scheduler.loop_interval"]
         if self.executor.running_ti_ids():
             self.executor.wait(interval)
-        else:  # idle: a trigger or clear by another process wakes it at once
-            self._watcher.wait(interval, stop)
+        elif self._watcher.wait(interval, stop):  # idle: a trigger or clear wakes it at once
+            self._admit_now = True
 
     def _drained(self, report: TickReport) -> bool:
         if report.busy or self.executor.running_ti_ids():

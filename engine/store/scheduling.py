@@ -487,13 +487,6 @@ def pool_sizes(session: Session) -> dict[str, int]:
     return dict(session.execute(select(Pool.name, Pool.slots)).all())
 
 
-def set_scheduled_at(session: Session, ti_ids: Sequence[int], now: datetime) -> None:
-    for batch in _batches(ti_ids):
-        session.execute(
-            update(TaskInstance).where(TaskInstance.id.in_(batch)).values(scheduled_at=now)
-        )
-
-
 def close_open_tries(
     session: Session,
     ti_ids: Sequence[int],
