@@ -279,3 +279,24 @@ def test_the_queue_is_read_in_index_order_without_sorting(fresh_store, config):
             details = [row[-1] for row in plan]
             assert any("ix_task_instance_queue_order" in d for d in details), details
             assert not any("TEMP B-TREE" in d for d in details), details
+
+
+def test_housekeeping_and_adoption_scan_no_big_table(fresh_store, config):
+    """Zombies, dead schedulers and what they queued: found through indexes."""
+    store = fresh_store("housekeeping")
+    scheduler = prepare(store, config, 50)
+    scheduler.tick(T0)
+    statements = recording(store)
+    scheduler._last_housekeeping = 0  # housekeeping is due
+    scheduler.tick(T0)
+    queries = [
+        (query, parameters)
+        for query, parameters in statements
+        if query.lstrip().upper().startswith(("SELECT", "UPDATE", "DELETE"))
+    ]
+    assert any("queued_by_job_id" in query for query, _ in queries)  # adoption was looked for
+    with store.engine.connect() as connection:
+        for query, parameters in queries:
+            plan = connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {query}", parameters).all()
+            scans = [row[-1] for row in plan if _full_scan(row[-1])]
+            assert not scans, f"{query}\n-> {scans}"

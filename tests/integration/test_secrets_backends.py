@@ -260,3 +260,24 @@ def test_the_cli_reads_a_variable_through_an_entry_point_backend(
     )  # fmt: skip
     assert bad.returncode == 2, bad.stderr
     assert "secrets.backends" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_the_cli_shows_a_connection_from_a_file_masked(cli_env, tmp_path):
+    connections = tmp_path / "conns.yaml"
+    connections.write_text(CONNECTIONS[".yaml"])
+    env = {
+        **cli_env,
+        "DAGWATCH__SECRETS__BACKENDS": "local_filesystem",
+        "DAGWATCH__SECRETS__CONNECTIONS_FILE_PATH": str(connections),
+    }
+    subprocess.run(
+        [sys.executable, "-m", "engine", "db", "migrate"], env=env, check=True, timeout=120,
+        capture_output=True,
+    )  # fmt: skip
+    result = subprocess.run(
+        [sys.executable, "-m", "engine", "connections", "get", "warehouse"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "host: db.example.com" in result.stdout
+    assert "pw-1f2e3d4c" not in result.stdout and "password: ***" in result.stdout
