@@ -156,6 +156,10 @@ def test_several_runs_and_the_alerts_hooks_scan_no_big_table(fresh_store, config
     queries = [q for q in queries if q[0].lstrip().upper().startswith(("SELECT", "UPDATE"))]
     assert any("task_instance" in query for query, _ in queries)
     assert any("FROM alert" in query for query, _ in queries)  # the resolved lookup ran
+    _assert_no_big_scan(store, queries)
+
+
+def _assert_no_big_scan(store, queries: list[tuple[str, object]]) -> None:
     with store.engine.connect() as connection:
         for query, parameters in queries:
             plan = connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {query}", parameters).all()
@@ -295,8 +299,4 @@ def test_housekeeping_and_adoption_scan_no_big_table(fresh_store, config):
         if query.lstrip().upper().startswith(("SELECT", "UPDATE", "DELETE"))
     ]
     assert any("queued_by_job_id" in query for query, _ in queries)  # adoption was looked for
-    with store.engine.connect() as connection:
-        for query, parameters in queries:
-            plan = connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {query}", parameters).all()
-            scans = [row[-1] for row in plan if _full_scan(row[-1])]
-            assert not scans, f"{query}\n-> {scans}"
+    _assert_no_big_scan(store, queries)
