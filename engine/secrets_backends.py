@@ -231,6 +231,11 @@ def _build(
 
 
 def _from_entry_point(name: str, kwargs: Mapping[str, Any]) -> SecretsBackend:
+    from engine.masking import is_sensitive_key, mask_secret
+
+    for key, value in kwargs.items():  # a token given in the table never shows in clear
+        if is_sensitive_key(str(key)) and isinstance(value, str):
+            mask_secret(value)
     entry = _registered().get(name)
     if entry is None:
         raise SecretsBackendError(

@@ -223,9 +223,11 @@ def test_a_failing_backend_stops_the_lookup_naming_it(store, config, installed_b
 
 def test_a_backend_that_cannot_be_created_names_its_kwargs_table(store, config, installed_backend):
     name = installed_backend
-    _use(store, config, secrets__backends=name, secrets__backend_kwargs={name: {"bogus": 1}})
+    kwargs = {name: {"bogus": 1, "auth_token": "s.vaulttoken42"}}
+    _use(store, config, secrets__backends=name, secrets__backend_kwargs=kwargs)
     with pytest.raises(SecretsBackendError) as caught:
         Variable.get("color")
+    assert redact("token s.vaulttoken42") == "token ***"  # learnt from the table
     assert f"secrets backend {name!r} ({name}_backend:VaultLike) could not be created" in str(
         caught.value
     )
