@@ -54,6 +54,8 @@ Clock = Callable[[], datetime]
 LEASE_MARGIN = 60.0
 #: Seconds between two looks at the schedulers' heartbeats.
 HEALTH_INTERVAL = 5.0
+#: Seconds a scheduler job marked failed by another one still raises scheduler_unhealthy
+RECENTLY_FAILED = 600.0
 #: Seconds an idle dispatcher waits before looking for due rows again.
 POLL_INTERVAL = 1.0
 #: Rows one pass reads; more are taken by the next pass, at once.
@@ -692,11 +694,17 @@ class Dispatcher:
         return True
 
     def _check_schedulers(self, now: datetime, report: DispatchReport) -> None:
-        """scheduler_unhealthy for each running scheduler job whose heartbeat stopped."""
+        """scheduler_unhealthy for each scheduler job whose heartbeat stopped: still said
+        running, or recently marked failed by another scheduler that noticed its silence
+        first (several schedulers on PostgreSQL)."""
         timeout = float(self.config["scheduler.heartbeat_timeout"])
         statement = select(Job).where(
             Job.job_type == "scheduler",
-            Job.state == "running",
+            (Job.state == "running")
+            | (
+                (Job.state == "failed")
+                & (Job.end_date >= now - timedelta(seconds=timeout + RECENTLY_FAILED))
+            ),
             Job.latest_heartbeat < now - timedelta(seconds=timeout),
         )
         with self.store.session(readonly=True) as session:

@@ -1,6 +1,11 @@
-"""Scheduler workloads W1, W2, W4 with the local executor on SQLite.
+"""Scheduler workloads W1, W2, W4 with the local executor on SQLite or PostgreSQL.
 
-Run by hand: `.venv/bin/python bench/scheduler_bench.py [--runs 3] [--workloads w1,w2,w4]`.
+Run by hand: `.venv/bin/python bench/scheduler_bench.py [--runs 3] [--workloads w1,w2,w4]
+[--db sqlite|postgres|both]`.
+
+`--db postgres` gives each run a fresh PostgreSQL database (created through
+`--pg-admin-url`, dropped after); `--db both` alternates SQLite and PostgreSQL runs and
+prints the ratio of their medians.
 
 For each workload a fresh `$DAGWATCH_HOME` gets one DAG file; `dagwatch scheduler`
 runs in a subprocess, the run is triggered through the engine API once the scheduler
@@ -264,11 +269,34 @@ class MetricsSinks:
         self.otlp.shutdown()
 
 
+class PgDatabase:
+    """A fresh PostgreSQL database for one run, dropped on close."""
+
+    def __init__(self, admin_url: str) -> None:
+        import uuid
+
+        import psycopg
+
+        self.admin_url = admin_url
+        self.name = f"dagwatch_bench_{uuid.uuid4().hex[:10]}"
+        with psycopg.connect(admin_url, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{self.name}"')
+        base = admin_url.rsplit("/", 1)[0].replace("postgresql://", "postgresql+psycopg://", 1)
+        self.url = f"{base}/{self.name}"
+
+    def close(self) -> None:
+        import psycopg
+
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+
+
 def one_run(
     workload: str,
     parallelism: int,
     sinks: MetricsSinks | None = None,
     sample_memory: bool = False,
+    db_url: str | None = None,
 ) -> Result:
     from engine import api
     from engine.config import load_config
@@ -288,6 +316,7 @@ def one_run(
             "DAGWATCH__CORE__PARALLELISM": str(parallelism),
             "DAGWATCH__CORE__WORKER_IDLE_TIMEOUT": str(WORKER_IDLE_TIMEOUT),
             **(sinks.env() if sinks else {}),
+            **({"DAGWATCH__DATABASE__SQL_ALCHEMY_CONN": db_url} if db_url else {}),
         }
         config = load_config(env)
         store = Store.from_config(config)
@@ -450,7 +479,16 @@ def main() -> None:
         help="both: each run with metrics off, then on; prints the ratio of medians",
     )
     parser.add_argument("--metrics-interval", type=float, default=15.0)
+    parser.add_argument("--db", choices=("sqlite", "postgres", "both"), default="sqlite")
+    parser.add_argument(
+        "--pg-admin-url",
+        default="postgresql://postgres@127.0.0.1:5432/postgres",
+        help="where each PostgreSQL run's database is created",
+    )
     args = parser.parse_args()
+    if args.db != "sqlite":
+        compare_databases(args)
+        return
     for workload in args.workloads.split(","):
         modes = {"off": [False], "on": [True], "both": [False, True]}[args.metrics]
         results: dict[bool, list[Result]] = {mode: [] for mode in modes}
@@ -483,6 +521,32 @@ def main() -> None:
                 _summary("one scrape after the run", [s for s, _ in scrapes], "ms", 1000)
                 + f"  ({scrapes[0][1]} lines)"
             )
+
+
+def compare_databases(args: argparse.Namespace) -> None:
+    """Each workload on the databases of `--db`, runs alternating, metrics off."""
+    databases = ["sqlite", "postgres"] if args.db == "both" else [args.db]
+    for workload in args.workloads.split(","):
+        results: dict[str, list[Result]] = {db: [] for db in databases}
+        for _ in range(args.runs):
+            for db in databases:  # alternating, so drift of the machine hits both alike
+                pg = PgDatabase(args.pg_admin_url) if db == "postgres" else None
+                try:
+                    results[db].append(
+                        one_run(workload, args.parallelism, db_url=pg.url if pg else None)
+                    )
+                finally:
+                    if pg:
+                        pg.close()
+        for db, measured in results.items():
+            print(f"{workload}: {WORKLOADS[workload][0]} ({args.runs} runs, {db})")
+            _print(measured)
+        if len(results) == 2:
+            for label, pick in (("trigger->success", lambda r: r.wall),
+                                ("hop median", lambda r: statistics.median(r.hops))):  # fmt: skip
+                lite = statistics.median(pick(r) for r in results["sqlite"])
+                pg = statistics.median(pick(r) for r in results["postgres"])
+                print(f"  {label}: postgres / sqlite = {pg / lite:.2f}")
 
 
 def _print(results: list[Result]) -> None:

@@ -205,6 +205,14 @@ def _is_timezone(name: str) -> bool:
     return True
 
 
+def _secrets_backends_known(raw: str) -> bool:
+    """Every name of `secrets.backends` is built in or registered (entry points are read
+    only when a name is not built in)."""
+    from engine.secrets_backends import check_names
+
+    return check_names(raw)
+
+
 def _is_metastore_url(url: str) -> bool:
     scheme, sep, rest = url.strip().partition("://")
     backend = scheme.split("+", 1)[0]
@@ -374,6 +382,15 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "scheduler",
+        "scheduler_health_check_threshold",
+        "float",
+        30.0,
+        "Seconds without a scheduler job heartbeat (sent every 5 s) before the other "
+        "schedulers consider it dead and adopt the task instances it queued.",
+        minimum=10,
+    ),
+    Option(
+        "scheduler",
         "min_file_process_interval",
         "float",
         30.0,
@@ -440,6 +457,40 @@ OPTIONS: tuple[Option, ...] = (
         "Comma-separated metric name prefixes to keep (empty: all).",
     ),
     Option("metrics", "block_list", "str", "", "Comma-separated metric name prefixes to drop."),
+    Option(
+        "secrets",
+        "backends",
+        "str",
+        "env",
+        "Where Variables and Connections are looked up, in order, before the metastore: env, "
+        "local_filesystem, or a backend registered under the dagwatch.secrets entry point.",
+        check=_secrets_backends_known,
+        allowed="a comma-separated list, each name once, of env, local_filesystem and the "
+        "backends installed packages register under the dagwatch.secrets entry point",
+    ),
+    Option(
+        "secrets",
+        "variables_file_path",
+        "str",
+        "",
+        "The local_filesystem backend's variables file (.json, .yaml or .env).",
+    ),
+    Option(
+        "secrets",
+        "connections_file_path",
+        "str",
+        "",
+        "The local_filesystem backend's connections file (.json, .yaml or .env).",
+    ),
+    Option(
+        "secrets",
+        "backend_kwargs",
+        "table",
+        {},
+        "[secrets.backend_kwargs.NAME] tables: the keyword arguments the backend NAME is "
+        "created with (env: a JSON object of objects).",
+        secret=True,
+    ),
     Option("alerts", "enabled", "bool", True, "Write and deliver alerts (routes and notifiers)."),
     Option(
         "alerts",

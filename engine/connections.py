@@ -236,10 +236,12 @@ class Connection:
 
     @classmethod
     def get(cls, conn_id: str) -> Connection:
-        """The connection from the environment, else the metastore; NotFound when neither."""
-        connection = cls.from_env(conn_id)
+        """The connection from the secrets backends (`secrets.backends`: the environment by
+        default), else the metastore; NotFound when none has it."""
+        from engine import runtime, secrets_backends
+
+        connection = secrets_backends.find_connection(runtime.get_config(), conn_id)
         if connection is None:
-            from engine import runtime
             from engine.store.connections import get_connection
 
             with runtime.get_store().session(readonly=True) as session:

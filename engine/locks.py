@@ -1,7 +1,9 @@
-"""One scheduler per metastore: a file lock on SQLite, an advisory lock on PostgreSQL.
+"""One scheduler per SQLite metastore: a file lock. PostgreSQL allows several.
 
-The lock is held for the scheduler's lifetime and released by the operating system or
-the database when the process dies, so a crashed scheduler never blocks its successor.
+The lock is held for the scheduler's lifetime and released by the operating system when
+the process dies, so a crashed scheduler never blocks its successor. Several schedulers
+on one PostgreSQL share the work through row and advisory locks
+(`engine.store.coordination`).
 """
 
 from __future__ import annotations
@@ -13,12 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import text
-
 from engine.exceptions import DagwatchError
-
-#: Key of the PostgreSQL advisory lock ("dagwatch" in ASCII, as a bigint).
-PG_LOCK_KEY = 0x64616777617463
 
 
 class SchedulerAlreadyRunning(DagwatchError):
@@ -27,13 +24,12 @@ class SchedulerAlreadyRunning(DagwatchError):
 
 @contextlib.contextmanager
 def scheduler_lock(store: Any) -> Iterator[None]:
-    """Hold the single-scheduler lock, or raise SchedulerAlreadyRunning."""
+    """Hold the single-scheduler lock on SQLite, or raise SchedulerAlreadyRunning."""
     if store.dialect == "sqlite":
         with _file_lock(Path(store.engine.url.database or "dagwatch.db")):
             yield
-    else:
-        with _advisory_lock(store):
-            yield
+    else:  # several schedulers share a PostgreSQL metastore
+        yield
 
 
 @contextlib.contextmanager
@@ -49,7 +45,7 @@ def _file_lock(database: Path) -> Iterator[None]:
         handle.close()
         raise SchedulerAlreadyRunning(
             f"another scheduler (pid {holder}) is already running against {database}; "
-            "only one scheduler may run on SQLite"
+            "only one scheduler may run on SQLite (use PostgreSQL to run several)"
         ) from None
     handle.seek(0)
     handle.truncate()
@@ -60,20 +56,3 @@ def _file_lock(database: Path) -> Iterator[None]:
     finally:
         fcntl.flock(handle, fcntl.LOCK_UN)
         handle.close()
-
-
-@contextlib.contextmanager
-def _advisory_lock(store: Any) -> Iterator[None]:
-    connection = store.engine.connect()
-    try:
-        locked = connection.execute(
-            text("SELECT pg_try_advisory_lock(:key)"), {"key": PG_LOCK_KEY}
-        ).scalar()
-        connection.commit()
-        if not locked:
-            raise SchedulerAlreadyRunning(
-                f"another scheduler is already running against {store.display_url}"
-            )
-        yield
-    finally:
-        connection.close()  # ends the session, which releases the lock

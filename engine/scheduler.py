@@ -27,7 +27,7 @@ from engine.observability import emit
 from engine.retry import retry_delay
 from engine.serialization import SerializedDAG
 from engine.states import TASK_OCCUPYING, DagRunState, TaskState
-from engine.store import runs, scheduling, transitions
+from engine.store import coordination, runs, scheduling, transitions
 from engine.store.models import Dag, DagRun
 from engine.store.scheduling import TiRow
 from engine.store.wakeup import ChangeWatcher
@@ -185,7 +185,12 @@ class Scheduler:
         #: runs to decide next tick -> the tasks that changed in them (or ALL)
         self._dirty_runs: dict[tuple[str, str], set[str] | None] = {}
         self._last_full_pass = 0.0
+        #: when runs were last created and admitted; True-ish `_admit_now`: at the next tick
+        self._last_admission = 0.0
+        self._admit_now = True
         self._last_housekeeping = 0.0
+        #: DAGs whose plan this tick checked against the metastore (their hash, paused)
+        self._checked_this_tick: set[str] = set()
         self._last_gauges = 0.0
         self._loop_gauges = emit.LoopGauges()
         self._never_fits_reported: set[int] = set()
@@ -230,11 +235,16 @@ class Scheduler:
         started = time.monotonic()
         now = now or self.clock()
         report = TickReport()
+        self._checked_this_tick = set()
         self._handle_events(self.executor.collect(), now)
-        with self.store.session() as session:
-            report.runs_created = len(self._create_runs(session, now))
-            report.runs_started = len(self._start_runs(session, now))
+        if self._admission_due():
+            with self.store.session() as session:
+                coordination.lock(session, coordination.RUNS_LOCK)  # one scheduler at once
+                report.runs_created = len(self._create_runs(session, now))
+                report.runs_started = len(self._start_runs(session, now))
         self._schedule_runs(now, report)
+        if report.runs_finished:  # a run's end may let a queued run of its DAG start
+            self._admit_now = True
         self._queue_executable(now, report)
         if time.monotonic() - self._last_housekeeping >= HOUSEKEEPING_INTERVAL:
             self._housekeeping(now, report)
@@ -246,6 +256,18 @@ class Scheduler:
         self.last_report = report
         self._emit(report)
         return report
+
+    def _admission_due(self) -> bool:
+        """Whether this tick creates due runs and admits queued ones: when woken by a
+        change another process made (a trigger, an unpause), after a run ended, and once
+        a loop interval. Not on every tick: a tick woken by an ended attempt has nothing
+        to admit, and on PostgreSQL each of those queries is a round trip."""
+        interval = self.config["scheduler.loop_interval"]
+        if self._admit_now or time.monotonic() - self._last_admission >= interval:
+            self._admit_now = False
+            self._last_admission = time.monotonic()
+            return True
+        return False
 
     def _emit(self, report: TickReport) -> None:
         emit.tick(report)
@@ -310,9 +332,28 @@ class Scheduler:
             if (run.dag_id, run.run_id) in dirty
         ]
 
+    def _claim(
+        self, session: Any, changes: list[tuple[DagRun, set[str] | None]]
+    ) -> list[tuple[DagRun, set[str] | None]]:
+        """The runs this scheduler may decide now: on PostgreSQL those whose row it locked
+        (another scheduler deciding a run holds its row); the others stay marked for the
+        next tick."""
+        if not changes or not coordination.is_postgres(session):
+            return changes
+        locked = scheduling.lock_running_runs(session, [run.id for run, _ in changes])
+        for run, changed in changes:
+            if run.id in locked or changed is WAITING:
+                continue  # a full pass finds the waiting ones again
+            if changed is ALL:
+                self._dirty_runs[(run.dag_id, run.run_id)] = ALL
+            else:
+                for task_id in changed:
+                    self._mark_changed(run.dag_id, run.run_id, task_id)
+        return [(run, changed) for run, changed in changes if run.id in locked]
+
     def _schedule_runs(self, now: datetime, report: TickReport) -> None:
         with self.store.session() as session:
-            changes = self._runs_to_decide(session, report)
+            changes = self._claim(session, self._runs_to_decide(session, report))
             report.active_runs = len(changes)
             if not changes:
                 return
@@ -320,6 +361,7 @@ class Scheduler:
             changes = [
                 (r, changed) for r, changed in changes if self._load_plan(r.dag_id, dag_info)
             ]
+            self._checked_this_tick.update(r.dag_id for r, _ in changes)
             waiting = scheduling.task_ids_in_states(
                 session,
                 [(r.dag_id, r.run_id) for r, changed in changes if changed is WAITING],
@@ -353,10 +395,9 @@ class Scheduler:
                 settled.append((run, plan, states if scope is ALL else None))
             for (expected, to), ids in moves.items():
                 changed = transitions.transition_task_instances(
-                    session, ids, expected=expected, to=to, at=now, reason="scheduler"
-                )
-                if to is TaskState.SCHEDULED:
-                    scheduling.set_scheduled_at(session, changed, now)
+                    session, ids, expected=expected, to=to, at=now, reason="scheduler",
+                    values={"scheduled_at": now} if to is TaskState.SCHEDULED else None,
+                )  # fmt: skip
                 report.decisions += len(changed)
             for run, plan, states in self._with_outcome_states(session, settled):
                 outcome = deps.run_outcome(plan.dag, states)
@@ -574,13 +615,24 @@ class Scheduler:
     def _queue_executable(self, now: datetime, report: TickReport) -> None:
         open_slots = self.executor.open_slots
         with self.store.session() as session:
+            # Pools and limits are counted and spent by one scheduler at a time: the lock
+            # is held until this transaction commits the task instances it queues.
+            coordination.lock(session, coordination.QUEUE_LOCK)
             occupancy = scheduling.occupancy(session)
             pool_sizes = scheduling.pool_sizes(session)
             _record_slots(report, occupancy, pool_sizes)
-            candidates = scheduling.scheduled_candidates(session, limit=max(64, open_slots * 4))
+            if coordination.is_postgres(session):  # core.parallelism counts every scheduler
+                open_slots = max(
+                    0, min(open_slots, self.config["core.parallelism"] - occupancy.total)
+                )
+            candidates = scheduling.scheduled_candidates(
+                session, limit=max(64, open_slots * 4), lock=True
+            )
             if not candidates:
                 return
-            info = scheduling.dag_rows(session, {ti.dag_id for ti in candidates})
+            # the plans of DAGs decided this tick were checked against the metastore just now
+            unchecked = {ti.dag_id for ti in candidates} - self._checked_this_tick
+            info = scheduling.dag_rows(session, unchecked) if unchecked else {}
             for dag_id, (digest, fileloc, _) in info.items():
                 self._plan(dag_id, digest, fileloc)
             selection = limits.select_executable(
@@ -606,7 +658,11 @@ class Scheduler:
                 expected=TaskState.SCHEDULED,
                 to=TaskState.QUEUED,
                 at=now,
-                values={"queued_at": now, "executor": self.executor.name},
+                values={
+                    "queued_at": now,
+                    "executor": self.executor.name,
+                    "queued_by_job_id": self.job_id,
+                },
             )
         chosen = [ti for ti in selection.chosen if ti.id in set(queued)]
         self.executor.queue([self._request(ti) for ti in chosen])
@@ -743,6 +799,7 @@ class Scheduler:
                     slots_used=max(0, self.executor.parallelism - open_slots),
                 )
                 emit.heartbeat()
+            self._adopt(session, now)
             held = self.executor.running_ti_ids()
             for ti in scheduling.stale_running(session, cutoff):
                 reason = (
@@ -755,20 +812,69 @@ class Scheduler:
                 self._mark_changed(ti.dag_id, ti.run_id, ti.task_id)
                 report.zombies += 1
 
+    def _adopt(self, session: Any, now: datetime) -> None:
+        """Notice schedulers whose heartbeat stopped, and take over what they queued and
+        never started. (Attempts they started either finish in their surviving worker and
+        record themselves, or stop heartbeating and are failed as zombies, then retried.)"""
+        threshold = self.config["scheduler.scheduler_health_check_threshold"]
+        dead = scheduling.fail_stale_jobs(
+            session, "scheduler", now - timedelta(seconds=threshold), now
+        )
+        for job_id, hostname, pid in dead:
+            log.warning(
+                "scheduler job %s (pid %s on %s) sent no heartbeat for %g s: marked failed, "
+                "its queued task instances are adopted",
+                job_id, pid, hostname, threshold,
+                extra={"action": "scheduler_lost", "job_id": job_id},
+            )  # fmt: skip
+        emit.schedulers_lost(len(dead))
+        self._requeue_orphans(session, scheduling.adoptable_queued(session))
+
+    def _requeue_orphans(
+        self, session: Any, orphans: list[TiRow], *, starting: bool = False
+    ) -> None:
+        """queued → scheduled for attempts whose scheduler is gone: counted as cleared when
+        found as this scheduler starts, as adopted when found while it runs."""
+        if not orphans:
+            return
+        adopted = transitions.transition_task_instances(
+            session,
+            [ti.id for ti in orphans],
+            expected=TaskState.QUEUED,
+            to=TaskState.SCHEDULED,
+            at=self.clock(),
+            reason="adopted: queued by a scheduler that is gone",
+            values={"queued_by_job_id": None},
+        )
+        changed = set(adopted)
+        for ti in orphans:
+            if ti.id in changed:
+                self._mark_changed(ti.dag_id, ti.run_id, ti.task_id)
+        if adopted and starting:
+            log.warning("reset %d orphaned queued task instances", len(adopted))
+            emit.orphans_cleared(len(adopted))
+        elif adopted:
+            log.warning("adopted %d task instances queued by a gone scheduler", len(adopted))
+            emit.orphans_adopted(len(adopted))
+
     # -- start, loop, stop -----------------------------------------------------------
 
     def start(self) -> None:
         """Register the job, reset attempts a dead scheduler left queued, start workers."""
         now = self.clock()
         with self.store.session() as session:
+            threshold = self.config["scheduler.scheduler_health_check_threshold"]
             scheduling.fail_stale_jobs(
-                session,
-                "scheduler",
-                now - timedelta(seconds=self.config["scheduler.heartbeat_timeout"]),
-                now,
+                session, "scheduler", now - timedelta(seconds=threshold), now
             )
             self.job_id = scheduling.start_job(session, "scheduler", os.getpid(), now)
-            orphans = [ti.id for ti in scheduling.tis_in_state(session, TaskState.QUEUED)]
+            if coordination.is_postgres(session):  # other schedulers may be running: take
+                # only what schedulers that are gone queued (or what no scheduler owns)
+                orphans = scheduling.adoptable_queued(session, include_unowned=True)
+                self._requeue_orphans(session, orphans, starting=True)
+                orphans = []
+            else:  # the only scheduler: nothing queued before it started is running
+                orphans = [ti.id for ti in scheduling.tis_in_state(session, TaskState.QUEUED)]
             if orphans:
                 transitions.transition_task_instances(
                     session,
@@ -821,8 +927,8 @@ class Scheduler:
         interval = self.config["scheduler.loop_interval"]
         if self.executor.running_ti_ids():
             self.executor.wait(interval)
-        else:  # idle: a trigger or clear by another process wakes it at once
-            self._watcher.wait(interval, stop)
+        elif self._watcher.wait(interval, stop):  # idle: a trigger or clear wakes it at once
+            self._admit_now = True
 
     def _drained(self, report: TickReport) -> bool:
         if report.busy or self.executor.running_ti_ids():

@@ -1,13 +1,14 @@
-"""`Variable`: Airflow's API for key/value settings, read from the environment or metastore.
+"""`Variable`: Airflow's API for key/value settings, read from the secrets backends, then
+the metastore.
 
-`DAGWATCH_VAR_<KEY>` in the environment wins over the metastore, so a deployment can pin a
-value without writing to the database.
+The backends of `secrets.backends` are asked first, in order (`engine.secrets_backends`);
+by default that is the environment: `DAGWATCH_VAR_<KEY>` wins over the metastore, so a
+deployment can pin a value without writing to the database.
 """
 
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 from engine import runtime
@@ -16,10 +17,6 @@ from engine.secrets import is_sensitive_key, mask_secret
 
 ENV_PREFIX = "DAGWATCH_VAR_"
 _MISSING: Any = object()
-
-
-def _env_name(key: str) -> str:
-    return f"{ENV_PREFIX}{key.upper()}"
 
 
 class Variable:
@@ -39,12 +36,15 @@ class Variable:
 
     @staticmethod
     def _lookup(key: str) -> tuple[str | None, bool]:
-        from_env = os.environ.get(_env_name(key))
-        if from_env is not None:
-            return from_env, is_sensitive_key(key)
+        from engine import secrets_backends
+
+        config = runtime.get_config()
+        value, is_secret, _ = secrets_backends.find_variable(config, key)
+        if value is not None:
+            return value, is_secret
         from engine.store import variables as variable_store  # sqlalchemy only when used
 
-        store, config = runtime.get_store(), runtime.get_config()
+        store = runtime.get_store()
         with store.session(readonly=True) as session:
             record = variable_store.get_variable(session, key, config=config)
         return (None, False) if record is None else (record.value, record.is_secret)

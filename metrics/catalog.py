@@ -261,8 +261,13 @@ CATALOG = Catalog(
                "Orphaned task instances reset by the scheduler.",
                "scheduler.orphaned_tasks.cleared"),
         Metric("scheduler.orphaned_tasks.adopted", "counter", "", (),
-               "Orphaned task instances adopted by the scheduler.",
+               "Task instances a scheduler that is gone had queued, adopted (re-queued) "
+               "by another scheduler.",
                "scheduler.orphaned_tasks.adopted"),
+        Metric("scheduler.schedulers_lost", "counter", "", (),
+               "Scheduler jobs whose heartbeat stopped, noticed and marked failed by another "
+               "scheduler (several schedulers on PostgreSQL).",
+               "scheduler.schedulers_lost"),
         # Executor
         Metric("executor.open_slots", "gauge", "slots", (),
                "Open slots of the executor.", "executor.open_slots"),

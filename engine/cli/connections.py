@@ -76,9 +76,14 @@ def connections() -> None:
 @output_option
 @pass_cli
 def get(cli: CliContext, conn_id: str, output: str) -> None:
-    """Show the connection CONN_ID (password and sensitive extra masked)."""
-    with cli.store.session(readonly=True) as session:
-        connection = get_connection(session, conn_id, config=cli.config)
+    """Show the connection CONN_ID from the secrets backends or the metastore (password and
+    sensitive extra masked)."""
+    from engine.secrets_backends import find_connection
+
+    connection = find_connection(cli.config, conn_id)
+    if connection is None:
+        with cli.store.session(readonly=True) as session:
+            connection = get_connection(session, conn_id, config=cli.config)
     if connection is None:
         raise NotFound(f"connection {conn_id!r} does not exist")
     fields = connection.to_dict(masked=True)

@@ -30,7 +30,14 @@ def variables() -> None:
 )
 @pass_cli
 def get(cli: CliContext, key: str, default: str | None, reveal: bool) -> None:
-    """Print the value of KEY (from the metastore); a secret one as *** unless --reveal."""
+    """Print the value of KEY (from the secrets backends, then the metastore); a secret one
+    as *** unless --reveal."""
+    from engine.secrets_backends import find_variable
+
+    value, is_secret, _ = find_variable(cli.config, key)
+    if value is not None:
+        click.echo(MASK if is_secret and not reveal else value)
+        return
     with cli.store.session(readonly=True) as session:
         record = get_variable(session, key, config=cli.config)
     if record is None:

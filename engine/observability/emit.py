@@ -162,6 +162,16 @@ def orphans_cleared(count: int) -> None:
         stats.incr("scheduler.orphaned_tasks.cleared", count)
 
 
+def orphans_adopted(count: int) -> None:
+    if count:
+        stats.incr("scheduler.orphaned_tasks.adopted", count)
+
+
+def schedulers_lost(count: int) -> None:
+    if count:
+        stats.incr("scheduler.schedulers_lost", count)
+
+
 # -- DAG parsing -----------------------------------------------------------------------
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -127,11 +128,18 @@ class Store:
         return engine
 
     def _postgres_engine(self) -> Engine:
-        return create_engine(
+        # No pre-ping on every checkout: it is one more round trip per transaction, and a
+        # round trip is what a scheduler tick and an attempt pay most for on PostgreSQL
+        # (each one is a sleep and a wake-up of two processes). A connection is pinged
+        # only after it idled in the pool (`_ping_after_idle`), when the server may have
+        # dropped it; a connection that fails in use invalidates the pool.
+        engine = create_engine(
             self.url,
-            pool_pre_ping=True,
             connect_args={"connect_timeout": 10, "application_name": "dagwatch"},
         )
+        event.listen(engine, "checkin", _note_checkin)
+        event.listen(engine, "checkout", _ping_after_idle)
+        return engine
 
     def _on_error(self, context: Any) -> None:
         original = context.original_exception
@@ -210,6 +218,32 @@ def _refuse_inherited_connection(_dbapi_connection: Any, record: Any, proxy: Any
     if record.info.get("pid") != os.getpid():
         record.dbapi_connection = proxy.dbapi_connection = None
         raise DisconnectionError("connection belongs to another process; reconnecting")
+
+
+#: Seconds a pooled PostgreSQL connection may idle before its next checkout pings it.
+PING_AFTER_IDLE = 10.0
+
+
+def _note_checkin(_dbapi_connection: Any, record: Any) -> None:
+    if record is not None:
+        record.info["idle_since"] = time.monotonic()
+
+
+def _ping_after_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+    """Pessimistic disconnect handling, for connections that idled: a dead one is replaced
+    (SQLAlchemy's documented checkout recipe) before a transaction starts on it."""
+    idle_since = record.info.get("idle_since")
+    if idle_since is None or time.monotonic() - idle_since < PING_AFTER_IDLE:
+        return
+    try:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute("SELECT 1")
+        finally:
+            cursor.close()
+        dbapi_connection.rollback()  # the ping's implicit transaction
+    except Exception as exc:
+        raise DisconnectionError(f"pooled connection is gone: {_first_line(exc)}") from exc
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:

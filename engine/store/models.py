@@ -208,6 +208,9 @@ class TaskInstance(Base):
     pid: Mapped[int | None] = mapped_column(Integer)
     last_heartbeat: Mapped[datetime | None] = mapped_column(UtcDateTime)
     executor: Mapped[str | None] = mapped_column(String(50))
+    #: the scheduler job that queued the current attempt: when that scheduler dies, another
+    #: one adopts what it queued but never handed to a worker
+    queued_by_job_id: Mapped[int | None] = mapped_column(Integer)
 
     __table_args__ = (
         UniqueConstraint("dag_id", "run_id", "task_id", "map_index"),
@@ -226,6 +229,8 @@ class TaskInstance(Base):
         ),
         # "does this run still have unfinished tasks": stops at the first one
         Index("ix_task_instance_run_state", "dag_id", "run_id", "state"),
+        # what a dead scheduler queued (adoption by the others)
+        Index("ix_task_instance_state_queued_by", "state", "queued_by_job_id"),
     )
 
 

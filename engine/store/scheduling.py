@@ -18,6 +18,7 @@ from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from engine.states import TASK_UNFINISHED, DagRunState, TaskState, combined_state
+from engine.store.coordination import skip_locked
 from engine.store.models import Dag, DagRun, Job, Pool, TaskInstance, TaskTry, XCom
 
 #: Keys per IN list: one statement per this many runs or task instances.
@@ -358,16 +359,52 @@ def set_map_index(session: Session, ti_id: int, map_index: int) -> None:
     )
 
 
-def scheduled_candidates(session: Session, limit: int) -> list[TiRow]:
-    """Scheduled task instances of unpaused DAGs, highest priority first."""
-    rows = session.execute(
+def scheduled_candidates(session: Session, limit: int, *, lock: bool = False) -> list[TiRow]:
+    """Scheduled task instances of unpaused DAGs, highest priority first. `lock`: the rows
+    are locked for this transaction and rows another transaction holds are passed by
+    (PostgreSQL), so two schedulers never pick the same task instance."""
+    query = (
         select(*_TI_COLUMNS)
         .join(Dag, Dag.dag_id == TaskInstance.dag_id)
         .where(TaskInstance.state == TaskState.SCHEDULED.value, Dag.is_paused.is_(False))
         .order_by(TaskInstance.priority_weight.desc(), TaskInstance.scheduled_at, TaskInstance.id)
         .limit(limit)
     )
-    return _ti_rows(rows)
+    if lock:
+        query = skip_locked(query, session, TaskInstance)
+    return _ti_rows(session.execute(query))
+
+
+def lock_running_runs(session: Session, run_ids: Sequence[int]) -> set[int]:
+    """Lock the given runs that are still running for this transaction, passing by those
+    another scheduler is deciding (PostgreSQL; on SQLite every running one is returned)."""
+    locked: set[int] = set()
+    for batch in _batches(sorted(run_ids)):
+        query = select(DagRun.id).where(
+            DagRun.id.in_(batch), DagRun.state == DagRunState.RUNNING.value
+        )
+        locked.update(session.execute(skip_locked(query, session)).scalars())
+    return locked
+
+
+def adoptable_queued(session: Session, *, include_unowned: bool = False) -> list[TiRow]:
+    """Task instances queued by a scheduler job that is no longer running: its executor
+    (and the attempts it held but had not started) went with it. With `include_unowned`,
+    also those no scheduler job owns (queued before owners were recorded). Locked for this
+    transaction; rows another scheduler is adopting are passed by
+    (`ix_task_instance_state_queued_by`)."""
+    running_jobs = select(Job.id).where(Job.state == "running")
+    owner_gone = TaskInstance.queued_by_job_id.not_in(running_jobs)
+    if include_unowned:
+        owner_gone = TaskInstance.queued_by_job_id.is_(None) | owner_gone
+    else:
+        owner_gone = TaskInstance.queued_by_job_id.is_not(None) & owner_gone
+    query = (
+        select(*_TI_COLUMNS)
+        .where(TaskInstance.state == TaskState.QUEUED.value, owner_gone)
+        .order_by(TaskInstance.id)
+    )
+    return _ti_rows(session.execute(skip_locked(query, session)))
 
 
 def tis_in_state(session: Session, state: TaskState) -> list[TiRow]:
@@ -376,14 +413,17 @@ def tis_in_state(session: Session, state: TaskState) -> list[TiRow]:
 
 
 def stale_running(session: Session, cutoff: datetime) -> list[TiRow]:
-    """Running task instances whose last heartbeat is older than `cutoff`."""
-    rows = session.execute(
-        select(*_TI_COLUMNS).where(
+    """Running task instances whose last heartbeat is older than `cutoff`, locked for this
+    transaction (PostgreSQL: rows another scheduler is failing are passed by)."""
+    query = (
+        select(*_TI_COLUMNS)
+        .where(
             TaskInstance.state == TaskState.RUNNING.value,
             (TaskInstance.last_heartbeat.is_(None)) | (TaskInstance.last_heartbeat < cutoff),
         )
+        .order_by(TaskInstance.id)
     )
-    return _ti_rows(rows)
+    return _ti_rows(session.execute(skip_locked(query, session)))
 
 
 @dataclass
@@ -445,13 +485,6 @@ def occupancy(session: Session) -> Occupancy:
 
 def pool_sizes(session: Session) -> dict[str, int]:
     return dict(session.execute(select(Pool.name, Pool.slots)).all())
-
-
-def set_scheduled_at(session: Session, ti_ids: Sequence[int], now: datetime) -> None:
-    for batch in _batches(ti_ids):
-        session.execute(
-            update(TaskInstance).where(TaskInstance.id.in_(batch)).values(scheduled_at=now)
-        )
 
 
 def close_open_tries(
@@ -517,19 +550,33 @@ def start_job(session: Session, job_type: str, pid: int, now: datetime) -> int:
 def heartbeat_job(
     session: Session, job_id: int, now: datetime, **stats: float | int | None
 ) -> None:
-    """Beat, with the job's latest figures (last_loop_seconds, slots_used, slots_open)."""
-    session.execute(update(Job).where(Job.id == job_id).values(latest_heartbeat=now, **stats))
+    """Beat, with the job's latest figures (last_loop_seconds, slots_used, slots_open). A
+    job another scheduler marked failed while it was only slow says it runs again."""
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id)
+        .values(latest_heartbeat=now, state="running", end_date=None, **stats)
+    )
 
 
 def end_job(session: Session, job_id: int, state: str, now: datetime) -> None:
     session.execute(update(Job).where(Job.id == job_id).values(state=state, end_date=now))
 
 
-def fail_stale_jobs(session: Session, job_type: str, cutoff: datetime, now: datetime) -> int:
-    """Jobs of a crashed process still say running; mark them failed."""
-    result = session.execute(
-        update(Job)
-        .where(Job.job_type == job_type, Job.state == "running", Job.latest_heartbeat < cutoff)
-        .values(state="failed", end_date=now)
+def fail_stale_jobs(
+    session: Session, job_type: str, cutoff: datetime, now: datetime
+) -> list[tuple[int, str, int]]:
+    """Jobs of a crashed process still say running; mark them failed. Returns the (id,
+    hostname, pid) of those this call failed (rows another process is failing are passed
+    by on PostgreSQL, so each dead job is reported once) (`ix_job_job_type_state`)."""
+    query = select(Job.id, Job.hostname, Job.pid).where(
+        Job.job_type == job_type, Job.state == "running", Job.latest_heartbeat < cutoff
     )
-    return result.rowcount or 0
+    stale = [tuple(row) for row in session.execute(skip_locked(query, session))]
+    if stale:
+        session.execute(
+            update(Job)
+            .where(Job.id.in_([job_id for job_id, _, _ in stale]))
+            .values(state="failed", end_date=now)
+        )
+    return stale  # type: ignore[return-value]

@@ -365,6 +365,29 @@ def test_a_scheduler_whose_heartbeat_stopped_raises_scheduler_unhealthy_once(
     assert "no heartbeat for 121 s (scheduler.heartbeat_timeout = 60 s)" in post.message
 
 
+def test_a_scheduler_another_one_marked_failed_still_raises_scheduler_unhealthy(
+    store, alerts_config, receiver
+):
+    """With several schedulers, a dead one is marked failed (30 s) before its silence
+    reaches heartbeat_timeout: it is reported all the same; one that failed long ago not."""
+    config = alerts_config(
+        alerts__routes={"hook": {"urls": [receiver.url()]}}, scheduler__heartbeat_timeout=60
+    )
+    lost = add_scheduler_job(store, T0 - seconds(61), state="failed")
+    old = add_scheduler_job(store, T0 - seconds(7200), state="failed")
+    with store.session() as session:
+        session.get(Job, lost).end_date = T0 - seconds(31)
+        session.get(Job, old).end_date = T0 - seconds(7000)
+    dispatcher = Dispatcher(config, store)
+
+    dispatcher.run_once(T0)
+    report = dispatcher.run_once(T0 + seconds(60))
+
+    assert report.raised == 1
+    (post,) = receiver.posts
+    assert f"(job {lost}) stopped heartbeating" in post.title
+
+
 def test_secrets_of_route_urls_stay_out_of_logs_and_rows(store, alerts_config, receiver, caplog):
     config = alerts_config(
         alerts__routes={"hook": {"urls": [receiver.url(f"hooks/{TOKEN}")]}},

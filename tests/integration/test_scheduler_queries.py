@@ -160,6 +160,10 @@ def test_several_runs_and_the_alerts_hooks_scan_no_big_table(fresh_store, config
     queries = [q for q in queries if q[0].lstrip().upper().startswith(("SELECT", "UPDATE"))]
     assert any("task_instance" in query for query, _ in queries)
     assert any("FROM alert" in query for query, _ in queries)  # the resolved lookup ran
+    _assert_no_big_scan(store, queries)
+
+
+def _assert_no_big_scan(store, queries: list[tuple[str, object]]) -> None:
     with store.engine.connect() as connection:
         for query, parameters in queries:
             plan = connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {query}", parameters).all()
@@ -283,3 +287,20 @@ def test_the_queue_is_read_in_index_order_without_sorting(fresh_store, config):
             details = [row[-1] for row in plan]
             assert any("ix_task_instance_queue_order" in d for d in details), details
             assert not any("TEMP B-TREE" in d for d in details), details
+
+
+def test_housekeeping_and_adoption_scan_no_big_table(fresh_store, config):
+    """Zombies, dead schedulers and what they queued: found through indexes."""
+    store = fresh_store("housekeeping")
+    scheduler = prepare(store, config, 50)
+    scheduler.tick(T0)
+    statements = recording(store)
+    scheduler._last_housekeeping = 0  # housekeeping is due
+    scheduler.tick(T0)
+    queries = [
+        (query, parameters)
+        for query, parameters in statements
+        if query.lstrip().upper().startswith(("SELECT", "UPDATE", "DELETE"))
+    ]
+    assert any("queued_by_job_id" in query for query, _ in queries)  # adoption was looked for
+    _assert_no_big_scan(store, queries)

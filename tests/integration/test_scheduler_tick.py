@@ -19,7 +19,7 @@ from engine.processor import process_folders
 from engine.scheduler import Scheduler
 from engine.states import DagRunState, TaskState
 from engine.store import pools, runs, transitions
-from engine.store.models import DagRun, TaskInstance, TaskTry
+from engine.store.models import DagRun, Job, TaskInstance, TaskTry
 from metrics.testing import MemoryBackend
 
 T0 = datetime(2026, 1, 10, 12, tzinfo=UTC)
@@ -514,10 +514,13 @@ def test_orphaned_queued_attempts_are_reset_on_start(store, add_dag, make_schedu
     run_id = trigger(store, "orphans")
     first.tick(T0)
     assert states(store, "orphans", run_id) == {"t": "queued"}
-    # The first scheduler dies; a new one starts and finds the attempt never started.
-    second, stub2 = make_scheduler()
+    # The first scheduler dies; a new one starts and finds the attempt never started. (On
+    # PostgreSQL, where several schedulers may run, it knows the first is gone by its
+    # heartbeat, silent for longer than scheduler_health_check_threshold.)
+    later = T0 + timedelta(seconds=31)
+    second, stub2 = make_scheduler(clock=Clock(later))
     assert states(store, "orphans", run_id) == {"t": "scheduled"}
-    second.tick(T0)
+    second.tick(later)
     assert queued_ids(stub2) == ["t"]
 
 
@@ -644,8 +647,37 @@ def test_orphans_reset_on_start_are_counted(store, add_dag, make_scheduler, emit
     trigger(store, "m")
     first.tick(T0)
     emitted.clear()
-    make_scheduler()
+    make_scheduler(clock=Clock(T0 + timedelta(seconds=31)))  # the first one's heartbeat is old
     assert emitted.values("scheduler.orphaned_tasks.cleared") == [({}, 1.0)]
+
+
+def test_a_dead_schedulers_queued_attempts_are_adopted_by_a_live_one(
+    store, add_dag, make_scheduler, emitted
+):
+    add_dag("adopt", 'with DAG("adopt", schedule=None):\n    EmptyOperator(task_id="t")\n')
+    first, stub1 = make_scheduler()
+    second, stub2 = make_scheduler()
+    run_id = trigger(store, "adopt")
+    first.tick(T0)
+    assert queued_ids(stub1) == ["t"] and not stub2.held
+    # the first one is alive (its heartbeat is recent): what it queued stays its own
+    second._last_housekeeping = 0
+    second.tick(T0 + timedelta(seconds=5))
+    assert states(store, "adopt", run_id) == {"t": "queued"} and not stub2.held
+    # it stops beating: once scheduler_health_check_threshold (30 s) passes, it is failed
+    # and its queued attempt is adopted and queued by the second one
+    emitted.clear()
+    later = T0 + timedelta(seconds=31)
+    second._last_housekeeping = 0
+    second.tick(later)
+    assert states(store, "adopt", run_id) == {"t": "scheduled"}
+    second.tick(later)
+    assert queued_ids(stub2) == ["t"]
+    assert emitted.values("scheduler.schedulers_lost") == [({}, 1.0)]
+    assert emitted.values("scheduler.orphaned_tasks.adopted") == [({}, 1.0)]
+    with store.session() as session:
+        jobs = {job.id: job.state for job in session.execute(select(Job)).scalars()}
+    assert jobs == {first.job_id: "failed", second.job_id: "running"}
 
 
 def test_a_scheduled_run_reports_its_delays_and_duration(store, add_dag, make_scheduler, emitted):
