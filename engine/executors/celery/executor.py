@@ -38,6 +38,8 @@ from engine.store import workers
 from metrics import stats
 
 log = logging.getLogger(__name__)
+#: the queue of a task that sets none (`BaseOperator(queue=...)`'s default)
+TASK_DEFAULT_QUEUE = "default"
 
 
 @dataclass
@@ -166,7 +168,7 @@ class CeleryExecutor:
 
     def _send(self, sent: _Sent) -> None:
         request = sent.request
-        options: dict[str, Any] = {"queue": request.queue or self.default_queue}
+        options: dict[str, Any] = {"queue": self.celery_queue(request.queue)}
         if request.execution_timeout:
             options["time_limit"] = request.execution_timeout + self.hard_timeout_grace
         try:
@@ -179,6 +181,11 @@ class CeleryExecutor:
             sent.unsent = True
             log.error("could not send task instance %s to the broker: %s", request.ti_id, exc)
         sent.sent_at = time.monotonic()
+
+    def celery_queue(self, queue: str | None) -> str:
+        """A task's `queue=` as a Celery queue: unset (the engine's "default") is
+        `celery.default_queue`."""
+        return queue if queue and queue != TASK_DEFAULT_QUEUE else self.default_queue
 
     def _reassign(self, request: AttemptRequest, old: str | None) -> AttemptRequest | None:
         """The request under a new message id, swapped in by compare-and-set; None when the

@@ -1,0 +1,186 @@
+"""The celery executor on this machine's real Redis and RabbitMQ, with real `dagwatch
+scheduler` and `dagwatch worker` processes and a PostgreSQL metastore.
+
+Each test uses its own database and its own Celery queue names, so tests share nothing
+but the brokers' servers.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.integration.celery_support import Deployment, max_overlap, wait_until
+
+REDIS = "redis://127.0.0.1:6379/0"
+RABBITMQ = "amqp://guest:guest@127.0.0.1:5672//"
+BROKERS = [pytest.param(REDIS, id="redis"), pytest.param(RABBITMQ, id="rabbitmq")]
+#: tasks of the load test: the brief's 500 (each body a short sleep and one insert)
+LOAD_TASKS = 500
+
+
+def _answers(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), 2).close()
+    except OSError:
+        return False
+    return True
+
+
+@pytest.fixture
+def deployment(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Deployment]:
+    broker, settings = request.param if isinstance(request.param, tuple) else (request.param, {})
+    port = 6379 if broker.startswith("redis") else 5672
+    if not _answers(port):
+        pytest.fail(f"the broker at 127.0.0.1:{port} does not answer (.ci/run starts it)")
+    deployment = Deployment(tmp_path, broker, **settings)
+    try:
+        yield deployment
+    finally:
+        deployment.close()
+
+
+@pytest.mark.parametrize("deployment", BROKERS, indirect=True)
+def test_many_tasks_run_once_each_within_the_pool_and_routed_by_queue(deployment: Deployment):
+    """Two workers (one also on queue "big"), 500 tasks in a pool of 5 and 10 on "big":
+    every body once (the ledger's primary key), never more than 5 in the pool at once,
+    and every "big" task on the worker that consumes that queue."""
+    d = deployment
+    d.write_dag(tasks=LOAD_TASKS, big=10, sleep=0.02)
+    d.worker("a", concurrency=4)
+    d.worker("b", queues=f"{d.queue},big", concurrency=4)
+    d.start("scheduler", "scheduler")
+    d.wait_for_workers(["a", "b"])
+
+    run_id = d.trigger()
+    assert d.wait_run(run_id, timeout=900) == "success", d.describe()
+
+    rows = d.sql("SELECT task_id, worker, started, ended FROM ledger")
+    pooled = [(s, e) for task_id, _, s, e in rows if task_id.startswith("t")]
+    assert len(pooled) == LOAD_TASKS
+    assert {task_id for task_id, *_ in rows} == {f"t{i}" for i in range(LOAD_TASKS)} | {
+        f"big{i}" for i in range(10)
+    }
+    assert max_overlap(pooled) <= 5
+    assert {worker for task_id, worker, *_ in rows if task_id.startswith("big")} == {"b"}
+    assert {worker for task_id, worker, *_ in rows if task_id.startswith("t")} == {"a", "b"}
+    tries = d.sql("SELECT max(try_number), count(*) FROM task_instance WHERE state = 'success'")
+    assert tries == [(1, LOAD_TASKS + 10)]
+    # the workers' heartbeat rows name their queues and slots
+    queues = dict(d.sql("SELECT name, queues FROM worker"))
+    assert queues == {"a@test": d.queue, "b@test": f"{d.queue},big"}
+
+
+@pytest.mark.parametrize(
+    "deployment",
+    [pytest.param((url, {"scheduler__heartbeat_timeout": 6}), id=name)
+     for url, name in ((REDIS, "redis"), (RABBITMQ, "rabbitmq"))],
+    indirect=True,
+)  # fmt: skip
+def test_a_worker_killed_mid_attempt_is_retried_on_the_other(deployment: Deployment):
+    """SIGKILL of a worker's whole process group while it runs an attempt: no outcome is
+    recorded, the heartbeat stops, the scheduler fails it as a zombie, and the retry
+    runs on the other worker; the body completes once."""
+    d = deployment
+    d.write_dag(tasks=0, long=8.0, retries=1)
+    d.worker("a", concurrency=1)
+    d.start("scheduler", "scheduler")
+    d.wait_for_workers(["a"])
+    run_id = d.trigger()
+    wait_until(
+        lambda: d.sql("SELECT 1 FROM task_instance WHERE task_id = 'long' AND state = 'running'"),
+        120,
+        "the long attempt to start on worker a",
+    )
+    d.worker("b", concurrency=1)
+    d.wait_for_workers(["b"])
+    d.kill_group("a")
+
+    assert d.wait_run(run_id, timeout=240) == "success", d.describe()
+    assert d.sql("SELECT task_id, worker FROM ledger") == [("long", "b")]
+    ((try_number,),) = d.sql("SELECT try_number FROM task_instance WHERE task_id = 'long'")
+    assert try_number == 2
+    reasons = d.sql(
+        "SELECT reason FROM state_transition WHERE task_id = 'long' AND to_state = 'up_for_retry'"
+    )
+    assert reasons and "zombie" in reasons[0][0]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> Iterator[dict]:
+    """A redis-server of this test's own on a free port, restartable without touching
+    the machine's."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is not installed (.ci/run installs the Debian package)")
+    port = _free_port()
+    data = tmp_path / "redis"
+    data.mkdir()
+    command = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+               "--appendonly", "no", "--dir", str(data)]  # fmt: skip
+    state = {"port": port, "process": None}
+
+    def start() -> None:
+        state["process"] = subprocess.Popen(command, stdout=subprocess.DEVNULL)
+        wait_until(lambda: _answers(port), 30, "the private redis-server")
+
+    def stop() -> None:
+        process = state["process"]
+        if process is not None and process.poll() is None:
+            process.terminate()  # nothing is saved: the queues are gone
+            process.wait(30)
+
+    state.update(start=start, stop=stop)
+    start()
+    try:
+        yield state
+    finally:
+        stop()
+
+
+def test_a_redis_restart_loses_no_queued_attempt(tmp_path: Path, private_redis: dict):
+    """Attempts queued while no worker runs, then the broker restarts with its queues lost:
+    after celery.requeue_timeout the scheduler sends them again under new message ids,
+    the workers run each once, and the run succeeds."""
+    url = f"redis://127.0.0.1:{private_redis['port']}/0"
+    d = Deployment(tmp_path, url, celery__requeue_timeout=5)
+    try:
+        d.env["DAGWATCH__CELERY__RESULT_BACKEND"] = f"redis://127.0.0.1:{private_redis['port']}/1"
+        d.write_dag(tasks=20, sleep=0.05)
+        d.start("scheduler", "scheduler")
+        run_id = d.trigger()
+        wait_until(
+            lambda: d.sql("SELECT count(*) FROM task_instance WHERE state = 'queued'")[0][0] == 5,
+            120,
+            "five attempts queued (the pool's slots)",
+        )
+        before = dict(
+            d.sql("SELECT id, external_executor_id FROM task_instance WHERE state = 'queued'")
+        )
+        broker = redis.Redis(port=private_redis["port"])
+        wait_until(lambda: broker.llen(d.queue) == 5, 60, "the five messages in the broker")
+        private_redis["stop"]()
+        private_redis["start"]()
+        d.worker("a", concurrency=3)
+        d.worker("b", concurrency=3)
+        assert d.wait_run(run_id, timeout=300) == "success", d.describe()
+        assert len(d.sql("SELECT task_id FROM ledger")) == 20
+        after = dict(d.sql("SELECT id, external_executor_id FROM task_instance"))
+        assert all(after[ti_id] != message for ti_id, message in before.items())
+        assert "sending it again" in d.logs["scheduler"].read_text()
+        tries = d.sql("SELECT max(try_number) FROM task_instance")
+        assert tries == [(1,)]
+    finally:
+        d.close()
