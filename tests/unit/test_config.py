@@ -90,7 +90,7 @@ def test_unknown_file_key_and_section_name_the_file(home, environ):
         load_config(environ)
 
     write_toml(home, "[nope]\nx = 1\n")
-    allowed = r"unknown section \[nope\]; allowed: alerts, console, core, database"
+    allowed = r"unknown section \[nope\]; allowed: alerts, celery, console, core, database"
     with pytest.raises(ConfigError, match=allowed):
         load_config(environ)
 
