@@ -26,8 +26,9 @@ RUN_CALLBACKS = "dagwatch.run_callbacks"
 #: seconds the broker connection is retried before a send gives up (the scheduler loop
 #: must not block on a broker that is down: the attempt is re-sent later)
 SEND_RETRY = {"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5, "interval_max": 1}
-#: seconds a worker's result (the attempt's metrics) is kept in the result backend
-RESULT_EXPIRES = 3600
+#: seconds a worker's result (the attempt's metrics) is kept in the result backend: the
+#: scheduler reads it within seconds, and it expires instead of costing a delete
+RESULT_EXPIRES = 600
 
 
 def celery_app(config: Any) -> Celery:

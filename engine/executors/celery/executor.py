@@ -285,8 +285,7 @@ class CeleryExecutor:
                         log.debug("no result for message %s; its metrics are lost", message_id)
                         del self._results[message_id]
                     continue
-                value = result.result
-                result.forget()
+                value = result.result  # read once ready() cached it: one round trip
             except Exception as exc:  # the result backend is down: metrics are lost
                 log.warning("could not read the result of message %s: %s", message_id, exc)
                 del self._results[message_id]
