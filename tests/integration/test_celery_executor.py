@@ -7,14 +7,18 @@ but the brokers' servers.
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 import socket
 import subprocess
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.integration.celery_support import Deployment, max_overlap, wait_until
 
@@ -55,11 +59,50 @@ def test_many_tasks_run_once_each_within_the_pool_and_routed_by_queue(deployment
     d.write_dag(tasks=LOAD_TASKS, big=10, sleep=0.02)
     d.worker("a", concurrency=4)
     d.worker("b", queues=f"{d.queue},big", concurrency=4)
+    d.env.update(DAGWATCH__METRICS__PROMETHEUS_ON="true", DAGWATCH__METRICS__PROMETHEUS_PORT="0")
     d.start("scheduler", "scheduler")
     d.wait_for_workers(["a", "b"])
 
     run_id = d.trigger()
     assert d.wait_run(run_id, timeout=900) == "success", d.describe()
+
+    # the scheduler's /metrics: each worker's slots per queue, and the attempts' metrics,
+    # relayed from the workers; /health: the workers check passes
+    url = wait_until(
+        lambda: re.search(r"metrics: (http://\S+)/metrics", d.logs["scheduler"].read_text()),
+        30,
+        "the scheduler's metrics URL",
+    ).group(1)
+
+    def value(name: str, **labels: str) -> float:
+        text = urllib.request.urlopen(f"{url}/metrics", timeout=30).read().decode()
+        return sum(
+            sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == name and labels.items() <= sample.labels.items()
+        )
+
+    # label values keep letters, digits, _ . - (the metrics guard): "b@test" is "b_test";
+    # the slots are those of the workers' latest heartbeat (every few seconds)
+    wait_until(
+        lambda: (
+            value("dagwatch_executor_worker_open_slots", queue="big", worker="b_test") == 4
+            and value("dagwatch_executor_worker_running_slots", queue=d.queue, worker="a_test") == 0
+        ),
+        30,
+        "the idle workers' slots in /metrics",
+    )
+    assert value("dagwatch_executor_workers") == 2
+    # the last attempts' results are read within a second or two of their end
+    wait_until(
+        lambda: value("dagwatch_ti_finish_total", state="success") == LOAD_TASKS + 10,
+        60,
+        "every attempt's ti.finish relayed to the scheduler",
+    )
+    health = json.loads(urllib.request.urlopen(f"{url}/health", timeout=30).read())
+    assert health["checks"]["workers"]["ok"]
+    assert health["checks"]["workers"]["detail"]["queues"]["big"]["workers"] == 1
 
     rows = d.sql("SELECT task_id, worker, started, ended FROM ledger")
     pooled = [(s, e) for task_id, _, s, e in rows if task_id.startswith("t")]
