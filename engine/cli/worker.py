@@ -13,6 +13,8 @@ from engine.exceptions import DagwatchError
 
 #: what a queue name may hold (Redis keys and AMQP queue names both take these)
 QUEUE_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,200}$")
+#: a node name: name@host, as Celery writes them
+NODE_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,120}(@[A-Za-z0-9_.:-]{1,120})?$")
 
 
 def parse_queues(raw: str | None, default: str) -> list[str]:
@@ -50,7 +52,7 @@ def worker(cli: CliContext, queues: str | None, concurrency: int | None, name: s
     celery). Stop it with SIGTERM: running attempts finish first."""
     config = cli.config
     chosen = parse_queues(queues, config["celery.default_queue"])
-    if name is not None and not QUEUE_NAME.match(name.replace("@", "")):
+    if name is not None and not NODE_NAME.match(name):
         raise usage_error(f"--name {name!r}: letters, digits, _ . : - and one @")
     cli.dags_folder()
     from engine.executors.celery.worker import run_worker

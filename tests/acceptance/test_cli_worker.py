@@ -15,6 +15,7 @@ from tests.helpers import run_cli
         (["--queues", "a,,b"], "--queues 'a,,b': each comma-separated name must be"),
         (["--concurrency", "0"], "--concurrency"),
         (["--name", "a b"], "--name 'a b': letters, digits"),
+        (["--name", "a@b@c"], "--name 'a@b@c': letters, digits"),
     ],
 )
 def test_bad_worker_arguments_are_one_line_and_exit_2(cli_env, args, message):
