@@ -7,9 +7,11 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from collections.abc import Callable
@@ -212,3 +214,72 @@ def max_overlap(intervals: list[tuple[float, float]]) -> int:
         current += step
         most = max(most, current)
     return most
+
+
+class PrivateRabbitMQ:
+    """A rabbitmq-server node of one test: its own node name, ports and data directory
+    (world-readable: the Debian script runs the node as the rabbitmq user), stopped and
+    started again without touching the machine's node."""
+
+    def __init__(self, binary: str, port: int, dist_port: int) -> None:
+        self.binary, self.port = binary, port
+        self.node = f"dwtest{secrets.token_hex(4)}@localhost"
+        self.base = Path(tempfile.mkdtemp(prefix="dagwatch-rabbitmq-"))
+        self.base.chmod(0o777)
+        (self.base / "enabled_plugins").write_text("[].\n")
+        (self.base / "rabbitmq.conf").write_text(f"listeners.tcp.local = 127.0.0.1:{port}\n")
+        for path in self.base.iterdir():
+            path.chmod(0o644)
+        self.env = {
+            **os.environ,
+            "HOME": str(self.base),
+            "RABBITMQ_NODENAME": self.node,
+            "RABBITMQ_NODE_PORT": str(port),
+            "RABBITMQ_DIST_PORT": str(dist_port),
+            "RABBITMQ_MNESIA_BASE": str(self.base / "mnesia"),
+            "RABBITMQ_LOG_BASE": str(self.base / "log"),
+            "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.base / "enabled_plugins"),
+            "RABBITMQ_CONFIG_FILE": str(self.base / "rabbitmq"),
+        }
+        self.process: subprocess.Popen | None = None
+
+    def start(self, answers: Callable[[int], bool]) -> None:
+        self.process = subprocess.Popen(
+            [self.binary], env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # fmt: skip
+        wait_until(lambda: answers(self.port), 120, f"the private RabbitMQ node {self.node}")
+
+    def _node_pids(self) -> list[int]:
+        """The Erlang VM of this node (found by its unique node name)."""
+        pids = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                command = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if command and command[0].endswith(b"beam.smp") and self.node.encode() in command:
+                pids.append(int(entry.name))
+        return pids
+
+    def stop(self) -> None:
+        """Stop the node (SIGTERM: a clean shutdown that keeps durable queues)."""
+        pids = self._node_pids()
+        for pid in pids:
+            os.kill(pid, signal.SIGTERM)
+        wait_until(lambda: not self._node_pids(), 120, f"{self.node} to stop")
+        if self.process is not None:
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.process.wait(30)
+            self.process = None
+
+    def close(self) -> None:
+        try:
+            self.stop()
+        finally:
+            shutil.rmtree(self.base, ignore_errors=True)

@@ -20,7 +20,12 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.celery_support import Deployment, max_overlap, wait_until
+from tests.integration.celery_support import (
+    Deployment,
+    PrivateRabbitMQ,
+    max_overlap,
+    wait_until,
+)
 
 REDIS = "redis://127.0.0.1:6379/0"
 RABBITMQ = "amqp://guest:guest@127.0.0.1:5672//"
@@ -225,5 +230,60 @@ def test_a_redis_restart_loses_no_queued_attempt(tmp_path: Path, private_redis: 
         assert "sending it again" in d.logs["scheduler"].read_text()
         tries = d.sql("SELECT max(try_number) FROM task_instance")
         assert tries == [(1,)]
+    finally:
+        d.close()
+
+
+def _amqp_depth(url: str, queue: str) -> int:
+    """Messages ready in a RabbitMQ queue (0 while it does not exist)."""
+    from kombu import Connection
+
+    try:
+        with Connection(url, connect_timeout=5) as connection:
+            _, count, _ = connection.channel().queue_declare(queue, passive=True)
+    except Exception:  # not declared yet
+        return 0
+    return count
+
+
+@pytest.fixture
+def private_rabbitmq() -> Iterator[PrivateRabbitMQ]:
+    binary = shutil.which("rabbitmq-server") or shutil.which("rabbitmq-server", path="/usr/sbin")
+    if binary is None:
+        pytest.fail("rabbitmq-server is not installed (.ci/run installs the Debian package)")
+    node = PrivateRabbitMQ(binary, _free_port(), _free_port())
+    try:
+        node.start(_answers)
+        yield node
+    finally:
+        node.close()
+
+
+def test_a_rabbitmq_restart_loses_no_queued_attempt(tmp_path: Path, private_rabbitmq):
+    """The same on RabbitMQ: Celery's queues are durable and its messages persistent, so a
+    node restarted while attempts are queued still holds them; whatever was sent again
+    meanwhile (celery.requeue_timeout) is refused in one of its copies, so each body runs
+    once and the run succeeds."""
+    url = f"amqp://guest:guest@127.0.0.1:{private_rabbitmq.port}//"
+    d = Deployment(tmp_path, url, celery__requeue_timeout=5)
+    try:
+        d.write_dag(tasks=20, sleep=0.05)
+        d.start("scheduler", "scheduler")
+        run_id = d.trigger()
+        wait_until(
+            lambda: d.sql("SELECT count(*) FROM task_instance WHERE state = 'queued'")[0][0] == 5,
+            120,
+            "five attempts queued (the pool's slots)",
+        )
+        wait_until(lambda: _amqp_depth(url, d.queue) == 5, 60, "the five messages in the broker")
+        private_rabbitmq.stop()
+        private_rabbitmq.start(_answers)
+        d.worker("a", concurrency=3)
+        d.worker("b", concurrency=3)
+        assert d.wait_run(run_id, timeout=300) == "success", d.describe()
+        assert sorted(r[0] for r in d.sql("SELECT task_id FROM ledger")) == sorted(
+            f"t{i}" for i in range(20)
+        )
+        assert d.sql("SELECT max(try_number) FROM task_instance") == [(1,)]
     finally:
         d.close()
