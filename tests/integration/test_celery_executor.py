@@ -198,6 +198,19 @@ def private_redis(tmp_path: Path) -> Iterator[dict]:
         stop()
 
 
+def _queue_five_without_workers(d: Deployment) -> str:
+    """A run of 20 tasks in the pool of 5, started with no worker: five attempts queued."""
+    d.write_dag(tasks=20, sleep=0.05)
+    d.start("scheduler", "scheduler")
+    run_id = d.trigger()
+    wait_until(
+        lambda: d.sql("SELECT count(*) FROM task_instance WHERE state = 'queued'")[0][0] == 5,
+        120,
+        "five attempts queued (the pool's slots)",
+    )
+    return run_id
+
+
 def test_a_redis_restart_loses_no_queued_attempt(tmp_path: Path, private_redis: dict):
     """Attempts queued while no worker runs, then the broker restarts with its queues lost:
     after celery.requeue_timeout the scheduler sends them again under new message ids,
@@ -206,14 +219,7 @@ def test_a_redis_restart_loses_no_queued_attempt(tmp_path: Path, private_redis: 
     d = Deployment(tmp_path, url, celery__requeue_timeout=5)
     try:
         d.env["DAGWATCH__CELERY__RESULT_BACKEND"] = f"redis://127.0.0.1:{private_redis['port']}/1"
-        d.write_dag(tasks=20, sleep=0.05)
-        d.start("scheduler", "scheduler")
-        run_id = d.trigger()
-        wait_until(
-            lambda: d.sql("SELECT count(*) FROM task_instance WHERE state = 'queued'")[0][0] == 5,
-            120,
-            "five attempts queued (the pool's slots)",
-        )
+        run_id = _queue_five_without_workers(d)
         before = dict(
             d.sql("SELECT id, external_executor_id FROM task_instance WHERE state = 'queued'")
         )
@@ -267,14 +273,7 @@ def test_a_rabbitmq_restart_loses_no_queued_attempt(tmp_path: Path, private_rabb
     url = f"amqp://guest:guest@127.0.0.1:{private_rabbitmq.port}//"
     d = Deployment(tmp_path, url, celery__requeue_timeout=5)
     try:
-        d.write_dag(tasks=20, sleep=0.05)
-        d.start("scheduler", "scheduler")
-        run_id = d.trigger()
-        wait_until(
-            lambda: d.sql("SELECT count(*) FROM task_instance WHERE state = 'queued'")[0][0] == 5,
-            120,
-            "five attempts queued (the pool's slots)",
-        )
+        run_id = _queue_five_without_workers(d)
         wait_until(lambda: _amqp_depth(url, d.queue) == 5, 60, "the five messages in the broker")
         private_rabbitmq.stop()
         private_rabbitmq.start(_answers)
