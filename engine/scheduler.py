@@ -34,7 +34,7 @@ from engine.retry import retry_delay
 from engine.serialization import SerializedDAG
 from engine.states import TASK_OCCUPYING, DagRunState, TaskState
 from engine.store import runs, scheduling, transitions
-from engine.store import workers as scheduling_workers
+from engine.store import workers as store_workers
 from engine.store.models import Dag, DagRun
 from engine.store.scheduling import TiRow
 from engine.store.wakeup import ChangeWatcher
@@ -616,7 +616,7 @@ class Scheduler:
                 values={"queued_at": now, "executor": self.executor.name},
             )
             message_ids = external_ids(self.executor, queued)
-            scheduling_workers.record_external_ids(session, message_ids)
+            store_workers.record_external_ids(session, message_ids)
         chosen = [ti for ti in selection.chosen if ti.id in set(queued)]
         self.executor.queue([self._request(ti, message_ids.get(ti.id)) for ti in chosen])
         report.queued = len(chosen)
