@@ -26,6 +26,8 @@ ENV_PREFIX = "DAGWATCH__"
 HOME_ENV = "DAGWATCH_HOME"
 CONFIG_FILE_NAME = "dagwatch.toml"
 MASK = "***"
+#: sections whose secret values are URLs: shown with the password masked, host kept
+URL_SECTIONS = ("database", "celery")
 
 Default = Callable[[Path], Any] | Any
 Choices = tuple[str, ...] | Callable[[], tuple[str, ...]]
@@ -103,7 +105,7 @@ class Option:
         """The raw value as an error message may show it: a secret never appears."""
         if not self.secret:
             return repr(raw)
-        if self.section == "database" and isinstance(raw, str) and "://" in raw:
+        if self.section in URL_SECTIONS and isinstance(raw, str) and "://" in raw:
             return repr(_mask_url(raw))
         return MASK
 
@@ -195,6 +197,15 @@ def _executor_names() -> tuple[str, ...]:
     from engine.executors import EXECUTORS
 
     return tuple(EXECUTORS)
+
+
+def _is_broker_url(url: str) -> bool:
+    return url.split("://", 1)[0] in ("redis", "rediss", "amqp", "amqps", "pyamqp")
+
+
+def _is_result_backend_url(url: str) -> bool:
+    scheme = url.split("://", 1)[0]
+    return scheme in ("redis", "rediss") or (scheme.startswith("db+") and "://" in url)
 
 
 def _is_timezone(name: str) -> bool:
@@ -396,6 +407,62 @@ OPTIONS: tuple[Option, ...] = (
         30.0,
         "Seconds between two scans of the DAG folder.",
         minimum=0,
+    ),
+    Option(
+        "celery",
+        "broker_url",
+        "str",
+        "redis://127.0.0.1:6379/0",
+        "Broker the celery executor sends attempts through (Redis or RabbitMQ).",
+        secret=True,
+        check=_is_broker_url,
+        allowed="a redis://, rediss://, amqp:// or amqps:// URL",
+    ),
+    Option(
+        "celery",
+        "result_backend",
+        "str",
+        "redis://127.0.0.1:6379/1",
+        "Where workers leave each attempt's result (its metrics, relayed to the scheduler's "
+        "backends): a Redis URL or db+postgresql://.",
+        secret=True,
+        check=_is_result_backend_url,
+        allowed="a redis://, rediss://, db+postgresql:// or db+sqlite:// URL",
+    ),
+    Option(
+        "celery",
+        "default_queue",
+        "str",
+        "default",
+        "Celery queue of tasks whose queue= is not set (and of DAG callbacks).",
+        check=bool,
+        allowed="a queue name (not empty)",
+    ),
+    Option(
+        "celery",
+        "requeue_timeout",
+        "float",
+        300.0,
+        "Seconds an attempt may stay queued (sent, not started) before its message is sent "
+        "again under a new id; the old message is then refused by any worker.",
+        minimum=1,
+    ),
+    Option(
+        "celery",
+        "visibility_timeout",
+        "float",
+        3600.0,
+        "Redis broker: seconds before a message a worker took but did not acknowledge (a "
+        "worker that died) is delivered to another worker.",
+        minimum=1,
+    ),
+    Option(
+        "celery",
+        "worker_concurrency",
+        "int",
+        4,
+        "Attempts one `dagwatch worker` runs at once (--concurrency overrides it).",
+        minimum=1,
     ),
     Option("metrics", "statsd_on", "bool", False, "Send metrics to a StatsD server over UDP."),
     Option(
@@ -727,7 +794,7 @@ class Setting:
         if self.option.secret and self.value not in ("", None, {}):
             if isinstance(self.value, dict):  # routes: their names, never their URLs
                 return "{" + ", ".join(f"{name}: {MASK}" for name in self.value) + "}"
-            if self.option.section == "database" and "://" in str(self.value):
+            if self.option.section in URL_SECTIONS and "://" in str(self.value):
                 return _mask_url(str(self.value))  # the database stays recognisable
             return MASK
         return str(self.value)

@@ -31,14 +31,14 @@ PRELOAD = (
     "engine.store.runs",
     "engine.store.transitions",
     "engine.executors.attempt",
-    "engine.executors.template",
+    "engine.executors.local.template",
     "sqlalchemy",
     "sqlalchemy.dialects.sqlite",
     "sqlalchemy.dialects.postgresql.psycopg",
     "psycopg",
     "pendulum",
     "jinja2",
-    "engine.executors.preload",  # last: warms SQLAlchemy up, then freezes the GC
+    "engine.executors.local.preload",  # last: warms SQLAlchemy up, then freezes the GC
 )
 
 _context: Any = None

@@ -50,12 +50,14 @@ from engine.exceptions import (
     StoreError,
     TaskError,
     TaskTimeout,
+    TransitionConflict,
 )
 from engine.observability import emit
 from engine.retry import retry_delay
 from engine.schedules import coerce_utc
 from engine.states import TaskState
 from engine.store import runs, transitions
+from engine.store import workers as store_workers
 from engine.task_instance import RuntimeTaskInstance
 from engine.templating import date_context, make_jinja_env
 
@@ -173,14 +175,33 @@ def build_context(dag: Any, task: Any, run: Any, ti: RuntimeTaskInstance, config
     return context
 
 
+class StaleMessage(TransitionConflict):
+    """A message for an attempt that is no longer queued under that message's id (a copy
+    the broker redelivered, or one replaced by a re-send): it must not start anything."""
+
+
 def _begin(
-    store: Any, ti_id: int, *, base_log: Path, now: datetime, hostname: str, pid: int | None
+    store: Any,
+    ti_id: int,
+    *,
+    base_log: Path,
+    now: datetime,
+    hostname: str,
+    pid: int | None,
+    external_id: str | None = None,
 ):
     """queued → running, try_number + 1, a task_try row; return (ti row, run row, log path,
     the open try it continues or None). The next poke of a rescheduled sensor continues
     its open try instead: same try_number and row, start_date kept at the first poke.
     The row comes with its run in one query; the transition updates it in place (no refresh)."""
     with store.session() as session:
+        if external_id is not None:  # the row stays locked (PostgreSQL) until the start commits
+            state, current = store_workers.current_external_id(session, ti_id, lock=True)
+            if current != external_id or state != TaskState.QUEUED.value:
+                raise StaleMessage(
+                    f"task instance {ti_id} is {state or 'gone'} with message {current}, "
+                    f"not queued with message {external_id}"
+                )
         ti, run = runs.get_task_instance_and_run(session, ti_id)
         resumed = None
         if ti.try_number:  # a sensor's next poke continues its try
@@ -337,8 +358,10 @@ def begin_attempt(
     clock: Clock = utcnow,
     hostname: str | None = None,
     pid: int | None = None,
+    external_id: str | None = None,
 ) -> Begun:
-    """Record the queued task instance `ti_id` as running (see `_begin`)."""
+    """Record the queued task instance `ti_id` as running (see `_begin`); with
+    `external_id`, only if it is still queued under that message (else StaleMessage)."""
     started = time.monotonic()
     now = clock()
     row, run, path, resumed = _begin(
@@ -348,6 +371,7 @@ def begin_attempt(
         now=now,
         hostname=hostname or socket.getfqdn(),
         pid=pid,
+        external_id=external_id,
     )
     # a continued try's duration runs from its first poke, as poke mode's would
     return Begun(row, run, path, resumed, started - (now - row.start_date).total_seconds())
@@ -422,12 +446,14 @@ def run_attempt(
     hostname: str | None = None,
     pid: int | None = None,
     end_processes: Callable[[], object] | None = None,
+    external_id: str | None = None,
 ) -> AttemptResult:
     """Run the queued task instance `ti_id` once, in this process, and record the outcome;
     `end_processes` ends what the task left running before the outcome is recorded."""
     begun = begin_attempt(
-        store, config, ti_id, clock=clock, hostname=hostname, pid=pid or os.getpid()
-    )
+        store, config, ti_id, clock=clock, hostname=hostname, pid=pid or os.getpid(),
+        external_id=external_id,
+    )  # fmt: skip
     with attempt_logging(begun.path):
         executed, task, ti, context = execute_attempt(store, config, dag, begun, clock=clock)
         if end_processes is not None:  # no retry may start beside what this try started

@@ -22,12 +22,19 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from engine import deps, expansion, hooks, limits, run_creation, supervision
 from engine.exceptions import StoreError
-from engine.executors.base import AttemptEvent, AttemptRequest, CallbackRequest, Executor
+from engine.executors.base import (
+    AttemptEvent,
+    AttemptRequest,
+    CallbackRequest,
+    Executor,
+    external_ids,
+)
 from engine.observability import emit
 from engine.retry import retry_delay
 from engine.serialization import SerializedDAG
 from engine.states import TASK_OCCUPYING, DagRunState, TaskState
 from engine.store import coordination, runs, scheduling, transitions
+from engine.store import workers as store_workers
 from engine.store.models import Dag, DagRun
 from engine.store.scheduling import TiRow
 from engine.store.wakeup import ChangeWatcher
@@ -664,8 +671,10 @@ class Scheduler:
                     "queued_by_job_id": self.job_id,
                 },
             )
+            message_ids = external_ids(self.executor, queued)
+            store_workers.record_external_ids(session, message_ids)
         chosen = [ti for ti in selection.chosen if ti.id in set(queued)]
-        self.executor.queue([self._request(ti) for ti in chosen])
+        self.executor.queue([self._request(ti, message_ids.get(ti.id)) for ti in chosen])
         report.queued = len(chosen)
 
     def _task_limits(self, ti: TiRow) -> limits.TaskLimits:
@@ -677,7 +686,7 @@ class Scheduler:
             max_active_tis_per_dagrun=getattr(task, "max_active_tis_per_dagrun", None),
         )
 
-    def _request(self, ti: TiRow) -> AttemptRequest:
+    def _request(self, ti: TiRow, external_id: str | None = None) -> AttemptRequest:
         plan = self._plans[ti.dag_id]
         task = plan.dag.task_dict.get(ti.task_id)
         timeout = getattr(task, "execution_timeout", None)
@@ -690,6 +699,7 @@ class Scheduler:
             queue=ti.queue,
             priority_weight=ti.priority_weight,
             execution_timeout=timeout.total_seconds() if timeout else None,
+            external_id=external_id,
         )
 
     def _report_never_fits(self, selection: limits.Selection, by_id: dict, report) -> None:

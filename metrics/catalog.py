@@ -45,6 +45,7 @@ ALLOWED_LABELS = frozenset(
         "channel",
         "kind",
         "status",
+        "worker",  # a live Celery worker: bounded by the workers running (`--name` keeps it)
     }
 )
 #: Labels allowed on one metric only, named explicitly (a version per deployment is fine).
@@ -275,6 +276,15 @@ CATALOG = Catalog(
                "Task attempts queued in the executor.", "executor.queued_tasks"),
         Metric("executor.running_tasks", "gauge", "", (),
                "Task attempts running in the executor.", "executor.running_tasks"),
+        Metric("executor.worker.running_slots", "gauge", "slots", ("worker", "queue"),
+               "Attempts a live Celery worker runs from a queue (its heartbeat in the "
+               "metastore).", "executor.worker.running_slots.{worker}.{queue}"),
+        Metric("executor.worker.open_slots", "gauge", "slots", ("worker", "queue"),
+               "Free slots of a live Celery worker, under each queue it consumes (a worker's "
+               "slots are shared by its queues).", "executor.worker.open_slots.{worker}.{queue}"),
+        Metric("executor.workers", "gauge", "", (),
+               "Live Celery workers (heartbeat within scheduler.heartbeat_timeout).",
+               "executor.workers"),
         # Pools
         Metric("pool.open_slots", "gauge", "slots", ("pool",),
                "Open slots of a pool.", "pool.open_slots.{pool}"),

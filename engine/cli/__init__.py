@@ -42,6 +42,7 @@ _VERB_GROUPS: tuple[tuple[str, str], ...] = (
     ("engine.cli.scheduler", "scheduler"),
     ("engine.cli.scheduler", "dag_processor"),
     ("engine.cli.scheduler", "standalone"),
+    ("engine.cli.worker", "worker"),
 )
 
 

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from engine.config import Config
     from engine.store.db import Store
 
-EXECUTORS = ("sequential", "local")
+EXECUTORS = ("sequential", "local", "celery")
 
 __all__ = [
     "EXECUTORS",
@@ -38,6 +38,10 @@ def get_executor(name: str, config: Config, store: Store) -> Executor:
         from engine.executors.local import LocalExecutor
 
         return LocalExecutor(config)
+    if name == "celery":
+        from engine.executors.celery import CeleryExecutor
+
+        return CeleryExecutor(config, store)
     raise ConfigError(
         f"core.executor = {name!r} is not available; allowed values: {', '.join(EXECUTORS)}"
     )

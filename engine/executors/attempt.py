@@ -1,6 +1,6 @@
 """Inside a worker: find the task in its DAG file, run the attempt or callbacks, report.
 
-Shared by the local executor's workers (`engine.executors.worker`), its callback
+Shared by the local executor's workers (`engine.executors.local.worker`), its callback
 processes (`callback_main`) and the sequential executor, which calls `run_request` in its
 own process. An attempt whose DAG file or task cannot be loaded never starts: its task
 instance goes queued → failed with the reason, so the scheduler does not wait on it forever.

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from engine.states import TaskState
 
@@ -28,6 +28,9 @@ class AttemptRequest:
     queue: str = "default"
     priority_weight: int = 1
     execution_timeout: float | None = None  #: seconds; a hard stop after a grace period
+    #: the id of the message carrying it (Celery's task id), committed with the queued
+    #: state; None for executors that carry attempts in their own process
+    external_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,13 @@ class AttemptEvent:
     @property
     def lost(self) -> bool:
         return self.state is None
+
+
+def external_ids(executor: Any, ti_ids: Sequence[int]) -> dict[int, str]:
+    """The message ids an executor gives these attempts before they are queued ({} for
+    executors without messages): the scheduler commits them with the queued state."""
+    assign = getattr(executor, "assign_external_ids", None)
+    return assign(ti_ids) if assign is not None else {}
 
 
 class Executor(Protocol):

@@ -54,6 +54,10 @@ class Telemetry:
         from engine.observability.collector import metastore_source
 
         source = metastore_source(self.store, self.config)
+        if self.config["core.executor"] == "celery":
+            from engine.observability.workers import with_workers
+
+            source = with_workers(source, self.store, self.config)
         prometheus = None
         if settings.prometheus_on:
             from metrics.prometheus import PrometheusBackend
@@ -87,6 +91,10 @@ class Telemetry:
             executor=scheduler.executor,
             job_id=lambda: scheduler.job_id,
         )
+        if getattr(scheduler.executor, "name", None) == "celery":
+            from engine.observability.workers import workers_check
+
+            self.server.add_health_check("workers", workers_check(self.store, self.config))
         prometheus = self.stats.get_backend(PrometheusBackend)
         if prometheus is not None:
             prometheus.add_source(health_source(self.server))

@@ -211,6 +211,9 @@ class TaskInstance(Base):
     #: the scheduler job that queued the current attempt: when that scheduler dies, another
     #: one adopts what it queued but never handed to a worker
     queued_by_job_id: Mapped[int | None] = mapped_column(Integer)
+    #: the id of the message carrying the queued attempt (the Celery task id), written in
+    #: the transaction that queues it: a worker runs only the message this names
+    external_executor_id: Mapped[str | None] = mapped_column(String(ID_LEN))
 
     __table_args__ = (
         UniqueConstraint("dag_id", "run_id", "task_id", "map_index"),
@@ -507,6 +510,27 @@ class Job(Base):
     slots_open: Mapped[int | None] = mapped_column(Integer)
 
     __table_args__ = (Index("ix_job_job_type_state", "job_type", "state"),)
+
+
+class Worker(Base):
+    """A `dagwatch worker` (Celery) process: its queues, slots and heartbeat."""
+
+    __tablename__ = "worker"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(ID_LEN), unique=True)  #: the Celery node name
+    hostname: Mapped[str] = mapped_column(String(ID_LEN))
+    pid: Mapped[int] = mapped_column(Integer)
+    queues: Mapped[str] = mapped_column(String(1000))  #: comma-separated
+    concurrency: Mapped[int] = mapped_column(Integer)
+    #: attempts running at the last heartbeat, by queue ({"default": 2})
+    running: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
+    state: Mapped[str] = mapped_column(String(20))  # running | success | failed
+    start_date: Mapped[datetime] = mapped_column(UtcDateTime)
+    latest_heartbeat: Mapped[datetime] = mapped_column(UtcDateTime)
+    end_date: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+    __table_args__ = (Index("ix_worker_state_heartbeat", "state", "latest_heartbeat"),)
 
 
 class AuditLog(Base):

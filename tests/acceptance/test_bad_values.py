@@ -29,7 +29,7 @@ DAG_FILE = textwrap.dedent(
     """
 )
 INT = "an integer from {} to 2147483647"
-EXECUTORS = "one of sequential, local (the executors of this version)"
+EXECUTORS = "one of sequential, local, celery (the executors of this version)"
 LONG = "x" * 300
 GROUPS = {"pools", "dags", "tasks", "variables", "connections", "alerts", "sla"}
 
@@ -100,7 +100,7 @@ def env(seeded: tuple[dict[str, str], Path]) -> Any:
 CONFIG_CASES = [
     ("core.parallelism", "0", "0", INT.format(1)),
     ("core.parallelism", "'many'", "many", INT.format(1)),
-    ("core.executor", "'celery'", "celery", EXECUTORS),
+    ("core.executor", "'dask'", "dask", EXECUTORS),
     ("core.executor", "'kubernetes'", "kubernetes", EXECUTORS),
     ("core.default_pool_slots", "3000000000", "3000000000", INT.format(0)),
     ("core.worker_max_attempts", "-1", "-1", INT.format(0) + " (0: no limit)"),

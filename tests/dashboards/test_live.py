@@ -91,6 +91,7 @@ SUBSTITUTIONS = {
 NOT_FED = {
     "Zombies killed": "no attempt loses its heartbeat",
     "DAG file imports timed out": "no import exceeds its timeout",
+    "Celery worker slots per queue": "the local executor runs it: no Celery worker",
 }
 #: Rules this run must make active (pending, or firing once their `for` has passed).
 ACTIVE = {

@@ -90,7 +90,7 @@ def test_unknown_file_key_and_section_name_the_file(home, environ):
         load_config(environ)
 
     write_toml(home, "[nope]\nx = 1\n")
-    allowed = r"unknown section \[nope\]; allowed: alerts, console, core, database"
+    allowed = r"unknown section \[nope\]; allowed: alerts, celery, console, core, database"
     with pytest.raises(ConfigError, match=allowed):
         load_config(environ)
 
@@ -106,7 +106,7 @@ def test_invalid_toml_and_bare_keys_are_errors(home, environ):
 
 
 ENV = "(from DAGWATCH__{})"
-EXECUTORS = "one of sequential, local (the executors of this version)"
+EXECUTORS = "one of sequential, local, celery (the executors of this version)"
 TIMEZONE = "an IANA timezone name, like UTC or Europe/Amsterdam"
 
 
@@ -121,7 +121,7 @@ TIMEZONE = "an IANA timezone name, like UTC or Europe/Amsterdam"
         ("CORE__DEFAULT_POOL_SLOTS", "-1", "an integer from 0 to 2147483647"),
         ("CORE__WORKER_MAX_ATTEMPTS", "-1", "an integer from 0 to 2147483647 (0: no limit)"),
         ("CORE__EXECUTOR", "kubernetes", EXECUTORS),
-        ("CORE__EXECUTOR", "celery", EXECUTORS),
+        ("CORE__EXECUTOR", "dask", EXECUTORS),
         ("CORE__ATTEMPT_ISOLATION", "thread", "one of worker, process"),
         ("CORE__LOAD_EXAMPLES", "maybe", "true or false"),
         ("CORE__DAG_FILE_PROCESSOR_TIMEOUT", "0", "a number from 0.1 to 31536000"),
@@ -160,7 +160,7 @@ def test_bad_env_values_name_key_value_source_and_what_is_allowed(environ, varia
         ("[core]\nparallelism = true\n", "core.parallelism = True"),
         ("[core]\nparallelism = 2.5\n", "core.parallelism = 2.5"),
         ("[core]\nparallelism = 1e30\n", "core.parallelism = 1e+30"),
-        ("[core]\nexecutor = 'celery'\n", "core.executor = 'celery'"),
+        ("[core]\nexecutor = 'dask'\n", "core.executor = 'dask'"),
         ("[core]\nfernet_key = false\n", "core.fernet_key = ***"),
         ("[core]\ndags_folder = ['a']\n", "core.dags_folder = ['a']"),
         ("[core]\nload_examples = 'sometimes'\n", "core.load_examples = 'sometimes'"),
@@ -213,12 +213,12 @@ def test_secret_values_never_appear_in_errors(environ):
 def test_the_allowed_executors_are_those_the_registry_has(environ, monkeypatch):
     import engine.executors
 
-    environ["DAGWATCH__CORE__EXECUTOR"] = "celery"
-    with pytest.raises(ConfigError, match="must be one of sequential, local "):
+    environ["DAGWATCH__CORE__EXECUTOR"] = "dask"
+    with pytest.raises(ConfigError, match="must be one of sequential, local, celery "):
         load_config(environ)
 
-    monkeypatch.setattr(engine.executors, "EXECUTORS", (*engine.executors.EXECUTORS, "celery"))
-    assert load_config(environ)["core.executor"] == "celery"
+    monkeypatch.setattr(engine.executors, "EXECUTORS", (*engine.executors.EXECUTORS, "dask"))
+    assert load_config(environ)["core.executor"] == "dask"
 
 
 def test_choices_are_matched_in_any_letter_case(environ):

@@ -16,16 +16,20 @@ from engine.executors.attempt import (
     config_payload,
     load_dag,
 )
+from engine.executors.celery import CeleryExecutor
 from engine.executors.local import LocalExecutor
 from engine.forking import describe_exit
 
 
 def test_get_executor_names_the_allowed_values(config):
-    with pytest.raises(ConfigError, match=r"'celery'.*allowed values: sequential, local"):
-        get_executor("celery", config, None)
+    with pytest.raises(ConfigError, match=r"'dask'.*allowed values: sequential, local, celery"):
+        get_executor("dask", config, None)
     local = get_executor("local", config, None)
     assert isinstance(local, LocalExecutor)
     assert local.parallelism == config["core.parallelism"] == local.open_slots
+    celery = get_executor("celery", config, None)
+    assert isinstance(celery, CeleryExecutor)
+    assert celery.parallelism == config["core.parallelism"] == celery.open_slots
 
 
 def test_the_config_crosses_a_process_boundary_unchanged(config):

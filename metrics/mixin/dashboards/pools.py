@@ -91,6 +91,21 @@ def _capacity() -> Row:
                 [q(gauge("ti.queued", labels=("queue",)), "{{queue}}")],
                 "short",
             ),
+            Panel(
+                "Celery worker slots per queue",
+                "Running and free slots of live `dagwatch worker` processes (celery "
+                "executor), per queue; a worker's free slots count under each queue it "
+                "consumes. Free at 0 with a growing queue: add workers for that queue.",
+                [
+                    q(
+                        gauge("executor.worker.running_slots", labels=("queue",)),
+                        "running {{queue}}",
+                    ),
+                    q(gauge("executor.worker.open_slots", labels=("queue",)), "free {{queue}}"),
+                    q(gauge("executor.workers"), "live workers"),
+                ],
+                "short",
+            ),
         ],
     )
 

@@ -31,9 +31,10 @@ from typing import NoReturn
 
 from engine import runtime
 from engine.config import Config
-from engine.executors import reaper, warmup
+from engine.executors import reaper
 from engine.executors.attempt import ConfigPayload, config_from_payload, extend_sys_path
-from engine.executors.worker import serve_worker
+from engine.executors.local import warmup
+from engine.executors.local.worker import serve_worker
 from engine.store.db import Store
 
 log = logging.getLogger(__name__)

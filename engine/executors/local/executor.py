@@ -1,7 +1,7 @@
 """The local executor: `parallelism` long-lived worker processes run the attempts.
 
 Workers are forked from a template process that warmed a metastore engine up once
-(`engine.executors.pool`, `.template`) and stay (`.worker`): each keeps that warm engine
+(`engine.executors.local.pool`, `.template`) and stay (`.worker`): each keeps that warm engine
 and the DAG files it imported. Each attempt runs in its worker, or in a process the
 worker forks for it (`core.attempt_isolation`); either records the attempt through the
 runner. The worker reports the pid of the process running the attempt once it starts,
@@ -42,7 +42,7 @@ from typing import Any
 from engine.config import Config
 from engine.executors.attempt import callback_main, config_payload
 from engine.executors.base import AttemptEvent, AttemptRequest, CallbackRequest
-from engine.executors.pool import WorkerHandle, WorkerPool
+from engine.executors.local.pool import WorkerHandle, WorkerPool
 from engine.forking import describe_exit, kill_group, mp_context, warm_up
 from engine.states import TaskState
 from metrics import stats

@@ -1,6 +1,6 @@
 """A local-executor worker: cached DAG files, and the attempts it is given, one at a time.
 
-Workers are forked from the executor's template (`engine.executors.template`), so each
+Workers are forked from the executor's template (`engine.executors.local.template`), so each
 starts with a metastore engine whose statement cache is warm; a worker keeps the DAG
 files it imported (by version, least recently used dropped). It leads its own process
 group, apart from the scheduler: killing it, or an attempt in it, harms neither the

@@ -1,6 +1,6 @@
 """The local executor's workers, seen from the executor: spawn, listen, notice deaths.
 
-Workers are forked by the template process (`engine.executors.template`), which the
+Workers are forked by the template process (`engine.executors.local.template`), which the
 executor starts from the forkserver; each worker talks to the executor over its own
 socket pair, whose far end the executor hands to the template with the spawn request.
 Workers are spawned on demand (a fork of the warm template costs milliseconds), so a
@@ -25,7 +25,7 @@ from typing import Any
 
 from engine.executors import reaper
 from engine.executors.attempt import ConfigPayload
-from engine.executors.template import template_main
+from engine.executors.local.template import template_main
 from engine.forking import kill_group, mp_context
 
 log = logging.getLogger(__name__)

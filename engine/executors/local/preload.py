@@ -13,7 +13,7 @@ from __future__ import annotations
 import gc
 import logging
 
-from engine.executors import warmup
+from engine.executors.local import warmup
 
 log = logging.getLogger(__name__)
 
