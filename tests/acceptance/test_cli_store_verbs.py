@@ -220,6 +220,8 @@ def test_config_list_masks_secrets_and_shows_sources(cli_env, home):
          "{oncall: ***}"),
         ("alerts", "fallback_urls", "slack://T0KEN-A/T0KEN-B/T0KEN-C", "***"),
     ],
+    # stable ids: a random key in the id would differ between pytest-xdist workers
+    ids=["fernet_key", "sql_alchemy_conn", "routes", "fallback_urls"],
 )  # fmt: skip
 def test_config_get_value_masks_secrets_unless_revealed(cli_env, section, key, env_value, masked):
     env = {**cli_env, f"DAGWATCH__{section.upper()}__{key.upper()}": env_value}
