@@ -155,3 +155,31 @@ def last_runs_columns(rows: pd.DataFrame, width: int) -> tuple[pd.DataFrame, lis
         index=rows.index,
     )
     return pd.concat([rows.drop(columns=["last_runs"]), spread], axis=1), names
+
+
+#: line colour per capacity series
+CAPACITY_COLOURS = {"used": "#1565c0", "wanted": "#ef6c00", "limit": "#c62828"}
+
+
+def capacity_chart(points: pd.DataFrame) -> alt.Chart:
+    """Slots used and wanted (held or waited for) per bucket of a window, with the limit."""
+    return (
+        alt.Chart(points)
+        .mark_line(interpolate="step-after")
+        .encode(
+            x=alt.X("at:T", title="time (UTC)"),
+            y=alt.Y("slots:Q", title="slots (peak per point)"),
+            color=alt.Color(
+                "series:N",
+                scale=alt.Scale(
+                    domain=list(CAPACITY_COLOURS), range=list(CAPACITY_COLOURS.values())
+                ),
+                title=None,
+            ),
+            strokeDash=alt.condition(
+                alt.datum.series == "limit", alt.value([5, 4]), alt.value([1, 0])
+            ),
+            tooltip=["series", "at:T", "slots"],
+        )
+        .properties(height=260)
+    )

@@ -35,12 +35,20 @@ class Try:
     slots: int = 1
 
 
-def _at(seconds: float | None) -> datetime | None:
-    return None if seconds is None else START + timedelta(seconds=seconds)
+def write(
+    store: Store,
+    pool_sizes: dict[str, int],
+    tries: list[Try],
+    *,
+    start: datetime = START,
+    scale: float = 1.0,
+) -> None:
+    """The pools, one run, and a task instance (with its try, once queued) per Try; its
+    seconds are counted from `start`, multiplied by `scale`."""
 
+    def _at(seconds: float | None) -> datetime | None:
+        return None if seconds is None else start + timedelta(seconds=seconds * scale)
 
-def write(store: Store, pool_sizes: dict[str, int], tries: list[Try]) -> None:
-    """The pools, one run, and a task instance (with its try, once queued) per Try."""
     with store.session() as session:
         for name, slots in pool_sizes.items():
             pools.set_pool(session, name, slots)
@@ -50,9 +58,9 @@ def write(store: Store, pool_sizes: dict[str, int], tries: list[Try]) -> None:
                 run_id="r1",
                 run_type="manual",
                 state="running",
-                logical_date=START - timedelta(hours=2),
-                queued_at=START - timedelta(hours=2),
-                start_date=START - timedelta(hours=2),
+                logical_date=start - timedelta(days=30),
+                queued_at=start - timedelta(days=30),
+                start_date=start - timedelta(days=30),
                 conf={},
             )
         )
