@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 EXECUTOR = "parallelism"
+DEFAULT_POOL = "default_pool"
 #: a pool full this share of the window, with waits this long at p95, is too small
 FULL_SHARE = 0.10
 WAIT_P95 = 30.0
@@ -146,6 +147,7 @@ def advise(figures: Sequence[LimitFigures], window: str) -> list[Advice]:
         p
         for p in pools
         if p.tries
+        and p.name != DEFAULT_POOL  # the catch-all: roomy by design
         and p.size >= 4
         and p.full_share == 0
         and p.peak_used <= IDLE_SHARE * p.size

@@ -21,17 +21,7 @@ not_started = state.read(
     heartbeat_timeout=float(config["scheduler.heartbeat_timeout"]),
     max_active_runs=int(config["core.max_active_runs_per_dag"]),
 )
-windows = list(WINDOWS)
-wanted = st.query_params.get("window", windows[0])
-window = st.radio(
-    "Misses in the last", windows, index=windows.index(wanted) if wanted in windows else 0,
-    horizontal=True,
-)  # fmt: skip
-misses = state.read("slas.misses", window)
-cols = st.columns(3)
-cols[0].metric("runs at risk", len(at_risk))
-cols[1].metric("runs not started", len(not_started))
-cols[2].metric(f"misses ({window})", len(misses))
+counts = st.container()
 
 st.subheader(f"At risk now: {len(at_risk)}")
 st.caption(
@@ -48,6 +38,20 @@ st.caption(
 )
 st.dataframe(not_started, hide_index=True)
 
-st.subheader(f"Misses in the last {window}: {len(misses)}")
-st.caption("late_s: until the task or run ended (or started, for a run that did not), or now.")
+windows = list(WINDOWS)
+wanted = st.query_params.get("window", windows[0])
+st.subheader("Misses")
+window = st.radio(
+    "Misses in the last", windows, index=windows.index(wanted) if wanted in windows else 0,
+    horizontal=True,
+)  # fmt: skip
+misses = state.read("slas.misses", window)
+st.caption(
+    f"{len(misses)} in the last {window}. late_s: until the task or run ended (or started, for"
+    " a run that did not), or now."
+)
 st.dataframe(misses, hide_index=True)
+cols = counts.columns(3)
+cols[0].metric("runs at risk", len(at_risk))
+cols[1].metric("runs not started", len(not_started))
+cols[2].metric(f"misses ({window})", len(misses))
