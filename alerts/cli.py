@@ -159,7 +159,7 @@ def dispatch(cli: CliContext, once: bool, output: str) -> None:
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
     click.echo(f"alert dispatcher started: metastore {cli.store.display_url}")
-    overdue = OverdueRuns(config, cli.store)  # absence pages even while no scheduler runs
+    overdue = OverdueRuns(config, cli.store, first_wait=0.0)  # pages while no scheduler runs
     overdue.start()
     try:
         dispatcher.serve(stop)

@@ -280,8 +280,11 @@ def utcnow() -> datetime:
 class OverdueRuns:
     """The check as a service thread: a pass every `interval` seconds until stopped.
 
-    `registry` ties the thread to the plugin installation that made it: once that is
-    replaced (`engine.runtime.reset`), the thread stops by itself."""
+    In a scheduler the first pass waits `first_wait` (one interval), so the scheduler's
+    first ticks create what came due while it was away before anything is judged; `alerts
+    dispatch`, which watches from outside, starts at once. `registry` ties the thread to
+    the plugin installation that made it: once that is replaced (`engine.runtime.reset`),
+    the thread stops by itself."""
 
     name = "run-not-started"
 
@@ -293,8 +296,10 @@ class OverdueRuns:
         registry: hooks.Registry | None = None,
         clock: Callable[[], datetime] = utcnow,
         interval: float = CHECK_INTERVAL,
+        first_wait: float = CHECK_INTERVAL,
     ) -> None:
         self.check = OverdueCheck(config)
+        self.first_wait = first_wait
         self.store = store
         self.clock = clock
         self.interval = interval
@@ -316,7 +321,9 @@ class OverdueRuns:
             self._thread = None
 
     def serve(self, stop: threading.Event) -> None:
-        """A pass, then a wait of `interval`, until `stop`; a failed pass is logged."""
+        """A pass every `interval` (the first after `first_wait`) until `stop`; a failed pass
+        is logged."""
+        stop.wait(self.first_wait)
         while not stop.is_set() and self._owned():
             try:
                 self.check.run(self.store, self.clock())

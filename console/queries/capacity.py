@@ -3,9 +3,10 @@ each was full, the waits for a slot and who waited longest, from the recorded tr
 
 One query reads the window (`intervals`): the tries that overlap it (index on
 task_try.end_date; open tries are the running ones) and the task instances waiting for
-a slot or queued now, which have no try yet. The rest is arithmetic on step functions
-(`Step`): a try holds `pool_slots` of its pool, and one executor slot, from queued to
-end, and waits from scheduled to queued.
+a slot or queued now, which have no try yet. The rest is arithmetic on levels counted per
+second of the window (`level`): a try holds `pool_slots` of its pool, and one executor
+slot, from queued to end, and waits from scheduled to queued. Times are counted in whole
+seconds from the window's start; waits and their percentiles use the exact times.
 
 The pool sizes are today's (a pool resized during the window is judged by its new size).
 A sensor in reschedule mode counts as holding its slot from its first poke to its end.
@@ -15,7 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -27,7 +29,7 @@ from engine.states import TaskState
 from engine.store import pools as pool_store
 from engine.store import scheduling
 from engine.store.db import Store
-from engine.store.models import TaskInstance, TaskTry
+from engine.store.models import TaskInstance, TaskTry, UtcDateTime
 
 WINDOWS: dict[str, timedelta] = {
     "1 h": timedelta(hours=1),
@@ -38,22 +40,13 @@ WINDOWS: dict[str, timedelta] = {
 BUCKETS = 120
 #: rows of "waited longest"
 LONGEST = 20
-INTERVAL_COLUMNS = (
-    "dag_id",
-    "run_id",
-    "task_id",
-    "map_index",
-    "try_number",
-    "pool",
-    "slots",
-    "scheduled_at",
-    "queued_at",
-    "end_date",
-    "state",
-)
+#: seconds are counted from the window's start in SQL: no datetime object per row
+INTERVAL_COLUMNS = ("source", "id", "pool", "slots", "scheduled", "queued", "end", "state")
+TRY, WAITING = 0, 1  #: `source`: a try (task_try.id) or a waiting task instance (its id)
 NOW_COLUMNS = ("limit", "slots", "running", "queued", "scheduled", "open")
 _RUNNING = TaskState.RUNNING.value
 _WAITING = (TaskState.SCHEDULED.value, TaskState.QUEUED.value)
+_JULIAN_EPOCH = 2440587.5  #: the julian day of 1970-01-01
 
 
 # -- the reads -------------------------------------------------------------------------
@@ -61,27 +54,37 @@ _WAITING = (TaskState.SCHEDULED.value, TaskState.QUEUED.value)
 
 def intervals(store: Store, start: datetime, end: datetime) -> pd.DataFrame:
     """Every try that held or waited for a slot during [start, end), and every task
-    instance waiting or queued now, in one statement (`end_date` None: still going)."""
+    instance waiting or queued now, in one statement; times in seconds since `start`
+    (milliseconds kept), `end` NaN while still going."""
+    statement = intervals_statement(start, end, store.engine.dialect.name)
     with store.session(readonly=True) as session:
-        rows = session.execute(intervals_statement(start, end)).all()
-    return frame(rows, INTERVAL_COLUMNS)
+        rows = session.execute(statement).all()
+    found = frame(rows, INTERVAL_COLUMNS)
+    for column in ("scheduled", "queued", "end"):
+        found[column] = pd.to_numeric(found[column], errors="coerce").astype(float).round(3)
+    return found
 
 
-def intervals_statement(start: datetime, end: datetime) -> CompoundSelect:
+def _since(column: Any, start: datetime, dialect: str) -> Any:
+    """Seconds from `start` to `column`, computed by the database."""
+    if dialect == "sqlite":  # UtcDateTime is stored as UTC text, which julianday reads
+        day = start.timestamp() / 86400 + _JULIAN_EPOCH
+        return (func.julianday(column) - literal(day)) * literal(86400.0)
+    return func.extract("epoch", column - literal(start, UtcDateTime()))
+
+
+def intervals_statement(start: datetime, end: datetime, dialect: str) -> CompoundSelect:
     """The statement of `intervals`: tries by ix_task_try_end_date, waiting task instances
     by ix_task_instance_state_pool."""
     held_from = func.coalesce(TaskTry.queued_at, TaskTry.start_date)
     tries = select(
-        TaskTry.dag_id,
-        TaskTry.run_id,
-        TaskTry.task_id,
-        TaskTry.map_index,
-        TaskTry.try_number,
+        literal(TRY).label("source"),
+        TaskTry.id,
         TaskTry.pool,
         TaskTry.pool_slots,
-        TaskTry.scheduled_at,
-        held_from.label("queued_at"),
-        TaskTry.end_date,
+        _since(TaskTry.scheduled_at, start, dialect),
+        _since(held_from, start, dialect),
+        _since(TaskTry.end_date, start, dialect),
         TaskTry.state,
     ).where(
         or_(
@@ -91,16 +94,13 @@ def intervals_statement(start: datetime, end: datetime) -> CompoundSelect:
         held_from < end,
     )
     waiting = select(
-        TaskInstance.dag_id,
-        TaskInstance.run_id,
-        TaskInstance.task_id,
-        TaskInstance.map_index,
-        (TaskInstance.try_number + 1).label("try_number"),
+        literal(WAITING),
+        TaskInstance.id,
         TaskInstance.pool,
         TaskInstance.pool_slots,
-        TaskInstance.scheduled_at,
-        TaskInstance.queued_at,
-        literal(None).label("end_date"),
+        _since(TaskInstance.scheduled_at, start, dialect),
+        _since(TaskInstance.queued_at, start, dialect),
+        literal(None),
         TaskInstance.state,
     ).where(TaskInstance.state.in_(_WAITING))
     return union_all(tries, waiting)
@@ -136,55 +136,36 @@ def now_slots(store: Store, parallelism: int) -> pd.DataFrame:
     return frame(rows, NOW_COLUMNS)
 
 
-# -- step functions --------------------------------------------------------------------
+# -- levels on a one-second grid ------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Step:
-    """A piecewise-constant function of time: `values[i]` on [times[i], times[i + 1])."""
+def level(starts: np.ndarray, ends: np.ndarray, weights: np.ndarray, cells: int) -> np.ndarray:
+    """Per second of the window (`cells` of them): the sum of `weights` of the intervals
+    [start, end) (seconds from the window's start, clipped to it) covering that second."""
+    first = np.clip(np.floor(starts), 0, cells).astype(np.int64)
+    last = np.clip(np.floor(ends), 0, cells).astype(np.int64)
+    keep = last > first
+    delta = np.bincount(first[keep], weights[keep], minlength=cells + 1)
+    delta -= np.bincount(last[keep], weights[keep], minlength=cells + 1)
+    return np.round(np.cumsum(delta)[:cells], 9)
 
-    times: np.ndarray
-    values: np.ndarray
 
-    @classmethod
-    def of(
-        cls, starts: np.ndarray, ends: np.ndarray, weights: np.ndarray, t0: float, t1: float
-    ) -> Step:
-        """The sum of `weights` over the intervals [start, end) covering each moment of
-        [t0, t1] (intervals clipped to it)."""
-        starts, ends = np.clip(starts, t0, t1), np.clip(ends, t0, t1)
-        keep = ends > starts
-        starts, ends, weights = starts[keep], ends[keep], weights[keep]
-        times = np.concatenate([starts, ends, [t0, t1]])
-        deltas = np.concatenate([weights, -weights, [0.0, 0.0]])
-        order = np.argsort(times, kind="stable")
-        times, level = times[order], np.cumsum(deltas[order])
-        edges = np.unique(times)
-        last = np.searchsorted(times, edges, side="right") - 1
-        return cls(edges, np.round(level[last][:-1], 9))
+def seconds_in(mask: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Per interval [start, end): how many of its seconds `mask` (one per second) holds."""
+    cells = len(mask)
+    cumulative = np.concatenate([[0], np.cumsum(mask, dtype=np.int64)])
+    first = np.clip(np.floor(starts), 0, cells).astype(np.int64)
+    last = np.clip(np.floor(ends), 0, cells).astype(np.int64)
+    return np.maximum(cumulative[last] - cumulative[first], 0).astype(float)
 
-    def at(self, moments: np.ndarray) -> np.ndarray:
-        """Values at these moments (each inside [times[0], times[-1]))."""
-        index = np.clip(np.searchsorted(self.times, moments, side="right") - 1, 0, None)
-        return self.values[np.minimum(index, len(self.values) - 1)]
 
-    def on(self, edges: np.ndarray) -> Step:
-        """The same function over the union of its breakpoints and `edges`."""
-        times = np.union1d(self.times, edges)
-        return Step(times, self.at(times[:-1]))
-
-    def durations(self) -> np.ndarray:
-        return np.diff(self.times)
-
-    def share(self, mask: np.ndarray) -> float:
-        """The share of the whole span where `mask` (per segment) holds."""
-        span = self.times[-1] - self.times[0]
-        return float((self.durations() * mask).sum() / span) if span > 0 else 0.0
-
-    def overlap(self, mask: np.ndarray, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
-        """Per interval [start, end): the time inside it where `mask` holds."""
-        cumulative = np.concatenate([[0.0], np.cumsum(self.durations() * mask)])
-        return np.interp(ends, self.times, cumulative) - np.interp(starts, self.times, cumulative)
+def peaks(values: np.ndarray, buckets: int) -> tuple[np.ndarray, np.ndarray]:
+    """(start second, maximum) of each of `buckets` equal parts of `values`."""
+    edges = np.linspace(0, len(values), buckets + 1).astype(np.int64)[:-1]
+    edges = np.unique(np.minimum(edges, max(len(values) - 1, 0)))
+    if not len(values):
+        return edges, np.zeros(len(edges))
+    return edges, np.maximum.reduceat(values, edges)
 
 
 # -- the analysis ----------------------------------------------------------------------
@@ -238,32 +219,29 @@ def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 1)
 
 
-def _seconds(column: pd.Series, origin: datetime) -> np.ndarray:
-    """Seconds since `origin`; NaN where the time is missing."""
-    stamps = pd.to_datetime(column, utc=True)
-    return ((stamps - pd.Timestamp(origin)).dt.total_seconds()).to_numpy(dtype=float, copy=True)
-
-
 @dataclass(frozen=True)
 class _Tries:
     """The window's intervals as arrays of seconds since the window's start."""
 
-    pool: np.ndarray
+    pool: np.ndarray  #: an index into `pools`
+    pools: list[str]
     slots: np.ndarray
     waits: np.ndarray  #: scheduled (NaN when unknown: no wait counted)
     holds: np.ndarray  #: queued (NaN: still waiting)
     ends: np.ndarray
 
 
-def _arrays(rows: pd.DataFrame, start: datetime, now: float) -> _Tries:
-    holds = _seconds(rows["queued_at"], start)
+def _arrays(rows: pd.DataFrame, now: float) -> _Tries:
+    holds = rows["queued"].to_numpy(dtype=float, copy=True)
     holds[rows["state"].to_numpy() == TaskState.SCHEDULED.value] = np.nan
-    ends = _seconds(rows["end_date"], start)
-    ends = np.where(np.isnan(ends), now, ends)
-    waits = _seconds(rows["scheduled_at"], start)
+    ends = rows["end"].to_numpy(dtype=float, copy=True)
+    ends[np.isnan(ends)] = now
+    waits = rows["scheduled"].to_numpy(dtype=float, copy=True)
     waits = np.where(waits > holds, holds, waits)  # a clock step must not make waits negative
+    codes, names = pd.factorize(rows["pool"].fillna("default_pool"))
     return _Tries(
-        rows["pool"].fillna("default_pool").to_numpy(dtype=object),
+        codes,
+        [str(name) for name in names],
         rows["slots"].fillna(1).to_numpy(dtype=float),
         waits,
         holds,
@@ -272,80 +250,133 @@ def _arrays(rows: pd.DataFrame, start: datetime, now: float) -> _Tries:
 
 
 def _limit(
-    name: str, size: int, tries: _Tries, pick: np.ndarray, span: float, *, per_slot: bool
-) -> tuple[LimitFigures, Step, Step]:
-    """The figures of one limit over [0, span], its occupancy and its demand. A pool
-    counts pool_slots (`per_slot`); the executor counts tries. `waited_on_it` is the wait
-    while this limit was full."""
-    weights = tries.slots[pick] if per_slot else np.ones(int(pick.sum()))
-    holds, ends, waits = tries.holds[pick], tries.ends[pick], tries.waits[pick]
+    name: str, size: int, tries: _Tries, pick: np.ndarray | None, cells: int, *, per_slot: bool
+) -> tuple[LimitFigures, np.ndarray, np.ndarray]:
+    """The figures of one limit over the window, its occupancy and its demand per second.
+    A pool counts pool_slots (`per_slot`); the executor counts tries. `waited_on_it` is
+    the wait while this limit was full."""
+    if pick is None:  # every try
+        holds, ends, waits, slots = tries.holds, tries.ends, tries.waits, tries.slots
+    else:
+        holds, ends, waits = tries.holds[pick], tries.ends[pick], tries.waits[pick]
+        slots = tries.slots[pick]
+    weights = slots if per_slot else np.ones(len(holds))
     held, asked = ~np.isnan(holds), ~np.isnan(waits)
-    used = Step.of(holds[held], ends[held], weights[held], 0.0, span)
+    used = level(holds[held], ends[held], weights[held], cells)
     wanted = asked | held
-    demand = Step.of(
-        np.where(asked, waits, holds)[wanted], ends[wanted], weights[wanted], 0.0, span
-    )
-    full = used.values >= size
-    w_starts = np.clip(waits[asked], 0, span)
-    w_ends = np.clip(np.where(held, holds, ends)[asked], 0, span)
-    got = held & asked & (holds >= 0) & (holds < span)
+    demand = level(np.where(asked, waits, holds)[wanted], ends[wanted], weights[wanted], cells)
+    full = used >= size
+    w_starts = np.clip(waits[asked], 0, cells)
+    w_ends = np.clip(np.where(held, holds, ends)[asked], 0, cells)
+    got = held & asked & (holds >= 0) & (holds < cells)
     delays = holds[got] - waits[got]
     figures = LimitFigures(
         name=name,
         size=size,
-        full_share=used.share(full),
-        peak_used=float(used.values.max(initial=0.0)),
-        peak_demand=float(demand.values.max(initial=0.0)),
+        full_share=float(full.mean()) if cells else 0.0,
+        peak_used=float(used.max(initial=0.0)),
+        peak_demand=float(demand.max(initial=0.0)),
         wait_p50=float(np.percentile(delays, 50)) if len(delays) else None,
         wait_p95=float(np.percentile(delays, 95)) if len(delays) else None,
         waited=float(np.clip(w_ends - w_starts, 0, None).sum()),
-        waited_on_it=float(used.overlap(full, w_starts, w_ends).sum()),
+        waited_on_it=float(seconds_in(full, w_starts, w_ends).sum()),
         tries=int((held & (ends > 0)).sum()),
     )
     return figures, used, demand
 
 
 def _executor_only_wait(
-    tries: _Tries, pick: np.ndarray, pool_used: Step, size: int, executor: Step, ex_size: int
-) -> float:
+    tries: _Tries, pick: np.ndarray, pool_used: np.ndarray, size: int, executor: np.ndarray,
+    ex_size: int,
+) -> float:  # fmt: skip
     """Task-seconds a pool's tasks waited while the executor was full and the pool not."""
-    edges = np.union1d(pool_used.times, executor.times)
-    pool_on, ex_on = pool_used.on(edges), executor.on(edges)
-    mask = (ex_on.values >= ex_size) & (pool_on.values < size)
+    mask = (executor >= ex_size) & (pool_used < size)
     waits, holds, ends = tries.waits[pick], tries.holds[pick], tries.ends[pick]
     asked = ~np.isnan(waits)
     stop = np.where(np.isnan(holds), ends, holds)[asked]
-    span = edges[-1]
-    return float(ex_on.overlap(mask, np.clip(waits[asked], 0, span), np.clip(stop, 0, span)).sum())
+    return float(seconds_in(mask, waits[asked], stop).sum())
 
 
-def _chart(name: str, size: int, used: Step, demand: Step, start: datetime, span: float):
+def _chart(
+    name: str, size: int, used: np.ndarray, demand: np.ndarray, start: datetime
+) -> pd.DataFrame:
     """Per bucket of the window: the most slots used and wanted, and the limit."""
-    edges = np.linspace(0.0, span, BUCKETS + 1)
     rows = []
-    for label, step in (("used", used), ("wanted", demand)):
-        fine = step.on(edges)
-        index = np.searchsorted(fine.times, edges[:-1])
-        peaks = np.maximum.reduceat(fine.values, index) if len(fine.values) else np.zeros(BUCKETS)
-        rows.append(pd.DataFrame({"at": edges[:-1], "series": label, "slots": peaks}))
-    rows.append(pd.DataFrame({"at": edges[:-1], "series": "limit", "slots": float(size)}))
+    for label, values in (("used", used), ("wanted", demand)):
+        at, top = peaks(values, BUCKETS)
+        rows.append(pd.DataFrame({"at": at, "series": label, "slots": top}))
+    rows.append(pd.DataFrame({"at": at, "series": "limit", "slots": float(size)}))
     chart = pd.concat(rows, ignore_index=True)
     chart["at"] = pd.Timestamp(start) + pd.to_timedelta(chart["at"], unit="s")
     chart.insert(0, "limit", name)
     return chart
 
 
-def _longest(rows: pd.DataFrame, tries: _Tries, span: float) -> pd.DataFrame:
-    """The tries that waited longest for a slot in the window (those still waiting too)."""
+def _longest(rows: pd.DataFrame, tries: _Tries) -> pd.DataFrame:
+    """The `LONGEST` tries that waited longest for a slot in the window (those still
+    waiting too): source, id, waited_s, still_waiting."""
     stop = np.where(np.isnan(tries.holds), tries.ends, tries.holds)
-    waited = stop - tries.waits
-    inside = ~np.isnan(waited) & (stop > 0) & (waited > 0)
-    picked = rows.loc[inside].assign(
-        waited_s=np.round(waited[inside], 1), still_waiting=np.isnan(tries.holds[inside])
+    waited = np.where(stop > 0, stop - tries.waits, np.nan)
+    waited[~(waited > 0)] = -1.0
+    top = (
+        np.argpartition(-waited, LONGEST)[:LONGEST]
+        if len(waited) > LONGEST
+        else np.arange(len(waited))
     )
-    picked = picked.sort_values("waited_s", ascending=False).head(LONGEST)
-    columns = ["dag_id", "run_id", "task_id", "map_index", "try_number", "pool", "slots"]
-    return picked[[*columns, "scheduled_at", "queued_at", "waited_s", "still_waiting"]]
+    top = top[np.argsort(-waited[top], kind="stable")]
+    top = top[waited[top] > 0]
+    return pd.DataFrame(
+        {
+            "source": rows["source"].to_numpy()[top],
+            "id": rows["id"].to_numpy()[top],
+            "waited_s": np.round(waited[top], 1),
+            "still_waiting": np.isnan(tries.holds[top]),
+        }
+    )
+
+
+LONGEST_COLUMNS = (
+    "dag_id",
+    "run_id",
+    "task_id",
+    "map_index",
+    "try_number",
+    "pool",
+    "slots",
+    "scheduled_at",
+    "queued_at",
+    "waited_s",
+    "still_waiting",
+)
+
+
+def _named(store: Store, longest: pd.DataFrame) -> pd.DataFrame:
+    """The longest waits with their task instance and times (two lookups by id)."""
+    found: dict[tuple[int, int], tuple[Any, ...]] = {}
+    ids = {kind: [int(i) for i in longest["id"][longest["source"] == kind]] for kind in (0, 1)}
+    with store.session(readonly=True) as session:
+        if ids[TRY]:
+            for row in session.execute(
+                select(TaskTry.id, TaskTry.dag_id, TaskTry.run_id, TaskTry.task_id,
+                       TaskTry.map_index, TaskTry.try_number, TaskTry.pool, TaskTry.pool_slots,
+                       TaskTry.scheduled_at, TaskTry.queued_at).where(TaskTry.id.in_(ids[TRY]))
+            ):  # fmt: skip
+                found[(TRY, row[0])] = tuple(row[1:])
+        if ids[WAITING]:
+            for row in session.execute(
+                select(TaskInstance.id, TaskInstance.dag_id, TaskInstance.run_id,
+                       TaskInstance.task_id, TaskInstance.map_index,
+                       TaskInstance.try_number + 1, TaskInstance.pool, TaskInstance.pool_slots,
+                       TaskInstance.scheduled_at, TaskInstance.queued_at)
+                .where(TaskInstance.id.in_(ids[WAITING]))
+            ):  # fmt: skip
+                found[(WAITING, row[0])] = tuple(row[1:])
+    rows = [
+        (*found[(int(r.source), int(r.id))], r.waited_s, bool(r.still_waiting))
+        for r in longest.itertuples()
+        if (int(r.source), int(r.id)) in found
+    ]
+    return frame(rows, LONGEST_COLUMNS)
 
 
 def analyse(
@@ -356,20 +387,21 @@ def analyse(
     parallelism: int,
     window: str = "",
 ) -> Capacity:
-    """The figures of the executor and each pool over [start, end) from `intervals` rows."""
-    span = (end - start).total_seconds()
-    tries = _arrays(rows, start, span)
-    everything = np.ones(len(rows), dtype=bool)
-    ex, ex_used, ex_demand = _limit(EXECUTOR, parallelism, tries, everything, span, per_slot=False)
-    charts = [_chart(EXECUTOR, parallelism, ex_used, ex_demand, start, span)]
+    """The figures of the executor and each pool over [start, end) from `intervals` rows,
+    counted per second of the window."""
+    cells = int((end - start).total_seconds())
+    tries = _arrays(rows, float(cells))
+    ex, ex_used, ex_demand = _limit(EXECUTOR, parallelism, tries, None, cells, per_slot=False)
+    charts = [_chart(EXECUTOR, parallelism, ex_used, ex_demand, start)]
     pools: list[LimitFigures] = []
     only_executor = 0.0  # waited while the executor was full and the task's pool was not
-    for name in sorted(set(sizes) | set(tries.pool)):
-        pick = tries.pool == name
+    for name in sorted(set(sizes) | set(tries.pools)):
+        code = tries.pools.index(name) if name in tries.pools else -1
+        pick = tries.pool == code
         size = int(sizes.get(name, 0))
-        pool, used, demand = _limit(name, size, tries, pick, span, per_slot=True)
+        pool, used, demand = _limit(name, size, tries, pick, cells, per_slot=True)
         pools.append(pool)
-        charts.append(_chart(name, size, used, demand, start, span))
+        charts.append(_chart(name, size, used, demand, start))
         only_executor += _executor_only_wait(tries, pick, used, size, ex_used, parallelism)
     pools.sort(key=lambda f: (-f.full_share, -f.waited_on_it, f.name))
     figures = [replace(ex, waited_on_it=only_executor), *pools]
@@ -379,8 +411,8 @@ def analyse(
         end=end,
         figures=figures,
         chart=pd.concat(charts, ignore_index=True),
-        longest=_longest(rows, tries, span),
-        advice=advise(figures, window or f"{span:.0f} s"),
+        longest=_longest(rows, tries),
+        advice=advise(figures, window or f"{cells} s"),
     )
 
 
@@ -388,9 +420,11 @@ def report(store: Store, window: str, parallelism: int, *, now: datetime | None 
     """The capacity page's window: read it (one statement), then analyse it."""
     if window not in WINDOWS:
         raise ValueError(f"unknown window {window!r}; one of {', '.join(WINDOWS)}")
-    end = utcnow(now)
+    end = utcnow(now).replace(microsecond=0)  # whole seconds: the grid's
     start = end - WINDOWS[window]
     rows = intervals(store, start, end)
     with store.session(readonly=True) as session:
         sizes = scheduling.pool_sizes(session)
-    return analyse(rows, start.astimezone(UTC), end, sizes, parallelism, window)
+    found = analyse(rows, start, end, sizes, parallelism, window)
+    found.longest = _named(store, found.longest)
+    return found

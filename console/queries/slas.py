@@ -12,6 +12,7 @@ unfinished tasks. Overdue runs come from `alerts.overdue`, the check that raises
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -22,7 +23,6 @@ from alerts import forecast, overdue
 from console.advice import duration
 from console.queries import problems
 from console.queries.common import frame, seconds_between, utcnow
-from engine.serialization import SerializedDAG
 from engine.states import TASK_FINISHED, TaskState
 from engine.store import pools as pool_store
 from engine.store import scheduling
@@ -73,6 +73,29 @@ def _warnings(store: Store, now: datetime, limit: int) -> list[Any]:
     rows = problems.runs_at_risk(store, now=now, limit=limit)
     rows = rows.assign(task_id=rows["task_id"].fillna(""))
     return list(rows.drop_duplicates(["dag_id", "run_id", "task_id"]).itertuples())
+
+
+@dataclass(frozen=True)
+class _Task:
+    task_id: str
+    upstream_task_ids: frozenset[str]
+
+
+def task_order(serialized: Mapping[str, Any]) -> list[_Task]:
+    """The serialized DAG's tasks, upstream first (all the forecast needs of its plan)."""
+    pending = {
+        task["task_id"]: _Task(task["task_id"], frozenset(task.get("upstream_task_ids") or ()))
+        for task in serialized.get("tasks") or ()
+    }
+    order: list[_Task] = []
+    done: set[str] = set()
+    while pending:
+        ready = [t for t in pending.values() if t.upstream_task_ids <= done]
+        ready = ready or list(pending.values())  # a cycle cannot be parsed; never loop forever
+        for task in sorted(ready, key=lambda t: t.task_id):
+            order.append(pending.pop(task.task_id))
+            done.add(task.task_id)
+    return order
 
 
 def critical_path(order: Sequence[Any], finish: Mapping[str, float]) -> list[str]:
@@ -148,10 +171,7 @@ def runs_at_risk(
         waiting = _scheduled(session, runs)
         pools = {info.name: info for info in pool_store.list_pools(session)}
         holding = scheduling.occupancy(session).total
-    orders = {
-        dag_id: SerializedDAG.from_dict(data).topological_sort()
-        for dag_id, data in serialized.items()
-    }
+    orders = {dag_id: task_order(data) for dag_id, data in serialized.items()}
     rows = []
     for row in warned:
         order = orders.get(row.dag_id)

@@ -21,17 +21,20 @@ def run(store, history, parallelism: int = 32) -> capacity.Capacity:
     return capacity.report(store, "1 h", parallelism, now=hist.END)
 
 
-def test_a_step_function_sums_clipped_intervals():
-    step = capacity.Step.of(
-        np.array([-10.0, 5.0, 5.0]), np.array([20.0, 15.0, 40.0]), np.array([1.0, 2.0, 1.0]),
-        0.0, 30.0,
-    )  # fmt: skip
-    assert list(step.times) == [0.0, 5.0, 15.0, 20.0, 30.0]
-    assert list(step.values) == [1.0, 4.0, 2.0, 1.0]
-    full = step.values >= 2
-    assert step.share(full) == pytest.approx(15 / 30)
-    # time full inside [0, 10) and [12, 30)
-    assert list(step.overlap(full, np.array([0.0, 12.0]), np.array([10.0, 30.0]))) == [5.0, 8.0]
+def test_levels_per_second_of_clipped_intervals():
+    used = capacity.level(
+        np.array([-10.0, 5.0, 5.0]), np.array([20.0, 15.0, 40.0]), np.array([1.0, 2.0, 1.0]), 30
+    )
+    assert list(used) == [1.0] * 5 + [4.0] * 10 + [2.0] * 5 + [1.0] * 10
+    full = used >= 2
+    assert full.mean() == 15 / 30
+    # seconds full inside [0, 10) and [12, 30)
+    assert list(capacity.seconds_in(full, np.array([0.0, 12.0]), np.array([10.0, 30.0]))) == [
+        5.0,
+        8.0,
+    ]
+    at, top = capacity.peaks(used, 3)
+    assert (list(at), list(top)) == ([0, 10, 20], [4.0, 4.0, 1.0])
 
 
 def test_a_pool_full_half_the_hour(store):
@@ -140,7 +143,7 @@ def _plan(store, statement: str) -> str:
     """The database's plan of the window's statement (its parameters as literals)."""
     from sqlalchemy import text
 
-    query = capacity.intervals_statement(hist.START, hist.END)
+    query = capacity.intervals_statement(hist.START, hist.END, store.engine.dialect.name)
     compiled = query.compile(store.engine, compile_kwargs={"literal_binds": True})
     prefix = "EXPLAIN QUERY PLAN " if store.engine.dialect.name == "sqlite" else "EXPLAIN "
     with store.session(readonly=True) as session:
