@@ -157,29 +157,35 @@ def last_runs_columns(rows: pd.DataFrame, width: int) -> tuple[pd.DataFrame, lis
     return pd.concat([rows.drop(columns=["last_runs"]), spread], axis=1), names
 
 
-#: line colour per capacity series
-CAPACITY_COLOURS = {"used": "#1565c0", "wanted": "#ef6c00", "limit": "#c62828"}
+#: colour per capacity series
+CAPACITY_COLOURS = {"wanted": "#ffb74d", "used": "#1565c0", "limit": "#c62828"}
 
 
-def capacity_chart(points: pd.DataFrame) -> alt.Chart:
-    """Slots used and wanted (held or waited for) per bucket of a window, with the limit."""
-    return (
-        alt.Chart(points)
-        .mark_line(interpolate="step-after")
-        .encode(
-            x=alt.X("at:T", title="time (UTC)"),
-            y=alt.Y("slots:Q", title="slots (peak per point)"),
-            color=alt.Color(
-                "series:N",
-                scale=alt.Scale(
-                    domain=list(CAPACITY_COLOURS), range=list(CAPACITY_COLOURS.values())
-                ),
-                title=None,
-            ),
-            strokeDash=alt.condition(
-                alt.datum.series == "limit", alt.value([5, 4]), alt.value([1, 0])
-            ),
-            tooltip=["series", "at:T", "slots"],
-        )
-        .properties(height=260)
+def capacity_chart(points: pd.DataFrame) -> alt.LayerChart:
+    """Slots wanted (held or waited for, an area), used (a line) and the limit (dashed)
+    per bucket of a window: where the area rises above the dashed line, tasks waited."""
+    colour = alt.Color(
+        "series:N",
+        scale=alt.Scale(domain=list(CAPACITY_COLOURS), range=list(CAPACITY_COLOURS.values())),
+        title=None,
     )
+    x = alt.X("at:T", title="time (UTC)")
+    y = alt.Y("slots:Q", title="slots (peak per point)")
+    tooltip = ["series", "at:T", "slots"]
+    base = alt.Chart(points)
+    wanted = (
+        base.transform_filter(alt.datum.series == "wanted")
+        .mark_area(interpolate="step-after", opacity=0.6)
+        .encode(x=x, y=y, color=colour, tooltip=tooltip)
+    )
+    used = (
+        base.transform_filter(alt.datum.series == "used")
+        .mark_line(interpolate="step-after")
+        .encode(x=x, y=y, color=colour, tooltip=tooltip)
+    )
+    limit = (
+        base.transform_filter(alt.datum.series == "limit")
+        .mark_line(strokeDash=[5, 4])
+        .encode(x=x, y=y, color=colour, tooltip=tooltip)
+    )
+    return alt.layer(wanted, used, limit).properties(height=260)

@@ -339,14 +339,14 @@ LONGEST_COLUMNS = (
     "dag_id",
     "run_id",
     "task_id",
-    "map_index",
-    "try_number",
-    "pool",
-    "slots",
-    "scheduled_at",
-    "queued_at",
     "waited_s",
     "still_waiting",
+    "pool",
+    "slots",
+    "map_index",
+    "try_number",
+    "scheduled_at",
+    "queued_at",
 )
 
 
@@ -361,7 +361,7 @@ def _named(store: Store, longest: pd.DataFrame) -> pd.DataFrame:
                        TaskTry.map_index, TaskTry.try_number, TaskTry.pool, TaskTry.pool_slots,
                        TaskTry.scheduled_at, TaskTry.queued_at).where(TaskTry.id.in_(ids[TRY]))
             ):  # fmt: skip
-                found[(TRY, row[0])] = tuple(row[1:])
+                found[(TRY, row[0])] = _ordered(row)
         if ids[WAITING]:
             for row in session.execute(
                 select(TaskInstance.id, TaskInstance.dag_id, TaskInstance.run_id,
@@ -370,13 +370,19 @@ def _named(store: Store, longest: pd.DataFrame) -> pd.DataFrame:
                        TaskInstance.scheduled_at, TaskInstance.queued_at)
                 .where(TaskInstance.id.in_(ids[WAITING]))
             ):  # fmt: skip
-                found[(WAITING, row[0])] = tuple(row[1:])
-    rows = [
-        (*found[(int(r.source), int(r.id))], r.waited_s, bool(r.still_waiting))
-        for r in longest.itertuples()
-        if (int(r.source), int(r.id)) in found
-    ]
+                found[(WAITING, row[0])] = _ordered(row)
+    rows = []
+    for r in longest.itertuples():
+        names, rest = found.get((int(r.source), int(r.id)), ((), ()))
+        if names:
+            rows.append((*names, r.waited_s, bool(r.still_waiting), *rest))
     return frame(rows, LONGEST_COLUMNS)
+
+
+def _ordered(row: Any) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    """(dag_id, run_id, task_id), (pool, slots, map_index, try_number, scheduled, queued)
+    of a looked-up row (id, dag, run, task, map_index, try, pool, slots, scheduled, queued)."""
+    return tuple(row[1:4]), (row[6], row[7], row[4], row[5], row[8], row[9])
 
 
 def analyse(
