@@ -119,24 +119,49 @@ def test_slots_now_per_pool_and_for_the_executor(store):
     assert now.loc["a"].tolist() == [8, 2, 0, 2, 6]
 
 
-def test_the_window_is_read_in_one_indexed_statement(store):
+def test_the_window_is_read_in_one_indexed_statement(store, monkeypatch):
     hist.write(store, *hist.POOL_FULL)
-    statements = []
+    executed = []
+    real = store.session
 
-    from sqlalchemy import event
+    def session(*args, **kwargs):  # record what the driver's cursor is given
+        context = real(*args, **kwargs)
+        opened = context.__enter__()
+        connection = opened.connection().connection
 
-    def count(conn, cursor, statement, *args):
-        if statement.lstrip().upper().startswith("SELECT"):
-            statements.append(statement)
+        class Cursor:
+            def __init__(self, inner):
+                self.inner = inner
 
-    event.listen(store.engine, "before_cursor_execute", count)
-    try:
-        capacity.intervals(store, hist.START, hist.END)
-    finally:
-        event.remove(store.engine, "before_cursor_execute", count)
-    assert len(statements) == 1
-    plan = _plan(store, statements[0])
+            def execute(self, sql, *rest):
+                executed.append(sql)
+                return self.inner.execute(sql, *rest)
+
+            def __getattr__(self, name):
+                return getattr(self.inner, name)
+
+        monkeypatch.setattr(
+            connection, "cursor", lambda: Cursor(connection.dbapi_connection.cursor())
+        )
+        return _Wrapped(context, opened)
+
+    monkeypatch.setattr(store, "session", session)
+    rows = capacity.intervals(store, hist.START, hist.END)
+    assert len(rows) == 3
+    assert len(executed) == 1
+    plan = _plan(store, executed[0])
     assert "ix_task_try_end_date" in plan, plan
+
+
+class _Wrapped:
+    def __init__(self, context, opened):
+        self.context, self.opened = context, opened
+
+    def __enter__(self):
+        return self.opened
+
+    def __exit__(self, *exc):
+        return self.context.__exit__(*exc)
 
 
 def _plan(store, statement: str) -> str:
