@@ -136,6 +136,7 @@ def resend(cli: CliContext, alert_id: int) -> None:
 def dispatch(cli: CliContext, once: bool, output: str) -> None:
     """Deliver the alert outbox in the foreground until Ctrl-C or SIGTERM (or one pass)."""
     from alerts.dispatcher import Dispatcher
+    from alerts.overdue import OverdueRuns
 
     config = cli.config
     logging.getLogger().setLevel(config["logging.level"])
@@ -154,7 +155,12 @@ def dispatch(cli: CliContext, once: bool, output: str) -> None:
     signal.signal(signal.SIGTERM, handler)
     signal.signal(signal.SIGINT, handler)
     click.echo(f"alert dispatcher started: metastore {cli.store.display_url}")
-    dispatcher.serve(stop)
+    overdue = OverdueRuns(config, cli.store, first_wait=0.0)  # pages while no scheduler runs
+    overdue.start()
+    try:
+        dispatcher.serve(stop)
+    finally:
+        overdue.stop(5.0)
     click.echo("alert dispatcher stopped")
 
 

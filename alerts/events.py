@@ -23,6 +23,7 @@ class Event(StrEnum):
     DAG_RUN_SUCCEEDED = "dag_run_succeeded"
     SLA_MISSED = "sla_missed"
     DEADLINE_AT_RISK = "deadline_at_risk"
+    RUN_NOT_STARTED = "run_not_started"
     ZOMBIE_KILLED = "zombie_killed"
     IMPORT_ERROR = "import_error"
     SCHEDULER_UNHEALTHY = "scheduler_unhealthy"
@@ -41,6 +42,7 @@ DEFAULT_EVENTS: frozenset[Event] = frozenset(
         Event.DAG_RUN_FAILED,
         Event.SLA_MISSED,
         Event.DEADLINE_AT_RISK,
+        Event.RUN_NOT_STARTED,
         Event.ZOMBIE_KILLED,
         Event.IMPORT_ERROR,
         Event.SCHEDULER_UNHEALTHY,
@@ -67,6 +69,7 @@ DEFAULT_SEVERITY: dict[Event, str] = {
     Event.DAG_RUN_SUCCEEDED: "info",
     Event.SLA_MISSED: "error",
     Event.DEADLINE_AT_RISK: "warning",
+    Event.RUN_NOT_STARTED: "error",
     Event.ZOMBIE_KILLED: "warning",
     Event.IMPORT_ERROR: "error",
     Event.SCHEDULER_UNHEALTHY: "critical",

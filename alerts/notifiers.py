@@ -249,6 +249,7 @@ DEFAULT_TITLES: dict[str, str] = {
     "dag_run_succeeded": "[dagwatch] DAG {{ dag_id }} run {{ run_id }} succeeded",
     "sla_missed": "[dagwatch] SLA missed: {{ dag_id }}{% if task_id %}.{{ task_id }}{% endif %}",
     "deadline_at_risk": "[dagwatch] deadline at risk: {{ dag_id }} run {{ run_id }}",
+    "run_not_started": "[dagwatch] {{ dag_id }}: run {{ run_id }} has not started",
     "zombie_killed": "[dagwatch] {{ dag_id }}.{{ task_id }} stopped heartbeating (zombie)",
     "import_error": "[dagwatch] DAG import error in {{ filename }}",
     "scheduler_unhealthy": "[dagwatch] scheduler on {{ hostname }} (job {{ job_id }}) "

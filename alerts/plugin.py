@@ -15,7 +15,7 @@ def register(registry: Registry, config: Config) -> None:
     it writes or logs could quote one."""
     if not config["alerts.enabled"]:
         return
-    from alerts import dispatcher, listener, notifiers, routes, sla
+    from alerts import dispatcher, listener, notifiers, overdue, routes, sla
 
     configured = routes.load_routes(config)
     notifiers.learn_route_secrets(configured.values())
@@ -25,6 +25,7 @@ def register(registry: Registry, config: Config) -> None:
     )
     registry.add_tick_hook(TickHook("sla", sla.SlaChecker(configured, config).check, 1.0))
     registry.add_service(lambda cfg, store: dispatcher.Dispatcher(cfg, store, registry=registry))
+    registry.add_service(lambda cfg, store: overdue.OverdueRuns(cfg, store, registry=registry))
 
 
 def commands() -> list[Any]:

@@ -1,10 +1,12 @@
 """Build a large metastore for the console benchmark: DAGs, runs, task instances, tries.
 
 `build(store, dags=500, runs_per_dag=100, tasks_per_dag=20)` gives 500 DAGs, 50,000 runs
-and 1,000,000 task instances (plus tries, transitions and XComs for each DAG's newest
-runs, alerts, SLA misses and an audit log), inserted with bulk INSERTs in chunks. Runs
-are hourly up to now; about 2% of the task instances failed (a third of those in the
-last 24 h), each DAG's newest run is running, and a few DAGs are paused.
+and 1,000,000 task instances, a try for each one that started (with its pool, scheduled
+and queued times: the capacity page's history), transitions for each DAG's newest runs,
+alerts (some warning of runs at risk), SLA misses and an audit log, inserted with bulk
+INSERTs in chunks. Runs are hourly up to now; about 2% of the task instances failed (a
+third of those in the last 24 h), each DAG's newest run is running, a few DAGs are
+paused (their next run overdue), and the DAGs share four pools.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import insert
 
+from engine.store import pools
 from engine.store.db import Store
 from engine.store.models import (
     Alert,
@@ -32,6 +35,8 @@ from engine.store.models import (
 )
 
 CHUNK = 10_000
+#: pool per DAG (dag index % 4) and its slots
+POOLS = {"default_pool": 128, "db": 8, "api": 16, "spark": 4}
 #: the newest runs of each DAG that get tries and transitions (the gantt's reads)
 DETAILED_RUNS = 5
 #: the alert routes (one channel each) the outbox's 5,000 alerts go to
@@ -108,6 +113,9 @@ def build(
                 "task_count": tasks_per_dag,
                 "last_parsed": now,
                 "next_dagrun": now + timedelta(hours=1),
+                "next_dagrun_create_after": now - timedelta(minutes=30)
+                if d % 50 == 0
+                else now + timedelta(hours=1),
             }
             for d, dag_id in enumerate(dag_ids)
         ),
@@ -170,7 +178,10 @@ def build(
                         "try_number": 0 if state in ("none", "upstream_failed") else 1,
                         "max_tries": 1,
                         "operator": "EmptyOperator",
-                        "pool": "default_pool",
+                        "pool": list(POOLS)[d % len(POOLS)],
+                        "scheduled_at": begun - timedelta(seconds=5 + t % 7)
+                        if state != "none"
+                        else None,
                         "queued_at": begun if state != "none" else None,
                         "start_date": begun if state not in ("none", "upstream_failed") else None,
                         "end_date": None
@@ -194,23 +205,21 @@ def _details(
     ti_state: Any,
     now: datetime,
 ) -> dict[str, int]:
-    """Tries and queued transitions for each DAG's newest runs; alerts, misses, audit."""
-    from sqlalchemy import select
+    """A try per started task instance, queued transitions for each DAG's newest runs;
+    alerts, misses, audit."""
+    from sqlalchemy import func, select
 
     newest = runs_per_dag - DETAILED_RUNS
     with store.session(readonly=True) as session:
-        ti_ids = {
-            (dag_id, run_id, task_id): ti_id
-            for ti_id, dag_id, run_id, task_id in session.execute(
-                select(
-                    TaskInstance.id, TaskInstance.dag_id, TaskInstance.run_id, TaskInstance.task_id
-                ).where(TaskInstance.run_id >= f"scheduled__{logical(newest).isoformat()}")
-            )
-        }
+        first, last = session.execute(
+            select(func.min(TaskInstance.id), func.max(TaskInstance.id))
+        ).one()
+    # task instances went in in order, one id each: no need to read a million of them back
+    assert last - first + 1 == len(dag_ids) * runs_per_dag * len(task_ids)
 
-    def tries() -> Iterator[dict[str, Any]]:
+    def tries(runs: range = range(runs_per_dag)) -> Iterator[dict[str, Any]]:
         for d, dag_id in enumerate(dag_ids):
-            for r in range(newest, runs_per_dag):
+            for r in runs:
                 run_id = f"scheduled__{logical(r).isoformat()}"
                 for t, task_id in enumerate(task_ids):
                     state = ti_state(d, r, t)
@@ -218,7 +227,7 @@ def _details(
                         continue
                     begun = logical(r) + timedelta(seconds=30 * t)
                     yield {
-                        "ti_id": ti_ids[(dag_id, run_id, task_id)],
+                        "ti_id": first + (d * runs_per_dag + r) * len(task_ids) + t,
                         "dag_id": dag_id,
                         "run_id": run_id,
                         "task_id": task_id,
@@ -229,10 +238,14 @@ def _details(
                         "end_date": None if state == "running" else begun + timedelta(seconds=20),
                         "duration": None if state == "running" else 20.0,
                         "hostname": "worker-1",
+                        "pool": list(POOLS)[d % len(POOLS)],
+                        "pool_slots": 1,
+                        "scheduled_at": begun - timedelta(seconds=5 + t % 7),
+                        "queued_at": begun,
                     }
 
     def queued() -> Iterator[dict[str, Any]]:
-        for row in tries():
+        for row in tries(range(newest, runs_per_dag)):
             yield {
                 "at": row["start_date"] - timedelta(seconds=2),
                 "entity": "task_instance",
@@ -267,6 +280,28 @@ def _details(
         ),
     )
     counts["alert_delivery"] = _insert(store, AlertDelivery, _deliveries(now))
+    counts["alert"] += _insert(
+        store,
+        Alert,
+        (
+            {
+                "fingerprint": f"bench-risk-{dag_id}",
+                "event": "deadline_at_risk",
+                "severity": "warning",
+                "route": "oncall",
+                "dag_id": dag_id,
+                "run_id": f"scheduled__{logical(runs_per_dag - 1).isoformat()}",
+                "status": "sent",
+                "attempts": 1,
+                "created_at": now - timedelta(minutes=5),
+                "payload": {"deadline": (now + timedelta(minutes=10)).isoformat()},
+            }
+            for dag_id in dag_ids[:50]
+        ),
+    )
+    with store.session() as session:
+        for name, slots in POOLS.items():
+            pools.set_pool(session, name, slots)
     counts["sla_miss"] = _insert(
         store,
         SlaMiss,

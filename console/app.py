@@ -35,6 +35,12 @@ pages = {
             "views/slas.py", title="SLAs and deadlines", icon=":material/alarm:", url_path="slas"
         ),
         st.Page(
+            "views/capacity.py",
+            title="Pools and capacity",
+            icon=":material/speed:",
+            url_path="capacity",
+        ),
+        st.Page(
             "views/alerts.py",
             title="Alerts",
             icon=":material/outgoing_mail:",

@@ -155,3 +155,37 @@ def last_runs_columns(rows: pd.DataFrame, width: int) -> tuple[pd.DataFrame, lis
         index=rows.index,
     )
     return pd.concat([rows.drop(columns=["last_runs"]), spread], axis=1), names
+
+
+#: colour per capacity series
+CAPACITY_COLOURS = {"wanted": "#ffb74d", "used": "#1565c0", "limit": "#c62828"}
+
+
+def capacity_chart(points: pd.DataFrame) -> alt.LayerChart:
+    """Slots wanted (held or waited for, an area), used (a line) and the limit (dashed)
+    per bucket of a window: where the area rises above the dashed line, tasks waited."""
+    colour = alt.Color(
+        "series:N",
+        scale=alt.Scale(domain=list(CAPACITY_COLOURS), range=list(CAPACITY_COLOURS.values())),
+        title=None,
+    )
+    x = alt.X("at:T", title="time (UTC)")
+    y = alt.Y("slots:Q", title="slots (peak per point)")
+    tooltip = ["series", "at:T", "slots"]
+    base = alt.Chart(points)
+    wanted = (
+        base.transform_filter(alt.datum.series == "wanted")
+        .mark_area(interpolate="step-after", opacity=0.6)
+        .encode(x=x, y=y, color=colour, tooltip=tooltip)
+    )
+    used = (
+        base.transform_filter(alt.datum.series == "used")
+        .mark_line(interpolate="step-after")
+        .encode(x=x, y=y, color=colour, tooltip=tooltip)
+    )
+    limit = (
+        base.transform_filter(alt.datum.series == "limit")
+        .mark_line(strokeDash=[5, 4])
+        .encode(x=x, y=y, color=colour, tooltip=tooltip)
+    )
+    return alt.layer(wanted, used, limit).properties(height=260)

@@ -701,6 +701,15 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "alerts",
+        "run_start_grace",
+        "duration",
+        300.0,
+        "A scheduled run not created, or a run still queued, this long after it was due raises"
+        ' run_not_started (once per run): seconds, or "10m", "1h".',
+        minimum=1,
+    ),
+    Option(
+        "alerts",
         "forecast_quantile",
         "float",
         0.9,

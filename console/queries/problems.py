@@ -114,10 +114,13 @@ def sla_misses(store: Store, *, now: datetime | None = None, limit: int = 200) -
 
 
 def runs_at_risk(store: Store, *, now: datetime | None = None, limit: int = 200) -> pd.DataFrame:
-    """Active runs forecast to miss their deadline (a deadline_at_risk alert in 24 h)."""
+    """Active runs forecast to miss their deadline (a deadline_at_risk alert in 24 h), with
+    the forecast the alert carried (`payload`)."""
     since = utcnow(now) - DAY
     query = (
-        select(Alert.dag_id, Alert.run_id, Alert.task_id, DagRun.state, Alert.created_at)
+        select(
+            Alert.dag_id, Alert.run_id, Alert.task_id, DagRun.state, Alert.created_at, Alert.payload
+        )
         .join(DagRun, and_(DagRun.dag_id == Alert.dag_id, DagRun.run_id == Alert.run_id))
         .where(
             Alert.event == "deadline_at_risk",
@@ -129,7 +132,8 @@ def runs_at_risk(store: Store, *, now: datetime | None = None, limit: int = 200)
     )
     with store.session(readonly=True) as session:
         return frame(
-            session.execute(query), ("dag_id", "run_id", "task_id", "run_state", "warned_at")
+            session.execute(query),
+            ("dag_id", "run_id", "task_id", "run_state", "warned_at", "payload"),
         )
 
 

@@ -261,11 +261,19 @@ class TaskTry(Base):
     pid: Mapped[int | None] = mapped_column(Integer)
     log_path: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(MaskedText)
+    #: the pool and slots this try held, and when it was scheduled and queued (the console's
+    #: capacity history: slots are held from queued to end, waited for from scheduled)
+    pool: Mapped[str | None] = mapped_column(String(ID_LEN))
+    pool_slots: Mapped[int | None] = mapped_column(Integer)
+    scheduled_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    queued_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
     __table_args__ = (
         UniqueConstraint("ti_id", "try_number"),
         ForeignKeyConstraint(["ti_id"], ["task_instance.id"], ondelete="CASCADE"),
         Index("ix_task_try_dag_id_run_id", "dag_id", "run_id"),
+        # the tries of a time window (the capacity page)
+        Index("ix_task_try_end_date", "end_date"),
     )
 
 

@@ -207,6 +207,10 @@ def start_try(
             hostname=hostname,
             pid=pid,
             log_path=log_path,
+            pool=ti.pool,
+            pool_slots=ti.pool_slots,
+            scheduled_at=ti.scheduled_at,
+            queued_at=ti.queued_at,
         ),
     )
 

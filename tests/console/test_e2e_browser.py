@@ -44,9 +44,15 @@ PAGES = {
     "failures": "Failures (24 h)",
     "tasks": "Queued and running",
     "slas": "SLAs and deadlines",
+    "capacity": "Pools and capacity",
     "alerts": "Alerts",
     "import_errors": "Import errors",
     "audit": "Audit log",
+}
+#: text a page shows once its script has drawn it (a click in the menu answers before)
+DRAWN = {
+    "capacity": "The last 24 h",
+    "slas": "Should have started and did not",
 }
 GREEN = "rgb(46, 125, 50)"  # charts.STATE_COLOURS["success"]
 
@@ -144,6 +150,8 @@ def test_log_in_trigger_watch_the_run_turn_green_and_read_its_log(standalone, br
 
     for name, link in PAGES.items():
         page.get_by_role("link", name=link, exact=True).click()
+        if name in DRAWN:
+            page.get_by_text(DRAWN[name]).first.wait_for(timeout=60_000)
         _settle(page)
         assert page.locator('[data-testid="stException"]').count() == 0, name
         page.screenshot(path=str(tmp_path / f"{name}.png"), full_page=True)
