@@ -141,8 +141,10 @@ class ImportError_(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     filename: Mapped[str] = mapped_column(String(1000), unique=True)
-    timestamp: Mapped[datetime] = mapped_column(UtcDateTime)
+    timestamp: Mapped[datetime] = mapped_column(UtcDateTime)  #: last seen (the last parse)
     stacktrace: Mapped[str] = mapped_column(MaskedText)
+    #: when the file was first found broken (it stays while the file stays broken)
+    first_seen: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 class DagRun(Base):
@@ -249,11 +251,15 @@ class TaskTry(Base):
     pid: Mapped[int | None] = mapped_column(Integer)
     log_path: Mapped[str | None] = mapped_column(Text)
     error: Mapped[str | None] = mapped_column(MaskedText)
+    #: the error's signature (`engine.error_signature`), written with it: failures group by it
+    error_signature: Mapped[str | None] = mapped_column(String(16))
 
     __table_args__ = (
         UniqueConstraint("ti_id", "try_number"),
         ForeignKeyConstraint(["ti_id"], ["task_instance.id"], ondelete="CASCADE"),
         Index("ix_task_try_dag_id_run_id", "dag_id", "run_id"),
+        # the failures of a window, grouped by signature, read from the index alone
+        Index("ix_task_try_end_date_error_signature", "end_date", "error_signature"),
     )
 
 
