@@ -136,7 +136,9 @@ def explain_task(
             return Explanation("task instance", state, Why.FINISHED, f"finished: {state}")
         if state in (TaskState.QUEUED, TaskState.RUNNING):
             text = f"{state} (on {ti.hostname})" if ti.hostname else str(state)
-            return context.note(Explanation("task instance", state, Why.ACTIVE, text))
+            return context.note(
+                Explanation("task instance", state, Why.ACTIVE, text, details=_active(ti, now))
+            )
         if row.is_paused:
             return context.note(
                 Explanation("task instance", state, Why.PAUSED, f"DAG {dag_id!r} is paused")
@@ -554,6 +556,18 @@ def _past_states(session: Any, run: Any, task_ids: set[str]) -> dict[str, TaskSt
         return None
     states = scheduling.task_states_of_runs(session, [(run.dag_id, previous)], task_ids)
     return states.get((run.dag_id, previous), {})
+
+
+def _active(ti: Any, now: datetime) -> tuple[str, ...]:
+    """Since when a queued or running task instance has been so."""
+    if ti.state == TaskState.QUEUED and ti.queued_at:
+        return (
+            f"queued for {_duration(now - ti.queued_at)}: handed to the executor, waiting "
+            f"for a worker of queue {ti.queue!r} to start it",
+        )
+    if ti.state == TaskState.RUNNING and ti.start_date:
+        return (f"running for {_duration(now - ti.start_date)}",)
+    return ()
 
 
 def _duration(delta: Any) -> str:
