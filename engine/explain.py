@@ -85,8 +85,9 @@ class Explanation:
 
     @property
     def blocked(self) -> bool:
-        """Whether the subject waits (not finished, not already queued or running)."""
-        return self.kind not in (Why.FINISHED, Why.ACTIVE, Why.RUNNING)
+        """Whether the subject is held back (not finished, not queued or running, not a
+        DAG whose next run is simply not due or that runs only when triggered)."""
+        return self.kind not in _NOT_BLOCKED
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data for `--output json`: empty parts left out, times as ISO text."""
@@ -97,6 +98,9 @@ class Explanation:
             holder["held_s"] = _age(self.held_at, holder["since"])
         data["upstream"] = [{"task_id": t, "state": s} for t, s in self.upstream]
         return {key: _plain(value) for key, value in data.items() if value not in ((), [], None)}
+
+
+_NOT_BLOCKED = frozenset({Why.FINISHED, Why.ACTIVE, Why.RUNNING, Why.NOT_DUE, Why.NO_SCHEDULE})
 
 
 def why_not_running(
