@@ -23,13 +23,13 @@ def why_url(dag_id: str, run_id: str | None = None, task_id: str | None = None, 
 
 def panel(found: Explanation, *, title: str = "Why isn't it running?") -> None:
     """Draw one answer; red when nothing moves (no scheduler), amber when it waits."""
-    st.markdown(f"**{title}**")
+    st.markdown(f"**{title}** ({found.subject} {found.state})")
     if found.scheduler:
         st.error(found.scheduler)
     if found.blocked:
-        st.warning(f"{found.subject} {found.state}: {found.reason}")
+        st.warning(found.reason)
     else:
-        st.info(f"{found.subject} {found.state}: {found.reason}")
+        st.info(found.reason)
     if found.details:
         st.markdown("\n".join(f"- {line}" for line in found.details))
     if found.holders:
@@ -37,7 +37,7 @@ def panel(found: Explanation, *, title: str = "Why isn't it running?") -> None:
         st.dataframe(
             explain.holders(found),
             hide_index=True,
-            column_config={"held_s": st.column_config.NumberColumn("held for", format="%.0f s")},
+            column_config={"held_s": None, "held": "held for", "map_index": None},
         )
     if found.runs:
         st.caption("Runs in the way")
@@ -51,7 +51,8 @@ def panel(found: Explanation, *, title: str = "Why isn't it running?") -> None:
             column_config={
                 "why": st.column_config.LinkColumn("run", display_text=r"run_id=([^&]+)"),
                 "run_id": None,
-                "running_s": st.column_config.NumberColumn("running for", format="%.0f s"),
+                "running_s": None,
+                "running": "running for",
             },
         )
     if found.upstream:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -583,6 +583,13 @@ def _duration(delta: Any) -> str:
     if seconds < 172_800:
         return f"{seconds // 3600} h {seconds % 3600 // 60} min"
     return f"{seconds // 86400} d"
+
+
+def duration_text(seconds: float | None) -> str:
+    """Seconds as an operator reads them: 45 s, 20 min, 3 h 5 min, 2 d."""
+    if seconds is None or seconds != seconds:
+        return "-"
+    return _duration(timedelta(seconds=seconds))
 
 
 def _age(now: datetime, since: datetime | None) -> float | None:

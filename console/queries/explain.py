@@ -83,7 +83,9 @@ def holders(found: Explanation) -> pd.DataFrame:
         for h in found.holders
     ]
     columns = ("pool", "dag_id", "run_id", "task_id", "map_index", "state", "pool_slots")
-    return frame(rows, (*columns, "hostname", "since", "held_s"))
+    table = frame(rows, (*columns, "hostname", "since", "held_s"))
+    table.insert(len(columns), "held", [explain.duration_text(s) for s in table.held_s])
+    return table
 
 
 def runs_in_the_way(found: Explanation) -> pd.DataFrame:
@@ -91,6 +93,7 @@ def runs_in_the_way(found: Explanation) -> pd.DataFrame:
     rows = [(r.dag_id, r.run_id, r.state, r.logical_date, r.start_date) for r in found.runs]
     table = frame(rows, ("dag_id", "run_id", "state", "logical_date", "start_date"))
     table["running_s"] = [seconds_between(found.held_at, r.start_date) for r in found.runs]
+    table["running"] = [explain.duration_text(s) for s in table.running_s]
     return table
 
 

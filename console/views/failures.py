@@ -40,20 +40,23 @@ else:
             )
         ],
     )
-    shown = ["signature", "failures", "dags", "tasks", "first_seen", "last_seen", "example"]
+    shown = ["failures", "signature", "example", "last_seen", "first_seen", "dags", "tasks"]
     st.dataframe(
         groups[shown],
         hide_index=True,
         column_config={
+            "failures": st.column_config.NumberColumn("failures", width="small"),
             "signature": st.column_config.TextColumn("error signature", width="large"),
-            "example": st.column_config.LinkColumn("example log", display_text="open log"),
-            "first_seen": st.column_config.DatetimeColumn("first", format="YYYY-MM-DD HH:mm"),
-            "last_seen": st.column_config.DatetimeColumn("last", format="YYYY-MM-DD HH:mm"),
+            "example": st.column_config.LinkColumn(
+                "newest", display_text="open log", width="small"
+            ),
+            "last_seen": st.column_config.DatetimeColumn("last", format="MM-DD HH:mm"),
+            "first_seen": st.column_config.DatetimeColumn("first", format="MM-DD HH:mm"),
         },
     )
     st.subheader("Examples")
     for row in groups.head(10).itertuples():
-        label = f"{row.failures} failures: {row.signature[:120]}"
+        label = f"{row.failures} failure{'s' if row.failures != 1 else ''}: {row.signature[:120]}"
         with st.expander(label):
             st.caption(
                 f"newest: {row.example_dag_id} / {row.example_run_id} / {row.example_task_id}"

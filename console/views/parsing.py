@@ -24,7 +24,7 @@ def parse_time_chart(files: pd.DataFrame) -> alt.Chart:
             color=alt.condition("datum.problem", alt.value("#c62828"), alt.value("#1565c0")),
             tooltip=["fileloc", "parse_duration_s", "dag_count", "task_count", "last_parsed"],
         )
-        .properties(height=alt.Step(18))
+        .properties(height=alt.Step(26))
     )
 
 
@@ -33,7 +33,7 @@ config = state.config()
 interval = config["scheduler.min_file_process_interval"]
 errors = state.read("parsing.import_errors")
 intervals = int(
-    st.number_input(
+    st.columns(4)[0].number_input(
         "Stale after N x the parse interval",
         min_value=1,
         max_value=1000,

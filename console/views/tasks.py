@@ -16,8 +16,8 @@ st.caption(f"{len(rows)} shown (at most 200, the longest {choice} first)")
 rows.insert(
     0,
     "why",
-    [
-        why.why_url(d, r, t, map_index=str(m))
+    [  # a queued task: why it does not start; a running one: what else its run waits for
+        why.why_url(d, r, t, map_index=str(m)) if choice == "queued" else why.why_url(d, r)
         for d, r, t, m in zip(rows.dag_id, rows.run_id, rows.task_id, rows.map_index, strict=True)
     ],
 )
@@ -29,4 +29,7 @@ st.dataframe(
         "for_s": st.column_config.NumberColumn(f"{choice} for", format="%.0f s"),
     },
 )
-st.caption("A task that is not running yet? Open its run on the Why page (why? on each row).")
+st.caption(
+    "why? opens the scheduler's answer: for a queued task, why it has not started; for a "
+    "running one, what the rest of its run waits for."
+)

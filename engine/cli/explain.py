@@ -44,6 +44,8 @@ def failed_deps(cli: CliContext, dag_id: str, run_id: str | None, output: str) -
 
 def render(found: Any, *, now: datetime | None = None) -> str:
     """The answer as lines: the reason, the scheduler warning, then what is in the way."""
+    from engine.explain import duration_text
+
     now = now or found.held_at or datetime.now(UTC)
     lines = [found.reason]
     if found.scheduler:
@@ -57,7 +59,7 @@ def render(found: Any, *, now: datetime | None = None) -> str:
             f"  {h.dag_id} / {h.run_id} / {h.task_id}"
             + (f"[{h.map_index}]" if h.map_index >= 0 else "")
             + f": {h.state}, {h.pool_slots} slot(s) of {h.pool!r}"
-            + (f" for {(now - h.since).total_seconds():.0f} s" if h.since else "")
+            + (f" for {duration_text((now - h.since).total_seconds())}" if h.since else "")
             + (f" on {h.hostname}" if h.hostname else "")
             for h in found.holders
         )

@@ -58,7 +58,7 @@ def test_tasks_failed_deps_names_the_pool_holders(why, store_env):
     assert "holding the pool (longest first):" in lines
     holders = lines[lines.index("holding the pool (longest first):") + 1 :]
     assert holders[0].startswith("  limited / l1_running / load: running, 1 slot(s) of 'db' for ")
-    assert holders[0].endswith(" s on worker-1")
+    assert holders[0].endswith(" for 20 min on worker-1")  # seeded 20 min before
     assert holders[1].startswith("  reports / r5_db / render: running, 1 slot(s) of 'db' for ")
     data = json.loads(
         cli(

@@ -68,7 +68,10 @@ def test_queued_and_running_links_each_row_to_its_answer(why, console_app):
     app = rendered(console_app("tasks", state="running"))
     table = app.dataframe[0].value
     row = table.set_index("task_id").loc["load"]
-    assert row["why"] == "./why?dag_id=limited&run_id=l1_running&task_id=load&map_index=-1"
+    assert row["why"] == "./why?dag_id=limited&run_id=l1_running"  # what else its run awaits
+    app = rendered(console_app("tasks", state="queued"))
+    queued = app.dataframe[0].value.set_index("task_id").loc["render"]
+    assert queued["why"] == "./why?dag_id=reports&run_id=r4_queued&task_id=render&map_index=-1"
 
 
 def test_failures_page_groups_three_failures_in_one_row(why, console_app):
