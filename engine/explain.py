@@ -148,13 +148,15 @@ def explain_task(
                 Explanation("task instance", state, Why.PAUSED, f"DAG {dag_id!r} is paused")
             )
         if run.state == DagRunState.QUEUED:
-            return context.note(replace(_queued_run(context, row), subject="task instance"))
+            found = replace(_queued_run(context, row), subject="task instance", state=state)
+            return context.note(found)
         wait = context.wait_of(ti)
         found = Explanation(
             "task instance",
             state,
             wait.kind,
             wait.reason,
+            details=_due(wait.due, now),
             due=wait.due,
             upstream=context.upstream_of(task_id) if wait.kind is Why.UPSTREAM else (),
         )
@@ -560,6 +562,15 @@ def _past_states(session: Any, run: Any, task_ids: set[str]) -> dict[str, TaskSt
         return None
     states = scheduling.task_states_of_runs(session, [(run.dag_id, previous)], task_ids)
     return states.get((run.dag_id, previous), {})
+
+
+def _due(due: datetime | None, now: datetime) -> tuple[str, ...]:
+    """How long until a retry or a poke is due (the scheduler moves it then)."""
+    if due is None:
+        return ()
+    if due <= now:
+        return ("due now: the scheduler moves it on its next tick",)
+    return (f"due in {_duration(due - now)}",)
 
 
 def _active(ti: Any, now: datetime) -> tuple[str, ...]:

@@ -3,7 +3,8 @@ known answers:
 
 - DAG `limited` (max_active_runs=1): run l1_running holds the only run slot, so run
   l2_queued waits for it; in l1_running, `backup` (scheduled) waits for pool `db`
-  (2 slots), held by limited/l1_running/load (20 min) and reports/r5_db/render (6 min).
+  (2 slots), held by limited/l1_running/load (20 min) and reports/r5_db/render (6 min);
+  `flaky` retries in 4 min.
 - Three failed tries share one signature (FileNotFoundError on a dated path) in the
   last 24 h, in two DAGs; one more, 3 days old, counts in the 7-day window only.
 - DAG files with known parse times, and an import error first seen two days ago.
@@ -35,6 +36,7 @@ with DAG(
 ):
     EmptyOperator(task_id="load", pool="db") >> EmptyOperator(task_id="publish")
     EmptyOperator(task_id="backup", pool="db")
+    EmptyOperator(task_id="flaky", retries=3)
 """
 
 #: the problem three failures of the last 24 h share (and a fourth 3 days ago)
@@ -89,6 +91,7 @@ def seed_why(seeded: Seeded, config: Any) -> WhySeeded:
         ),
         _ti(l1, "publish", "none"),
         _ti(l1, "backup", "scheduled", pool="db", scheduled_at=now - timedelta(minutes=3)),
+        _ti(l1, "flaky", "up_for_retry", max_tries=3, next_retry_at=now + timedelta(minutes=4)),
         _ti(l2, "load", "none", pool="db"),
         _ti(l2, "publish", "none"),
         _ti(l2, "backup", "none", pool="db"),

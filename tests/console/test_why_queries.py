@@ -72,6 +72,18 @@ def test_a_running_run_lists_its_waiting_task_instances_and_why(why, config):
     )
 
 
+def test_a_retry_says_when_it_is_due(why, config):
+    found = explain.task(why.store, "limited", "l1_running", "flaky", config=config, now=why.now)
+    assert found.kind is Why.RETRY
+    assert found.due == why.now + timedelta(minutes=4)
+    assert found.reason == f"retry not due until {found.due.isoformat()}"
+    assert found.details == ("due in 4 min",)
+    run = explain.waiting(
+        explain.run(why.store, "limited", "l1_running", config=config, now=why.now)
+    )
+    assert sorted(run.task_id) == ["backup", "flaky", "publish"]
+
+
 def test_upstream_states_are_named(why, config):
     found = explain.task(why.store, "limited", "l1_running", "publish", config=config, now=why.now)
     assert found.kind is Why.UPSTREAM
