@@ -2,7 +2,7 @@
 whole page in a browser.
 
 Run by hand: `.venv/bin/python bench/console_bench.py [--db sqlite,postgres] [--dags 500]
-[--runs-per-dag 100] [--tasks-per-dag 20] [--no-browser]`.
+[--runs-per-dag 100] [--tasks-per-dag 20] [--no-browser] [--pages failures,why,...]`.
 
 bench/console_seed.py builds the metastore (default 500 DAGs, 50,000 runs, 1,000,000
 task instances) on SQLite (a temporary file) and on PostgreSQL (a scratch database on
@@ -280,7 +280,7 @@ def time_browser(url: str, home: Path) -> dict[str, tuple[float, float]]:
             browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=FLAGS)
             tab = browser.new_page(viewport={"width": 1400, "height": 1000})
             tab.goto(f"{base}/parsing")
-            _settled_at(tab, TITLES["parsing"])
+            _settled_at(tab, TITLES["parsing"])  # (navigation links exist for every page)
             for page_name, (_view, path, _queries) in PAGES.items():
                 back = "overview" if page_name != "overview" else "parsing"
 
@@ -329,7 +329,15 @@ def main() -> None:
     parser.add_argument("--runs-per-dag", type=int, default=100)
     parser.add_argument("--tasks-per-dag", type=int, default=20)
     parser.add_argument("--no-browser", action="store_true")
+    parser.add_argument("--pages", default="", help="only these pages (comma-separated)")
     args = parser.parse_args()
+    if args.pages:
+        wanted = args.pages.split(",")
+        unknown = sorted(set(wanted) - set(PAGES))
+        if unknown:
+            parser.error(f"unknown pages {unknown}; pages are {', '.join(PAGES)}")
+        for page in set(PAGES) - set(wanted):
+            del PAGES[page]
     with tempfile.TemporaryDirectory() as scratch_dir:
         scratch = Path(scratch_dir)
         home = scratch / "home"

@@ -138,7 +138,8 @@ def by_signature(
 
 
 def _failed_between(since: datetime, now: datetime) -> Any:
-    """Tries that failed in [since, now] (`ix_task_try_end_date_error_signature`)."""
+    """Tries that failed in [since, now]; with the signature, DAG and task, all in
+    `ix_task_try_end_date_state_error_signature_dag_id_task_id`."""
     return and_(TaskTry.end_date >= since, TaskTry.end_date <= now, TaskTry.state.in_(FAILED_TRIES))
 
 

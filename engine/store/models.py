@@ -258,8 +258,16 @@ class TaskTry(Base):
         UniqueConstraint("ti_id", "try_number"),
         ForeignKeyConstraint(["ti_id"], ["task_instance.id"], ondelete="CASCADE"),
         Index("ix_task_try_dag_id_run_id", "dag_id", "run_id"),
-        # the failures of a window, grouped by signature, read from the index alone
-        Index("ix_task_try_end_date_error_signature", "end_date", "error_signature"),
+        # the failures of a window grouped by signature, with their DAGs and tasks, read
+        # from the index alone (console Failures page)
+        Index(
+            "ix_task_try_end_date_state_error_signature_dag_id_task_id",
+            "end_date",
+            "state",
+            "error_signature",
+            "dag_id",
+            "task_id",
+        ),
     )
 
 

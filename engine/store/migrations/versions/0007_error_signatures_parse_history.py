@@ -1,6 +1,7 @@
 """Failures grouped by signature and import errors with their first sighting: the error
-signature of each try (`task_try.error_signature`, indexed with `end_date` so a window of
-failures is grouped from the index) and `import_error.first_seen`.
+signature of each try (`task_try.error_signature`, in an index with `end_date`, `state`,
+`dag_id` and `task_id`, so a window of failures is grouped from the index alone) and
+`import_error.first_seen`.
 
 Tries that ended in the last 7 days (the console's widest window) get their signature
 computed here; older ones keep none.
@@ -32,7 +33,9 @@ def upgrade() -> None:
     with op.batch_alter_table("task_try") as batch:
         batch.add_column(sa.Column("error_signature", sa.String(length=16), nullable=True))
         batch.create_index(
-            "ix_task_try_end_date_error_signature", ["end_date", "error_signature"], unique=False
+            "ix_task_try_end_date_state_error_signature_dag_id_task_id",
+            ["end_date", "state", "error_signature", "dag_id", "task_id"],
+            unique=False,
         )
     with op.batch_alter_table("import_error") as batch:
         batch.add_column(sa.Column("first_seen", UTC_DATETIME, nullable=True))
@@ -77,5 +80,5 @@ def downgrade() -> None:
     with op.batch_alter_table("import_error") as batch:
         batch.drop_column("first_seen")
     with op.batch_alter_table("task_try") as batch:
-        batch.drop_index("ix_task_try_end_date_error_signature")
+        batch.drop_index("ix_task_try_end_date_state_error_signature_dag_id_task_id")
         batch.drop_column("error_signature")
