@@ -258,8 +258,10 @@ class _Context:
         task = self.plan.get_task(task_id)
         return tuple((up, str(states.get(up, "none"))) for up in sorted(task.upstream_task_ids))
 
-    def wait_of(self, ti: Any) -> TaskWait:
-        """Why this task instance (none, scheduled, up_for_retry or up_for_reschedule) waits."""
+    def wait_of(self, ti: Any, *, detailed: bool = True) -> TaskWait:
+        """Why this task instance (none, scheduled, up_for_retry or up_for_reschedule) waits.
+        Not `detailed`, a sensor's answer leaves out its pokes so far (a query per sensor:
+        a run's answer, about many task instances, makes none)."""
         state = TaskState(ti.state)
         kind, due = Why.READY, None
         if state is TaskState.UP_FOR_RETRY:
@@ -267,7 +269,12 @@ class _Context:
             reason = f"retry not due until {due.isoformat() if due else '?'}"
         elif state is TaskState.UP_FOR_RESCHEDULE:
             kind, due = Why.POKE, ti.next_retry_at
-            reason = _reschedule_reason(self.session, ti)
+            reason = (
+                _reschedule_reason(self.session, ti)
+                if detailed
+                else f"sensor waiting for its next poke at {_iso(due)} (reschedule mode); it "
+                "holds no executor or pool slot until then"
+            )
         elif state is TaskState.NONE:
             waiting = deps.why_waiting(self.plan, ti.task_id, self.states(), self.past())
             reason = waiting or "ready: the scheduler decides it next"
@@ -427,7 +434,7 @@ def _running_run(context: _Context) -> Explanation:
         if TaskState(ti.state) not in TASK_FINISHED
         and TaskState(ti.state) not in (TaskState.QUEUED, TaskState.RUNNING)
     ]
-    waits = [context.wait_of(ti) for ti in waiting_rows]
+    waits = [context.wait_of(ti, detailed=False) for ti in waiting_rows]
     summary = ", ".join(f"{state} {n}" for state, n in sorted(counts.items()))
     details = [f"task instances: {summary}"] if summary else []
     run = context.run
@@ -601,6 +608,10 @@ def duration_text(seconds: float | None) -> str:
     if seconds is None or seconds != seconds:
         return "-"
     return _duration(timedelta(seconds=seconds))
+
+
+def _iso(when: datetime | None) -> str:
+    return when.isoformat() if when else "?"
 
 
 def _age(now: datetime, since: datetime | None) -> float | None:
