@@ -2,7 +2,7 @@
 whole page in a browser.
 
 Run by hand: `.venv/bin/python bench/console_bench.py [--db sqlite,postgres] [--dags 500]
-[--runs-per-dag 100] [--tasks-per-dag 20] [--no-browser]`.
+[--runs-per-dag 100] [--tasks-per-dag 20] [--no-browser] [--pages failures,why,...]`.
 
 bench/console_seed.py builds the metastore (default 500 DAGs, 50,000 runs, 1,000,000
 task instances) on SQLite (a temporary file) and on PostgreSQL (a scratch database on
@@ -30,6 +30,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, unquote
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -41,10 +42,15 @@ from console.queries import (  # noqa: E402
     capacity,
     dags,
     detail,
+    explain,
+    failures,
     overview,
+    parsing,
     problems,
     slas,
 )
+from engine.config import load_config  # noqa: E402
+from engine.store import explain as explain_reads  # noqa: E402
 from engine.store.db import Store  # noqa: E402
 from engine.store.migrate import migrate  # noqa: E402
 
@@ -75,6 +81,32 @@ def _dag_queries(store: Store) -> list[tuple[str, Query]]:
         ("run_durations", lambda s: detail.run_durations(s, DAG)),
         ("task_tries", lambda s: detail.task_tries(s, DAG, with_log, "task_00")),
         ("xcoms", lambda s: detail.xcoms(s, DAG, newest, "task_00")),
+        ("why_panel", lambda s: explain.dag(s, DAG, config=CONFIG)),
+    ]
+
+
+#: the limits the explanations apply (the defaults)
+CONFIG = load_config({})
+
+
+def _newest_run(store: Store) -> str:
+    return detail.grid(store, DAG, limit=1).runs.run_id.iloc[0]
+
+
+def _why_queries(store: Store) -> list[tuple[str, Query]]:
+    newest = _newest_run(store)
+
+    def holders(s: Store) -> Any:
+        with s.session(readonly=True) as session:
+            return explain_reads.pool_holders(session, ["default_pool"])
+
+    return [
+        ("pick_run", lambda s: explain.pick_run(s, DAG)),
+        ("pick_task", lambda s: explain.pick_task(s, DAG, newest)),
+        ("run", lambda s: explain.run(s, DAG, newest, config=CONFIG)),
+        ("task (upstream)", lambda s: explain.task(s, DAG, newest, "task_05", config=CONFIG)),
+        ("dag", lambda s: explain.dag(s, DAG, config=CONFIG)),
+        ("pool_holders", holders),
     ]
 
 
@@ -99,8 +131,14 @@ PAGES: dict[str, tuple[str, str, Callable[[Store], list[tuple[str, Query]]]]] = 
     "failures": (
         "failures",
         "/failures",
-        lambda s: [("failed_runs", problems.failed_runs), ("failed_tasks", problems.failed_tasks)],
+        lambda s: [
+            ("by_signature 24 h", lambda s: failures.by_signature(s, "24 h")),
+            ("by_signature 7 d", lambda s: failures.by_signature(s, "7 d")),
+            ("summary 24 h", lambda s: failures.summary(s, "24 h")),
+            ("failed_runs", problems.failed_runs),
+        ],
     ),
+    "why": ("why", f"/why?dag_id={DAG}&run_id={{newest}}", _why_queries),
     "tasks": (
         "tasks",
         "/tasks",
@@ -147,10 +185,13 @@ PAGES: dict[str, tuple[str, str, Callable[[Store], list[tuple[str, Query]]]]] = 
             ("attempts", lambda s: alerts.attempts(s, 1)),
         ],
     ),
-    "import_errors": (
-        "import_errors",
-        "/imports",
-        lambda s: [("import_errors", problems.import_errors)],
+    "parsing": (
+        "parsing",
+        "/parsing",
+        lambda s: [
+            ("files", lambda s: parsing.files(s, interval_s=30.0)),
+            ("import_errors", parsing.import_errors),
+        ],
     ),
     "audit": ("audit", "/audit", lambda s: [("audit_log", audit.audit_log)]),
 }
@@ -197,8 +238,9 @@ def time_renders(url: str, home: Path) -> dict[str, float]:
             st.cache_data.clear()
             app = AppTest.from_file(str(ROOT / "console" / "app.py"), default_timeout=120)
             if "?" in path:
-                name, value = path.split("?", 1)[1].split("=")
-                app.query_params[name] = value
+                for pair in path.split("?", 1)[1].split("&"):
+                    name, value = pair.split("=", 1)
+                    app.query_params[name] = unquote(value)
             app.switch_page(f"views/{view}.py")
             app.run()
             assert not app.exception, [e.value for e in app.exception]
@@ -212,12 +254,13 @@ NAV_LINKS = {
     "overview": "Overview",
     "dags": "DAGs",
     "dag": "DAG detail",
-    "failures": "Failures (24 h)",
+    "failures": "Failures",
+    "why": "Why isn't it running?",
     "tasks": "Queued and running",
     "slas": "SLAs and deadlines",
     "capacity": "Pools and capacity",
     "alerts": "Alerts",
-    "import_errors": "Import errors",
+    "parsing": "Parsing",
     "audit": "Audit log",
 }
 #: page -> the title it draws first
@@ -225,13 +268,14 @@ TITLES = {
     "overview": "Overview",
     "dags": "DAGs",
     "dag": "DAG detail",
-    "failures": "Failures in the last 24 h",
+    "failures": "Failures",
+    "why": "Why isn't it running?",
     "tasks": "Running task instances",
     "slas": "SLAs and deadlines",
     "capacity": "Pools and capacity",
     "capacity_7d": "Pools and capacity",
     "alerts": "Alerts",
-    "import_errors": "Import errors",
+    "parsing": "Parsing",
     "audit": "Audit log",
 }
 #: resolves once the page shows `title`, Streamlit's script has finished and the main
@@ -285,10 +329,10 @@ def time_browser(url: str, home: Path) -> dict[str, tuple[float, float]]:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=FLAGS)
             tab = browser.new_page(viewport={"width": 1400, "height": 1000})
-            tab.goto(f"{base}/imports")
-            _settled_at(tab, TITLES["import_errors"])
+            tab.goto(f"{base}/parsing")
+            _settled_at(tab, TITLES["parsing"])  # (navigation links exist for every page)
             for page_name, (_view, path, _queries) in PAGES.items():
-                back = "overview" if page_name != "overview" else "import_errors"
+                back = "overview" if page_name != "overview" else "parsing"
 
                 def visit(path: str = path, name: str = page_name) -> float:
                     page = browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -337,7 +381,15 @@ def main() -> None:
     parser.add_argument("--runs-per-dag", type=int, default=100)
     parser.add_argument("--tasks-per-dag", type=int, default=20)
     parser.add_argument("--no-browser", action="store_true")
+    parser.add_argument("--pages", default="", help="only these pages (comma-separated)")
     args = parser.parse_args()
+    if args.pages:
+        wanted = args.pages.split(",")
+        unknown = sorted(set(wanted) - set(PAGES))
+        if unknown:
+            parser.error(f"unknown pages {unknown}; pages are {', '.join(PAGES)}")
+        for page in set(PAGES) - set(wanted):
+            del PAGES[page]
     with tempfile.TemporaryDirectory() as scratch_dir:
         scratch = Path(scratch_dir)
         home = scratch / "home"
@@ -358,6 +410,9 @@ def main() -> None:
                     with store.connect() as connection:
                         connection.exec_driver_sql("ANALYZE")
                 print(f"\n## {label}: {counts} built in {took:.0f} s", flush=True)
+                newest = quote(_newest_run(store), safe="")
+                for page, (view, path, calls) in list(PAGES.items()):
+                    PAGES[page] = (view, path.replace("{newest}", newest), calls)
                 queries = time_queries(store)
                 renders = time_renders(url, home)
                 browser = {} if args.no_browser else time_browser(url, home)

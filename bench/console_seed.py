@@ -11,7 +11,6 @@ paused (their next run overdue), and the DAGs share four pools.
 
 from __future__ import annotations
 
-import itertools
 import random
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -26,7 +25,9 @@ from engine.store.models import (
     AlertDelivery,
     AuditLog,
     Dag,
+    DagFile,
     DagRun,
+    ImportError_,
     Job,
     SlaMiss,
     StateTransition,
@@ -44,21 +45,15 @@ CHANNELS = ("slack-data", "pagerduty", "email-oncall")
 
 
 def _serialized(dag_id: str, tasks: int) -> dict[str, Any]:
-    ids = [f"task_{i:02d}" for i in range(tasks)]
-    return {
-        "dag_id": dag_id,
-        "tasks": [
-            {"task_id": t, "task_group": None, "mapping": None, "upstream_task_ids": ids[:i][-1:]}
-            for i, t in enumerate(ids)
-        ],
-        "edges": [
-            {"upstream": a, "downstream": b, "label": None} for a, b in itertools.pairwise(ids)
-        ],
-        "task_groups": {},
-        "params": {},
-        "deadline": None,
-        "dagrun_timeout": 3600.0,
-    }
+    """A real serialized DAG (what the DAG processor writes): hourly, a chain of tasks."""
+    import pendulum
+
+    from engine import DAG, EmptyOperator, chain
+    from engine.serialization import serialize_dag
+
+    with DAG(dag_id, schedule="@hourly", start_date=pendulum.datetime(2026, 1, 1)) as dag:
+        chain(*(EmptyOperator(task_id=f"task_{i:02d}") for i in range(tasks)))
+    return serialize_dag(dag)
 
 
 def _chunks(rows: Iterator[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
@@ -193,7 +188,112 @@ def build(
 
     counts["task_instance"] = _insert(store, TaskInstance, tis())
     counts.update(_details(store, dag_ids, task_ids, runs_per_dag, logical, ti_state, now))
+    counts.update(_failures(store, logical(runs_per_dag - DETAILED_RUNS), rng))
+    counts.update(_parsing(store, dag_ids, now, rng))
     return counts
+
+
+#: error templates of the failed tries: a few problems, each with many variants
+ERRORS = (
+    "FileNotFoundError: [Errno 2] No such file or directory: '/data/in/{day}/part-{n}.csv'",
+    "requests.exceptions.HTTPError: 503 Server Error: Service Unavailable for url: "
+    "https://api.example.com/v2/orders?page={n}",
+    'psycopg.OperationalError: connection to server at "10.0.{n}.7", port 5432 failed: '
+    "timeout expired",
+    "KeyError: 'customer_{n}'",
+    "ValueError: batch {n} of {day} has {n} rows, expected more than 0",
+    "TimeoutError: attempt exceeded execution_timeout of {n}.0 s",
+    "zombie: no heartbeat from worker-{n} for {n} s",
+)
+
+
+def _failures(store: Store, newest_start: datetime, rng: random.Random) -> dict[str, int]:
+    """Failed tries with errors (and their signatures, as the runner writes them): three
+    tries for every failed task instance, and a first try that failed and was retried for
+    one in 20 of the others, outside the newest runs (whose tries _details wrote)."""
+    from sqlalchemy import or_, select
+
+    from engine.error_signature import signature
+
+    with store.session(readonly=True) as session:
+        rows = session.execute(
+            select(
+                TaskInstance.id,
+                TaskInstance.dag_id,
+                TaskInstance.run_id,
+                TaskInstance.task_id,
+                TaskInstance.state,
+                TaskInstance.start_date,
+            ).where(
+                TaskInstance.run_id < f"scheduled__{newest_start.isoformat()}",
+                or_(
+                    TaskInstance.state == "failed",
+                    (TaskInstance.state == "success") & (TaskInstance.id % 20 == 0),
+                ),
+            )
+        ).all()
+
+    def tries() -> Iterator[dict[str, Any]]:
+        for ti_id, dag_id, run_id, task_id, state, start in rows:
+            numbers = (1, 2, 3) if state == "failed" else (1,)
+            for number in numbers:
+                error = rng.choice(ERRORS).format(
+                    n=rng.randint(1, 9999), day=start.date().isoformat()
+                )
+                end = start - timedelta(seconds=60 * (len(numbers) - number))
+                yield {
+                    "ti_id": ti_id,
+                    "dag_id": dag_id,
+                    "run_id": run_id,
+                    "task_id": task_id,
+                    "map_index": -1,
+                    "try_number": number,
+                    "state": "failed" if number == 3 else "up_for_retry",
+                    "start_date": end - timedelta(seconds=20),
+                    "end_date": end,
+                    "duration": 20.0,
+                    "hostname": "worker-1",
+                    "log_path": f"/logs/{dag_id}/{run_id}/{task_id}/{number}.log",
+                    "error": error,
+                    "error_signature": signature(error),
+                }
+
+    return {"failed_tries": _insert(store, TaskTry, tries())}
+
+
+def _parsing(store: Store, dag_ids: list[str], now: datetime, rng: random.Random) -> dict[str, int]:
+    """One DAG file per DAG with a parse time, and 50 import errors."""
+    files = _insert(
+        store,
+        DagFile,
+        (
+            {
+                "fileloc": f"/dags/{dag_id}.py",
+                "content_hash": "0" * 64,
+                "last_parsed": now - timedelta(minutes=rng.randint(0, 600)),
+                "parse_duration": round(rng.lognormvariate(-3, 1), 4),
+                "dag_count": 1,
+                "task_count": 20,
+                "has_import_error": False,
+                "timed_out": False,
+            }
+            for dag_id in dag_ids
+        ),
+    )
+    errors = _insert(
+        store,
+        ImportError_,
+        (
+            {
+                "filename": f"/dags/broken_{i:02d}.py",
+                "timestamp": now - timedelta(minutes=i),
+                "first_seen": now - timedelta(hours=i),
+                "stacktrace": f"Traceback (most recent call last):\nSyntaxError: bad line {i}",
+            }
+            for i in range(50)
+        ),
+    )
+    return {"dag_file": files, "import_error": errors}
 
 
 def _details(

@@ -21,7 +21,7 @@ pages = {
     "Explain": [
         st.Page(
             "views/failures.py",
-            title="Failures (24 h)",
+            title="Failures",
             icon=":material/error:",
             url_path="failures",
         ),
@@ -30,6 +30,12 @@ pages = {
             title="Queued and running",
             icon=":material/pending:",
             url_path="tasks",
+        ),
+        st.Page(
+            "views/why.py",
+            title="Why isn't it running?",
+            icon=":material/help:",
+            url_path="why",
         ),
         st.Page(
             "views/slas.py", title="SLAs and deadlines", icon=":material/alarm:", url_path="slas"
@@ -47,10 +53,14 @@ pages = {
             url_path="alerts",
         ),
         st.Page(
-            "views/import_errors.py",
-            title="Import errors",
+            "views/parsing.py",
+            title="Parsing",
             icon=":material/broken_image:",
-            url_path="imports",
+            url_path="parsing",
+        ),
+        # the old address of the import errors, now a section of Parsing
+        st.Page(
+            "views/import_errors.py", title="Import errors", url_path="imports", visibility="hidden"
         ),
         st.Page("views/audit.py", title="Audit log", icon=":material/history:", url_path="audit"),
     ],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from console import charts, state, ui
+from console import charts, state, ui, why
 from console.queries import detail
 
 settings = state.settings()
@@ -31,6 +31,7 @@ st.caption(
     f"{'PAUSED' if info.paused else 'active'} · schedule {info.schedule or 'None'} · "
     f"owner {info.owner or '-'} · tags {', '.join(info.tags) or '-'} · next run {next_run}"
 )
+why.dag_header(dag_id, st.query_params.get("run_id"))
 before_stack: list = st.session_state.setdefault(f"grid_before_{dag_id}", [])
 before = before_stack[-1] if before_stack else None
 # only the open tab is drawn (each is a rerun), and ?tab=... opens one from a link
@@ -143,6 +144,7 @@ if tab_ti.open:
         if ti_task in info.mapped:
             indexes = list(state.read("detail.mapped_instances", dag_id, ti_run, ti_task).map_index)
             map_index = int(cols[2].selectbox("Map index", indexes or [-1], key="ti_map_index"))
+        why.task_instance(dag_id, ti_run, ti_task, map_index)
         tries = state.read("detail.task_tries", dag_id, ti_run, ti_task, map_index)
         if tries.empty:
             st.info("This task instance has not run yet.")

@@ -139,6 +139,7 @@ for _module, _attr in _VERB_GROUPS:
     cli.add_command(getattr(importlib.import_module(_module), _attr))
 importlib.import_module("engine.cli.runs")  # adds trigger, pause, backfill... to `dags`
 importlib.import_module("engine.cli.marking")  # adds mark-run to `dags`
+importlib.import_module("engine.cli.explain")  # adds failed-deps to `dags`
 
 
 def main() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import tempfile
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -192,10 +192,14 @@ def failed_deps(
     cli: CliContext, dag_id: str, run_id: str, task_id: str, map_index: int | None, output: str
 ) -> None:
     """Say why a task instance is not running: upstream, pool, limits, retry, run limit."""
-    from engine.explain import why_not_running
+    from engine.cli.explain import render
+    from engine.explain import explain_task
 
-    reason = why_not_running(cli.store, cli.config, dag_id, run_id, task_id, map_index)
-    result = {"dag_id": dag_id, "run_id": run_id, "task_id": task_id, "reason": reason}
+    found = explain_task(cli.store, cli.config, dag_id, run_id, task_id, map_index)
+    result = {"dag_id": dag_id, "run_id": run_id, "task_id": task_id, "reason": found.reason}
     if map_index is not None:
         result = {**result, "map_index": map_index}
-    echo_object(result, output, reason)
+    # what is in the way (counts, pool holders, upstream states), when there is any
+    extra = found.as_dict()
+    result.update({k: extra[k] for k in ("details", "upstream", "holders", "runs") if k in extra})
+    echo_object(result, output, render(replace(found, scheduler=None)))

@@ -155,7 +155,7 @@ def _upsert_file(session: Session, result: FileParseResult, broken: bool, now: d
 def _set_import_error(session: Session, fileloc: str, error: str, now: datetime) -> None:
     row = session.execute(
         select(ImportError_).where(ImportError_.filename == fileloc)
-    ).scalar_one_or_none() or ImportError_(filename=fileloc)
+    ).scalar_one_or_none() or ImportError_(filename=fileloc, first_seen=now)
     row.stacktrace = error
     row.timestamp = now
     session.add(row)

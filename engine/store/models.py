@@ -143,8 +143,10 @@ class ImportError_(Base):
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     filename: Mapped[str] = mapped_column(String(1000), unique=True)
-    timestamp: Mapped[datetime] = mapped_column(UtcDateTime)
+    timestamp: Mapped[datetime] = mapped_column(UtcDateTime)  #: last seen (the last parse)
     stacktrace: Mapped[str] = mapped_column(MaskedText)
+    #: when the file was first found broken (it stays while the file stays broken)
+    first_seen: Mapped[datetime | None] = mapped_column(UtcDateTime)
 
 
 class DagRun(Base):
@@ -267,6 +269,8 @@ class TaskTry(Base):
     pool_slots: Mapped[int | None] = mapped_column(Integer)
     scheduled_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     queued_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+    #: the error's signature (`engine.error_signature`), written with it: failures group by it
+    error_signature: Mapped[str | None] = mapped_column(String(16))
 
     __table_args__ = (
         UniqueConstraint("ti_id", "try_number"),
@@ -274,6 +278,16 @@ class TaskTry(Base):
         Index("ix_task_try_dag_id_run_id", "dag_id", "run_id"),
         # the tries of a time window (the capacity page)
         Index("ix_task_try_end_date", "end_date"),
+        # the failures of a window grouped by signature, with their DAGs and tasks, read
+        # from the index alone (console Failures page)
+        Index(
+            "ix_task_try_end_date_state_error_signature_dag_id_task_id",
+            "end_date",
+            "state",
+            "error_signature",
+            "dag_id",
+            "task_id",
+        ),
     )
 
 

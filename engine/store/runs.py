@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
+from engine import error_signature, masking
 from engine.exceptions import NotFound
 from engine.states import DagRunState, TaskState
 from engine.store.models import (
@@ -179,6 +180,7 @@ _FINISH_TRY = (
         end_date=bindparam("set_end_date"),
         duration=bindparam("set_duration"),
         error=bindparam("set_error"),
+        error_signature=bindparam("set_signature"),
     )
 )
 
@@ -234,6 +236,7 @@ def finish_try(
             set_end_date=end_date,
             set_duration=duration,
             set_error=error,
+            set_signature=error_signature.signature(masking.redact(error)) if error else None,
         ),
     )
 

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
+from engine import error_signature, masking
 from engine.states import TASK_UNFINISHED, DagRunState, TaskState, combined_state
 from engine.store.coordination import skip_locked
 from engine.store.models import Dag, DagRun, Job, Pool, TaskInstance, TaskTry, XCom
@@ -499,7 +500,11 @@ def close_open_tries(
     without its runner (zombie, lost process), or a sensor waiting between pokes
     (reschedule mode) that is cleared or stopped, so its next attempt starts a new try.
     `state` None keeps the try's state (up_for_reschedule)."""
-    values: dict[str, Any] = {"end_date": now, "error": error}
+    values: dict[str, Any] = {
+        "end_date": now,
+        "error": error,
+        "error_signature": error_signature.signature(masking.redact(error)),
+    }
     if state is not None:
         values["state"] = state.value
     for batch in _batches(list(ti_ids)):

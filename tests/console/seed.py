@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from engine.error_signature import signature
 from engine.processor import process_folders
 from engine.runner import log_path_for
 from engine.store.db import Store
@@ -168,6 +169,7 @@ def seed(store: Store, config: Any, now: datetime | None = None) -> Seeded:
                     hostname="worker-1",
                     log_path=str(path),
                     error=error,
+                    error_signature=signature(error),
                 )
             )
         session.add(
