@@ -44,3 +44,16 @@ st.altair_chart(
 )
 st.subheader("Waited longest for a slot")
 st.dataframe(report.longest, hide_index=True)
+
+config = state.config()
+timeout = float(config["scheduler.heartbeat_timeout"])
+queues = state.read("workers.queue_capacity", heartbeat_timeout=timeout)
+if config["core.executor"] == "celery" or not queues.empty:
+    st.subheader("Celery workers and queues")
+    st.caption(
+        "Per queue: live workers, their slots (a worker's free slots serve each of its"
+        " queues), attempts sent and not started (backlog) and how long the oldest has"
+        " waited. A queue with a backlog and no worker comes first."
+    )
+    st.dataframe(queues, hide_index=True)
+    st.dataframe(state.read("workers.worker_slots", heartbeat_timeout=timeout), hide_index=True)

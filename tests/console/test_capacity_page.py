@@ -47,3 +47,26 @@ def test_a_shorter_window_sees_none_of_it(console_app):
     assert app.radio[0].value == "1 h"
     assert not app.warning
     assert app.success[0].value.startswith("no limit was binding in the last 1 h")
+
+
+def test_celery_workers_and_queues_show_when_there_are_workers(console_app, seeded):
+    from engine.store import workers
+
+    now = datetime.now(UTC)
+    with seeded.store.session() as session:
+        worker_id = workers.start_worker(
+            session, name="a@h1", hostname="h1", pid=1, queues=["default", "big"],
+            concurrency=4, now=now,
+        )  # fmt: skip
+        workers.heartbeat_worker(session, worker_id, now, {"big": 1})
+    app = console_app("capacity")
+    app.run()
+    assert not app.exception, [e.value for e in app.exception]
+    assert "Celery workers and queues" in [h.value for h in app.subheader]
+    queues, slots = (frame.value for frame in app.dataframe[3:])
+    big = queues.set_index("queue").loc["big"]
+    assert (big["workers"], big["slots"], big["running"], big["open"]) == (1, 4, 1, 3)
+    assert list(zip(slots.queue, slots.running, slots.open, strict=True)) == [
+        ("default", 0, 3),
+        ("big", 1, 3),
+    ]
