@@ -8,8 +8,10 @@ but the brokers' servers.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import urllib.request
@@ -158,6 +160,53 @@ def test_a_worker_killed_mid_attempt_is_retried_on_the_other(deployment: Deploym
         "SELECT reason FROM state_transition WHERE task_id = 'long' AND to_state = 'up_for_retry'"
     )
     assert reasons and "zombie" in reasons[0][0]
+
+
+@pytest.mark.parametrize(
+    "deployment",
+    [pytest.param((REDIS, {"scheduler__scheduler_health_check_threshold": 10}), id="redis")],
+    indirect=True,
+)
+def test_two_schedulers_and_two_workers_survive_a_scheduler_killed_mid_run(
+    deployment: Deployment,
+):
+    """Two schedulers share one run on two Celery workers; one scheduler is SIGKILLed while
+    attempts it queued are in flight: the other adopts them, the run completes, every body
+    ran once and the pool of 5 held across both schedulers."""
+    d = deployment
+    d.write_dag(tasks=LOAD_TASKS, sleep=0.02)
+    d.worker("a", concurrency=4)
+    d.worker("b", concurrency=4)
+    d.start("victim", "scheduler")
+    d.start("survivor", "scheduler")
+    d.wait_for_workers(["a", "b"])
+    run_id = d.trigger()
+
+    wait_until(lambda: d.sql("SELECT count(*) FROM ledger")[0][0] >= 100, 600, "100 tasks done")
+    victim = d.processes["victim"]
+    (victim_job,) = d.sql(
+        "SELECT id FROM job WHERE job_type = 'scheduler' AND pid = %s", victim.pid
+    )[0]
+    wait_until(
+        lambda: d.sql(
+            "SELECT 1 FROM task_instance WHERE queued_by_job_id = %s"
+            " AND state IN ('queued', 'running') LIMIT 1",
+            victim_job,
+        ),
+        300,
+        "the scheduler to be killed holding attempts",
+    )
+    os.killpg(victim.pid, signal.SIGKILL)
+    victim.wait(timeout=30)
+
+    assert d.wait_run(run_id, timeout=900) == "success", d.describe()
+    rows = d.sql("SELECT task_id, worker, started, ended FROM ledger")
+    assert sorted(task_id for task_id, *_ in rows) == sorted(f"t{i}" for i in range(LOAD_TASKS))
+    assert max_overlap([(started, ended) for _, _, started, ended in rows]) <= 5
+    assert {worker for _, worker, *_ in rows} == {"a", "b"}
+    assert d.sql("SELECT state FROM job WHERE id = %s", victim_job) == [("failed",)]
+    queued_by = {job for (job,) in d.sql("SELECT DISTINCT queued_by_job_id FROM task_instance")}
+    assert len(queued_by) == 2 and victim_job in queued_by, queued_by  # both queued part
 
 
 def _free_port() -> int:
