@@ -11,7 +11,6 @@ outbox row per occurrence, so its page is not repeated.
 
 from __future__ import annotations
 
-import os
 import socket
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -20,6 +19,7 @@ from typing import Any
 from sqlalchemy import event, insert, select, update
 from sqlalchemy.orm import Session
 
+from engine import supervision
 from engine.store.models import CallbackRequest, Job
 
 PENDING = "pending"
@@ -69,22 +69,12 @@ def finish(session: Session, request_id: int, now: datetime) -> None:
     )
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def job_gone(job: Job | None, cutoff: datetime, host: str | None = None) -> bool:
     """The job can no longer run what it was handed: ended, silent since `cutoff`, or a
     process of this host that is not there any more."""
     if job is None or job.state != "running" or job.latest_heartbeat < cutoff:
         return True
-    return job.hostname == (host or socket.getfqdn()) and not pid_alive(job.pid)
+    return job.hostname == (host or socket.getfqdn()) and not supervision.pid_alive(job.pid)
 
 
 def orphans(
