@@ -7,6 +7,7 @@ pages `sla_missed` and the DAG's `sla_miss_callback` is an `AppriseNotifier`, bo
 HTTP receiver on loopback.
 Reported, median and spread over the runs (seconds after the deadline):
 - recorded: `sla_miss.detected_at`;
+- alert written: the route's outbox row (`alert.created_at`);
 - routed page: the receiver got the route's POST;
 - callback page: the receiver got the notifier's POST;
 - warned: `deadline_at_risk` written, before the deadline (negative: ahead), for a
@@ -87,7 +88,7 @@ def cli(env: dict[str, str], *args: str) -> str:
     return done.stdout
 
 
-def one_run(url: str | None) -> dict[str, float]:
+def one_run(url: str | None, log_path: str | None = None) -> dict[str, float]:
     receiver = Receiver()
     with tempfile.TemporaryDirectory(prefix="dagwatch-bench-") as home:
         dags = Path(home, "dags")
@@ -105,6 +106,7 @@ def one_run(url: str | None) -> dict[str, float]:
         }
         env = {
             "PATH": os.environ.get("PATH", ""),
+            "PYTHONPATH": os.environ.get("PYTHONPATH", ""),  # to measure another checkout
             "HOME": os.environ.get("HOME", home),
             "DAGWATCH_HOME": home,
             "DAGWATCH__CORE__LOAD_EXAMPLES": "false",
@@ -118,11 +120,9 @@ def one_run(url: str | None) -> dict[str, float]:
             cli(env, "db", "reset", "--yes")
         cli(env, "db", "migrate")
         cli(env, "dags", "reserialize")
+        log = open(log_path, "a") if log_path else subprocess.DEVNULL
         scheduler = subprocess.Popen(
-            [sys.executable, "-m", "engine", "scheduler"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            [sys.executable, "-m", "engine", "scheduler"], env=env, stdout=log, stderr=log
         )
         try:
             store = open_store(env)
@@ -135,11 +135,13 @@ def one_run(url: str | None) -> dict[str, float]:
             wait_for(lambda: run_over(store, "late", late), "the late run")
             wait_for(lambda: run_over(store, "overrun", overrun), "the overrunning run")
             wait_for(lambda: len(receiver.arrivals) >= 3, "the pages")
-            figures = read_figures(store)
+            figures = read_figures(store, overrun)
             store.dispose()
         finally:
             scheduler.terminate()
             scheduler.wait(60)
+            if log_path:
+                log.close()  # type: ignore[union-attr]
     receiver.server.shutdown()
     deadline = figures.pop("deadline")
     routed = receiver.arrivals["/route"][0]
@@ -191,21 +193,31 @@ def run_over(store: Any, dag_id: str, run_id: str) -> bool:
     return state in ("success", "failed")
 
 
-def read_figures(store: Any) -> dict[str, Any]:
+def read_figures(store: Any, overrun: str) -> dict[str, Any]:
     from sqlalchemy import select
 
     from engine.store.models import Alert, SlaMiss
 
     with store.session() as session:
         miss = session.scalars(select(SlaMiss).where(SlaMiss.dag_id == "late")).one()
-        over = session.scalars(select(SlaMiss).where(SlaMiss.dag_id == "overrun")).first()
+        over = session.scalars(
+            select(SlaMiss).where(SlaMiss.dag_id == "overrun", SlaMiss.run_id == overrun)
+        ).first()
         warned = session.scalar(
             select(Alert.created_at).where(
-                Alert.event == "deadline_at_risk", Alert.dag_id == "overrun"
+                Alert.event == "deadline_at_risk",
+                Alert.dag_id == "overrun",
+                Alert.run_id == overrun,
             )
         )
+        sent = session.execute(
+            select(Alert.created_at, Alert.sent_at).where(
+                Alert.event == "sla_missed", Alert.dag_id == "late", Alert.route == "pager"
+            )
+        ).one()
         result = {
             "deadline": miss.deadline,
+            "alert written": (sent.created_at - miss.deadline).total_seconds(),
             "recorded": (miss.detected_at - miss.deadline).total_seconds(),
             "warned": (warned - over.deadline).total_seconds() if warned and over else float("nan"),
         }
@@ -216,12 +228,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--url", help="a PostgreSQL metastore URL (default: SQLite)")
+    parser.add_argument("--log", help="append the schedulers' output to this file")
     args = parser.parse_args()
     print(f"{socket.gethostname()}: {os.cpu_count()} CPUs, {args.runs} runs")
     runs = []
     for i in range(args.runs):
         started = time.monotonic()
-        figures = one_run(args.url)
+        figures = one_run(args.url, args.log)
         runs.append(figures)
         shown = ", ".join(f"{k} {v:+.2f} s" for k, v in figures.items())
         print(f"run {i + 1}: {shown} ({time.monotonic() - started:.0f} s)")
