@@ -221,8 +221,8 @@ class Dispatcher:
         interval ends; it never waits on a channel.
         """
         failures = 0
-        try:  # its first import takes seconds on a busy host: not the first page's time
-            notifiers.load_apprise()
+        try:  # Apprise's first import takes seconds on a busy host: not the first page's time
+            notifiers.warm_up()
         except Exception as exc:  # each delivery reports it then
             log.error("cannot import apprise: %s", exc)
         while not stop.is_set() and self._owned():
