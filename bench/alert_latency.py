@@ -134,7 +134,7 @@ def one_run(url: str | None, log_path: str | None = None) -> dict[str, float]:
             late, overrun = trigger(env, "late"), trigger(env, "overrun")
             wait_for(lambda: run_over(store, "late", late), "the late run")
             wait_for(lambda: run_over(store, "overrun", overrun), "the overrunning run")
-            wait_for(lambda: len(receiver.arrivals) >= 3, "the pages")
+            wait_for(lambda: {"/route", "/callback"} <= set(receiver.arrivals), "the pages")
             figures = read_figures(store, overrun)
             store.dispose()
         finally:
