@@ -33,6 +33,7 @@ COLUMNS = (
     "status",
     "attempts",
     "count",
+    "possible_duplicate",
     "last_error",
 )
 #: What a test notification talks about (no real DAG is involved).

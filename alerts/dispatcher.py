@@ -28,7 +28,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any
@@ -36,7 +36,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from alerts import incidents, notifiers, outbox
+from alerts import incidents, inflight, notifiers, outbox
 from alerts.delivery import Delivery, DeliveryPool, InFlight, dedup_key, send, timeout_error
 from alerts.events import SYSTEM_EVENTS, Event
 from alerts.routes import Route, compose, dag_details, load_routes, run_link
@@ -56,6 +56,8 @@ LEASE_MARGIN = 60.0
 HEALTH_INTERVAL = 5.0
 #: Seconds a scheduler job marked failed by another one still raises scheduler_unhealthy
 RECENTLY_FAILED = 600.0
+#: Seconds between two looks for rows held by a dead dispatcher of this host.
+RELEASE_INTERVAL = 5.0
 #: Seconds an idle dispatcher waits before looking for due rows again.
 POLL_INTERVAL = 1.0
 #: Rows one pass reads; more are taken by the next pass, at once.
@@ -124,6 +126,8 @@ class _Claim:
     queued_at: datetime
     #: why the row cannot be delivered at all (its route is gone): it fails at once
     problem: str | None = None
+    #: an earlier delivery was interrupted mid-send: the channel may have it already
+    possible_duplicate: bool = False
 
     @property
     def dedup(self) -> str:
@@ -193,6 +197,8 @@ class Dispatcher:
         self._resolver = incidents.Resolver()
         #: when the next incident page is due (the idle loop wakes for it)
         self._next_page: datetime | None = None
+        self._identity = inflight.identity()
+        self._last_release: float | None = None
 
     # -- the service ---------------------------------------------------------------------
 
@@ -222,6 +228,10 @@ class Dispatcher:
         interval ends; it never waits on a channel.
         """
         failures = 0
+        try:  # Apprise's first import takes seconds on a busy host: not the first page's time
+            notifiers.warm_up()
+        except Exception as exc:  # each delivery reports it then
+            log.error("cannot import apprise: %s", exc)
         while not stop.is_set() and self._owned():
             self._wake.clear()  # before the pass: a delivery returning during it wakes the next
             try:
@@ -307,6 +317,7 @@ class Dispatcher:
         `now`; the clock has moved on by the time elapsed since the monotonic `started`)."""
         report = report or DispatchReport()
         self._settle(report)
+        self._release_orphans(now)
         if check_health and self._health_due(now):
             self._check_schedulers(now, report)
         if self._grouped:
@@ -343,6 +354,21 @@ class Dispatcher:
             busy.add(channel)
             free -= 1
         return report
+
+    def _release_orphans(self, now: datetime) -> None:
+        """Rows a dead dispatcher of this host held: due now (at start, then now and then)."""
+        moment = time.monotonic()
+        if self._last_release is not None and moment - self._last_release < RELEASE_INTERVAL:
+            return
+        self._last_release = moment
+        with self.store.session() as session:
+            released = inflight.release_orphans(session, now)
+        if released:
+            log.warning(
+                "%d alert(s) held by a stopped dispatcher are due again: %s",
+                len(released),
+                ", ".join(f"#{alert_id}" for alert_id in released),
+            )
 
     def _claim(self, alert_id: int, at: datetime, report: DispatchReport) -> _Claim | None:
         """Lease the row if it is still pending and due; apply rate limit and group window."""
@@ -382,6 +408,10 @@ class Dispatcher:
                 if folded:
                     session.execute(update(Alert).where(Alert.id == alert.id).values(count=count))
                 claim = _snapshot(alert, count=count)
+                attempts, duplicate = inflight.begin(
+                    session, alert.id, attempts=claim.attempts, at=at, by=self._identity
+                )
+                claim = replace(claim, attempts=attempts, possible_duplicate=duplicate)
         for route_name, event in suppressed:  # once the transaction has committed
             _emit("alert.suppressed", route_name, event, [])
         return claim
@@ -480,7 +510,10 @@ class Dispatcher:
             target = route.target
             title, body = self._render(route, claim)
             notify_type = notifiers.notify_type_of(claim.event, claim.severity)
-        return target, *_with_count(title, body, claim), notify_type
+        title, body = _with_count(title, body, claim)
+        if claim.possible_duplicate:
+            title, body = inflight.mark_message(title, body, claim.dedup)
+        return target, title, body, notify_type
 
     def _page_type(self, claim: _Claim) -> str:
         if claim.event == Event.INCIDENT_RESOLVED.value:

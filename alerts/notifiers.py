@@ -203,6 +203,12 @@ def load_apprise() -> Any:
     return apprise
 
 
+def warm_up() -> None:
+    """Import Apprise and let it discover its plugins (seconds on a busy host), so the
+    first page does not wait for it. Nothing is sent."""
+    load_apprise().Apprise.instantiate("json://localhost")
+
+
 def build_apprise(
     target: Target, config: Config, environ: Mapping[str, str] | None = None
 ) -> apprise.Apprise:

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
+from alerts import inflight
 from engine.exceptions import NotFound
 from engine.store.audit import record_audit
 from engine.store.db import upsert_insert
@@ -109,22 +110,26 @@ def record_delivery(
     count: int | None = None,
     timed_out: bool = False,
 ) -> None:
-    """Record one delivery attempt and move the row to `status` (pending again to retry)."""
-    session.execute(
-        insert(AlertDelivery).values(
-            alert_id=alert_id,
-            attempt=attempt,
-            at=now,
-            status=SENT if ok else TIMEOUT if timed_out else FAILED,
-            latency=latency,
-            error=error,
+    """Record one delivery attempt and move the row to `status` (pending again to retry).
+
+    The attempt recorded as started before its send (`inflight.begin`) gets its outcome;
+    one that never started (it could not be sent at all) is written now.
+    """
+    outcome = {
+        "status": SENT if ok else TIMEOUT if timed_out else FAILED,
+        "latency": latency,
+        "error": error,
+    }
+    if not inflight.finish(session, alert_id, attempt, {"at": now, **outcome}):
+        session.execute(
+            insert(AlertDelivery).values(alert_id=alert_id, attempt=attempt, at=now, **outcome)
         )
-    )
     values: dict[str, Any] = {
         "attempts": attempt,
         "status": status,
         "next_attempt_at": next_attempt_at,
         "last_error": error,
+        "claimed_by": None,
     }
     if ok:
         values["sent_at"] = now

@@ -15,7 +15,7 @@ def register(registry: Registry, config: Config) -> None:
     it writes or logs could quote one."""
     if not config["alerts.enabled"]:
         return
-    from alerts import dispatcher, listener, notifiers, overdue, routes, sla
+    from alerts import dispatcher, forecast, listener, notifiers, overdue, routes, sla
 
     configured = routes.load_routes(config)
     notifiers.learn_route_secrets(configured.values())
@@ -23,7 +23,11 @@ def register(registry: Registry, config: Config) -> None:
     registry.add_tick_hook(
         TickHook("import_errors", listener.ImportErrorAlerts(configured, config).check, 5.0)
     )
-    registry.add_tick_hook(TickHook("sla", sla.SlaChecker(configured, config).check, 1.0))
+    checker = sla.SlaChecker(configured, config)
+    registry.add_tick_hook(TickHook("sla", checker.check, 1.0))
+    registry.add_service(
+        lambda cfg, store: forecast.ForecastService(checker.forecaster, store, registry=registry)
+    )
     registry.add_service(lambda cfg, store: dispatcher.Dispatcher(cfg, store, registry=registry))
     registry.add_service(lambda cfg, store: overdue.OverdueRuns(cfg, store, registry=registry))
 

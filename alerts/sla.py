@@ -337,6 +337,13 @@ def _iso(value: datetime | None) -> str | None:
 # -- metrics -------------------------------------------------------------------------
 
 
+def _by_run(misses: Sequence[Miss]) -> dict[tuple[str, str], list[Miss]]:
+    by_run: dict[tuple[str, str], list[Miss]] = {}
+    for miss in misses:
+        by_run.setdefault((miss.run.dag_id, miss.run.run_id), []).append(miss)
+    return by_run
+
+
 def emit_missed(miss: Miss) -> None:
     """One recorded miss: sla_missed (task SLA) or deadline.missed (run deadline)."""
     if miss.kind == TASK_SLA:
@@ -376,10 +383,18 @@ class SlaChecker:
                 deadlines = self._deadlines(session, runs, ctx.now) if runs else {}
                 misses = self._misses(session, runs, deadlines, ctx.now) if runs else []
                 new = self._record(session, misses, ctx.now) if misses else []
+                requests = self._callback_requests(new)
+                if requests and ctx.request_callbacks is not None:
+                    # with the misses: a scheduler dying after this commit leaves them
+                    # to the next one, which runs them
+                    ctx.request_callbacks(session, requests, ctx.now)
+                    requests = []
         except Exception:  # nothing was recorded: look at the same runs again next pass
             self._decided, self._tracked = decided, tracked
             raise
-        self._told(new, ctx)
+        self._told(new)
+        if requests and ctx.executor is not None:
+            ctx.executor.queue_callbacks(requests)
         live = {(run.dag_id, run.run_id) for run, _ in active}
         self._decided = {key for key in self._decided if (key[1], key[2]) in live}
         self.forecaster.check(ctx, self._targets(active, deadlines))
@@ -548,23 +563,25 @@ class SlaChecker:
             "link": run_link(self.config, miss.run.dag_id, miss.run.run_id),
         }
 
-    def _told(self, new: Sequence[Miss], ctx: TickContext) -> None:
-        """After the commit: metrics, logs, and the DAG's sla_miss_callback per run."""
-        by_run: dict[tuple[str, str], list[Miss]] = {}
-        for miss in new:
-            emit_missed(miss)
-            by_run.setdefault((miss.run.dag_id, miss.run.run_id), []).append(miss)
-        requests = []
-        for (dag_id, run_id), misses in by_run.items():
+    def _told(self, new: Sequence[Miss]) -> None:
+        """After the commit: metrics and logs."""
+        for (dag_id, run_id), misses in _by_run(new).items():
+            for miss in misses:
+                emit_missed(miss)
             reason = _summary(misses)
             log.warning("%s %s: %s", dag_id, run_id, reason, extra={"action": "sla_missed"})
+
+    def _callback_requests(self, new: Sequence[Miss]) -> list[CallbackRequest]:
+        """The DAG's sla_miss_callback, once per run with new misses."""
+        requests = []
+        for (dag_id, run_id), misses in _by_run(new).items():
             plan = self._specs[dag_id].plan
             if plan.has_sla_miss_callback:
+                reason = _summary(misses)
                 requests.append(
                     CallbackRequest(dag_id, run_id, plan.fileloc, "sla_miss_callback", None, reason)
                 )
-        if requests and ctx.executor is not None:
-            ctx.executor.queue_callbacks(requests)
+        return requests
 
     def _targets(
         self, active: Sequence[tuple[RunRow, Spec]], deadlines: Mapping[int, datetime]

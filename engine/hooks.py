@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import logging
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from importlib.metadata import entry_points
@@ -43,6 +43,9 @@ class TickContext:
     report: Any = None
     #: the scheduler's executor, to queue callbacks (user code never runs in the tick)
     executor: Any = None
+    #: `request_callbacks(session, requests, now)`: write callback requests in the hook's
+    #: transaction; the scheduler hands them to its executor once it has committed
+    request_callbacks: Callable[[Any, Sequence[Any], datetime], None] | None = None
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,13 @@ executor, parsing to a side thread or `dagwatch dag-processor`).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
+import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -33,6 +35,7 @@ from engine.observability import emit
 from engine.retry import retry_delay
 from engine.serialization import SerializedDAG
 from engine.states import TASK_OCCUPYING, DagRunState, TaskState
+from engine.store import callbacks as callback_store
 from engine.store import coordination, runs, scheduling, transitions
 from engine.store import workers as store_workers
 from engine.store.models import Dag, DagRun
@@ -204,6 +207,8 @@ class Scheduler:
         self.registry = registry if registry is not None else hooks.current()
         self._tick_hooks = hooks.TickHookRunner(self.registry.tick_hooks, time.monotonic)
         self._services: list[hooks.Service] = []
+        #: callback requests written by transactions of this tick, for the executor
+        self._callbacks_after_commit: list[CallbackRequest] = []
 
     # -- plans (serialized DAGs, cached by hash) -------------------------------------
 
@@ -257,8 +262,12 @@ class Scheduler:
             self._housekeeping(now, report)
         if self._tick_hooks:
             self._tick_hooks.run(
-                hooks.TickContext(now, self.store, self.config, self.plan_of, report, self.executor)
-            )
+                hooks.TickContext(
+                    now, self.store, self.config, self.plan_of, report, self.executor,
+                    self.request_callbacks,
+                )
+            )  # fmt: skip
+        self.flush_callbacks()
         report.duration = time.monotonic() - started
         self.last_report = report
         self._emit(report)
@@ -594,9 +603,46 @@ class Scheduler:
         log.info("run %s of %s ended: %s", run.run_id, run.dag_id, outcome)
         kind = "on_success_callback" if outcome is DagRunState.SUCCESS else "on_failure_callback"
         if getattr(plan.dag, f"has_{kind}", False):
-            self.executor.queue_callbacks(
-                [CallbackRequest(run.dag_id, run.run_id, plan.fileloc, kind, reason=reason)]
+            request = CallbackRequest(run.dag_id, run.run_id, plan.fileloc, kind, reason=reason)
+            self.request_callbacks(session, [request], now)
+
+    def request_callbacks(
+        self, session: Any, requests: Sequence[CallbackRequest], now: datetime
+    ) -> None:
+        """Write these requests in the transaction of their cause; they go to the executor
+        once it has committed (`flush_callbacks`), and survive this process until they ran."""
+        ids = callback_store.add(session, requests, now, self.job_id)
+        ready = [
+            dataclasses.replace(request, request_id=request_id)
+            for request, request_id in zip(requests, ids, strict=True)
+        ]
+        callback_store.on_commit(session, lambda: self._callbacks_after_commit.extend(ready))
+
+    def flush_callbacks(self) -> None:
+        """Hand the callback requests of committed transactions to the executor."""
+        requests, self._callbacks_after_commit = self._callbacks_after_commit, []
+        if requests:
+            self.executor.queue_callbacks(requests)
+
+    def _adopt_orphan_callbacks(self, session: Any, now: datetime) -> None:
+        """Callback requests a scheduler that is gone never ran: run them here."""
+        cutoff = now - timedelta(seconds=self.config["scheduler.heartbeat_timeout"])
+        host = socket.getfqdn()
+        rows = callback_store.orphans(
+            session, lambda job: callback_store.job_gone(job, cutoff, host), self.job_id
+        )
+        if not rows:
+            return
+        callback_store.adopt(session, [row.id for row in rows], self.job_id)
+        ready = [
+            CallbackRequest(
+                row.dag_id, row.run_id, row.fileloc, row.kind, task_id=row.task_id,
+                reason=row.reason, map_index=row.map_index, request_id=row.id,
             )
+            for row in rows
+        ]  # fmt: skip
+        callback_store.on_commit(session, lambda: self._callbacks_after_commit.extend(ready))
+        log.warning("running %d callback request(s) a stopped scheduler left", len(rows))
 
     def _stop_unfinished(self, session: Any, rows: list[TiRow], now: datetime, reason: str) -> None:
         """A timed-out run: waiting tasks are skipped, running attempts stopped."""
@@ -779,7 +825,7 @@ class Scheduler:
                 reason=reason,
                 map_index=ti.map_index,
             )
-            self.executor.queue_callbacks([request])
+            self.request_callbacks(session, [request], now)
 
     def _next_retry_at(self, ti: TiRow, attempt: int, now: datetime) -> datetime:
         plan = self._plans.get(ti.dag_id)
@@ -821,6 +867,7 @@ class Scheduler:
                 self._fail_attempt(session, ti, now, reason, zombie=True)
                 self._mark_changed(ti.dag_id, ti.run_id, ti.task_id)
                 report.zombies += 1
+            self._adopt_orphan_callbacks(session, now)
 
     def _adopt(self, session: Any, now: datetime) -> None:
         """Notice schedulers whose heartbeat stopped, and take over what they queued and
@@ -896,7 +943,9 @@ class Scheduler:
                 )
                 log.warning("reset %d orphaned queued task instances", len(orphans))
                 emit.orphans_cleared(len(orphans))
+            self._adopt_orphan_callbacks(session, now)
         self.executor.start()
+        self.flush_callbacks()
         for factory in self.registry.services:
             service = factory(self.config, self.store)
             with supervision.adopting_threads():  # a service's threads are the scheduler's

@@ -13,6 +13,7 @@ executor runs tasks in the scheduler's process) are left to Python's default han
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import traceback
 import weakref
@@ -106,3 +107,14 @@ class ThreadWatch:
             "".join(traceback.format_exception(args.exc_type, args.exc_value, args.exc_traceback)),
         )
         self.stop.set()
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process `pid` exists on this host (one of another user's counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

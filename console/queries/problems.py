@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
+from typing import Any
 
 import pandas as pd
 from sqlalchemy import and_, select
@@ -137,18 +138,20 @@ def runs_at_risk(store: Store, *, now: datetime | None = None, limit: int = 200)
         )
 
 
+#: What an alert listing shows first (attribute names are the column names).
+_ALERT_COLUMNS = ("id", "event", "route", "dag_id", "run_id", "task_id", "status", "attempts")
+
+
+def _alert_columns() -> list[Any]:
+    return [getattr(Alert, name) for name in _ALERT_COLUMNS]
+
+
 def undelivered_alerts(store: Store, *, limit: int = 200) -> pd.DataFrame:
     """Alerts still pending or given up on, oldest first; errors without their URLs."""
     query = (
         select(
-            Alert.id,
-            Alert.event,
-            Alert.route,
-            Alert.dag_id,
-            Alert.run_id,
-            Alert.task_id,
-            Alert.status,
-            Alert.attempts,
+            *_alert_columns(),
+            Alert.possible_duplicate,
             Alert.created_at,
             Alert.next_attempt_at,
             Alert.last_error,
@@ -159,8 +162,24 @@ def undelivered_alerts(store: Store, *, limit: int = 200) -> pd.DataFrame:
     )
     with store.session(readonly=True) as session:
         rows = [(*row[:-1], scrub_urls(row[-1])) for row in session.execute(query)]
-    columns = ("id", "event", "route", "dag_id", "run_id", "task_id", "status", "attempts")
-    return frame(rows, (*columns, "created_at", "next_attempt_at", "last_error"))
+    later = ("possible_duplicate", "created_at", "next_attempt_at", "last_error")
+    return frame(rows, (*_ALERT_COLUMNS, *later))
+
+
+def possible_duplicates(
+    store: Store, *, now: datetime | None = None, limit: int = 100
+) -> pd.DataFrame:
+    """Alerts of the last 24 h a crash may have delivered twice (a delivery of theirs was
+    interrupted mid-send, then retried), newest first."""
+    since = utcnow(now) - DAY
+    query = (
+        select(*_alert_columns(), Alert.created_at, Alert.sent_at)
+        .where(Alert.created_at >= since, Alert.possible_duplicate.is_(True))
+        .order_by(Alert.created_at.desc())
+        .limit(limit)
+    )
+    with store.session(readonly=True) as session:
+        return frame(session.execute(query), (*_ALERT_COLUMNS, "created_at", "sent_at"))
 
 
 def import_errors(store: Store, *, limit: int = 100) -> pd.DataFrame:

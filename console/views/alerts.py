@@ -112,6 +112,15 @@ if not rows.empty:
     else:
         st.dataframe(tried, hide_index=True)
 
+st.subheader("Possibly delivered twice")
+twice = state.read("problems.possible_duplicates")
+st.caption(
+    f"{len(twice)} in the last 24 h: a delivery was interrupted mid-send (the dispatcher"
+    " stopped), then retried; the message said it may be a duplicate, and channels with a"
+    " dedup key fold it into the first."
+)
+st.dataframe(twice, hide_index=True)
+
 st.subheader("Resend")
 user = ui.user()
 resendable = [

@@ -33,6 +33,7 @@ from engine.executors.base import AttemptRequest, CallbackRequest
 from engine.observability.relay import install_relay
 from engine.processor import dag_folders, import_dag_file
 from engine.states import TaskState
+from engine.store import callbacks as callback_store
 from engine.store import runs, scheduling, transitions
 from engine.store.db import Store
 from engine.store.models import SlaMiss
@@ -257,7 +258,20 @@ def _child_store(payload: ConfigPayload) -> tuple[Config, Store]:
 def run_callback_request(
     store: Store, config: Config, request: CallbackRequest, cache: DagCache | None
 ) -> None:
-    """Run DAG callbacks (or a task's, for a zombie); each outcome goes to the callback table."""
+    """Run DAG callbacks (or a task's, for a zombie); each outcome goes to the callback table.
+
+    The request is marked done once they ran (whatever their outcome): a process dying
+    before leaves it to a scheduler to run again.
+    """
+    _run_callback_request(store, config, request, cache)
+    if request.request_id is not None:
+        with store.session() as session:
+            callback_store.finish(session, request.request_id, datetime.now(UTC))
+
+
+def _run_callback_request(
+    store: Store, config: Config, request: CallbackRequest, cache: DagCache | None
+) -> None:
     try:
         dag = load_dag(request.fileloc, request.dag_id, request.task_id, cache)
     except UnrunnableAttempt as exc:

@@ -10,7 +10,7 @@ attempts that died without recording an outcome (`lost`).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from engine.states import TaskState
@@ -40,10 +40,13 @@ class CallbackRequest:
     dag_id: str
     run_id: str
     fileloc: str
-    kind: str  #: on_success_callback | on_failure_callback
+    kind: str  #: on_success_callback | on_failure_callback | sla_miss_callback | ...
     task_id: str | None = None  #: set for task callbacks (zombies)
     reason: str | None = None
     map_index: int = -1  #: the instance of a mapped task, for task callbacks
+    #: its row in callback_request, marked done once the callbacks ran (not part of what
+    #: the request is: two requests for the same callbacks are equal)
+    request_id: int | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)

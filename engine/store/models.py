@@ -24,6 +24,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -331,6 +332,31 @@ class CallbackRecord(Base):
     __table_args__ = (Index("ix_callback_dag_id_run_id", "dag_id", "run_id"),)
 
 
+class CallbackRequest(Base):
+    """A callback to run (DAG run ended, SLA missed, zombie failed), written with its cause
+    and kept until it ran, so a scheduler that dies before running it leaves it to the next."""
+
+    __tablename__ = "callback_request"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    dag_id: Mapped[str] = mapped_column(String(ID_LEN))
+    run_id: Mapped[str] = mapped_column(String(ID_LEN))
+    task_id: Mapped[str | None] = mapped_column(String(ID_LEN))
+    map_index: Mapped[int] = mapped_column(Integer, default=-1, server_default="-1")
+    kind: Mapped[str] = mapped_column(String(50))
+    fileloc: Mapped[str] = mapped_column(Text)
+    reason: Mapped[str | None] = mapped_column(MaskedText)
+    state: Mapped[str] = mapped_column(String(20))  # pending | done
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime)
+    #: the scheduler job that handed it to its executor last
+    queued_by: Mapped[int | None] = mapped_column(Integer)
+    #: times it was handed to an executor
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    done_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
+
+    __table_args__ = (Index("ix_callback_request_state", "state", "created_at"),)
+
+
 class Pool(Base):
     """A named set of slots that limits how many tasks using it run at once."""
 
@@ -442,6 +468,11 @@ class Alert(Base):
     queued_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     #: the incident this alert was grouped into (then it is told in the incident's pages)
     incident_id: Mapped[int | None] = mapped_column(Integer)
+    #: a delivery of it was interrupted (the dispatcher died mid-send): the channel may have
+    #: it twice; its next message says so
+    possible_duplicate: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    #: the dispatcher (hostname:pid) holding its current delivery, until it is recorded
+    claimed_by: Mapped[str | None] = mapped_column(String(ID_LEN))
 
     __table_args__ = (
         Index("ix_alert_status_next_attempt_at", "status", "next_attempt_at"),

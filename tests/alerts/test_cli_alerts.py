@@ -27,6 +27,7 @@ COLUMNS = [
     "status",
     "attempts",
     "count",
+    "possible_duplicate",
     "last_error",
 ]
 

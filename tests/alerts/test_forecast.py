@@ -117,9 +117,10 @@ def test_a_run_whose_history_predicts_a_miss_is_warned_once_before_it(
     assert sorted(kinds) == [("dag_deadline", clock.now), ("task_sla", clock.now)]
     assert [a.event for a in alerts(store)] == ["deadline_at_risk"] * 2 + ["sla_missed"] * 2
     assert all(a.created_at == T0 for a in alerts(store, "deadline_at_risk"))
-    # Missed, no longer at risk; extract overran, so transform and load remain: 960 + 600.
+    # Missed, no longer at risk; extract has run 1800 s, past all its recorded runs
+    # (overrunning): it is expected to run as long again, then transform and load: 960 + 600.
     assert gauge(emitted, "deadline.at_risk")[-1] == 0.0
-    assert gauge(emitted, "deadline.slack_seconds")[-1] == 1800.0 - 1801 - 1560
+    assert gauge(emitted, "deadline.slack_seconds")[-1] == 1800.0 - 1801 - 1800 - 1560
 
 
 def test_no_warning_when_history_says_the_run_ends_in_time(

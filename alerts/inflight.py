@@ -1,0 +1,133 @@
+"""Deliveries recorded before they are sent, so a crash mid-send is never silent.
+
+When the dispatcher claims a row for delivery, it records the attempt as `started` (in the
+claim's transaction, before the request leaves) and the row as held by this process
+(`claimed_by`, hostname:pid); the outcome then updates that attempt. A dispatcher that
+dies between the two leaves a `started` attempt behind: whoever delivers the row next
+records that attempt as `interrupted` and marks the row `possible_duplicate` (the channel
+may have the message already), and its message says so. The delivery is at least once:
+deduplicated by the channel where it takes a dedup key (the same on every attempt), marked
+where it cannot be.
+
+A row held by a process of this host that is gone (killed, crashed) is due again at
+once (`release_orphans`, when a dispatcher starts and then every few seconds); one held
+by another host's dispatcher waits for its lease to end.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session
+
+from engine import supervision
+from engine.store.models import Alert, AlertDelivery
+
+#: An attempt recorded before its send, not finished yet.
+STARTED = "started"
+#: A started attempt whose dispatcher died before recording its outcome.
+INTERRUPTED = "interrupted"
+INTERRUPTED_ERROR = (
+    "interrupted: the dispatcher stopped during this delivery (crash or kill); the channel"
+    " may have received it"
+)
+#: What a possibly repeated message carries.
+DUPLICATE_TITLE = "[possible duplicate] "
+DUPLICATE_NOTE = (
+    "Possible duplicate: an earlier delivery of this alert was interrupted (the dispatcher"
+    " stopped mid-send), so you may have received it already. Dedup key: {key}."
+)
+#: Rows looked at per release pass.
+RELEASE_BATCH = 200
+
+
+def identity() -> str:
+    """This process, as recorded in the rows it holds."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def begin(
+    session: Session, alert_id: int, *, attempts: int, at: datetime, by: str
+) -> tuple[int, bool]:
+    """Record the next attempt as started, before anything is sent (in the claim's
+    transaction); `attempts`: those the row counts so far.
+
+    Attempts an earlier dispatcher started and never finished are recorded as interrupted
+    and counted. Returns (the attempts counted before this one, whether the channel may
+    already have the message).
+    """
+    interrupted = session.execute(
+        update(AlertDelivery)
+        .where(AlertDelivery.alert_id == alert_id, AlertDelivery.status == STARTED)
+        .values(status=INTERRUPTED, error=INTERRUPTED_ERROR)
+    ).rowcount
+    attempts += interrupted or 0
+    session.execute(
+        insert(AlertDelivery).values(
+            alert_id=alert_id, attempt=attempts + 1, at=at, status=STARTED, latency=0.0
+        )
+    )
+    values: dict[str, Any] = {"claimed_by": by}
+    if interrupted:
+        values |= {"possible_duplicate": True, "attempts": attempts}
+    session.execute(update(Alert).where(Alert.id == alert_id).values(**values))
+    duplicate = session.scalar(select(Alert.possible_duplicate).where(Alert.id == alert_id))
+    return attempts, bool(duplicate)
+
+
+def finish(session: Session, alert_id: int, attempt: int, values: dict[str, Any]) -> bool:
+    """Record the outcome (status, at: when it ended, latency, error) on the started attempt
+    `attempt`; False if there is none."""
+    return bool(
+        session.execute(
+            update(AlertDelivery)
+            .where(
+                AlertDelivery.alert_id == alert_id,
+                AlertDelivery.attempt == attempt,
+                AlertDelivery.status == STARTED,
+            )
+            .values(**values)
+        ).rowcount
+    )
+
+
+def _host_of(claimed_by: str) -> tuple[str, int | None]:
+    host, _, pid = claimed_by.rpartition(":")
+    return host, int(pid) if pid.isdigit() else None
+
+
+def release_orphans(
+    session: Session, now: datetime, *, alive: Callable[[int], bool] = supervision.pid_alive
+) -> list[int]:
+    """Rows held by a dead dispatcher of this host: due again now. Returns their ids."""
+    host, own = socket.gethostname(), os.getpid()
+    held = session.execute(
+        select(Alert.id, Alert.claimed_by)
+        .where(Alert.status == "pending", Alert.next_attempt_at > now)
+        .where(Alert.claimed_by.like(f"{host}:%"))
+        .order_by(Alert.next_attempt_at)
+        .limit(RELEASE_BATCH)
+    ).all()
+    orphans = []
+    for alert_id, claimed_by in held:
+        claimed_host, pid = _host_of(claimed_by)
+        if claimed_host == host and pid is not None and pid != own and not alive(pid):
+            orphans.append(alert_id)
+    if orphans:
+        session.execute(
+            update(Alert)
+            .where(Alert.id.in_(orphans), Alert.status == "pending")
+            .values(next_attempt_at=now, claimed_by=None)
+        )
+    return orphans
+
+
+def mark_message(title: str, body: str, key: str) -> tuple[str, str]:
+    """The title and body of a message that may repeat an interrupted delivery."""
+    note = DUPLICATE_NOTE.format(key=key)
+    return DUPLICATE_TITLE + title, f"{body}\n\n{note}" if body else note
