@@ -326,6 +326,7 @@ _PHRASES = {
     "deadline_at_risk": ("deadline at risk", "deadlines at risk"),
     "zombie_killed": ("zombie attempt", "zombie attempts"),
     "dag_run_failed": ("run failed", "runs failed"),
+    "run_not_started": ("run did not start", "runs did not start"),
     "task_succeeded": ("task succeeded", "tasks succeeded"),
     "dag_run_succeeded": ("run succeeded", "runs succeeded"),
 }
@@ -338,7 +339,7 @@ def headline(events: Mapping[str, int]) -> str:
     for event in sorted(events, key=lambda e: order.index(e) if e in order else len(order)):
         count = int(events[event])
         one, many = _PHRASES.get(event, (event, event))
-        if event == "dag_run_failed" and count == 1:
+        if event in ("dag_run_failed", "run_not_started") and count == 1:
             parts.append(one)
         else:
             parts.append(f"{count} {one if count == 1 else many}")

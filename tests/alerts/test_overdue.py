@@ -204,6 +204,10 @@ def test_alerts_dispatch_raises_it_once_across_a_restart(store, dispatch_env, re
             _stop(second)
     titles = sorted(post.title for post in receiver.delivered)
     assert len(titles) == 2, titles
-    assert [t.split(":")[0] for t in titles] == ["[dagwatch] hourly", "[dagwatch] nightly"]
+    # one incident per run: "<dag> <run_id>: run did not start"
+    assert [(t.split(" ")[0], t.rsplit(": ", 1)[1]) for t in titles] == [
+        ("hourly", "run did not start"),
+        ("nightly", "run did not start"),
+    ], titles
     assert all("no scheduler is running" in post.message for post in receiver.delivered)
     assert len(alert_rows(store, event="run_not_started")) == 2

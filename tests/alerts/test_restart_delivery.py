@@ -71,7 +71,8 @@ def env(store, environ, receiver, callback_receiver) -> dict[str, str]:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "nightly.py").write_text(textwrap.dedent(DAG_FILE))
     assert process_folders(store, config).import_errors == 0
-    routes = {"oncall": {"urls": ["env:PAGER_URL"], "events": ["sla_missed"]}}
+    # one message per alert (no incident grouping): the outbox row the test follows is the page
+    routes = {"oncall": {"urls": ["env:PAGER_URL"], "events": ["sla_missed"], "group_by": []}}
     return {
         **environ,
         "DAGWATCH__CORE__LOAD_EXAMPLES": "false",
