@@ -228,12 +228,16 @@ def test_sigkill_of_one_scheduler_mid_run_the_other_completes_it(
         os.kill(victim.pid, signal.SIGKILL)
         victim.wait(timeout=30)
         _finished_run(store, wide_dag, [survivor])
+        # the run may end before the survivor's housekeeping looks at the silent job
+        _wait_for(
+            lambda: _job_state(store, victim_job) == "failed",
+            120,
+            "the killed scheduler noticed by its stale heartbeat",
+        )
     finally:
         errors = _stop(victim, survivor)
     _assert_each_body_ran_once(store, ledger, wide_dag)
-    with store.session() as session:
-        state = session.execute(select(Job.state).where(Job.id == victim_job)).scalar_one()
-    assert state == "failed"  # noticed by its stale heartbeat
+    assert _job_state(store, victim_job) == "failed"  # noticed by its stale heartbeat
     assert f"scheduler job {victim_job} (pid {victim.pid}" in errors[1]
 
 
@@ -244,6 +248,11 @@ def test_a_second_scheduler_on_postgresql_is_not_refused(store, process_env):
     finally:
         _stop(first, second)
     assert first.returncode == 0 and second.returncode == 0
+
+
+def _job_state(store, job_id: int) -> str:
+    with store.session() as session:
+        return session.execute(select(Job.state).where(Job.id == job_id)).scalar_one()
 
 
 def _count_running_jobs(store) -> int:

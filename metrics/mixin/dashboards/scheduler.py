@@ -211,13 +211,15 @@ def _lost() -> Row:
                 width=8,
             ),
             Panel(
-                "Orphaned attempts reset / adopted",
+                "Orphaned attempts reset / adopted, schedulers lost",
                 "Attempts a scheduler found without a live executor (after a restart) and "
-                "reset or adopted. A burst after each restart is normal; a steady stream "
-                "means executors die.",
+                "reset, or took over from a scheduler that stopped heartbeating (lost). A "
+                "burst after each restart is normal; a steady stream means executors or "
+                "schedulers die.",
                 [
                     q(increase("scheduler.orphaned_tasks.cleared"), "reset"),
                     q(increase("scheduler.orphaned_tasks.adopted"), "adopted"),
+                    q(increase("scheduler.schedulers_lost"), "schedulers lost"),
                 ],
                 "short",
                 width=8,
