@@ -114,12 +114,15 @@ if not rows.empty:
 
 st.subheader("Possibly delivered twice")
 twice = state.read("problems.possible_duplicates")
-st.caption(
-    f"{len(twice)} in the last 24 h: a delivery was interrupted mid-send (the dispatcher"
-    " stopped), then retried; the message said it may be a duplicate, and channels with a"
-    " dedup key fold it into the first."
-)
-st.dataframe(twice, hide_index=True)
+if twice.empty:
+    st.caption("None in the last 24 h: no delivery was interrupted mid-send.")
+else:
+    st.caption(
+        f"{len(twice)} in the last 24 h: a delivery was interrupted mid-send (the"
+        " dispatcher stopped), then retried; the message said it may be a duplicate, and"
+        " channels with a dedup key fold it into the first."
+    )
+    st.dataframe(twice, hide_index=True)
 
 st.subheader("Resend")
 user = ui.user()

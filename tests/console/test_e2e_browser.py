@@ -54,6 +54,7 @@ PAGES = {
 DRAWN = {
     "capacity": "The last 24 h",
     "slas": "Should have started and did not",
+    "alerts": "Delivery per channel",
 }
 GREEN = "rgb(46, 125, 50)"  # charts.STATE_COLOURS["success"]
 
