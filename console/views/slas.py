@@ -25,9 +25,10 @@ counts = st.container()
 
 st.subheader(f"At risk now: {len(at_risk)}")
 st.caption(
-    "Active runs the forecast expects to finish after their deadline (the p"
-    f"{100 * config['alerts.forecast_quantile']:.0f} of each task's recent durations along"
-    " the critical path), predicted again now, and what holds them."
+    "Active runs the forecast expects to finish after their deadline, predicted again now"
+    " along the critical path (a task not started at the p"
+    f"{100 * config['alerts.forecast_quantile']:.0f} of its recent durations, a running one"
+    " by how long it has already run), and what holds them."
 )
 st.dataframe(at_risk, hide_index=True)
 
