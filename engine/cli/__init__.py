@@ -93,7 +93,11 @@ class _Main(Group):
         verb = self._verbs.pop(cmd_name, None)
         if verb is not None:
             self.add_command(verb.load(), cmd_name)
-        return super().get_command(ctx, cmd_name)
+        command = super().get_command(ctx, cmd_name)
+        if command is None:  # a typo: click suggests from the loaded verbs, so load them all
+            for name in list(self._verbs):
+                self.add_command(self._verbs.pop(name).load(), name)
+        return command
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         self._load_plugin_commands()

@@ -16,6 +16,7 @@ import pytest
 from engine import hooks
 from engine.cli import cli
 from engine.cli.verbs import BUILTIN_VERBS, Verb
+from tests.helpers import run_cli
 
 # what `dagwatch version` and `dagwatch --help` must not import (the store, the plugins'
 # dependencies, the executors, the templating and date libraries)
@@ -134,3 +135,11 @@ def test_help_lists_every_verb_with_its_real_help() -> None:
     eager = click.testing.CliRunner().invoke(loaded, ["--help"], terminal_width=100).output
     assert lazy.split("Commands:")[1] == eager.split("Commands:")[1]
     assert sorted(cli.list_commands(click.Context(cli))) == sorted(v.name for v in _all_verbs())
+
+
+@pytest.mark.parametrize(("typo", "verb"), [("vesion", "version"), ("alert", "alerts")])
+def test_a_mistyped_verb_is_still_suggested(typo: str, verb: str, cli_env: dict[str, str]) -> None:
+    """click suggests from the imported verbs: the ones not imported yet are offered too."""
+    done = run_cli(typo, env=cli_env)
+    assert done.returncode == 2
+    assert done.stderr == f"error: dagwatch: No such command {typo!r}. Did you mean {verb!r}?\n"
