@@ -143,3 +143,24 @@ def test_a_mistyped_verb_is_still_suggested(typo: str, verb: str, cli_env: dict[
     done = run_cli(typo, env=cli_env)
     assert done.returncode == 2
     assert done.stderr == f"error: dagwatch: No such command {typo!r}. Did you mean {verb!r}?\n"
+
+
+def test_import_engine_is_cheap_and_exports_every_name() -> None:
+    """`import engine` loads the authoring API on first use; every exported name resolves."""
+    probe = (
+        "import json, sys, engine\n"
+        "before = sorted(sys.modules)\n"
+        "from engine import *\n"
+        "from engine import DAG, dag, task, task_group, utils\n"
+        "import engine.dag, engine.task_group\n"
+        "print(json.dumps([before, callable(engine.dag), callable(engine.task_group),"
+        " engine.utils.__name__, [n for n in engine.__all__ if n not in globals()]]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    before, dag_is_function, group_is_function, utils_name, missing = json.loads(done.stdout)
+    assert _heavy(set(before)) == []
+    assert dag_is_function and group_is_function  # not the submodules of the same name
+    assert utils_name == "engine.utils"
+    assert missing == []
