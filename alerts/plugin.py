@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
+from engine.cli.verbs import Verb
 from engine.config import Config
 from engine.hooks import Registry, TickHook
 
@@ -32,9 +31,12 @@ def register(registry: Registry, config: Config) -> None:
     registry.add_service(lambda cfg, store: overdue.OverdueRuns(cfg, store, registry=registry))
 
 
-def commands() -> list[Any]:
-    """The `alerts` and `sla` verbs."""
-    from alerts.cli import alerts_group
-    from alerts.sla_cli import sla
-
-    return [alerts_group, sla]
+# the `alerts` and `sla` verbs, imported when they run
+VERBS = (
+    Verb(
+        "alerts",
+        "alerts.cli:alerts_group",
+        "Alert delivery: test channels, list and resend alerts, run the dispatcher.",
+    ),
+    Verb("sla", "alerts.sla_cli:sla", "Task SLA misses and missed DAG-run deadlines."),
+)

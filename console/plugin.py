@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from engine.cli.verbs import Verb
 
-
-def commands() -> list[Any]:
-    """The `console` and `users` verbs."""
-    from console.cli import console, users
-
-    return [console, users]
+# the `console` and `users` verbs, imported when they run
+VERBS = (
+    Verb(
+        "console",
+        "console.cli:console",
+        "Serve the operations console (Streamlit) until stopped.",
+    ),
+    Verb("users", "console.cli:users", "Console users and their roles (viewer, operator, admin)."),
+)

@@ -14,7 +14,6 @@ import json
 import math
 import os
 import tomllib
-import zoneinfo
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -209,6 +208,8 @@ def _is_result_backend_url(url: str) -> bool:
 
 
 def _is_timezone(name: str) -> bool:
+    import zoneinfo  # only when a timezone is checked
+
     try:
         zoneinfo.ZoneInfo(name)
     except (ValueError, zoneinfo.ZoneInfoNotFoundError):

@@ -4,7 +4,8 @@ A plugin is a module (or object) named in the `dagwatch.plugins` entry-point gro
 may define `register(registry, config)`, which adds transition listeners (called inside
 the transition's transaction), tick hooks (short batched work the scheduler runs in its
 loop, e.g. SLA checks) and services (background threads the scheduler starts and stops,
-e.g. the alert dispatcher); and `commands()`, which returns click commands for the CLI.
+e.g. the alert dispatcher); and `VERBS` (see `engine.cli.verbs`) or `commands()`, the
+verbs it adds to the CLI.
 `install(config)` runs once per configured process (`engine.runtime.configure`).
 """
 
@@ -16,14 +17,12 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any, Protocol
-
-from engine.store import transitions
 
 if TYPE_CHECKING:
     from engine.config import Config
     from engine.serialization import SerializedDAG
+    from engine.store import transitions
     from engine.store.db import Store
 
 log = logging.getLogger(__name__)
@@ -101,6 +100,8 @@ def discover() -> Mapping[str, Any]:
     Read once per process (forked workers inherit it), since scanning the installed
     distributions costs milliseconds that a task hop must not pay.
     """
+    from importlib.metadata import entry_points  # tens of milliseconds: only when asked
+
     return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
 
@@ -114,6 +115,8 @@ def _load(name: str, entry: Any) -> Any:
 
 def install(config: Config, plugins: Iterable[Any] | None = None) -> Registry:
     """Register the plugins for this configuration, replacing what an earlier call added."""
+    from engine.store import transitions
+
     global _current
     registry = Registry()
     if plugins is None:
@@ -137,6 +140,8 @@ def install(config: Config, plugins: Iterable[Any] | None = None) -> Registry:
 
 def uninstall() -> None:
     """Remove every listener and hook (tests, and `runtime.reset`)."""
+    from engine.store import transitions
+
     global _current
     with _lock:
         previous, _current = _current, Registry()
@@ -150,15 +155,26 @@ def current() -> Registry:
         return _current
 
 
-def cli_commands() -> list[Any]:
-    """Click commands that plugins add to `dagwatch` (loaded without any configuration)."""
-    commands: list[Any] = []
+def cli_verbs() -> list[Any]:
+    """The verbs plugins add to `dagwatch`, loaded without any configuration: each plugin's
+    `VERBS` (an `engine.cli.verbs.Verb` per verb, imported only when it runs), else the
+    click commands its `commands()` returns."""
+    found: list[Any] = []
     for name, entry in sorted(discover().items()):
         plugin = _load(name, entry)
+        verbs = getattr(plugin, "VERBS", None)
+        if verbs is not None:
+            found.extend(verbs)
+            continue
         provide = getattr(plugin, "commands", None)
         if provide is not None:
-            commands.extend(provide())
-    return commands
+            found.extend(provide())
+    return found
+
+
+def cli_commands() -> list[Any]:
+    """Click commands that plugins add to `dagwatch` (every one imported)."""
+    return [verb.load() if hasattr(verb, "target") else verb for verb in cli_verbs()]
 
 
 class TickHookRunner:

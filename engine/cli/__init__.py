@@ -1,6 +1,7 @@
 """The `dagwatch` command: one entry point, Airflow-shaped verb groups.
 
-Each verb group lives in its own module and is registered in `_VERB_GROUPS`. Errors that
+Each verb group lives in its own module, named in `engine.cli.verbs` and imported only
+when it runs, so that `dagwatch version` and `--help` answer at once. Errors that
 dagwatch raises on purpose (`DagwatchError`) become one line on stderr and exit code 1.
 Bad usage exits with 2 (click's convention), before anything is written: a bad argument
 (whatever command, a plugin's too, declares it) and a configuration value that is not
@@ -9,7 +10,6 @@ allowed (`ConfigError`) are one line on stderr, never a traceback.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import sys
@@ -21,29 +21,13 @@ import click
 
 from engine import hooks
 from engine.cli.usage import Group, one_line
+from engine.cli.verbs import BUILTIN_VERBS, Verb
 from engine.config import OPTIONS, Config, checked_dags_folder, load_config
 from engine.exceptions import ConfigError, DagwatchError
 from engine.masking import install_log_redaction, redact
 
 if TYPE_CHECKING:
     from engine.store.db import Store
-
-# module name -> attribute holding the click command or group
-_VERB_GROUPS: tuple[tuple[str, str], ...] = (
-    ("engine.cli.db", "db"),
-    ("engine.cli.dags", "dags"),
-    ("engine.cli.tasks", "tasks"),
-    ("engine.cli.variables", "variables"),
-    ("engine.cli.connections", "connections"),
-    ("engine.cli.pools", "pools"),
-    ("engine.cli.config", "config"),
-    ("engine.cli.metrics", "metrics"),
-    ("engine.cli.version", "version"),
-    ("engine.cli.scheduler", "scheduler"),
-    ("engine.cli.scheduler", "dag_processor"),
-    ("engine.cli.scheduler", "standalone"),
-    ("engine.cli.worker", "worker"),
-)
 
 
 class CliContext:
@@ -79,25 +63,69 @@ class CliContext:
 pass_cli = click.make_pass_decorator(CliContext, ensure=True)
 
 
+_BUILTIN_NAMES = frozenset(verb.name for verb in BUILTIN_VERBS)
+
+
 class _Main(Group):
-    """The root group; the verbs of installed plugins join it on first lookup, so that a
+    """The root group. Its verbs are imported only when one runs: `--help` lists them from
+    `engine.cli.verbs`. The verbs of installed plugins join on first lookup, so that a
     plugin's CLI module may import this package without a cycle."""
 
-    _plugins_loaded = False
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._verbs: dict[str, Verb] = {verb.name: verb for verb in BUILTIN_VERBS}
+        self._plugins_loaded = False
 
     def _load_plugin_commands(self) -> None:
         if not self._plugins_loaded:
             self._plugins_loaded = True
-            for command in hooks.cli_commands():  # `alerts`, `sla`...
-                self.add_command(command)
+            for verb in hooks.cli_verbs():  # `alerts`, `sla`...
+                if isinstance(verb, Verb):
+                    self._verbs[verb.name] = verb
+                    self.commands.pop(verb.name, None)
+                else:
+                    self._verbs.pop(verb.name, None)
+                    self.add_command(verb)
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        self._load_plugin_commands()
-        return super().get_command(ctx, cmd_name)
+        if cmd_name not in _BUILTIN_NAMES:  # plugins add verbs; they do not replace ours
+            self._load_plugin_commands()
+        verb = self._verbs.pop(cmd_name, None)
+        if verb is not None:
+            self.add_command(verb.load(), cmd_name)
+        command = super().get_command(ctx, cmd_name)
+        if command is None:  # a typo: click suggests from the loaded verbs, so load them all
+            for name in list(self._verbs):
+                self.add_command(self._verbs.pop(name).load(), name)
+        return command
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         self._load_plugin_commands()
-        return super().list_commands(ctx)
+        return sorted({*self.commands, *self._verbs})
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """click's listing, with the help of verbs not imported yet taken from their table."""
+        rows: list[tuple[str, Verb | click.Command]] = []
+        for name in self.list_commands(ctx):
+            command = self.commands.get(name)
+            if command is None:
+                rows.append((name, self._verbs[name]))
+            elif not command.hidden:
+                rows.append((name, command))
+        if rows:
+            limit = formatter.width - 6 - max(len(name) for name, _ in rows)
+            with formatter.section("Commands"):
+                formatter.write_dl(
+                    [
+                        (
+                            name,
+                            item.short_help(limit)
+                            if isinstance(item, Verb)
+                            else item.get_short_help_str(limit),
+                        )
+                        for name, item in rows
+                    ]
+                )
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -133,13 +161,6 @@ def cli(ctx: click.Context) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     install_log_redaction()  # every process the CLI starts logs with secrets masked
-
-
-for _module, _attr in _VERB_GROUPS:
-    cli.add_command(getattr(importlib.import_module(_module), _attr))
-importlib.import_module("engine.cli.runs")  # adds trigger, pause, backfill... to `dags`
-importlib.import_module("engine.cli.marking")  # adds mark-run to `dags`
-importlib.import_module("engine.cli.explain")  # adds failed-deps to `dags`
 
 
 def main() -> None:

@@ -16,11 +16,9 @@ from datetime import datetime
 from typing import IO, Any
 
 import click
-import pendulum
 from click.exceptions import NoArgsIsHelpError
 
 from engine.config import INT_MAX, SECONDS_MAX, format_number
-from engine.store.models import ID_LEN
 
 _NEGATIVE_NUMBER = re.compile(r"^-\d")
 
@@ -147,9 +145,18 @@ class BoundedText(click.ParamType):
 
     name = "text"
 
-    def __init__(self, max_length: int = ID_LEN, *, empty: bool = False) -> None:
-        self.max_length = max_length
+    def __init__(self, max_length: int | None = None, *, empty: bool = False) -> None:
+        self._max_length = max_length
         self.empty = empty
+
+    @property
+    def max_length(self) -> int:
+        """The given length, else an id column's (the store is imported only when needed)."""
+        if self._max_length is None:
+            from engine.store.models import ID_LEN
+
+            return ID_LEN
+        return self._max_length
 
     def convert(self, value: Any, param: Any, ctx: Any) -> str:
         text = str(value)
@@ -196,6 +203,8 @@ class DateTimeParam(click.ParamType):
     def convert(self, value: Any, param: Any, ctx: Any) -> datetime:
         if isinstance(value, datetime):
             return value
+        import pendulum  # only when a verb parses a date
+
         try:
             parsed = pendulum.parse(value, tz="UTC")
         except (ValueError, pendulum.parsing.exceptions.ParserError):

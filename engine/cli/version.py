@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib
-from importlib import metadata
 
 import click
 
@@ -17,6 +16,8 @@ def engine_version() -> str:
     declared = getattr(importlib.import_module("engine"), "__version__", None)
     if isinstance(declared, str) and declared:
         return declared
+    from importlib import metadata
+
     try:
         return metadata.version("dagwatch")
     except metadata.PackageNotFoundError:
