@@ -258,12 +258,27 @@ def _arrays(rows: pd.DataFrame, now: float) -> _Tries:
     )
 
 
-def _limit(
-    name: str, size: int, tries: _Tries, pick: np.ndarray | None, cells: int, *, per_slot: bool
-) -> tuple[LimitFigures, np.ndarray, np.ndarray]:
-    """The figures of one limit over the window, its occupancy and its demand per second.
-    A pool counts pool_slots (`per_slot`); the executor counts tries. `waited_on_it` is
-    the wait while this limit was full."""
+@dataclass(frozen=True)
+class Levels:
+    """One limit's tries (`held`: has a slot, `asked`: its wait is known) and its levels
+    per second: slots used and wanted, full or not; its waits clipped to the window."""
+
+    holds: np.ndarray
+    ends: np.ndarray
+    waits: np.ndarray
+    held: np.ndarray
+    asked: np.ndarray
+    used: np.ndarray
+    demand: np.ndarray
+    full: np.ndarray
+    w_starts: np.ndarray
+    w_ends: np.ndarray
+
+
+def limit_levels(
+    size: int, tries: _Tries, pick: np.ndarray | None, cells: int, *, per_slot: bool
+) -> Levels:
+    """The levels of one limit (the tries `pick`ed, or all) over `cells` seconds."""
     if pick is None:  # every try
         holds, ends, waits, slots = tries.holds, tries.ends, tries.waits, tries.slots
     else:
@@ -274,9 +289,20 @@ def _limit(
     used = level(holds[held], ends[held], weights[held], cells)
     wanted = asked | held
     demand = level(np.where(asked, waits, holds)[wanted], ends[wanted], weights[wanted], cells)
-    full = used >= size
     w_starts = np.clip(waits[asked], 0, cells)
     w_ends = np.clip(np.where(held, holds, ends)[asked], 0, cells)
+    return Levels(holds, ends, waits, held, asked, used, demand, used >= size, w_starts, w_ends)
+
+
+def _limit(
+    name: str, size: int, tries: _Tries, pick: np.ndarray | None, cells: int, *, per_slot: bool
+) -> tuple[LimitFigures, np.ndarray, np.ndarray]:
+    """The figures of one limit over the window, its occupancy and its demand per second.
+    A pool counts pool_slots (`per_slot`); the executor counts tries. `waited_on_it` is
+    the wait while this limit was full."""
+    lv = limit_levels(size, tries, pick, cells, per_slot=per_slot)
+    holds, ends, waits, held, asked = lv.holds, lv.ends, lv.waits, lv.held, lv.asked
+    used, demand, full, w_starts, w_ends = lv.used, lv.demand, lv.full, lv.w_starts, lv.w_ends
     got = held & asked & (holds >= 0) & (holds < cells)
     delays = holds[got] - waits[got]
     figures = LimitFigures(
