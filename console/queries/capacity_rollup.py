@@ -87,8 +87,10 @@ def _limit_levels(
     started = np.bincount(
         bucket_of[(bucket_of >= 0) & (bucket_of < minutes)].astype(np.int64), minlength=minutes
     )
-    h, e = holds[held], ends[held]
-    held_at = np.array([int(((h < b) & (e > b)).sum()) for b in edges[:-1]])
+    h = np.sort(holds[held])
+    e = np.sort(np.maximum(ends[held], holds[held]))
+    # holding at b: began before b and not ended by b
+    held_at = np.searchsorted(h, edges[:-1], "left") - np.searchsorted(e, edges[:-1], "right")
     figures = {
         "size": np.full(minutes, size),
         "seconds_full": _per_minute(full.astype(np.int64), minutes, "sum"),

@@ -4,15 +4,23 @@ range again gives the same rows; old buckets are pruned."""
 
 from __future__ import annotations
 
+import threading
+import time
 from datetime import timedelta
 
 import pytest
 from sqlalchemy import select
 
+from console import plugin as console_plugin
+from console import rollup
 from console.advice import EXECUTOR
 from console.queries import capacity, capacity_rollup
+from engine import hooks
+from engine.executors.stub import StubExecutor
+from engine.scheduler import Scheduler
 from engine.store.models import CapacityBucket
 from tests.console import capacity_seed as hist
+from tests.integration.test_scheduler_tick import T0, Clock
 
 
 def _rows(store) -> list[tuple]:
@@ -70,3 +78,46 @@ def test_writing_again_gives_the_same_rows_and_old_buckets_are_pruned(store):
         hist.START + timedelta(minutes=k) for k in range(45, 60)
     }
     assert capacity_rollup.covered(store, hist.START + timedelta(minutes=45), hist.END)
+
+
+def test_a_pass_fills_the_closed_minutes_rewrites_the_last_and_prunes_by_age(store):
+    sizes, tries = hist.POOL_FULL
+    hist.write(store, sizes, tries)
+    now = hist.END + timedelta(seconds=30)
+    written, pruned = rollup.catch_up(store, now, 32, 8 * 86400.0)
+    assert pruned == 0
+    assert capacity_rollup.covered(store, hist.START, hist.END)
+    first = _rows(store)
+    assert written == len(first)
+    # the open minute (END, END + 30 s) is not written
+    assert max(row[1] for row in first) == hist.END - timedelta(minutes=1)
+    again, _ = rollup.catch_up(store, now, 32, 8 * 86400.0)
+    assert again == rollup.REWRITE_MINUTES * 3  # executor, db, default_pool
+    assert _rows(store) == first
+    # nine days later, with a day kept: what is older than a day goes
+    later = hist.END + timedelta(days=9)
+    _, pruned = rollup.catch_up(store, later, 32, 86400.0)
+    assert pruned == len(first)
+    assert min(row[1] for row in _rows(store)) == later - timedelta(days=1)
+
+
+def test_the_writer_runs_in_its_own_thread_never_in_the_tick(store, config, monkeypatch):
+    calls: list[str] = []
+    monkeypatch.setattr(
+        rollup, "catch_up", lambda *args: calls.append(threading.current_thread().name)
+    )
+    registry = hooks.install(config, plugins=[console_plugin])
+    assert registry.tick_hooks == [] and len(registry.services) == 1
+    scheduler = Scheduler(store, config, StubExecutor(), clock=Clock(), registry=registry)
+    try:
+        scheduler.start()
+        for _ in range(3):
+            scheduler.tick(T0)
+        deadline = time.monotonic() + 60
+        while not calls and time.monotonic() < deadline:
+            scheduler.tick(T0)
+            time.sleep(0.2)
+    finally:
+        scheduler.shutdown(5)
+        hooks.uninstall()
+    assert calls and set(calls) == {"dagwatch-capacity-rollup"}
