@@ -38,7 +38,7 @@ def catch_up(
 ) -> tuple[int, int]:  # fmt: skip
     """One pass: write the closed minutes not written yet (and the last `REWRITE_MINUTES`
     again), prune the old; returns (rows written, rows pruned). On a fresh rollup it
-    starts at the oldest try's end (nothing to roll up before it)."""
+    starts at the retention (at the current minute if no task ever ran)."""
     from console.queries import capacity_rollup  # numpy and pandas: in the thread
     from console.queries.capacity_rollup import floor_minute
 
@@ -46,9 +46,9 @@ def catch_up(
     oldest = floor_minute(now - timedelta(seconds=retention))
     with store.session(readonly=True) as session:
         newest = session.execute(select(func.max(CapacityBucket.minute))).scalar_one()
-        if newest is None:
-            ended = session.execute(select(func.min(TaskTry.end_date))).scalar_one()
-            newest = closed if ended is None else floor_minute(ended)
+        if newest is None:  # a fresh rollup: from the retention, if anything ran at all
+            ran = session.execute(select(TaskTry.id).limit(1)).first()
+            newest = oldest if ran else closed
             newest += timedelta(minutes=REWRITE_MINUTES - 1)
     first = max(oldest, newest - timedelta(minutes=REWRITE_MINUTES - 1))
     written = 0

@@ -461,6 +461,13 @@ def report(store: Store, window: str, parallelism: int, *, now: datetime | None 
     """The capacity page's window: read it (one statement), then analyse it."""
     if window not in WINDOWS:
         raise ValueError(f"unknown window {window!r}; one of {', '.join(WINDOWS)}")
+    if window != "1 h":  # from the per-minute rollup when it covers the window
+        from console.queries import capacity_rollup
+
+        rolled = capacity_rollup.report(store, window, parallelism, now=now)
+        if rolled is not None:
+            rolled.longest = _named(store, rolled.longest)
+            return rolled
     end = utcnow(now).replace(microsecond=0)  # whole seconds: the grid's
     start = end - WINDOWS[window]
     rows = intervals(store, start, end)

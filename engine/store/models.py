@@ -654,5 +654,9 @@ class CapacityBucket(Base):
     waited_executor_only: Mapped[float] = mapped_column(Float)
     started: Mapped[int] = mapped_column(Integer)
     held_at_start: Mapped[int] = mapped_column(Integer)
+    #: waits (seconds, comma-separated) of the tries that got their slot in the minute
+    waits: Mapped[str] = mapped_column(Text, default="")
+    #: executor only: the longest of those waits, "source:id:seconds" comma-separated
+    longest: Mapped[str] = mapped_column(Text, default="")
 
     __table_args__ = (Index("ix_capacity_bucket_minute", "minute"),)

@@ -9,7 +9,7 @@ import time
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from console import plugin as console_plugin
 from console import rollup
@@ -121,3 +121,28 @@ def test_the_writer_runs_in_its_own_thread_never_in_the_tick(store, config, monk
         scheduler.shutdown(5)
         hooks.uninstall()
     assert calls and set(calls) == {"dagwatch-capacity-rollup"}
+
+
+@pytest.mark.parametrize("name", ["POOL_FULL", "DELAYS", "PARALLELISM"])
+@pytest.mark.parametrize("window", ["24 h", "7 d"])
+def test_the_page_from_the_rollup_gives_the_raw_figures(store, name, window):
+    sizes, tries = getattr(hist, name)
+    parallelism = 4 if name == "PARALLELISM" else 32
+    hist.write(store, sizes, tries)
+    for now in (hist.END, hist.END + timedelta(seconds=25)):  # with an open minute, too
+        raw = capacity.report(store, window, parallelism, now=now)  # no bucket yet: raw
+        assert capacity_rollup.report(store, window, parallelism, now=now) is None
+        rollup.catch_up(store, now, parallelism, 8 * 86400.0)
+        rolled = capacity_rollup.report(store, window, parallelism, now=now)
+        assert rolled is not None
+        if now == hist.END:  # a whole minute: the same window
+            assert rolled.start == raw.start
+            assert rolled.table().equals(raw.table()), (rolled.table(), raw.table())
+        else:  # the rollup's window starts on the minute: 25 s longer
+            assert rolled.start == raw.start - timedelta(seconds=25)
+        assert [(a.level, a.text) for a in rolled.advice] == [(a.level, a.text) for a in raw.advice]
+        page = capacity.report(store, window, parallelism, now=now)
+        assert page.table().equals(rolled.table())
+        assert page.longest.equals(raw.longest), (page.longest, raw.longest)
+        with store.session() as session:
+            session.execute(delete(CapacityBucket))

@@ -33,6 +33,8 @@ def upgrade() -> None:
         sa.Column("waited_executor_only", sa.Float(), nullable=False),
         sa.Column("started", sa.Integer(), nullable=False),
         sa.Column("held_at_start", sa.Integer(), nullable=False),
+        sa.Column("waits", sa.Text(), nullable=False),
+        sa.Column("longest", sa.Text(), nullable=False),
         sa.PrimaryKeyConstraint("limit_name", "minute"),
     )
     op.create_index("ix_capacity_bucket_minute", "capacity_bucket", ["minute"], unique=False)
