@@ -11,8 +11,6 @@ again gives the same rows, so several schedulers may run it side by side.
 
 from __future__ import annotations
 
-import logging
-import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,10 +18,9 @@ from typing import Any
 from sqlalchemy import func, select
 
 from engine import hooks
+from engine.periodic import PeriodicService
 from engine.store.db import Store
 from engine.store.models import CapacityBucket, TaskTry
-
-log = logging.getLogger(__name__)
 
 #: seconds between two passes
 INTERVAL = 60.0
@@ -63,10 +60,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class CapacityRollup:
-    """The writer's thread: a pass every `interval` seconds until stopped."""
+class CapacityRollup(PeriodicService):
+    """The writer's thread: a pass (`catch_up`) every `interval` seconds until stopped."""
 
     name = "capacity-rollup"
+    thread_name = "dagwatch-capacity-rollup"
 
     def __init__(
         self,
@@ -78,39 +76,11 @@ class CapacityRollup:
         interval: float = INTERVAL,
         first_wait: float = 5.0,
     ) -> None:
+        super().__init__(interval=interval, first_wait=first_wait, registry=registry)
         self.store = store
         self.parallelism = int(config["core.parallelism"])
         self.retention = float(config["console.capacity_retention"])
         self.clock = clock
-        self.interval = interval
-        self.first_wait = first_wait
-        self._registry = registry
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
-    def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(
-            target=self.serve, args=(self._stop,), name="dagwatch-capacity-rollup", daemon=True
-        )
-        self._thread.start()
-
-    def stop(self, timeout: float) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-
-    def serve(self, stop: threading.Event) -> None:
-        """A pass every `interval` (the first after `first_wait`) until `stop`; a failed pass
-        is logged and tried again next time."""
-        stop.wait(self.first_wait)
-        while not stop.is_set() and self._owned():
-            try:
-                catch_up(self.store, self.clock(), self.parallelism, self.retention)
-            except Exception as exc:  # the metastore is away, or another writer raced us
-                log.error("capacity rollup pass failed: %s", exc)
-            stop.wait(self.interval)
-
-    def _owned(self) -> bool:
-        return self._registry is None or hooks.current() is self._registry
+    def run_pass(self) -> None:
+        catch_up(self.store, self.clock(), self.parallelism, self.retention)
