@@ -52,11 +52,14 @@ _JULIAN_EPOCH = 2440587.5  #: the julian day of 1970-01-01
 # -- the reads -------------------------------------------------------------------------
 
 
-def intervals(store: Store, start: datetime, end: datetime) -> pd.DataFrame:
+def intervals(
+    store: Store, start: datetime, end: datetime, *, waited: bool = False
+) -> pd.DataFrame:
     """Every try that held or waited for a slot during [start, end), and every task
     instance waiting or queued now, in one statement; times in seconds since `start`
-    (milliseconds kept), `end` NaN while still going."""
-    statement = intervals_statement(start, end, store.engine.dialect.name)
+    (milliseconds kept), `end` NaN while still going. `waited`: also the tries that got
+    their slot after `end` but were waiting before it (a range in the past)."""
+    statement = intervals_statement(start, end, store.engine.dialect.name, waited=waited)
     # Its only parameters are two times and constants of this module, rendered by their
     # types; run on the driver's cursor, it skips a row object per try (most of the time
     # of a window of a million tries went there).
@@ -82,7 +85,9 @@ def _since(column: Any, start: datetime, dialect: str) -> Any:
     return func.extract("epoch", column - literal(start, UtcDateTime()))
 
 
-def intervals_statement(start: datetime, end: datetime, dialect: str) -> CompoundSelect:
+def intervals_statement(
+    start: datetime, end: datetime, dialect: str, *, waited: bool = False
+) -> CompoundSelect:
     """The statement of `intervals`: tries by ix_task_try_end_date, waiting task instances
     by ix_task_instance_state_pool."""
     held_from = func.coalesce(TaskTry.queued_at, TaskTry.start_date)
@@ -100,7 +105,7 @@ def intervals_statement(start: datetime, end: datetime, dialect: str) -> Compoun
             TaskTry.end_date >= start,
             and_(TaskTry.end_date.is_(None), TaskTry.state == _RUNNING),
         ),
-        held_from < end,
+        (func.coalesce(TaskTry.scheduled_at, held_from) if waited else held_from) < end,
     )
     waiting = select(
         literal(WAITING),

@@ -143,7 +143,7 @@ def compute(
     """The buckets of the `seconds` from `first` (a whole minute; the last minute may be
     partial: the open one, computed for the page and not written), per limit. The
     executor's bucket also holds the `LONGEST` waits of tries that got a slot in it."""
-    rows = intervals(store, first, first + timedelta(seconds=seconds))
+    rows = intervals(store, first, first + timedelta(seconds=seconds), waited=True)
     return compute_rows(rows, first, seconds, sizes, parallelism)
 
 

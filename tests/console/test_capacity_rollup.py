@@ -125,14 +125,17 @@ def test_the_writer_runs_in_its_own_thread_never_in_the_tick(store, config, monk
 
 @pytest.mark.parametrize("name", ["POOL_FULL", "DELAYS", "PARALLELISM"])
 @pytest.mark.parametrize("window", ["24 h", "7 d"])
-def test_the_page_from_the_rollup_gives_the_raw_figures(store, name, window):
+def test_the_page_from_the_rollup_gives_the_raw_figures(store, name, window, monkeypatch):
+    if window == "24 h":  # written 7 minutes per read: waits and holds cross the reads
+        monkeypatch.setattr(rollup, "CHUNK_MINUTES", 7)
+    retention = (capacity.WINDOWS[window] + timedelta(hours=1)).total_seconds()
     sizes, tries = getattr(hist, name)
     parallelism = 4 if name == "PARALLELISM" else 32
     hist.write(store, sizes, tries)
     for now in (hist.END, hist.END + timedelta(seconds=25)):  # with an open minute, too
         raw = capacity.report(store, window, parallelism, now=now)  # no bucket yet: raw
         assert capacity_rollup.report(store, window, parallelism, now=now) is None
-        rollup.catch_up(store, now, parallelism, 8 * 86400.0)
+        rollup.catch_up(store, now, parallelism, retention)
         rolled = capacity_rollup.report(store, window, parallelism, now=now)
         assert rolled is not None
         if now == hist.END:  # a whole minute: the same window
