@@ -19,7 +19,6 @@ once, whatever restarts or second checkers come. A DAG whose runs are being crea
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -32,6 +31,7 @@ from alerts import outbox
 from alerts.events import Event
 from alerts.routes import Route, compose, dag_details, load_routes, run_link
 from engine import hooks
+from engine.periodic import PeriodicService
 from engine.states import DAG_RUN_ACTIVE, DagRunState
 from engine.store.db import Store, upsert_insert
 from engine.store.models import Dag, DagRun, Job, SlaMiss
@@ -277,7 +277,7 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class OverdueRuns:
+class OverdueRuns(PeriodicService):
     """The check as a service thread: a pass every `interval` seconds until stopped.
 
     In a scheduler the first pass waits `first_wait` (one interval), so the scheduler's
@@ -287,6 +287,7 @@ class OverdueRuns:
     the thread stops by itself."""
 
     name = "run-not-started"
+    thread_name = "dagwatch-run-not-started"
 
     def __init__(
         self,
@@ -298,38 +299,10 @@ class OverdueRuns:
         interval: float = CHECK_INTERVAL,
         first_wait: float = CHECK_INTERVAL,
     ) -> None:
+        super().__init__(interval=interval, first_wait=first_wait, registry=registry)
         self.check = OverdueCheck(config)
-        self.first_wait = first_wait
         self.store = store
         self.clock = clock
-        self.interval = interval
-        self._registry = registry
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
-    def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(
-            target=self.serve, args=(self._stop,), name="dagwatch-run-not-started", daemon=True
-        )
-        self._thread.start()
-
-    def stop(self, timeout: float) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-            self._thread = None
-
-    def serve(self, stop: threading.Event) -> None:
-        """A pass every `interval` (the first after `first_wait`) until `stop`; a failed pass
-        is logged."""
-        stop.wait(self.first_wait)
-        while not stop.is_set() and self._owned():
-            try:
-                self.check.run(self.store, self.clock())
-            except Exception as exc:  # the metastore is away: try again next time
-                log.error("run_not_started check failed: %s", exc)
-            stop.wait(self.interval)
-
-    def _owned(self) -> bool:
-        return self._registry is None or hooks.current() is self._registry
+    def run_pass(self) -> None:
+        self.check.run(self.store, self.clock())

@@ -759,6 +759,15 @@ OPTIONS: tuple[Option, ...] = (
     Option("console", "grid_runs", "int", 25, "Runs the DAG grid shows per page.", minimum=1),
     Option(
         "console",
+        "capacity_retention",
+        "duration",
+        8 * 86400.0,
+        "How long the per-minute capacity rollup (the Pools and capacity page's 24 h and 7 d"
+        ' windows) is kept: seconds, or "8d", "36h"; at least a day.',
+        minimum=86400,
+    ),
+    Option(
+        "console",
         "session_hours",
         "float",
         12.0,

@@ -52,11 +52,14 @@ _JULIAN_EPOCH = 2440587.5  #: the julian day of 1970-01-01
 # -- the reads -------------------------------------------------------------------------
 
 
-def intervals(store: Store, start: datetime, end: datetime) -> pd.DataFrame:
+def intervals(
+    store: Store, start: datetime, end: datetime, *, waited: bool = False
+) -> pd.DataFrame:
     """Every try that held or waited for a slot during [start, end), and every task
     instance waiting or queued now, in one statement; times in seconds since `start`
-    (milliseconds kept), `end` NaN while still going."""
-    statement = intervals_statement(start, end, store.engine.dialect.name)
+    (milliseconds kept), `end` NaN while still going. `waited`: also the tries that got
+    their slot after `end` but were waiting before it (a range in the past)."""
+    statement = intervals_statement(start, end, store.engine.dialect.name, waited=waited)
     # Its only parameters are two times and constants of this module, rendered by their
     # types; run on the driver's cursor, it skips a row object per try (most of the time
     # of a window of a million tries went there).
@@ -82,7 +85,9 @@ def _since(column: Any, start: datetime, dialect: str) -> Any:
     return func.extract("epoch", column - literal(start, UtcDateTime()))
 
 
-def intervals_statement(start: datetime, end: datetime, dialect: str) -> CompoundSelect:
+def intervals_statement(
+    start: datetime, end: datetime, dialect: str, *, waited: bool = False
+) -> CompoundSelect:
     """The statement of `intervals`: tries by ix_task_try_end_date, waiting task instances
     by ix_task_instance_state_pool."""
     held_from = func.coalesce(TaskTry.queued_at, TaskTry.start_date)
@@ -100,7 +105,7 @@ def intervals_statement(start: datetime, end: datetime, dialect: str) -> Compoun
             TaskTry.end_date >= start,
             and_(TaskTry.end_date.is_(None), TaskTry.state == _RUNNING),
         ),
-        held_from < end,
+        (func.coalesce(TaskTry.scheduled_at, held_from) if waited else held_from) < end,
     )
     waiting = select(
         literal(WAITING),
@@ -258,12 +263,27 @@ def _arrays(rows: pd.DataFrame, now: float) -> _Tries:
     )
 
 
-def _limit(
-    name: str, size: int, tries: _Tries, pick: np.ndarray | None, cells: int, *, per_slot: bool
-) -> tuple[LimitFigures, np.ndarray, np.ndarray]:
-    """The figures of one limit over the window, its occupancy and its demand per second.
-    A pool counts pool_slots (`per_slot`); the executor counts tries. `waited_on_it` is
-    the wait while this limit was full."""
+@dataclass(frozen=True)
+class Levels:
+    """One limit's tries (`held`: has a slot, `asked`: its wait is known) and its levels
+    per second: slots used and wanted, full or not; its waits clipped to the window."""
+
+    holds: np.ndarray
+    ends: np.ndarray
+    waits: np.ndarray
+    held: np.ndarray
+    asked: np.ndarray
+    used: np.ndarray
+    demand: np.ndarray
+    full: np.ndarray
+    w_starts: np.ndarray
+    w_ends: np.ndarray
+
+
+def limit_levels(
+    size: int, tries: _Tries, pick: np.ndarray | None, cells: int, *, per_slot: bool
+) -> Levels:
+    """The levels of one limit (the tries `pick`ed, or all) over `cells` seconds."""
     if pick is None:  # every try
         holds, ends, waits, slots = tries.holds, tries.ends, tries.waits, tries.slots
     else:
@@ -274,9 +294,20 @@ def _limit(
     used = level(holds[held], ends[held], weights[held], cells)
     wanted = asked | held
     demand = level(np.where(asked, waits, holds)[wanted], ends[wanted], weights[wanted], cells)
-    full = used >= size
     w_starts = np.clip(waits[asked], 0, cells)
     w_ends = np.clip(np.where(held, holds, ends)[asked], 0, cells)
+    return Levels(holds, ends, waits, held, asked, used, demand, used >= size, w_starts, w_ends)
+
+
+def _limit(
+    name: str, size: int, tries: _Tries, pick: np.ndarray | None, cells: int, *, per_slot: bool
+) -> tuple[LimitFigures, np.ndarray, np.ndarray]:
+    """The figures of one limit over the window, its occupancy and its demand per second.
+    A pool counts pool_slots (`per_slot`); the executor counts tries. `waited_on_it` is
+    the wait while this limit was full."""
+    lv = limit_levels(size, tries, pick, cells, per_slot=per_slot)
+    holds, ends, waits, held, asked = lv.holds, lv.ends, lv.waits, lv.held, lv.asked
+    used, demand, full, w_starts, w_ends = lv.used, lv.demand, lv.full, lv.w_starts, lv.w_ends
     got = held & asked & (holds >= 0) & (holds < cells)
     delays = holds[got] - waits[got]
     figures = LimitFigures(
@@ -435,6 +466,13 @@ def report(store: Store, window: str, parallelism: int, *, now: datetime | None 
     """The capacity page's window: read it (one statement), then analyse it."""
     if window not in WINDOWS:
         raise ValueError(f"unknown window {window!r}; one of {', '.join(WINDOWS)}")
+    if window != "1 h":  # from the per-minute rollup when it covers the window
+        from console.queries import capacity_rollup
+
+        rolled = capacity_rollup.report(store, window, parallelism, now=now)
+        if rolled is not None:
+            rolled.longest = _named(store, rolled.longest)
+            return rolled
     end = utcnow(now).replace(microsecond=0)  # whole seconds: the grid's
     start = end - WINDOWS[window]
     rows = intervals(store, start, end)

@@ -633,3 +633,30 @@ class RenderedFields(Base):
             ["dag_id", "run_id"], ["dag_run.dag_id", "dag_run.run_id"], ondelete="CASCADE"
         ),
     )
+
+
+class CapacityBucket(Base):
+    """One closed minute of one limit (a pool, or the executor as `limit_name` "executor"):
+    the per-second figures of the capacity page summed (or maxed) over the minute, written
+    by the console's rollup service outside the scheduler's tick and pruned by age."""
+
+    __tablename__ = "capacity_bucket"
+
+    limit_name: Mapped[str] = mapped_column(String(ID_LEN), primary_key=True)
+    minute: Mapped[datetime] = mapped_column(UtcDateTime, primary_key=True)
+    size: Mapped[int] = mapped_column(Integer)
+    seconds_full: Mapped[int] = mapped_column(Integer)
+    slot_seconds: Mapped[float] = mapped_column(Float)
+    peak_used: Mapped[float] = mapped_column(Float)
+    peak_demand: Mapped[float] = mapped_column(Float)
+    waited: Mapped[float] = mapped_column(Float)
+    waited_full: Mapped[float] = mapped_column(Float)
+    waited_executor_only: Mapped[float] = mapped_column(Float)
+    started: Mapped[int] = mapped_column(Integer)
+    held_at_start: Mapped[int] = mapped_column(Integer)
+    #: waits (seconds, comma-separated) of the tries that got their slot in the minute
+    waits: Mapped[str] = mapped_column(Text, default="")
+    #: executor only: the longest of those waits, "source:id:seconds" comma-separated
+    longest: Mapped[str] = mapped_column(Text, default="")
+
+    __table_args__ = (Index("ix_capacity_bucket_minute", "minute"),)

@@ -8,6 +8,8 @@ from types import SimpleNamespace
 
 import pytest
 
+from console import rollup
+from console.queries import capacity_rollup
 from tests.console import capacity_seed as hist
 
 
@@ -21,6 +23,19 @@ def seeded(store):
 
 
 def test_the_first_screen_says_what_binds_and_what_to_change(console_app):
+    _first_screen_says_what_binds(console_app)
+
+
+def test_the_same_first_screen_from_the_rollup(console_app, seeded):
+    """The 24 h window read from the per-minute rollup (its window starts on the minute,
+    up to 59 s longer: the same figures at the page's rounding)."""
+    now = datetime.now(UTC)
+    rollup.catch_up(seeded.store, now, 32, 8 * 86400.0)
+    assert capacity_rollup.report(seeded.store, "24 h", 32) is not None
+    _first_screen_says_what_binds(console_app)
+
+
+def _first_screen_says_what_binds(console_app) -> None:
     app = console_app("capacity")
     app.run()
     assert not app.exception, [e.value for e in app.exception]

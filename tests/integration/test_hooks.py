@@ -15,7 +15,7 @@ from tests.integration.test_scheduler_tick import T0, Clock
 def test_the_alerts_plugin_is_found_through_its_entry_point(config):
     assert "alerts" in hooks.discover()
     registry = hooks.install(config)
-    assert registry.plugins == ["alerts"]
+    assert registry.plugins == ["alerts", "console"]
     assert [hook.name for hook in registry.tick_hooks][:1] == ["import_errors"]
     assert registry.listeners[0] in transitions._listeners
 
@@ -31,7 +31,8 @@ def test_install_replaces_and_uninstall_removes_the_listeners(config):
 
 def test_a_disabled_plugin_registers_nothing(config):
     registry = hooks.install(config.with_overrides(alerts__enabled=False))
-    assert registry.listeners == [] and registry.tick_hooks == [] and registry.services == []
+    assert registry.plugins == ["alerts", "console"]  # console: the capacity rollup service
+    assert registry.listeners == [] and registry.tick_hooks == [] and len(registry.services) == 1
 
 
 class Recorder:
