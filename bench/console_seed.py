@@ -211,7 +211,7 @@ def _failures(store: Store, newest_start: datetime, rng: random.Random) -> dict[
     """Failed tries with errors (and their signatures, as the runner writes them): three
     tries for every failed task instance, and a first try that failed and was retried for
     one in 20 of the others, outside the newest runs (whose tries _details wrote)."""
-    from sqlalchemy import or_, select
+    from sqlalchemy import delete, or_, select
 
     from engine.error_signature import signature
 
@@ -224,6 +224,7 @@ def _failures(store: Store, newest_start: datetime, rng: random.Random) -> dict[
                 TaskInstance.task_id,
                 TaskInstance.state,
                 TaskInstance.start_date,
+                TaskInstance.pool,
             ).where(
                 TaskInstance.run_id < f"scheduled__{newest_start.isoformat()}",
                 or_(
@@ -234,7 +235,7 @@ def _failures(store: Store, newest_start: datetime, rng: random.Random) -> dict[
         ).all()
 
     def tries() -> Iterator[dict[str, Any]]:
-        for ti_id, dag_id, run_id, task_id, state, start in rows:
+        for ti_id, dag_id, run_id, task_id, state, start, pool in rows:
             numbers = (1, 2, 3) if state == "failed" else (1,)
             for number in numbers:
                 error = rng.choice(ERRORS).format(
@@ -256,8 +257,17 @@ def _failures(store: Store, newest_start: datetime, rng: random.Random) -> dict[
                     "log_path": f"/logs/{dag_id}/{run_id}/{task_id}/{number}.log",
                     "error": error,
                     "error_signature": signature(error),
+                    "pool": pool,
+                    "pool_slots": 1,
+                    "scheduled_at": end - timedelta(seconds=25),
+                    "queued_at": end - timedelta(seconds=20),
                 }
 
+    # these task instances' single successful try (written by _details) is replaced
+    ids = [row[0] for row in rows]
+    with store.session() as session:
+        for i in range(0, len(ids), CHUNK):
+            session.execute(delete(TaskTry).where(TaskTry.ti_id.in_(ids[i : i + CHUNK])))
     return {"failed_tries": _insert(store, TaskTry, tries())}
 
 
