@@ -88,7 +88,9 @@ def cli(env: dict[str, str], *args: str) -> str:
     return done.stdout
 
 
-def one_run(url: str | None, log_path: str | None = None) -> dict[str, float]:
+def one_run(
+    url: str | None, log_path: str | None = None, group_wait: float | None = None
+) -> dict[str, float]:
     receiver = Receiver()
     with tempfile.TemporaryDirectory(prefix="dagwatch-bench-") as home:
         dags = Path(home, "dags")
@@ -115,6 +117,8 @@ def one_run(url: str | None, log_path: str | None = None) -> dict[str, float]:
             "DAGWATCH__ALERTS__ROUTES": json.dumps(routes),
             "CALLBACK_URL": receiver.url("callback"),
         }
+        if group_wait is not None:  # the routes' incident wait (default alerts.group_wait)
+            env["DAGWATCH__ALERTS__GROUP_WAIT"] = str(group_wait)
         if url:
             env["DAGWATCH__DATABASE__SQL_ALCHEMY_CONN"] = url
             cli(env, "db", "reset", "--yes")
@@ -229,12 +233,15 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--url", help="a PostgreSQL metastore URL (default: SQLite)")
     parser.add_argument("--log", help="append the schedulers' output to this file")
+    parser.add_argument(
+        "--group-wait", type=float, help="alerts.group_wait in seconds (default: the config's)"
+    )
     args = parser.parse_args()
     print(f"{socket.gethostname()}: {os.cpu_count()} CPUs, {args.runs} runs")
     runs = []
     for i in range(args.runs):
         started = time.monotonic()
-        figures = one_run(args.url, args.log)
+        figures = one_run(args.url, args.log, args.group_wait)
         runs.append(figures)
         shown = ", ".join(f"{k} {v:+.2f} s" for k, v in figures.items())
         print(f"run {i + 1}: {shown} ({time.monotonic() - started:.0f} s)")
