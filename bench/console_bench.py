@@ -362,6 +362,16 @@ def time_browser(url: str, home: Path) -> dict[str, tuple[float, float]]:
     return found
 
 
+def seed(store: Store, args: argparse.Namespace) -> tuple[dict[str, int], float]:
+    """Migrate and fill the metastore at the sizes `args` asks for; (row counts, seconds)."""
+    migrate(store)
+    started = time.perf_counter()
+    counts = build(
+        store, dags=args.dags, runs_per_dag=args.runs_per_dag, tasks_per_dag=args.tasks_per_dag
+    )
+    return counts, time.perf_counter() - started
+
+
 def _databases(kinds: list[str], scratch: Path) -> list[tuple[str, str, Callable[[], None]]]:
     found = []
     if "sqlite" in kinds:
@@ -397,15 +407,7 @@ def main() -> None:
         for label, url, cleanup in _databases(args.db.split(","), scratch):
             try:
                 store = Store(url)
-                migrate(store)
-                started = time.perf_counter()
-                counts = build(
-                    store,
-                    dags=args.dags,
-                    runs_per_dag=args.runs_per_dag,
-                    tasks_per_dag=args.tasks_per_dag,
-                )
-                took = time.perf_counter() - started
+                counts, took = seed(store, args)
                 if store.engine.dialect.name == "postgresql":
                     with store.connect() as connection:
                         connection.exec_driver_sql("ANALYZE")

@@ -24,17 +24,14 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.console_bench import FLAGS, _databases  # noqa: E402
-from bench.console_seed import build  # noqa: E402
+from bench.console_bench import FLAGS, _databases, seed  # noqa: E402
 from engine.store.db import Store  # noqa: E402
-from engine.store.migrate import migrate  # noqa: E402
 
 #: counts every websocket message's arrival, before Streamlit's own code runs
 _WATCH_SOCKET = """(() => {
@@ -154,16 +151,8 @@ def main() -> None:
         for label, url, cleanup in _databases([args.db], scratch):
             try:
                 store = Store(url)
-                migrate(store)
-                started = time.perf_counter()
-                counts = build(
-                    store,
-                    dags=args.dags,
-                    runs_per_dag=args.runs_per_dag,
-                    tasks_per_dag=args.tasks_per_dag,
-                )
+                counts, took = seed(store, args)
                 store.dispose()
-                took = time.perf_counter() - started
                 print(f"## {label}: {counts} built in {took:.0f} s", flush=True)
                 found = time_cold(url, home, args.visits, args.baseline)
                 print("| version | visit | " + " | ".join(STEPS) + " |")
