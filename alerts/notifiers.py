@@ -176,7 +176,7 @@ def resolve_urls(target: Target, environ: Mapping[str, str] | None = None) -> li
             inline += 1
             found.append((f"inline URL #{inline}", url))
     if target.conn_id:
-        from engine.connections import Connection
+        from engine.sdk.connections import Connection
 
         connection = Connection.get(target.conn_id)
         urls = connection_urls(connection)

@@ -2,7 +2,7 @@
 
 A task with `sla=` must be finished within that time of its run's scheduled time (the
 data interval's end, or the queued time of a manual run); a DAG with `deadline=` must
-have its run finished by then (`engine.deadlines`). A task or run still unfinished when
+have its run finished by then (`engine.sdk.deadlines`). A task or run still unfinished when
 its time passes is a miss at that moment, not when it finally ends; one that finished in
 time is not a miss. Backfill runs are not checked.
 
@@ -38,9 +38,9 @@ from sqlalchemy.orm import Session
 from alerts import forecast, outbox
 from alerts.events import Event, fingerprint
 from alerts.routes import Route, compose, dag_details, run_link, wanted_events
-from engine.deadlines import CHECKED_RUN_TYPES, Deadline, scheduled_time
-from engine.executors.base import CallbackRequest
+from engine.execution.base import CallbackRequest
 from engine.hooks import TickContext
+from engine.sdk.deadlines import CHECKED_RUN_TYPES, Deadline, scheduled_time
 from engine.states import DAG_RUN_ACTIVE, TASK_FINISHED, DagRunState
 from engine.store.db import upsert_insert
 from engine.store.models import Alert, DagRun, SlaMiss
@@ -101,7 +101,7 @@ class RunRow:
 class Spec:
     """What the checks need of one DAG's plan, derived once per plan object."""
 
-    plan: Any  # engine.serialization.SerializedDAG
+    plan: Any  # engine.parsing.serialization.SerializedDAG
     deadline: Deadline | None
     slas: tuple[tuple[str, timedelta], ...]
 

@@ -42,8 +42,8 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="dagwatch-bench-") as home:
         os.environ["DAGWATCH_HOME"] = home
-        from engine import runner
         from engine.config import load_config
+        from engine.execution import runner
         from engine.store.db import Store
         from engine.store.migrate import migrate
 

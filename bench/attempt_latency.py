@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from engine.config import load_config
-from engine.executors.base import AttemptRequest
-from engine.executors.local import LocalExecutor
-from engine.serialization import serialize_dag
+from engine.execution.base import AttemptRequest
+from engine.execution.local import LocalExecutor
+from engine.parsing.serialization import serialize_dag
 from engine.states import DagRunState, TaskState
 from engine.store import runs, transitions
 from engine.store.db import Store
@@ -37,7 +37,7 @@ with DAG("latency", schedule=None) as dag:
 def prepare(store: Store, path: Path) -> tuple[Any, list[AttemptRequest]]:
     """Import the DAG file at `path`, give it one run, and queue every task instance of it;
     returns (the DAG, one request per task instance)."""
-    from engine.processor import import_dag_file
+    from engine.parsing.parser import import_dag_file
 
     (dag,) = import_dag_file(path)
     now = datetime.now(UTC)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 DAG_FILE = """\
 from engine import DAG
-from engine.operators import EmptyOperator
+from engine.sdk.operators import EmptyOperator
 
 with DAG("bench", schedule=None):
     EmptyOperator(task_id="a")

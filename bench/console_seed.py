@@ -49,7 +49,7 @@ def _serialized(dag_id: str, tasks: int) -> dict[str, Any]:
     import pendulum
 
     from engine import DAG, EmptyOperator, chain
-    from engine.serialization import serialize_dag
+    from engine.parsing.serialization import serialize_dag
 
     with DAG(dag_id, schedule="@hourly", start_date=pendulum.datetime(2026, 1, 1)) as dag:
         chain(*(EmptyOperator(task_id=f"task_{i:02d}") for i in range(tasks)))
@@ -213,7 +213,7 @@ def _failures(store: Store, newest_start: datetime, rng: random.Random) -> dict[
     one in 20 of the others, outside the newest runs (whose tries _details wrote)."""
     from sqlalchemy import delete, or_, select
 
-    from engine.error_signature import signature
+    from engine.store.error_signature import signature
 
     with store.session(readonly=True) as session:
         rows = session.execute(

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from engine.config import load_config
-from engine.processor import process_folders
+from engine.parsing.parser import process_folders
 from engine.store.db import Store
 from engine.store.migrate import migrate
 

@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from console.users import User
 from engine import api
 from engine.exceptions import DagwatchError
-from engine.params import ParamsDict
+from engine.sdk.params import ParamsDict
 from engine.secrets import is_sensitive_key
 from engine.states import DAG_RUN_ACTIVE
 from engine.store import pools as pool_store

@@ -8,7 +8,7 @@ from urllib.parse import quote
 import streamlit as st
 
 from console.queries import explain
-from engine.explain import Why
+from engine.scheduling.explain import Why
 
 Explanation = explain.Explanation
 

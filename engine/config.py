@@ -193,7 +193,7 @@ def _parse_path(raw: Any) -> Path:
 
 def _executor_names() -> tuple[str, ...]:
     """The executors this version has: a new executor registers there, and is allowed."""
-    from engine.executors import EXECUTORS
+    from engine.execution import EXECUTORS
 
     return tuple(EXECUTORS)
 

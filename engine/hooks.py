@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from engine.config import Config
-    from engine.serialization import SerializedDAG
+    from engine.parsing.serialization import SerializedDAG
     from engine.store import transitions
     from engine.store.db import Store
 

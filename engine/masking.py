@@ -179,7 +179,7 @@ def learn_config_secrets(config: Any) -> None:
 
 def learn_environment_secrets(environ: Mapping[str, str]) -> None:
     """Hide `DAGWATCH_CONN_*` passwords and `DAGWATCH_VAR_*` values under sensitive keys."""
-    from engine.connections import Connection  # a light module, imported on first use
+    from engine.sdk.connections import Connection  # a light module, imported on first use
 
     for name, value in environ.items():
         if name.startswith(VAR_ENV_PREFIX) and is_sensitive_key(name[len(VAR_ENV_PREFIX) :]):

@@ -74,7 +74,7 @@ class EnvBackend(SecretsBackend):
         return os.environ.get(f"{VAR_ENV_PREFIX}{key.upper()}")
 
     def get_connection(self, conn_id: str) -> Any:
-        from engine.connections import Connection
+        from engine.sdk.connections import Connection
 
         return Connection.from_env(conn_id)
 
@@ -292,7 +292,7 @@ def find_variable(config: Any, key: str) -> tuple[str | None, bool, str | None]:
 
 def find_connection(config: Any, conn_id: str) -> Any:
     """The `Connection` from the first backend that holds `conn_id`, or None."""
-    from engine.connections import Connection
+    from engine.sdk.connections import Connection
 
     for name, backend in configured(config):
         implemented, value = _ask(name, backend, "get_connection", conn_id)

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from console.queries.common import frame, utcnow
 from console.queries.overview import DAY
-from engine.schedules import describe_schedule
+from engine.sdk.schedules import describe_schedule
 from engine.states import TASK_FAILED
 from engine.store.db import Store
 from engine.store.models import Dag, DagRun, TaskInstance

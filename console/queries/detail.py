@@ -13,8 +13,8 @@ import pandas as pd
 from sqlalchemy import and_, select
 
 from console.queries.common import frame, seconds_between, symbol, utcnow
-from engine.runner import log_path_for
-from engine.schedules import describe_schedule
+from engine.execution.runner import log_path_for
+from engine.sdk.schedules import describe_schedule
 from engine.states import TaskState, combined_state
 from engine.store.db import Store
 from engine.store.models import (

@@ -1,4 +1,4 @@
-"""Why isn't it running? The scheduler's own answer (`engine.explain`, the code behind
+"""Why isn't it running? The scheduler's own answer (`engine.scheduling.explain`, the code behind
 `dagwatch tasks failed-deps` and `dagwatch dags failed-deps`), and its parts as tables."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import pandas as pd
 from sqlalchemy import select
 
 from console.queries.common import frame, seconds_between, utcnow
-from engine import explain
 from engine.config import load_config
+from engine.scheduling import explain
 from engine.states import TASK_FINISHED
 from engine.store.db import Store
 from engine.store.models import DagRun, TaskInstance

@@ -1,7 +1,7 @@
 """Failures grouped by error signature: "is this one problem or twenty?".
 
 A failure is a try that ended failed or up_for_retry. Tries carry the signature of their
-error (`engine.error_signature`, written with the error and indexed with `end_date`), so
+error (`engine.store.error_signature`, written with the error and indexed with `end_date`), so
 grouping a window is a GROUP BY over that index; only the example shown for each group is
 normalised here, never the thousands of errors behind the counts.
 """
@@ -16,9 +16,9 @@ import pandas as pd
 from sqlalchemy import and_, func, select
 
 from console.queries.common import frame, utcnow
-from engine.error_signature import headline
 from engine.states import TaskState
 from engine.store.db import Store
+from engine.store.error_signature import headline
 from engine.store.models import TaskTry
 
 #: the windows the page offers

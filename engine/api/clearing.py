@@ -17,9 +17,9 @@ from sqlalchemy import and_, delete, select
 from sqlalchemy.orm import Session
 
 from engine.exceptions import DagwatchError, NotFound, TransitionConflict
-from engine.schedules import coerce_utc
-from engine.serialization import SerializedDAG
-from engine.setup_teardown import with_setups_and_teardowns
+from engine.parsing.serialization import SerializedDAG
+from engine.sdk.schedules import coerce_utc
+from engine.sdk.setup_teardown import with_setups_and_teardowns
 from engine.states import DAG_RUN_FINISHED, TASK_FAILED, TASK_OCCUPYING, DagRunState, TaskState
 from engine.store import dags, runs, scheduling
 from engine.store.audit import record_audit

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from engine.api.clearing import clear_rows, load_plan, select_task_instances, utc_now
 from engine.exceptions import DagwatchError
-from engine.schedules import DataInterval, Timetable, coerce_utc, localize
+from engine.sdk.schedules import DataInterval, Timetable, coerce_utc, localize
 from engine.states import DagRunState
 from engine.store import dags, runs
 from engine.store.audit import record_audit

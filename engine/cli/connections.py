@@ -10,8 +10,8 @@ import click
 from engine.cli import CliContext, pass_cli
 from engine.cli.output import echo_object, echo_rows, output_option
 from engine.cli.usage import JSON_OBJECT, NAME, PORT, BoundedText, Group, too_long, usage_error
-from engine.connections import Connection
 from engine.exceptions import NotFound
+from engine.sdk.connections import Connection
 from engine.store import models
 from engine.store.audit import record_audit
 from engine.store.connections import (

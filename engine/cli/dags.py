@@ -26,7 +26,7 @@ def dags() -> None:
 @pass_cli
 def list_dags(cli: CliContext, include_inactive: bool, output: str) -> None:
     """List the DAGs found in the DAG folders."""
-    from engine.schedules import describe_schedule
+    from engine.sdk.schedules import describe_schedule
     from engine.store import dags as dag_store
 
     cli.dags_folder()
@@ -66,7 +66,7 @@ def list_import_errors(cli: CliContext, verbose: bool, output: str) -> None:
     give the whole traceback.
     """
     from engine.cli import import_errors
-    from engine.processor import dag_folders
+    from engine.parsing.parser import dag_folders
     from engine.store import dags as dag_store
 
     with cli.store.session() as session:
@@ -94,8 +94,8 @@ def reserialize(cli: CliContext, force: bool, output: str) -> None:
     skipped as unchanged count with what they held); bad entries of the folders are
     logged with their path.
     """
-    from engine.dag_processor import log_new_problems
-    from engine.processor import process_folders
+    from engine.parsing.dag_processor import log_new_problems
+    from engine.parsing.parser import process_folders
 
     cli.dags_folder()
     report = process_folders(cli.store, cli.config, force=force)
@@ -124,8 +124,8 @@ def reserialize(cli: CliContext, force: bool, output: str) -> None:
 @pass_cli
 def show(cli: CliContext, dag_id: str, output: str) -> None:
     """Show a DAG's tasks and edges."""
-    from engine.schedules import describe_schedule
-    from engine.serialization import SerializedDAG
+    from engine.parsing.serialization import SerializedDAG
+    from engine.sdk.schedules import describe_schedule
     from engine.store import dags as dag_store
 
     with cli.store.session() as session:
@@ -153,7 +153,7 @@ def show(cli: CliContext, dag_id: str, output: str) -> None:
 
 def load_dag(cli: CliContext, dag_id: str) -> Any:
     """Parse the folders (unchanged files are skipped), then import the DAG's file here."""
-    from engine.processor import dag_folders, import_dag_file, process_folders
+    from engine.parsing.parser import dag_folders, import_dag_file, process_folders
     from engine.store import dags as dag_store
 
     cli.dags_folder()
@@ -198,7 +198,7 @@ def test(cli: CliContext, dag_id: str, logical_date: datetime | None, conf: dict
     States, attempts and logs are written to the metastore and the log folder. Exits
     with 1 when the run fails.
     """
-    from engine.inprocess import run_dag_in_process
+    from engine.execution.dag_test import run_dag_in_process
     from engine.states import DagRunState
 
     dag = load_dag(cli, dag_id)
@@ -222,7 +222,7 @@ def migrate(paths: tuple[Path, ...], write: bool) -> None:
     `--write` rewrites the files; comments and formatting are kept. Imports dagwatch
     cannot map are listed on stderr with their line, and make the exit code 1.
     """
-    from engine.airflow_migrate import migrate_file, python_files
+    from engine.parsing.airflow_migrate import migrate_file, python_files
 
     problems = 0
     changed = 0

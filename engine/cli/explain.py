@@ -1,5 +1,5 @@
 """`dagwatch dags failed-deps DAG_ID [RUN_ID]`: why a DAG's next run, or a run, is not
-running, in the scheduler's own words (`engine.explain`, as `tasks failed-deps`).
+running, in the scheduler's own words (`engine.scheduling.explain`, as `tasks failed-deps`).
 
 Registered on the `dags` group when `engine.cli.dags` is imported.
 """
@@ -29,7 +29,7 @@ SHOWN = 20
 def failed_deps(cli: CliContext, dag_id: str, run_id: str | None, output: str) -> None:
     """Say why a run (or, without RUN_ID, the DAG's next run) is not running: paused,
     max_active_runs (naming the runs in the way), its task instances' limits, no scheduler."""
-    from engine import explain
+    from engine.scheduling import explain
 
     try:
         if run_id is None:
@@ -44,7 +44,7 @@ def failed_deps(cli: CliContext, dag_id: str, run_id: str | None, output: str) -
 
 def render(found: Any, *, now: datetime | None = None) -> str:
     """The answer as lines: the reason, the scheduler warning, then what is in the way."""
-    from engine.explain import duration_text
+    from engine.scheduling.explain import duration_text
 
     now = now or found.held_at or datetime.now(UTC)
     lines = [found.reason]

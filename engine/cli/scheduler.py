@@ -49,11 +49,11 @@ def run_scheduler(cli: CliContext, *, config: Any, drain: bool, parse: bool, gra
 def _run_watched(
     cli: CliContext, *, config: Any, drain: bool, parse: bool, grace: float, stop: threading.Event
 ) -> None:
-    from engine.dag_processor import start_dag_processor_thread
-    from engine.executors import get_executor
-    from engine.locks import scheduler_lock
+    from engine.execution import get_executor
     from engine.observability.service import Telemetry
-    from engine.scheduler import Scheduler
+    from engine.parsing.dag_processor import start_dag_processor_thread
+    from engine.scheduling.locks import scheduler_lock
+    from engine.scheduling.scheduler import Scheduler
 
     store = cli.store
     with scheduler_lock(store):
@@ -105,8 +105,8 @@ def scheduler(cli: CliContext, drain: bool, no_parse: bool, grace: float) -> Non
 @pass_cli
 def dag_processor(cli: CliContext) -> None:
     """Parse the DAG folders every scheduler.min_file_process_interval seconds."""
-    from engine.dag_processor import run_dag_processor
     from engine.observability.service import Telemetry
+    from engine.parsing.dag_processor import run_dag_processor
     from engine.supervision import ThreadWatch, describe_death
 
     cli.dags_folder()
@@ -141,7 +141,7 @@ def standalone(cli: CliContext, grace: float, with_console: bool) -> None:
 
     New DAGs start unpaused here, so the example DAGs run at once. Stop with Ctrl-C.
     """
-    from engine.processor import process_folders
+    from engine.parsing.parser import process_folders
     from engine.store.migrate import migrate
 
     cli.dags_folder()

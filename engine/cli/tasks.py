@@ -39,8 +39,8 @@ def test(cli: CliContext, dag_id: str, task_id: str, logical_date: datetime | No
     XComs of upstream tasks are not available. Exits with 1 when the task fails. A sensor
     in reschedule mode pokes once: up_for_reschedule is not a failure.
     """
-    from engine import runner
-    from engine.inprocess import run_task_in_scratch
+    from engine.execution import runner
+    from engine.execution.dag_test import run_task_in_scratch
     from engine.states import TaskState
 
     dag = load_dag(cli, dag_id)
@@ -193,7 +193,7 @@ def failed_deps(
 ) -> None:
     """Say why a task instance is not running: upstream, pool, limits, retry, run limit."""
     from engine.cli.explain import render
-    from engine.explain import explain_task
+    from engine.scheduling.explain import explain_task
 
     found = explain_task(cli.store, cli.config, dag_id, run_id, task_id, map_index)
     result = {"dag_id": dag_id, "run_id": run_id, "task_id": task_id, "reason": found.reason}

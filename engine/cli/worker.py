@@ -55,7 +55,7 @@ def worker(cli: CliContext, queues: str | None, concurrency: int | None, name: s
     if name is not None and not NODE_NAME.match(name):
         raise usage_error(f"--name {name!r}: letters, digits, _ . : - and one @")
     cli.dags_folder()
-    from engine.executors.celery.worker import run_worker
+    from engine.execution.celery.worker import run_worker
 
     logging.getLogger().setLevel(config["logging.level"])
     concurrency = concurrency or config["celery.worker_concurrency"]

@@ -9,7 +9,7 @@ read-only session, whatever the number of task instances (never a query per row)
 
 What is counted, and the choices behind it:
 - pools: every row of the pool table, empty pools too. Occupancy is the scheduler's
-  (`engine.store.scheduling.occupancy`, `engine.limits`): queued and running task
+  (`engine.store.scheduling.occupancy`, `engine.scheduling.limits`): queued and running task
   instances hold their `pool_slots`; open = slots - held (negative when a pool was
   shrunk below its use). Task instances naming a pool that does not exist are not shown.
 - `pool.starving_tasks`: scheduled task instances whose `pool_slots` exceed the pool's

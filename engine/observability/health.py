@@ -20,7 +20,7 @@ never the database URL or its password (the body is served without authenticatio
   of a change and only files modified after their last import are hashed. No DAG files
   at all is healthy.
 - `executor` (when one is given): detail `open_slots`, `running`, `parallelism`. The
-  executor interface (`engine.executors.base.Executor`) has no notion of being alive,
+  executor interface (`engine.execution.base.Executor`) has no notion of being alive,
   so this check passes whenever the executor answers.
 
 `health_source` turns the same checks into gauges of `/metrics` (`health.check` per
@@ -40,11 +40,11 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from engine.dag_folder import file_hash, find_dag_files
 from engine.exceptions import StoreError
 from engine.observability.collector import Clock, utcnow
 from engine.observability.labels import file_label
-from engine.processor import dag_folders
+from engine.parsing.dag_folder import file_hash, find_dag_files
+from engine.parsing.parser import dag_folders
 from engine.store.models import DagFile, Job
 from metrics import Sample
 

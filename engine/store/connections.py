@@ -8,8 +8,8 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from engine.config import Config
-from engine.connections import Connection
 from engine.exceptions import StoreError
+from engine.sdk.connections import Connection
 from engine.secrets import decrypt_token, encrypt, get_fernet
 from engine.store.models import Connection as ConnectionRow
 

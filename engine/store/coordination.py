@@ -13,7 +13,7 @@ database decides who does which part, never a home-made consensus:
 Advisory locks are transaction-scoped (`pg_advisory_xact_lock`): a scheduler that dies
 mid-transaction releases them with its connection.
 
-SQLite allows one scheduler (`engine.locks`), so each of these is a no-op there.
+SQLite allows one scheduler (`engine.scheduling.locks`), so each of these is a no-op there.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from engine.exceptions import NotFound
 from engine.store.models import Dag, DagFile, ImportError_
 
 if TYPE_CHECKING:
-    from engine.processor import FileParseResult
+    from engine.parsing.parser import FileParseResult
 
 
 def get_file_hashes(session: Session) -> dict[str, str]:
@@ -164,7 +164,7 @@ def _set_import_error(session: Session, fileloc: str, error: str, now: datetime)
 def _upsert_dag(
     session: Session, fileloc: str, serialized: dict[str, Any], now: datetime, paused: bool
 ) -> None:
-    from engine.serialization import dag_hash
+    from engine.parsing.serialization import dag_hash
 
     row = session.get(Dag, serialized["dag_id"])
     if row is None:

@@ -1,5 +1,5 @@
 """The reads behind "why isn't it running?": who holds a pool, which runs are in the way,
-whether a scheduler is alive. Each is one bounded query (`engine.explain` uses them)."""
+whether a scheduler is alive. Each is one bounded query (`engine.scheduling.explain` uses them)."""
 
 from __future__ import annotations
 

@@ -270,7 +270,7 @@ class TaskTry(Base):
     pool_slots: Mapped[int | None] = mapped_column(Integer)
     scheduled_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
     queued_at: Mapped[datetime | None] = mapped_column(UtcDateTime)
-    #: the error's signature (`engine.error_signature`), written with it: failures group by it
+    #: the error's signature (`engine.store.error_signature`), written with it: failures group by it
     error_signature: Mapped[str | None] = mapped_column(String(16))
 
     __table_args__ = (

@@ -13,9 +13,10 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
-from engine import error_signature, masking
+from engine import masking
 from engine.exceptions import NotFound
 from engine.states import DagRunState, TaskState
+from engine.store import error_signature
 from engine.store.models import (
     CallbackRecord,
     DagRun,

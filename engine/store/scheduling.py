@@ -17,8 +17,9 @@ from typing import Any
 from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
-from engine import error_signature, masking
+from engine import masking
 from engine.states import TASK_UNFINISHED, DagRunState, TaskState, combined_state
+from engine.store import error_signature
 from engine.store.coordination import skip_locked
 from engine.store.models import Dag, DagRun, Job, Pool, TaskInstance, TaskTry, XCom
 

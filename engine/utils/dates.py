@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from engine.compat import deprecated
+from engine.sdk.compat import deprecated
 
 __all__ = ["days_ago"]
 

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from engine.compat import apply_defaults
+from engine.sdk.compat import apply_defaults
 
 __all__ = ["apply_defaults"]

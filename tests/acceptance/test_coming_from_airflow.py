@@ -229,7 +229,7 @@ def test_display_names_in_dags_list_and_task_states(cli_env, home):
 
 BROKEN = """\
 from engine import DAG
-from engine.operators.bash import BashOperator  # an import that does not exist
+from engine.sdk.operators.bash import BashOperator  # an import that does not exist
 
 with DAG("broken_one", schedule=None) as dag:
     pass
@@ -245,7 +245,7 @@ def test_dags_test_of_a_dag_whose_file_failed_prints_the_import_error(cli_env, h
     result = run_cli("dags", "test", "broken_one", env=cli_env)
     assert result.returncode == 1
     assert "DAG 'broken_one' not found: its file" in result.stderr
-    assert "ModuleNotFoundError: No module named 'engine.operators.bash'" in result.stderr
+    assert "ModuleNotFoundError: No module named 'engine.sdk.operators.bash'" in result.stderr
     assert "dagwatch dags list-import-errors --verbose" in result.stderr
     assert "Traceback" not in result.stderr.splitlines()[0]
     unknown = run_cli("dags", "test", "no_such_dag", env=cli_env)

@@ -358,12 +358,12 @@ def test_a_dying_side_task_thread_stops_the_scheduler_with_exit_code_1(
 #: Runs the real CLI with one fault injected: the DAG processor's pass raises.
 FAULTY_PROCESSOR = """
 import sys
-import engine.dag_processor
+import engine.parsing.dag_processor
 
 def broken_pass(store, config, **kwargs):
     raise KeyError("a bug in the DAG processor")
 
-engine.dag_processor.process_folders = broken_pass
+engine.parsing.dag_processor.process_folders = broken_pass
 from engine.cli import main
 sys.argv[0] = "dagwatch"
 main()

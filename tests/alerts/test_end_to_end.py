@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 import pytest
 
 from engine import api, runtime
-from engine.processor import process_folders
+from engine.parsing.parser import process_folders
 from engine.store import runs
 from tests.alerts.conftest import alert_rows
 

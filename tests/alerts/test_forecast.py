@@ -9,7 +9,7 @@ from sqlalchemy import insert, select
 
 from alerts import forecast
 from engine import DAG, EmptyOperator, chain
-from engine.serialization import SerializedDAG, serialize_dag
+from engine.parsing.serialization import SerializedDAG, serialize_dag
 from engine.states import DagRunState, TaskState
 from engine.store import dags as dag_store
 from engine.store import runs

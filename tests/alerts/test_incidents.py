@@ -21,7 +21,7 @@ from alerts.events import Event
 from alerts.routes import compose, load_routes, parse_route
 from engine import api, runtime
 from engine.exceptions import ConfigError
-from engine.processor import process_folders
+from engine.parsing.parser import process_folders
 from engine.store import runs
 from engine.store.models import AlertIncident
 from tests.alerts.conftest import T0, alert_rows, raise_alert

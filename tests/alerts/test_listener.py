@@ -13,7 +13,7 @@ from alerts.events import Event
 from engine import hooks
 from engine.exceptions import ConfigError
 from engine.hooks import TickContext
-from engine.processor import process_folders
+from engine.parsing.parser import process_folders
 from engine.states import TaskState
 from engine.store import transitions
 from engine.store.models import Alert, SlaMiss, TaskInstance

@@ -19,7 +19,7 @@ from alerts.dispatcher import Dispatcher
 from alerts.routes import run_link
 from alerts.targets import Target
 from engine import secrets
-from engine.connections import Connection
+from engine.sdk.connections import Connection
 from engine.store.connections import add_connection
 from engine.store.models import Base, CallbackRecord
 from tests.alerts.conftest import T0, alert_rows

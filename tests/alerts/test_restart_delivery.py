@@ -27,7 +27,7 @@ from sqlalchemy import select, text
 
 from alerts.inflight import DUPLICATE_TITLE, INTERRUPTED
 from engine import api, runtime
-from engine.processor import process_folders
+from engine.parsing.parser import process_folders
 from engine.store.models import CallbackRequest, SlaMiss
 from tests.alerts.conftest import (
     HttpReceiver,

@@ -14,10 +14,10 @@ from sqlalchemy import event, select
 from alerts import sla
 from alerts.sla import FOLD_REASON, SlaChecker
 from engine import hooks
-from engine.executors.stub import StubExecutor
+from engine.execution.stub import StubExecutor
 from engine.hooks import TickContext
-from engine.processor import process_folders
-from engine.scheduler import Scheduler
+from engine.parsing.parser import process_folders
+from engine.scheduling.scheduler import Scheduler
 from engine.states import DagRunState, TaskState
 from engine.store import callbacks as callback_store
 from engine.store import transitions

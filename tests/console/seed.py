@@ -13,10 +13,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from engine.error_signature import signature
-from engine.processor import process_folders
-from engine.runner import log_path_for
+from engine.execution.runner import log_path_for
+from engine.parsing.parser import process_folders
 from engine.store.db import Store
+from engine.store.error_signature import signature
 from engine.store.models import (
     Alert,
     DagRun,

@@ -20,9 +20,9 @@ from typing import Any
 
 from sqlalchemy import update
 
-from engine.error_signature import signature
-from engine.processor import process_folders
+from engine.parsing.parser import process_folders
 from engine.store import pools
+from engine.store.error_signature import signature
 from engine.store.models import Dag, DagFile, DagRun, ImportError_, TaskInstance, TaskTry
 from tests.console.seed import Seeded
 from tests.console.seed import _run as seed_run

@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from engine.processor import process_folders
+from engine.parsing.parser import process_folders
 from engine.store import pools
 from engine.store.db import Store
 from engine.store.models import Alert, Dag, DagRun, SlaMiss, TaskInstance, TaskTry

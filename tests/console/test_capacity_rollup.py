@@ -16,8 +16,8 @@ from console import rollup
 from console.advice import EXECUTOR
 from console.queries import capacity, capacity_rollup
 from engine import hooks
-from engine.executors.stub import StubExecutor
-from engine.scheduler import Scheduler
+from engine.execution.stub import StubExecutor
+from engine.scheduling.scheduler import Scheduler
 from engine.store.models import CapacityBucket
 from tests.console import capacity_seed as hist
 from tests.integration.test_scheduler_tick import T0, Clock

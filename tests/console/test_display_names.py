@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from console.queries import dags
-from engine.processor import process_folders
+from engine.parsing.parser import process_folders
 
 DAGS = """\
 from engine import DAG, EmptyOperator

@@ -9,10 +9,10 @@ import pytest
 from sqlalchemy import select
 
 from console.queries import explain, failures, parsing
-from engine.error_signature import signature
-from engine.explain import Why
+from engine.scheduling.explain import Why
 from engine.states import TaskState
 from engine.store import runs
+from engine.store.error_signature import signature
 from engine.store.models import TaskInstance, TaskTry
 from tests.console.seed_why import MISSING, seed_why
 

@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 import pytest
 
 from engine import DAG, BashOperator, PythonOperator, get_current_context
-from engine.compat import DagwatchDeprecationWarning, _warned
-from engine.inprocess import run_dag_in_process
+from engine.execution.dag_test import run_dag_in_process
+from engine.sdk.compat import DagwatchDeprecationWarning, _warned
 from engine.states import DagRunState
 from engine.store import runs
 

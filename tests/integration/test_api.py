@@ -12,7 +12,7 @@ from sqlalchemy import select, update
 
 from engine import api
 from engine.exceptions import DagwatchError, NotFound, ParamValidationError
-from engine.processor import process_folders
+from engine.parsing.parser import process_folders
 from engine.states import DagRunState, TaskState
 from engine.store import runs, transitions
 from engine.store.models import AuditLog, Dag, DagRun, StateTransition, TaskInstance, XCom

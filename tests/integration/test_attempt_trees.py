@@ -32,12 +32,12 @@ from pathlib import Path
 import pytest
 
 from engine import api, runtime
-from engine import scheduler as scheduler_module
-from engine.executors import get_executor
-from engine.executors.base import AttemptRequest
-from engine.executors.local import LocalExecutor
-from engine.processor import process_folders
-from engine.scheduler import Scheduler
+from engine.execution import get_executor
+from engine.execution.base import AttemptRequest
+from engine.execution.local import LocalExecutor
+from engine.parsing.parser import process_folders
+from engine.scheduling import scheduler as scheduler_module
+from engine.scheduling.scheduler import Scheduler
 from engine.states import TaskState
 from engine.store import runs, transitions
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pendulum
 from sqlalchemy import select
 
-from engine.connections import Connection
+from engine.sdk.connections import Connection
 from engine.store import runs
 from engine.store.connections import add_connection
 from engine.store.models import DagRun, TaskTry

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 from sqlalchemy import select, update
 
-from engine.executors.attempt import run_callback_request
+from engine.execution.attempt import run_callback_request
 from engine.store.models import CallbackRecord, CallbackRequest, Job
 from tests.integration import test_scheduler_tick as tick
 from tests.integration.test_scheduler_tick import T0, trigger

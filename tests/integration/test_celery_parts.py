@@ -13,13 +13,13 @@ import pytest
 from sqlalchemy import select
 
 from console.queries.workers import queue_capacity, worker_slots
-from engine import runner
-from engine.executors.attempt import load_dag
-from engine.executors.celery.executor import CeleryExecutor
-from engine.executors.celery.relay import decode_metrics, encode_metrics
-from engine.executors.stub import StubExecutor
+from engine.execution import runner
+from engine.execution.attempt import load_dag
+from engine.execution.celery.executor import CeleryExecutor
+from engine.execution.celery.relay import decode_metrics, encode_metrics
+from engine.execution.stub import StubExecutor
 from engine.observability.workers import worker_samples, workers_check
-from engine.scheduler import Scheduler
+from engine.scheduling.scheduler import Scheduler
 from engine.states import TaskState
 from engine.store import transitions, workers
 from engine.store.models import TaskInstance

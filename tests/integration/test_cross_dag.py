@@ -15,16 +15,16 @@ import pytest
 from sqlalchemy import event, select
 
 from engine import api
-from engine.cross_dag import (
+from engine.exceptions import SkipTask, TaskError
+from engine.execution import get_executor
+from engine.parsing.parser import process_folders
+from engine.scheduling.scheduler import Scheduler
+from engine.sdk.cross_dag import (
     XCOM_LOGICAL_DATE_ISO,
     XCOM_RUN_ID,
     ExternalTaskSensor,
     TriggerDagRunOperator,
 )
-from engine.exceptions import SkipTask, TaskError
-from engine.executors import get_executor
-from engine.processor import process_folders
-from engine.scheduler import Scheduler
 from engine.states import DagRunState
 from engine.store import runs, transitions
 from engine.store.models import DagRun, TaskInstance, TaskTry
@@ -33,7 +33,7 @@ HEADER = """
 import time
 from datetime import timedelta
 from engine import DAG, PythonOperator, SkipTask, TaskGroup
-from engine.cross_dag import ExternalTaskSensor, TriggerDagRunOperator
+from engine.sdk.cross_dag import ExternalTaskSensor, TriggerDagRunOperator
 """
 DAY = datetime(2026, 3, 2, tzinfo=UTC)
 TARGET = """

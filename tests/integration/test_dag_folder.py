@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from engine.dag_folder import FolderScan, VanishedFile, read_dag_file, scan_folders
 from engine.observability.collector import metastore_source
-from engine.processor import process_folders
+from engine.parsing.dag_folder import FolderScan, VanishedFile, read_dag_file, scan_folders
+from engine.parsing.parser import process_folders
 from engine.store import dags as dag_store
 
 GOOD = """

@@ -22,7 +22,7 @@ from engine import (
     task,
 )
 from engine.exceptions import ParamValidationError
-from engine.inprocess import run_dag_in_process
+from engine.execution.dag_test import run_dag_in_process
 from engine.states import DagRunState, TaskState
 from engine.store import runs
 from engine.store.models import DagRun, StateTransition
@@ -372,7 +372,7 @@ def test_skip_task_skips_downstream(run, store):
 
 
 def test_secret_variable_is_masked_in_the_task_log(run, store):
-    from engine.variables import Variable
+    from engine.sdk.variables import Variable
 
     Variable.set("api_token", "s3cr3t-value-123")
 

@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from engine.executors import get_executor
-from engine.executors.base import AttemptEvent, AttemptRequest, CallbackRequest
-from engine.executors.local import LocalExecutor
-from engine.executors.sequential import SequentialExecutor
-from engine.processor import import_dag_file
-from engine.serialization import serialize_dag
+from engine.execution import get_executor
+from engine.execution.base import AttemptEvent, AttemptRequest, CallbackRequest
+from engine.execution.local import LocalExecutor
+from engine.execution.sequential import SequentialExecutor
+from engine.parsing.parser import import_dag_file
+from engine.parsing.serialization import serialize_dag
 from engine.states import DagRunState, TaskState
 from engine.store import runs, transitions
 from engine.store.models import StateTransition

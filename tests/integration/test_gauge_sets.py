@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from engine.executors.stub import StubExecutor
+from engine.execution.stub import StubExecutor
 from engine.observability.collector import metastore_source
 from engine.observability.service import GaugePusher
-from engine.processor import process_folders
-from engine.scheduler import Scheduler
+from engine.parsing.parser import process_folders
+from engine.scheduling.scheduler import Scheduler
 from engine.store import pools
 from engine.store.models import DagFile, DagRun, TaskInstance
 from metrics import Stats

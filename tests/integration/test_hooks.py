@@ -6,8 +6,8 @@ import logging
 from types import SimpleNamespace
 
 from engine import hooks
-from engine.executors.stub import StubExecutor
-from engine.scheduler import Scheduler
+from engine.execution.stub import StubExecutor
+from engine.scheduling.scheduler import Scheduler
 from engine.store import transitions
 from tests.integration.test_scheduler_tick import T0, Clock
 

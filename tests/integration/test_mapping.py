@@ -13,8 +13,8 @@ from sqlalchemy import select
 
 from engine import DAG, api, task
 from engine.exceptions import NotFound
-from engine.explain import why_not_running
-from engine.inprocess import run_dag_in_process
+from engine.execution.dag_test import run_dag_in_process
+from engine.scheduling.explain import why_not_running
 from engine.states import DagRunState
 from engine.store import runs, transitions
 from engine.store.models import StateTransition, XCom

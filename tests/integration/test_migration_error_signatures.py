@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import text
 
-from engine.error_signature import signature
 from engine.store import migrate as migrations
+from engine.store.error_signature import signature
 
 
 def test_upgrade_signs_the_last_weeks_errors_and_dates_import_errors(empty_store):

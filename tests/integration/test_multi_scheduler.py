@@ -22,7 +22,7 @@ import pytest
 from sqlalchemy import select
 
 from engine import api
-from engine.processor import process_folders
+from engine.parsing.parser import process_folders
 from engine.store import pools, runs
 from engine.store.models import Job, TaskInstance
 

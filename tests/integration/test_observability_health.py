@@ -16,15 +16,15 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from engine.executors.base import AttemptRequest
-from engine.executors.stub import StubExecutor
+from engine.execution.base import AttemptRequest
+from engine.execution.stub import StubExecutor
 from engine.observability.health import (
     dag_processor_check,
     error_detail,
     health_source,
     install_health_checks,
 )
-from engine.processor import process_folders
+from engine.parsing.parser import process_folders
 from engine.store import scheduling
 from engine.store.db import Store
 from metrics.prometheus import PrometheusBackend

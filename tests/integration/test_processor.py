@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from engine.dag_folder import find_dag_files
-from engine.processor import process_folders
+from engine.parsing.dag_folder import find_dag_files
+from engine.parsing.parser import process_folders
 from engine.store import dags as dag_store
 from engine.store.models import Dag, DagFile
 

@@ -7,12 +7,12 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 
 from engine import DAG, BashOperator, EmptyOperator
-from engine.inprocess import run_dag_in_process
+from engine.execution.dag_test import run_dag_in_process
 from engine.store.models import RenderedFields
 
 
 def test_rendered_fields_are_recorded_masked(store, config):
-    from engine.variables import Variable
+    from engine.sdk.variables import Variable
 
     Variable.set("api_password", "s3cr3t-value-123")
     with DAG("rendering", schedule=None) as dag:

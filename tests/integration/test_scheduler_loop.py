@@ -19,9 +19,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
 from engine import api
-from engine.executors import get_executor
-from engine.processor import process_folders
-from engine.scheduler import Scheduler
+from engine.execution import get_executor
+from engine.parsing.parser import process_folders
+from engine.scheduling.scheduler import Scheduler
 from engine.store import pools, runs
 from engine.store.models import CallbackRecord, DagRun, TaskTry
 
@@ -317,7 +317,7 @@ def test_callbacks_run_and_a_raising_one_changes_nothing(store, loop_config, add
 def test_a_metastore_error_in_a_tick_is_logged_and_retried(
     store, loop_config, add_dag, monkeypatch, caplog
 ):
-    from engine import run_creation
+    from engine.scheduling import run_creation
 
     add_dag(
         "resilient",

@@ -10,9 +10,9 @@ import pytest
 from sqlalchemy import event, select
 
 from engine import api
-from engine.executors.stub import StubExecutor
-from engine.processor import process_folders
-from engine.scheduler import Scheduler
+from engine.execution.stub import StubExecutor
+from engine.parsing.parser import process_folders
+from engine.scheduling.scheduler import Scheduler
 from engine.store.db import Store
 from engine.store.migrate import migrate
 from engine.store.models import TaskInstance

@@ -13,10 +13,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from engine.executors.base import CallbackRequest
-from engine.executors.stub import StubExecutor
-from engine.processor import process_folders
-from engine.scheduler import Scheduler
+from engine.execution.base import CallbackRequest
+from engine.execution.stub import StubExecutor
+from engine.parsing.parser import process_folders
+from engine.scheduling.scheduler import Scheduler
 from engine.states import DagRunState, TaskState
 from engine.store import pools, runs, transitions
 from engine.store.models import DagRun, Job, TaskInstance, TaskTry
@@ -329,7 +329,7 @@ def test_a_task_that_can_never_fit_its_pool_is_reported(store, add_dag, make_sch
     )
     scheduler, stub = make_scheduler()
     trigger(store, "too_big")
-    with caplog.at_level(logging.ERROR, logger="engine.scheduler"):
+    with caplog.at_level(logging.ERROR, logger="engine.scheduling.scheduler"):
         report = scheduler.tick(T0)
         scheduler.tick(T0)
     assert not stub.held
@@ -525,7 +525,7 @@ def test_orphaned_queued_attempts_are_reset_on_start(store, add_dag, make_schedu
 
 
 def test_why_not_running_gives_the_schedulers_reason(store, add_dag, make_scheduler, sched_config):
-    from engine.explain import why_not_running
+    from engine.scheduling.explain import why_not_running
 
     with store.session() as session:
         pools.set_pool(session, "single", 1)

@@ -10,9 +10,9 @@ import pytest
 from sqlalchemy import select
 
 from engine import api
-from engine.executors.stub import StubExecutor
-from engine.explain import why_not_running
-from engine.scheduler import Scheduler
+from engine.execution.stub import StubExecutor
+from engine.scheduling.explain import why_not_running
+from engine.scheduling.scheduler import Scheduler
 from engine.states import TaskState
 from engine.store import runs, transitions
 from engine.store.models import DagRun, TaskInstance

@@ -14,13 +14,13 @@ import pytest
 
 from engine import runtime
 from engine.config import ConfigError
-from engine.connections import Connection
 from engine.exceptions import NotFound
 from engine.masking import redact
+from engine.sdk.connections import Connection
+from engine.sdk.variables import Variable
 from engine.secrets_backends import SecretsBackendError
 from engine.store.connections import add_connection
 from engine.store.variables import set_variable
-from engine.variables import Variable
 
 VARIABLES = {
     ".json": json.dumps(

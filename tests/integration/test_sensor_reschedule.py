@@ -12,12 +12,12 @@ import pytest
 from sqlalchemy import select
 
 from engine import api
-from engine.executors.attempt import fail_unstarted, run_request
-from engine.executors.stub import StubExecutor
-from engine.explain import why_not_running
+from engine.execution.attempt import fail_unstarted, run_request
+from engine.execution.stub import StubExecutor
 from engine.observability.collector import metastore_source
 from engine.observability.service import GaugePusher
-from engine.scheduler import Scheduler
+from engine.scheduling.explain import why_not_running
+from engine.scheduling.scheduler import Scheduler
 from engine.states import TaskState
 from engine.store import pools, runs, scheduling
 from engine.store.models import StateTransition, TaskInstance, TaskTry

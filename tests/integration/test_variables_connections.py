@@ -9,8 +9,9 @@ from cryptography.fernet import Fernet
 from sqlalchemy import select
 
 from engine import runtime
-from engine.connections import BaseHook, Connection
 from engine.exceptions import NotFound, StoreError
+from engine.sdk.connections import BaseHook, Connection
+from engine.sdk.variables import Variable
 from engine.secrets import redact, rotate_fernet_key
 from engine.store.connections import (
     add_connection,
@@ -21,7 +22,6 @@ from engine.store.connections import (
 from engine.store.models import Connection as ConnectionRow
 from engine.store.models import Variable as VariableRow
 from engine.store.variables import delete_variable, get_variable, list_variables, set_variable
-from engine.variables import Variable
 
 PG_URI = "postgresql://etl:p%40ss%2Fw0rd@db.example.com:5432/warehouse?sslmode=require"
 

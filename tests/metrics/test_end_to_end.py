@@ -17,7 +17,7 @@ import time
 import pytest
 
 from engine import api
-from engine.processor import process_folders
+from engine.parsing.parser import process_folders
 from engine.store import runs
 from tests.metrics.conftest import OtlpReceiver, UdpReceiver, http_get, labels, scrape
 

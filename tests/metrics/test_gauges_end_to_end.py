@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from engine import api
-from engine.processor import process_folders
+from engine.parsing.parser import process_folders
 from engine.store import runs
 from engine.store.models import DagFile
 from engine.store.pools import set_pool

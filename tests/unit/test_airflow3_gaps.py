@@ -15,10 +15,10 @@ from engine import (
     XComArg,
     task,
 )
-from engine import priority as priority_module
 from engine.exceptions import DagDefinitionError
-from engine.serialization import SerializedDAG, serialize_dag
-from engine.templating import make_jinja_env
+from engine.parsing.serialization import SerializedDAG, serialize_dag
+from engine.sdk import priority as priority_module
+from engine.sdk.templating import make_jinja_env
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
 

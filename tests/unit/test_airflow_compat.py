@@ -1,4 +1,4 @@
-"""Airflow 2 idioms (engine.compat): each works as in Airflow 2.x, warns once per DAG file
+"""Airflow 2 idioms (engine.sdk.compat): each works as in Airflow 2.x, warns once per DAG file
 naming its Airflow 3 spelling, and DAGs that do not use them see no difference."""
 
 from __future__ import annotations
@@ -20,14 +20,14 @@ from engine import (
     EmptyOperator,
     PythonOperator,
 )
-from engine.compat import (
+from engine.exceptions import DagDefinitionError
+from engine.parsing.serialization import serialize_dag
+from engine.sdk.compat import (
     DagwatchDeprecationWarning,
     _warned,
     airflow2_dates,
     check_source,
 )
-from engine.exceptions import DagDefinitionError
-from engine.serialization import serialize_dag
 from engine.utils.dates import days_ago
 from engine.utils.decorators import apply_defaults
 
@@ -312,8 +312,8 @@ def test_a_dag_without_idioms_warns_nothing_and_serializes_as_before():
 
 
 def test_the_variables_are_computed_only_when_read():
-    from engine.compat import TaskContext
-    from engine.templating import make_jinja_env
+    from engine.sdk.compat import TaskContext
+    from engine.sdk.templating import make_jinja_env
 
     dag = _dag("@daily", START)
     logical = datetime(2024, 3, 5, tzinfo=UTC)

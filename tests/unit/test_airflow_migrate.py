@@ -1,10 +1,10 @@
-"""`dagwatch dags migrate`'s rewriting (engine.airflow_migrate), without the CLI."""
+"""`dagwatch dags migrate`'s rewriting (engine.parsing.airflow_migrate), without the CLI."""
 
 from __future__ import annotations
 
 import difflib
 
-from engine.airflow_migrate import migrate_file, migrate_source, python_files
+from engine.parsing.airflow_migrate import migrate_file, migrate_source, python_files
 
 AIRFLOW_2 = '''\
 """Rocket launches."""

@@ -41,9 +41,9 @@ HEAVY = (
     "requests",
     "importlib.metadata",
     "engine.store",
-    "engine.dag",
-    "engine.tasks",
-    "engine.scheduler",
+    "engine.sdk.dag",
+    "engine.sdk.tasks",
+    "engine.scheduling.scheduler",
     "alerts.cli",
     "alerts.sla",
     "console.cli",
@@ -152,8 +152,8 @@ def test_import_engine_is_cheap_and_exports_every_name() -> None:
         "before = sorted(sys.modules)\n"
         "from engine import *\n"
         "from engine import DAG, dag, task, task_group, utils\n"
-        "import engine.dag, engine.task_group\n"
-        "print(json.dumps([before, callable(engine.dag), callable(engine.task_group),"
+        "import engine.sdk.dag, engine.sdk.task_group\n"
+        "print(json.dumps([before, callable(engine.sdk.dag), callable(engine.sdk.task_group),"
         " engine.utils.__name__, [n for n in engine.__all__ if n not in globals()]]))\n"
     )
     done = subprocess.run(

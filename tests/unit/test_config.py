@@ -211,13 +211,13 @@ def test_secret_values_never_appear_in_errors(environ):
 
 
 def test_the_allowed_executors_are_those_the_registry_has(environ, monkeypatch):
-    import engine.executors
+    import engine.execution
 
     environ["DAGWATCH__CORE__EXECUTOR"] = "dask"
     with pytest.raises(ConfigError, match="must be one of sequential, local, celery "):
         load_config(environ)
 
-    monkeypatch.setattr(engine.executors, "EXECUTORS", (*engine.executors.EXECUTORS, "dask"))
+    monkeypatch.setattr(engine.execution, "EXECUTORS", (*engine.execution.EXECUTORS, "dask"))
     assert load_config(environ)["core.executor"] == "dask"
 
 

@@ -8,10 +8,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from engine import DAG, PythonOperator
-from engine.cross_dag import ExternalTaskSensor, TriggerDagRunOperator
 from engine.exceptions import DagDefinitionError, SkipTask, TaskError
-from engine.serialization import serialize_dag
-from engine.templating import render_template_fields
+from engine.parsing.serialization import serialize_dag
+from engine.sdk.cross_dag import ExternalTaskSensor, TriggerDagRunOperator
+from engine.sdk.templating import render_template_fields
 
 DAY = datetime(2026, 3, 2, tzinfo=UTC)
 

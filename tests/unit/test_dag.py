@@ -9,15 +9,15 @@ import pendulum
 import pytest
 
 from engine import DAG, EmptyOperator, Param, dag, task
-from engine.dag import current_dag, pop_autoregistered_dags
 from engine.exceptions import (
     CycleError,
     DagDefinitionError,
     DuplicateTaskIdError,
     ParamValidationError,
 )
-from engine.params import DagParam, ParamsDict
-from engine.schedules import CronTimetable, NullTimetable
+from engine.sdk.dag import current_dag, pop_autoregistered_dags
+from engine.sdk.params import DagParam, ParamsDict
+from engine.sdk.schedules import CronTimetable, NullTimetable
 
 START = pendulum.datetime(2026, 1, 1)
 

@@ -10,8 +10,8 @@ import pendulum
 import pytest
 
 from engine import DAG, Deadline, DeadlineReference
-from engine.deadlines import scheduled_time
 from engine.exceptions import DagDefinitionError
+from engine.sdk.deadlines import scheduled_time
 
 UTC = dt.UTC
 AMS = pendulum.timezone("Europe/Amsterdam")

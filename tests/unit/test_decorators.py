@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 
 from engine import DAG, EmptyOperator, TaskGroup, task
-from engine.decorators import _PythonDecoratedOperator, infer_multiple_outputs
 from engine.exceptions import DagDefinitionError, TaskError
-from engine.tasks import XComArg
+from engine.sdk.decorators import _PythonDecoratedOperator, infer_multiple_outputs
+from engine.sdk.tasks import XComArg
 
 _NO_DEFAULT = object()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from engine.error_signature import headline, normalise, signature
+from engine.store.error_signature import headline, normalise, signature
 
 #: (error text, its normalised form), as tries record them ("Type: message")
 NORMALISED = [

@@ -9,16 +9,16 @@ import time
 import pytest
 
 from engine.exceptions import ConfigError
-from engine.executors import get_executor
-from engine.executors.attempt import (
+from engine.execution import get_executor
+from engine.execution.attempt import (
     UnrunnableAttempt,
     config_from_payload,
     config_payload,
     load_dag,
 )
-from engine.executors.celery import CeleryExecutor
-from engine.executors.local import LocalExecutor
-from engine.forking import describe_exit
+from engine.execution.celery import CeleryExecutor
+from engine.execution.forking import describe_exit
+from engine.execution.local import LocalExecutor
 
 
 def test_get_executor_names_the_allowed_values(config):
@@ -92,7 +92,7 @@ def test_running_ti_ids_can_be_read_from_another_thread(config):
     """/health reads it from the HTTP server's thread while the loop queues attempts."""
     import threading
 
-    from engine.executors.base import AttemptRequest
+    from engine.execution.base import AttemptRequest
 
     executor = LocalExecutor(config, parallelism=2)
     requests = [AttemptRequest(i, "d", "r", f"t{i}", "f.py") for i in range(2000)]

@@ -10,10 +10,10 @@ import pendulum
 import pytest
 
 from engine import DAG, EmptyOperator, LatestOnlyOperator, TriggerRule
-from engine.operators import is_latest_interval
-from engine.schedules import timetable_from_schedule
-from engine.serialization import SerializedDAG, serialize_dag
-from engine.task_instance import RuntimeTaskInstance
+from engine.parsing.serialization import SerializedDAG, serialize_dag
+from engine.sdk.operators import is_latest_interval
+from engine.sdk.schedules import timetable_from_schedule
+from engine.sdk.task_instance import RuntimeTaskInstance
 
 DAY = timedelta(days=1)
 D2 = datetime(2026, 3, 2, tzinfo=UTC)

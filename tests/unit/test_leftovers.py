@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from engine.executors.leftovers import MEMORY_GROWTH_LIMIT, Marks, child_pids, resident_bytes
+from engine.execution.leftovers import MEMORY_GROWTH_LIMIT, Marks, child_pids, resident_bytes
 
 
 def test_an_untouched_process_shows_no_change():

@@ -9,10 +9,10 @@ from types import SimpleNamespace
 import pytest
 
 from engine import DAG, BashOperator, task, task_group
-from engine.deps import decide, states_of
 from engine.exceptions import DagDefinitionError, TaskError
-from engine.mapping import KWARGS, PRODUCT, ExpandInput, MappedOperator, expanded_length
-from engine.serialization import SerializedDAG, serialize_dag
+from engine.parsing.serialization import SerializedDAG, serialize_dag
+from engine.scheduling.deps import decide, states_of
+from engine.sdk.mapping import KWARGS, PRODUCT, ExpandInput, MappedOperator, expanded_length
 from engine.states import TaskState, combined_state
 
 S, F, N, SK, R, RM, UF = (

@@ -12,7 +12,7 @@ import pytest
 
 from engine import masking
 from engine.config import load_config
-from engine.dag_folder import file_hash
+from engine.execution.runner import Executed
 from engine.masking import (
     learn_config_secrets,
     learn_environment_secrets,
@@ -21,8 +21,8 @@ from engine.masking import (
     redact,
     redact_value,
 )
-from engine.processor import parse_files
-from engine.runner import Executed
+from engine.parsing.dag_folder import file_hash
+from engine.parsing.parser import parse_files
 from engine.states import TaskState
 from metrics import Stats
 from metrics.testing import MemoryBackend

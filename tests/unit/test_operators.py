@@ -21,7 +21,7 @@ from engine import (
     TaskGroup,
 )
 from engine.exceptions import DagDefinitionError, SkipTask, TaskError, TaskTimeout
-from engine.templating import make_jinja_env
+from engine.sdk.templating import make_jinja_env
 
 
 class FakeTI:

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from engine.exceptions import ParamValidationError
-from engine.params import NOTSET, DagParam, Param, ParamsDict
+from engine.sdk.params import NOTSET, DagParam, Param, ParamsDict
 
 
 def test_plain_values_are_wrapped():

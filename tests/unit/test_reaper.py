@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.executors.reaper import Ended
+from engine.execution.reaper import Ended
 
 pytestmark = pytest.mark.skipif(
     not os.path.isdir("/proc/self/task"), reason="needs Linux /proc and prctl"
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.skipif(
 #: the orphans of everything else the tests start.
 SCENARIO = """
 import json, os, subprocess, sys, time
-from engine.executors import reaper
+from engine.execution import reaper
 
 subreaper = sys.argv[1] == "subreaper"
 if subreaper:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from engine.retry import MAX_RETRY_DELAY_SECONDS, retry_delay
+from engine.sdk.retry import MAX_RETRY_DELAY_SECONDS, retry_delay
 
 
 def test_fixed_delay_is_the_base():

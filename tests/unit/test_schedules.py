@@ -9,7 +9,7 @@ import pendulum
 import pytest
 
 from engine.exceptions import DagDefinitionError
-from engine.schedules import (
+from engine.sdk.schedules import (
     CronTimetable,
     DataInterval,
     DeltaTimetable,
@@ -266,6 +266,6 @@ def test_summaries():
     ],
 )
 def test_a_schedule_is_described_the_way_people_read_it(schedule, shown):
-    from engine.schedules import describe_schedule
+    from engine.sdk.schedules import describe_schedule
 
     assert describe_schedule(timetable_from_schedule(schedule).summary) == shown

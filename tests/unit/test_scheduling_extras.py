@@ -8,13 +8,13 @@ from datetime import UTC, datetime
 import pytest
 
 from engine import DAG, EmptyOperator
-from engine.deps import decide, past_task_ids, why_waiting
 from engine.exceptions import DagDefinitionError
-from engine.limits import TaskLimits, WaitReason, describe, select_executable
-from engine.serialization import SerializedDAG, serialize_dag
+from engine.parsing.serialization import SerializedDAG, serialize_dag
+from engine.scheduling.deps import decide, past_task_ids, why_waiting
+from engine.scheduling.limits import TaskLimits, WaitReason, describe, select_executable
+from engine.sdk.trigger_rules import TriggerRule, evaluate
 from engine.states import TaskState
 from engine.store.scheduling import Occupancy, TiRow
-from engine.trigger_rules import TriggerRule, evaluate
 
 S, F, SK, N, R = (
     TaskState.SUCCESS,

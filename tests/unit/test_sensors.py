@@ -15,9 +15,9 @@ from engine.exceptions import (
     SensorTimeout,
     SkipTask,
 )
-from engine.runner import _failure_state
-from engine.sensors import PokeReturnValue
-from engine.serialization import serialize_dag
+from engine.execution.runner import _failure_state
+from engine.parsing.serialization import serialize_dag
+from engine.sdk.sensors import PokeReturnValue
 from engine.states import TaskState
 
 

@@ -11,8 +11,8 @@ import pytest
 
 from engine import DAG, DateTimeSensor, FileSensor, TimeDeltaSensor
 from engine.exceptions import DagDefinitionError, SensorTimeout, SkipTask, TaskError
-from engine.sensors import BaseSensorOperator, parse_target_time
-from engine.templating import date_context, make_jinja_env
+from engine.sdk.sensors import BaseSensorOperator, parse_target_time
+from engine.sdk.templating import date_context, make_jinja_env
 
 START = datetime(2026, 3, 2, 0, 0, tzinfo=UTC)
 

@@ -25,8 +25,8 @@ from engine import (
     task,
 )
 from engine.exceptions import CycleError, ParamValidationError
-from engine.schedules import CronTimetable
-from engine.serialization import SerializedDAG, dag_hash, serialize_dag
+from engine.parsing.serialization import SerializedDAG, dag_hash, serialize_dag
+from engine.sdk.schedules import CronTimetable
 
 
 def _noop(context):
@@ -118,7 +118,7 @@ def test_serialized_task_fields():
     tasks = {t["task_id"]: t for t in data["tasks"]}
     assert list(tasks) == ["start", "wait", "load.bash", "report"]
     bash = tasks["load.bash"]
-    assert bash["operator"] == "BashOperator" and bash["module"] == "engine.operators"
+    assert bash["operator"] == "BashOperator" and bash["module"] == "engine.sdk.operators"
     assert bash["trigger_rule"] == "none_failed"
     assert (bash["retries"], bash["retry_delay"], bash["max_retry_delay"]) == (1, 60.0, 600.0)
     assert bash["retry_exponential_backoff"] is True

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from engine import DAG, EmptyOperator, deps, setup, task, teardown
+from engine import DAG, EmptyOperator, setup, task, teardown
 from engine.exceptions import DagDefinitionError
-from engine.serialization import SerializedDAG, serialize_dag
-from engine.setup_teardown import with_setups_and_teardowns
+from engine.parsing.serialization import SerializedDAG, serialize_dag
+from engine.scheduling import deps
+from engine.sdk.setup_teardown import with_setups_and_teardowns
+from engine.sdk.trigger_rules import TriggerRule, evaluate
 from engine.states import DagRunState, TaskState
-from engine.trigger_rules import TriggerRule, evaluate
 
 S = TaskState.SUCCESS
 F = TaskState.FAILED

@@ -10,8 +10,8 @@ import pytest
 
 from engine import DAG, BaseOperator, BashOperator, EmptyOperator
 from engine.exceptions import TemplateError
-from engine.params import DagParam
-from engine.templating import (
+from engine.sdk.params import DagParam
+from engine.sdk.templating import (
     date_context,
     ds_add,
     ds_format,

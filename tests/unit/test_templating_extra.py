@@ -9,8 +9,8 @@ import pytest
 
 from engine import DAG, BashOperator, dag, task
 from engine.exceptions import DagDefinitionError, TemplateError
-from engine.serialization import SerializedDAG, dag_hash, serialize_dag
-from engine.templating import make_jinja_env
+from engine.parsing.serialization import SerializedDAG, dag_hash, serialize_dag
+from engine.sdk.templating import make_jinja_env
 
 CONTEXT = {"ds": "2026-03-01", "params": {"who": "ann"}}
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from engine.sdk.trigger_rules import TriggerRule, evaluate
 from engine.states import TaskState
-from engine.trigger_rules import TriggerRule, evaluate
 
 S = TaskState.SUCCESS
 F = TaskState.FAILED

@@ -44,7 +44,7 @@ def upgrade() -> None:
 
 
 def _backfill_signatures() -> None:
-    from engine.error_signature import signature
+    from engine.store.error_signature import signature
 
     bind = op.get_bind()
     tries = sa.table(

@@ -1,0 +1,494 @@
+"""A local-executor worker: cached DAG files, and the attempts it is given, one at a time.
+
+Workers are forked from the executor's template (`engine.execution.local.worker_template`), so each
+starts with a metastore engine whose statement cache is warm; a worker keeps the DAG
+files it imported (by version, least recently used dropped). It leads its own process
+group, apart from the scheduler: killing it, or an attempt in it, harms neither the
+scheduler nor other workers. It is the child subreaper of what its attempts start
+(`engine.execution.reaper`): whatever an attempt left running, however it detached, is
+killed and reaped before the attempt's outcome is recorded, so a retry never starts
+beside it. How it isolates attempts is `core.attempt_isolation`:
+
+`worker` (the default): the worker runs the attempt itself, through `run_attempt`. An
+attempt so costs no fork, no page copies and no process exit: about half the CPU of a
+forked one (docs/performance.md). Before an attempt it notes what a task could leave
+changed (`engine.execution.leftovers`: environment, working directory, signal handlers,
+threads and child processes still running, memory); a worker that finds a change after
+the attempt, that had to kill processes the attempt left, or whose attempt was stopped,
+failed outside the task or was its `core.worker_max_attempts`th, exits, and a fresh one
+from the template serves the next attempt. SIGTERM from the executor raises inside the
+task, as in a process of its own.
+
+`process`: for each attempt it forks a child that leads its own process group and runs
+the task, so every attempt starts from the worker's state as it was, module globals
+included. The worker records a plain attempt itself, with the connection it keeps:
+queued → running before the fork, the outcome once the attempt process has exited, and
+in between only the attempt's pid. A forked process pays a page copy for every page
+either process writes while both live, and a first metastore transaction in a fresh
+fork writes thousands of them; written outside the child's life, they cost the worker
+nothing extra. A task with callbacks is recorded by its attempt process, as
+`run_attempt` does, so its callbacks run after its state is recorded. The child never
+uses nor closes the worker's connection: it keeps the inherited pool referenced, drops it
+from its engine (SQLAlchemy's post-fork recipe) and connects afresh if the task needs the
+metastore (XComs, Variables, heartbeats of a long task).
+
+Messages on the worker's connection (tuples):
+  executor → worker: ("run", AttemptRequest) | ("stop", ti_id, reason) | ("exit",)
+  worker → executor: ("ready",) | ("started", ti_id, pid) | ("retiring", ti_id, why)
+                   | ("done", ti_id, pid, state, error, exit_code, relayed metrics)
+"started" goes out before the attempt may begin, so the executor always knows the pid of
+the process that runs it (and kills it if the worker dies); that is the worker's own pid
+when the worker runs it. "retiring" comes before "done", so the executor never hands an
+exiting worker another attempt.
+"""
+
+from __future__ import annotations
+
+import errno
+import gc
+import logging
+import os
+import pickle
+import select
+import signal
+import sys
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection, Pipe
+from typing import Any, NoReturn
+
+from engine import masking
+from engine.config import Config
+from engine.execution import leftovers, reaper, runner
+from engine.execution.attempt import (
+    DagCache,
+    StopHandler,
+    UnrunnableAttempt,
+    hostname,
+    load_dag,
+    refuse,
+)
+from engine.execution.base import AttemptRequest
+from engine.execution.forking import kill_group
+from engine.observability.child_metrics import install_relay
+from engine.store import runs
+from engine.store.db import Store
+from metrics.relay import RelayBackend
+
+log = logging.getLogger(__name__)
+_TERM = {signal.SIGTERM}
+#: ms between checks on an attempt process where pidfd_open is unavailable
+_POLL_MS = 50
+#: Task callbacks that must run after the attempt's state is recorded.
+_CALLBACKS = (
+    "on_execute_callback",
+    "on_success_callback",
+    "on_failure_callback",
+    "on_retry_callback",
+    "on_skipped_callback",
+)
+#: In an attempt process: the worker's pool, kept referenced so its connections are never
+#: closed (nor used) here.
+_inherited_pools: list[Any] = []
+
+
+def serve_worker(conn: Connection, store: Store, config: Config, max_files: int) -> None:
+    """A worker's life, in a process just forked from the template."""
+    os.setpgrp()  # its own group: killing it (and what it spawned) spares its siblings
+    reaper.become_subreaper()  # what its attempts start stays its own, however it detaches
+    worker = Worker(conn, store, config, DagCache(max_files), install_relay(config))
+    worker.send(("ready",))
+    worker.serve()
+
+
+@dataclass
+class _Child:
+    """One attempt process, seen from its worker (raw descriptors: the worker's pages are
+    shared with the child while it runs, and every object touched then gets copied)."""
+
+    pid: int
+    result: int  #: read end of the pipe the outcome arrives on
+    stop: Connection  #: the first message lets it start; later ones are stop reasons
+    exited: int | None  #: a pidfd, readable once it exits (None: poll instead)
+    data: bytearray = field(default_factory=bytearray)
+    stopped: bool = False
+
+    def read(self) -> bool:
+        """Take what the pipe holds; False at end of file."""
+        while True:
+            try:
+                chunk = os.read(self.result, 65536)
+            except OSError as exc:
+                if exc.errno == errno.EAGAIN:
+                    return True
+                raise
+            if not chunk:
+                return False
+            self.data += chunk
+
+    def outcome(self) -> tuple[Any, str | None, list]:
+        """(state, or the `Executed` the worker records; error; relayed metrics) as the
+        attempt process wrote them."""
+        try:
+            return pickle.loads(self.data)
+        except Exception:  # nothing (or half an outcome) arrived
+            return None, None, []
+
+    def reap(self, block: bool) -> int | None:
+        """Its exit code (negative: killed by that signal), or None while it runs."""
+        pid, status = os.waitpid(self.pid, 0 if block else os.WNOHANG)
+        return os.waitstatus_to_exitcode(status) if pid else None
+
+    def close(self) -> None:
+        os.close(self.result)
+        self.stop.close()
+        if self.exited is not None:
+            os.close(self.exited)
+
+
+class Worker:
+    """Serves the executor's requests one attempt at a time."""
+
+    def __init__(
+        self,
+        conn: Connection,
+        store: Store,
+        config: Config,
+        cache: DagCache,
+        relay: RelayBackend,
+    ) -> None:
+        self.conn = conn
+        self.store = store
+        self.config = config
+        self.cache = cache
+        self.relay = relay  #: the metrics of what the worker records itself
+        self.listening = True  #: False once the executor is gone
+        self.exiting = False
+        self._imports = 0
+        #: run attempts here (True) or fork a process for each (`core.attempt_isolation`)
+        self.runs_attempts = config["core.attempt_isolation"] == "worker"
+        self.max_attempts: int = config["core.worker_max_attempts"]
+        self.attempts = 0
+        self._memory_baseline = 0  #: resident bytes before the first attempt ran here
+
+    def send(self, message: tuple) -> None:
+        try:
+            self.conn.send(message)
+        except OSError:  # the executor is gone: finish what runs, then exit
+            self.listening = False
+
+    def serve(self) -> None:
+        while self.listening and not self.exiting:
+            try:
+                message = self.conn.recv()
+            except (EOFError, OSError):
+                return
+            if message[0] == "exit":
+                return
+            if message[0] == "run":
+                self.run(message[1])
+            # a "stop" for an attempt that already ended: nothing left to stop
+
+    def run(self, request: AttemptRequest) -> None:
+        """Load the DAG (cached), run the attempt here or in a forked process, report how
+        it ended."""
+        if self.runs_attempts:
+            self._run_here(request)
+            return
+        try:
+            dag = self._load(request)
+        except UnrunnableAttempt as exc:
+            state, error = refuse(self.store, request, exc)
+            self._done(request, None, state.value if state else None, error, None, [])
+            return
+        task = dag.get_task(request.task_id)
+        if not any(getattr(task, name, None) for name in _CALLBACKS):
+            self._run_recorded(request, dag)
+            return
+        child = self._fork(request, dag, None)
+        code, (state, error, relayed) = self._let_run(request, child)
+        self._done(request, child.pid, state, error, code, relayed)
+
+    def _load(self, request: AttemptRequest) -> Any:
+        dag = load_dag(request.fileloc, request.dag_id, request.task_id, self.cache)
+        if self.cache.imports != self._imports:
+            # New DAG objects: age them now (the template's and forkserver's are frozen, so
+            # this scans little), or every attempt's young-generation collections would.
+            self._imports = self.cache.imports
+            gc.collect()
+        return dag
+
+    def _run_here(self, request: AttemptRequest) -> None:
+        """Run the attempt in this process, as `run_attempt` does, then exit if a fresh
+        worker must serve the next one (`_why_retire`). SIGTERM from the executor
+        (`terminate`) raises inside the task, as in an attempt process of its own."""
+        pid = os.getpid()
+        stop = StopHandler(_StopReasons(self, request.ti_id))
+        signal.signal(signal.SIGTERM, stop)
+        self.send(("started", request.ti_id, pid))
+        try:
+            state, error, code, changes = self._attempt_here(request, pid)
+        finally:
+            stop.cancel()  # stays installed: a late SIGTERM must not end the worker
+        self.attempts += 1
+        retire = self._why_retire(stop, changes)
+        if retire:
+            log.info("worker %s exits after task instance %s: %s", pid, request.ti_id, retire)
+            self.send(("retiring", request.ti_id, retire))  # before "done": never given more
+            self.exiting = True
+        self._done(request, pid, state, error, code, [])
+
+    def _attempt_here(
+        self, request: AttemptRequest, pid: int
+    ) -> tuple[str | None, str | None, int, str | None]:
+        """(state recorded, error, exit code, what the attempt changed in this process)."""
+        try:
+            try:
+                dag = self._load(request)
+            except UnrunnableAttempt as exc:
+                refused, error = refuse(self.store, request, exc)
+                return refused.value if refused else None, error, 0, None
+            self._memory_baseline = self._memory_baseline or leftovers.resident_bytes()
+            marks = leftovers.Marks.take()
+            ended: list[reaper.Ended] = []
+            result = runner.run_attempt(
+                self.store, self.config, dag, request.ti_id, hostname=hostname(), pid=pid,
+                end_processes=lambda: ended.append(end_left_processes()),
+            )  # fmt: skip
+        except BaseException as exc:  # the outcome is unknown: report it, let a fresh worker on
+            log.exception("attempt of task instance %s failed outside the task", request.ti_id)
+            error = f"the attempt failed in its worker: {type(exc).__name__}: {exc}"
+            return None, error, 1, "the attempt failed outside the task"
+        # A worker that had to kill children retires too: the task's objects for them (a
+        # Popen it never waited for) would act on their pids once recycled.
+        found = [ended[0].describe() if ended else None, marks.changes(self._memory_baseline)]
+        return result.state.value, result.error, 0, "; ".join(filter(None, found)) or None
+
+    def _why_retire(self, stop: StopHandler, changes: str | None) -> str | None:
+        """Why this worker must not run another attempt, if it must not."""
+        if stop.requested:
+            return f"the attempt was stopped ({stop.reason})"
+        if signal.getsignal(signal.SIGTERM) is not stop:
+            return "the task replaced the SIGTERM handler"
+        if changes is None and self.max_attempts and self.attempts >= self.max_attempts:
+            return f"it ran {self.attempts} attempts (core.worker_max_attempts)"
+        return changes
+
+    def _run_recorded(self, request: AttemptRequest, dag: Any) -> None:
+        """An attempt whose process only runs the task; this worker records it."""
+        try:
+            begun = runner.begin_attempt(
+                self.store, self.config, request.ti_id, hostname=hostname()
+            )
+        except Exception as exc:  # as if its attempt process had failed before the task
+            log.exception("task instance %s could not begin", request.ti_id)
+            error = f"the attempt could not begin: {type(exc).__name__}: {exc}"
+            self._done(request, None, None, error, 1, [])
+            return
+        child = self._fork(request, dag, begun)
+        try:
+            with self.store.engine.begin() as connection:
+                runs.record_attempt_pid(connection, request.ti_id, begun.row.try_number, child.pid)
+        except Exception as exc:  # its heartbeats still show it alive
+            log.warning("pid of task instance %s not recorded: %s", request.ti_id, exc)
+        code, (executed, error, relayed) = self._let_run(request, child)
+        state = None
+        if isinstance(executed, runner.Executed):
+            try:
+                with runner.attempt_logging(begun.path):
+                    result = runner.finish_attempt(self.store, dag, begun, executed)
+                state, error = result.state.value, result.error
+            except Exception as exc:  # reported like an attempt process that failed here
+                log.exception("outcome of task instance %s not recorded", request.ti_id)
+                error = f"the outcome could not be recorded: {type(exc).__name__}: {exc}"
+        self._done(request, child.pid, state, error, code, relayed)
+
+    def _let_run(self, request: AttemptRequest, child: _Child) -> tuple[int, tuple]:
+        """Report the attempt started, let it go, supervise it: (exit code, its outcome)."""
+        self.send(("started", request.ti_id, child.pid))
+        child.stop.send("go")
+        code = self._supervise(request, child)
+        end_left_processes()  # those the attempt process left to this worker as it exited
+        return code, child.outcome()
+
+    def _done(
+        self,
+        request: AttemptRequest,
+        pid: int | None,
+        state: str | None,
+        error: str | None,
+        code: int | None,
+        relayed: list,
+    ) -> None:
+        error = masking.redact(error) if error else error  # what this process knows
+        self.send(("done", request.ti_id, pid, state, error, code, relayed + self.relay.drain()))
+
+    def _fork(self, request: AttemptRequest, dag: Any, begun: runner.Begun | None) -> _Child:
+        result_r, result_w = os.pipe()
+        stop_r, stop_w = Pipe(duplex=False)
+        # SIGTERM waits (blocked) until the child has its handler and the go-ahead.
+        signal.pthread_sigmask(signal.SIG_BLOCK, _TERM)
+        try:
+            pid = os.fork()
+            if pid == 0:
+                self.conn.close()
+                stop_w.close()
+                os.close(result_r)
+                _attempt_child(self.store, self.config, request, dag, begun, result_w, stop_r)
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _TERM)
+        os.close(result_w)
+        stop_r.close()
+        os.set_blocking(result_r, False)
+        return _Child(pid, result_r, stop_w, _pidfd(pid))
+
+    def _supervise(self, request: AttemptRequest, child: _Child) -> int:
+        """Relay stop requests and collect the outcome until the attempt process exits."""
+        poller = select.poll()
+        for fd in (child.result, child.exited, self.conn.fileno() if self.listening else None):
+            if fd is not None:
+                poller.register(fd, select.POLLIN)
+        while True:
+            ready = {fd for fd, _ in poller.poll(None if child.exited is not None else _POLL_MS)}
+            if self.listening and self.conn.fileno() in ready and not self._control(request, child):
+                poller.unregister(self.conn.fileno())
+            if child.result in ready and not child.read():
+                poller.unregister(child.result)
+            if child.exited is None or child.exited in ready:
+                code = child.reap(block=child.exited is not None)
+                if code is not None:
+                    child.read()  # what it wrote before exiting
+                    child.close()
+                    return code
+
+    def _control(self, request: AttemptRequest, child: _Child) -> bool:
+        """Handle a message that arrived mid-attempt; False once the executor is gone."""
+        try:
+            message = self.conn.recv()
+        except (EOFError, OSError):
+            self.listening = False  # let the attempt finish; exit afterwards
+            return False
+        if message[0] == "stop" and message[1] == request.ti_id and not child.stopped:
+            child.stopped = True
+            try:
+                child.stop.send(message[2])
+            except OSError:
+                pass  # it is exiting already
+            kill_group(child.pid, signal.SIGTERM)
+        elif message[0] == "exit":
+            self.exiting = True
+        elif message[0] == "run":
+            log.error("worker got an attempt while busy; dropped: %s", message[1])
+        return True
+
+
+class _StopReasons:
+    """The reasons of stop requests, read from the worker's connection by the StopHandler
+    of an attempt the worker runs itself (the executor sends the reason, then SIGTERM)."""
+
+    def __init__(self, worker: Worker, ti_id: int) -> None:
+        self.worker = worker
+        self.ti_id = ti_id
+
+    def poll(self) -> bool:
+        return self.worker.listening and self.worker.conn.poll()
+
+    def recv(self) -> str:
+        reason = "stopped by the executor"
+        while self.worker.conn.poll():
+            message = self.worker.conn.recv()
+            if message[0] == "stop" and message[1] == self.ti_id:
+                reason = message[2]
+            elif message[0] == "exit":
+                self.worker.exiting = True
+        return reason
+
+
+def end_left_processes() -> reaper.Ended:
+    """Kill and reap what an attempt left running (all this process's children: a worker
+    or attempt process starts none of its own), saying so in the attempt's log."""
+    ended = reaper.end_children()
+    if ended.killed or ended.alive:
+        log.warning("the attempt's processes were ended: %s", ended.describe())
+    return ended
+
+
+def _pidfd(pid: int) -> int | None:
+    try:
+        return os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        return None
+
+
+def _attempt_child(
+    store: Store,
+    config: Config,
+    request: AttemptRequest,
+    dag: Any,
+    begun: runner.Begun | None,
+    result: int,
+    stop: Connection,
+) -> NoReturn:
+    """The attempt process: own group, own connections, run, report, exit (never return).
+    With `begun` (the worker recorded it as running), it runs the task and reports an
+    `Executed` for the worker to record; without, it records the whole attempt itself."""
+    code = 1
+    try:
+        os.setpgrp()
+        reaper.become_subreaper()
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, StopHandler(stop))
+        if stop.recv() != "go":
+            raise RuntimeError("the worker did not let the attempt start")
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, _TERM)  # a pending stop lands now
+        _inherited_pools.append(store.engine.pool)  # the worker's: never used nor closed here
+        store.engine.dispose(close=False)
+        relay = install_relay(config)
+        if begun is None:
+            code, outcome = _run(store, config, request, dag)
+        else:
+            code, outcome = _run_task(store, config, dag, begun)
+        data = memoryview(pickle.dumps((*outcome, relay.drain())))
+        while data:
+            data = data[os.write(result, data) :]
+        store.dispose()
+    except BaseException:
+        log.exception("attempt process of task instance %s failed", request.ti_id)
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+        os._exit(code)
+
+
+def _run_task(
+    store: Store, config: Config, dag: Any, begun: runner.Begun
+) -> tuple[int, tuple[runner.Executed | None, str | None]]:
+    try:
+        with runner.attempt_logging(begun.path):
+            executed = runner.execute_attempt(store, config, dag, begun)[0]
+            end_left_processes()
+    except BaseException as exc:  # the task's outcome is unknown: report, exit non-zero
+        log.exception("attempt of task instance %s failed outside the task", begun.row.id)
+        return 1, (None, _failed_outside(exc))
+    return 0, (executed, None)
+
+
+def _run(
+    store: Store, config: Config, request: AttemptRequest, dag: Any
+) -> tuple[int, tuple[str | None, str | None]]:
+    try:
+        result = runner.run_attempt(
+            store, config, dag, request.ti_id, hostname=hostname(),
+            end_processes=end_left_processes,
+        )  # fmt: skip
+    except BaseException as exc:  # the attempt could not be recorded: report, exit non-zero
+        log.exception("attempt of task instance %s failed outside the task", request.ti_id)
+        return 1, (None, _failed_outside(exc))
+    return 0, (result.state.value, result.error)
+
+
+def _failed_outside(exc: BaseException) -> str:
+    """The error an attempt process reports, masked here: its worker knows fewer secrets."""
+    return masking.redact(f"the attempt process failed: {type(exc).__name__}: {exc}")
