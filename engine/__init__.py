@@ -17,6 +17,17 @@ if TYPE_CHECKING:
 
 __version__ = "0.1.0"
 
+if TYPE_CHECKING:
+    from engine.sdk.task_api import TaskAPI
+
+
+def default_task_api() -> TaskAPI:
+    """The task API a process gets unless it installs another: the metastore this process
+    is configured with (`engine.runtime`), secrets backends first."""
+    from engine.execution.task_api import MetastoreTaskAPI
+
+    return MetastoreTaskAPI()
+
 
 def __getattr__(name: str) -> Any:
     sdk = importlib.import_module("engine.sdk")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from typing import Any
 
 import click
@@ -17,7 +18,6 @@ from engine.store.audit import record_audit
 from engine.store.connections import (
     add_connection,
     delete_connection,
-    get_connection,
     list_connections,
 )
 
@@ -78,12 +78,9 @@ def connections() -> None:
 def get(cli: CliContext, conn_id: str, output: str) -> None:
     """Show the connection CONN_ID from the secrets backends or the metastore (password and
     sensitive extra masked)."""
-    from engine.secrets_backends import find_connection
+    from engine.execution.task_api import MetastoreTaskAPI
 
-    connection = find_connection(cli.config, conn_id)
-    if connection is None:
-        with cli.store.session(readonly=True) as session:
-            connection = get_connection(session, conn_id, config=cli.config)
+    connection = MetastoreTaskAPI(cli.store, cli.config).get_connection(conn_id)
     if connection is None:
         raise NotFound(f"connection {conn_id!r} does not exist")
     fields = connection.to_dict(masked=True)
@@ -160,7 +157,8 @@ def add(
 def list_(cli: CliContext, output: str) -> None:
     """List connections (passwords and sensitive extra values masked)."""
     with cli.store.session(readonly=True) as session:
-        rows = [c.to_dict(masked=True) for c in list_connections(session, config=cli.config)]
+        records = list_connections(session, config=cli.config)
+    rows = [Connection(**asdict(record)).to_dict(masked=True) for record in records]
     echo_rows(rows, COLUMNS, output)
 
 

@@ -30,6 +30,7 @@ from engine.config import OPTIONS, Config, Setting
 from engine.exceptions import DagwatchError, TaskError
 from engine.execution import runner
 from engine.execution.base import AttemptRequest, CallbackRequest
+from engine.execution.task_api import MetastoreTaskAPI
 from engine.observability.child_metrics import install_relay
 from engine.parsing.parser import dag_folders, import_dag_file
 from engine.sdk.context import get_current_context
@@ -342,7 +343,8 @@ def _run_task_callbacks(
         row.map_index,
     )
     ti = RuntimeTaskInstance(
-        store, row.dag_id, row.run_id, row.task_id, row.try_number, row.max_tries,
+        MetastoreTaskAPI(store, config), row.dag_id, row.run_id, row.task_id, row.try_number,
+        row.max_tries,
         row.hostname or "", path, row.map_index, task,
     )  # fmt: skip
     with runner.attempt_logging(path):

@@ -16,10 +16,11 @@ from typing import Any
 
 from engine.exceptions import DagwatchError
 from engine.execution import runner
-from engine.parsing.serialization import SerializedDAG, dag_hash, serialize_dag
+from engine.parsing.serialization import SerializedDAG, serialize_dag
 from engine.scheduling import deps, expansion
 from engine.states import DAG_RUN_FINISHED, DagRunState, TaskState
 from engine.store import runs, transitions
+from engine.store.dags import dag_hash
 from engine.store.models import TaskInstance
 
 Printer = Callable[[str], None]

@@ -43,6 +43,7 @@ from engine.exceptions import (
     TaskTimeout,
     TransitionConflict,
 )
+from engine.execution.task_api import MetastoreTaskAPI
 from engine.observability import emit
 from engine.sdk.compat import (
     PREV_SUCCESS,
@@ -157,7 +158,7 @@ def build_context(dag: Any, task: Any, run: Any, ti: RuntimeTaskInstance, config
     # gets a plain copy of the context)
     named = file_mentions(getattr(dag, "fileloc", None))
     if named:
-        query = partial(prev_success, ti.store, run) if PREV_SUCCESS in named else None
+        query = partial(prev_success, ti.api, run) if PREV_SUCCESS in named else None
         context.update(airflow2_dates(dag.timetable, run, query))
     context.update(
         dag=dag,
@@ -386,7 +387,8 @@ def execute_attempt(
     row, run = begun.row, begun.run
     task = dag.get_task(row.task_id).prepare_for_execution()
     ti = RuntimeTaskInstance(
-        store, row.dag_id, row.run_id, row.task_id, row.try_number, row.max_tries,
+        MetastoreTaskAPI(store, config), row.dag_id, row.run_id, row.task_id, row.try_number,
+        row.max_tries,
         row.hostname, begun.path, row.map_index, task, start_date=row.start_date,
         reschedule_count=begun.resumed.reschedules if begun.resumed else 0,
     )  # fmt: skip

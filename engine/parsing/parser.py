@@ -30,25 +30,14 @@ from engine.execution.forking import mp_context
 from engine.observability import emit
 from engine.parsing.dag_folder import Problem, scan_folders
 from engine.sdk.compat import DagwatchDeprecationWarning, check_source
+from engine.store.dags import FileParseResult
 
 if TYPE_CHECKING:
     from engine.store.dags import ParseTotals
 
 log = logging.getLogger(__name__)
 
-EXAMPLE_DAGS_FOLDER = Path(__file__).parent / "example_dags"
-
-
-@dataclass
-class FileParseResult:
-    """What importing one DAG file produced."""
-
-    fileloc: str
-    content_hash: str
-    duration: float
-    dags: list[dict[str, Any]] = field(default_factory=list)
-    error: str | None = None
-    timed_out: bool = False
+EXAMPLE_DAGS_FOLDER = Path(__file__).parents[1] / "example_dags"
 
 
 def _module_name(path: Path) -> str:

@@ -8,8 +8,6 @@ reprs), so `dag_hash` only changes when the definition does.
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -145,12 +143,6 @@ def serialize_dag(dag: Any) -> dict[str, Any]:
     if display_name is not None:  # stored only when set, so other DAGs hash as before
         data["dag_display_name"] = display_name
     return data
-
-
-def dag_hash(serialized: dict[str, Any]) -> str:
-    """sha256 of the canonical JSON form."""
-    text = json.dumps(serialized, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def _timedelta(value: float | None) -> timedelta | None:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # what type checkers and IDEs see; at run time each name loads on first use
     from engine.exceptions import SkipTask
+    from engine.masking import mask_secret
     from engine.sdk.connections import BaseHook, Connection
     from engine.sdk.context import get_current_context
     from engine.sdk.cross_dag import ExternalTaskSensor, TriggerDagRunOperator
@@ -43,7 +44,6 @@ if TYPE_CHECKING:  # what type checkers and IDEs see; at run time each name load
     from engine.sdk.tasks import BaseOperator, XComArg
     from engine.sdk.trigger_rules import TriggerRule
     from engine.sdk.variables import Variable
-    from engine.secrets import mask_secret
 
 # exported name -> module defining it: `import engine` stays cheap (the CLI starts at once),
 # and `from engine import DAG` imports what DAG needs when it is asked for.
@@ -72,7 +72,7 @@ _EXPORTS: dict[str, str] = {
     "ShortCircuitOperator": "engine.sdk.operators",
     "Param": "engine.sdk.params",
     "PriorityWeightStrategy": "engine.sdk.priority",
-    "mask_secret": "engine.secrets",
+    "mask_secret": "engine.masking",
     "BaseSensorOperator": "engine.sdk.sensors",
     "DateTimeSensor": "engine.sdk.sensors",
     "FileSensor": "engine.sdk.sensors",

@@ -30,11 +30,14 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pendulum
 
-_ENGINE_DIR = str(Path(__file__).resolve().parent)
+if TYPE_CHECKING:
+    from engine.sdk.task_api import TaskAPI
+
+_ENGINE_DIR = str(Path(__file__).resolve().parents[1])
 
 
 class DagwatchDeprecationWarning(FutureWarning):
@@ -154,8 +157,8 @@ def lazy_values(keys: Iterable[str], context: Mapping[str, Any]) -> dict[str, An
     if not wanted or dag is None or run is None:
         return {}
     query = None
-    if PREV_SUCCESS in wanted and hasattr(ti, "store"):
-        query = partial(prev_success, ti.store, run)
+    if PREV_SUCCESS in wanted and hasattr(ti, "api"):
+        query = partial(prev_success, ti.api, run)
     values = airflow2_dates(dag.timetable, run, query)
     return {key: values[key] for key in wanted if key in values}
 
@@ -165,12 +168,9 @@ def lazy_value(key: str, context: Mapping[str, Any]) -> Any:
     return lazy_values([key], context)[key]
 
 
-def prev_success(store: Any, run: Any) -> datetime | None:
+def prev_success(api: TaskAPI, run: Any) -> datetime | None:
     """The logical date of the DAG's latest successful run before `run` (one indexed query)."""
-    from engine.store import runs
-
-    with store.session() as session:
-        return runs.previous_logical_date(session, run.dag_id, run.logical_date, "success")
+    return api.previous_logical_date(run.dag_id, run.logical_date, "success")
 
 
 def warn_context_key(key: Any, context: Mapping[str, Any]) -> None:

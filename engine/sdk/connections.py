@@ -16,8 +16,8 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit
 
 from engine.config import MASK
 from engine.exceptions import NotFound
+from engine.masking import is_sensitive_key, mask_secret
 from engine.sdk.compat import LoggingMixin
-from engine.secrets import is_sensitive_key, mask_secret
 
 ENV_PREFIX = "DAGWATCH_CONN_"
 _FIELDS = ("conn_type", "host", "schema", "login", "password", "port", "extra", "description")
@@ -238,14 +238,9 @@ class Connection:
     def get(cls, conn_id: str) -> Connection:
         """The connection from the secrets backends (`secrets.backends`: the environment by
         default), else the metastore; NotFound when none has it."""
-        from engine import runtime, secrets_backends
+        from engine.sdk import task_api
 
-        connection = secrets_backends.find_connection(runtime.get_config(), conn_id)
-        if connection is None:
-            from engine.store.connections import get_connection
-
-            with runtime.get_store().session(readonly=True) as session:
-                connection = get_connection(session, conn_id, config=runtime.get_config())
+        connection = task_api.current().get_connection(conn_id)
         if connection is None:
             raise NotFound(f"Connection {conn_id!r} does not exist")
         connection.mask_secrets()

@@ -1,8 +1,8 @@
 """Cross-DAG dependencies: trigger a run of another DAG, or wait for another DAG's tasks.
 
-Both work from inside the running task, through the process's metastore handle
-(`engine.runtime.get_store()`, set up by every executor before an attempt). The metastore
-modules are imported on first use, so that importing a DAG file stays cheap.
+Both work from inside the running task, through the process's task API
+(`engine.sdk.task_api`): they read and trigger other runs without opening the metastore
+themselves, and importing a DAG file stays cheap.
 """
 
 from __future__ import annotations
@@ -22,8 +22,7 @@ from engine.sdk.tasks import BaseOperator, XComArg
 from engine.states import DagRunState, TaskState
 
 if TYPE_CHECKING:
-    from engine.store.db import Store
-    from engine.store.models import DagRun
+    from engine.sdk.task_api import RunRef, TaskAPI
 
 log = logging.getLogger("engine.task")
 
@@ -130,21 +129,21 @@ class TriggerDagRunOperator(BaseOperator):
         super().__init__(**kwargs)
 
     def execute(self, context: Mapping[str, Any]) -> None:
-        from engine import runtime
+        from engine.sdk import task_api
 
-        store = runtime.get_store()
+        api = task_api.current()
         dag_id = self._target()
         # rendered before anything is written, so a bad value triggers nothing
         for name in ("wait_for_completion", "skip_when_already_exists"):
             setattr(self, name, _flag(getattr(self, name), name, self.task_id))
         when = self._parsed_logical_date()
         run_id = str(self.trigger_run_id) if self.trigger_run_id else f"manual__{when.isoformat()}"
-        run = self._trigger(store, dag_id, run_id, when, self._parsed_conf(), context)
+        run = self._trigger(api, dag_id, run_id, when, self._parsed_conf(), context)
         ti = context["ti"]
         ti.xcom_push(XCOM_RUN_ID, run.run_id)
         ti.xcom_push(XCOM_LOGICAL_DATE_ISO, run.logical_date.isoformat())
         if self.wait_for_completion:
-            self._wait(store, dag_id, run.run_id)
+            self._wait(api, dag_id, run.run_id)
 
     def _target(self) -> str:
         dag_id = self.trigger_dag_id
@@ -196,47 +195,38 @@ class TriggerDagRunOperator(BaseOperator):
 
     def _trigger(
         self,
-        store: Store,
+        api: TaskAPI,
         dag_id: str,
         run_id: str,
         when: datetime,
         conf: dict[str, Any] | None,
         context: Mapping[str, Any],
-    ) -> DagRun:
+    ) -> RunRef:
         """Create the run, or deal with the one that already has this run id or date."""
-        from engine import api
-
         ti = context["ti"]
         actor = f"task {ti.dag_id}.{ti.task_id} ({ti.run_id})"[:_ACTOR_LEN]
         try:
-            run = api.trigger_dag(
-                store, dag_id, conf=conf, logical_date=when, run_id=run_id, actor=actor
-            )
+            run = api.trigger_dag(dag_id, conf=conf, logical_date=when, run_id=run_id, actor=actor)
         except NotFound as exc:
             raise TaskError(
                 f"task {self.task_id!r}: cannot trigger DAG {dag_id!r}: {exc}"
             ) from None
         except DagwatchError as exc:
-            existing = _existing_run(store, dag_id, run_id, when)
+            existing = api.find_run(dag_id, run_id, when)
             if existing is None:  # invalid conf for the DAG's params, bad run id...
                 raise TaskError(
                     f"task {self.task_id!r}: cannot trigger DAG {dag_id!r}: {exc}"
                 ) from None
-            return self._on_existing(store, existing, str(exc), actor)
+            return self._on_existing(api, existing, str(exc), actor)
         log.info("triggered DAG %s: run %s at %s", dag_id, run.run_id, run.logical_date)
         return run
 
-    def _on_existing(self, store: Store, run: DagRun, reason: str, actor: str) -> DagRun:
+    def _on_existing(self, api: TaskAPI, run: RunRef, reason: str, actor: str) -> RunRef:
         """Clear the run (reset_dag_run), skip (skip_when_already_exists), or fail."""
-        from engine import api
-
         if self.reset_dag_run:
             log.info("clearing the existing run %s of DAG %s", run.run_id, run.dag_id)
-            result = api.clear_task_instances(store, run.dag_id, run_id=run.run_id, actor=actor)
-            for ref in result.left_running:
-                log.warning(
-                    "task %s of run %s not cleared: %s", ref.task_id, ref.run_id, ref.reason
-                )
+            for warning in api.clear_run(run.dag_id, run.run_id, actor=actor):
+                log.warning("%s", warning)
             return run
         if self.skip_when_already_exists:
             raise SkipTask(
@@ -248,10 +238,8 @@ class TriggerDagRunOperator(BaseOperator):
             "or skip_when_already_exists=True to skip this task instead"
         )
 
-    def _wait(self, store: Store, dag_id: str, run_id: str) -> None:
+    def _wait(self, api: TaskAPI, dag_id: str, run_id: str) -> None:
         """Poll the run's state until it is allowed (return) or failed (raise)."""
-        from engine import api
-
         while True:
             log.info(
                 "waiting for run %s of DAG %s to reach %s ...",
@@ -261,7 +249,7 @@ class TriggerDagRunOperator(BaseOperator):
             )
             self._sleep(self.poke_interval)
             try:
-                state = api.dag_run_state(store, dag_id, run_id).value
+                state = api.run_state(dag_id, run_id)
             except NotFound:
                 raise TaskError(
                     f"task {self.task_id!r}: run {run_id!r} of DAG {dag_id!r} was deleted "
@@ -275,17 +263,6 @@ class TriggerDagRunOperator(BaseOperator):
             if state in self.allowed_states:
                 log.info("run %s of DAG %s reached the allowed state %s", run_id, dag_id, state)
                 return
-
-
-def _existing_run(store: Store, dag_id: str, run_id: str, when: datetime) -> DagRun | None:
-    """The run of `dag_id` with this run id, else the one at this logical date, else None."""
-    from engine.store import runs
-
-    with store.session(readonly=True) as session:
-        try:
-            return runs.get_dag_run(session, dag_id, run_id)
-        except NotFound:
-            return runs.find_dag_run_by_date(session, dag_id, when)
 
 
 class ExternalTaskSensor(BaseSensorOperator):
@@ -416,55 +393,48 @@ class ExternalTaskSensor(BaseSensorOperator):
     # -- poking -------------------------------------------------------------------------
 
     def poke(self, context: Mapping[str, Any]) -> bool:
-        from engine import runtime
+        from engine.sdk import task_api
 
         dates = self._dates(context)
         task_ids = self._target_ids()
         shown = ", ".join(date.isoformat() for date in dates) or "(no dates)"
         log.info("poking for %s at %s ...", self._describe(), shown)
-        store = runtime.get_store()
+        api = task_api.current()
         if (self.check_existence and not self._has_checked_existence) or (
             self.external_task_group_id is not None and self._group_task_ids is None
         ):
-            self._inspect_external_dag(store)
+            self._inspect_external_dag(api)
         if self.external_task_group_id is not None:
             # until the group is known, wait for a task of that name, as Airflow does
             task_ids = self._group_task_ids or [self.external_task_group_id]
         if not dates:
             return True  # nothing to wait for (an execution_date_fn returned [])
-        found = _read_states(store, self.external_dag_id, task_ids, dates)
+        found = api.task_states(self.external_dag_id, task_ids, dates)
         return self._judge(found, task_ids, dates)
 
-    def _inspect_external_dag(self, store: Store) -> None:
+    def _inspect_external_dag(self, api: TaskAPI) -> None:
         """Check that what we wait for exists; learn the members of the task group."""
-        from engine.parsing.serialization import SerializedDAG
-        from engine.store.models import Dag
-
         dag_id = self.external_dag_id
-        with store.session(readonly=True) as session:
-            row = session.get(Dag, dag_id)
-            serialized = row.serialized if row is not None else None
-            active = row is not None and row.is_active
-        plan = SerializedDAG.from_dict(serialized) if serialized is not None else None
+        info = api.dag_info(dag_id)
         group = self.external_task_group_id
-        if plan is not None and group is not None and group in plan.task_groups:
-            self._group_task_ids = list(plan.task_groups[group].get("task_ids") or [])
+        if info.exists and group is not None and group in info.task_groups:
+            self._group_task_ids = list(info.task_groups[group])
         if not self.check_existence or self._has_checked_existence:
             return
-        if plan is None:
+        if not info.exists:
             raise TaskError(f"task {self.task_id!r}: the external DAG {dag_id!r} does not exist")
-        if not active:
+        if not info.active:
             raise TaskError(
                 f"task {self.task_id!r}: the external DAG {dag_id!r} was deleted (its file is "
                 "gone or no longer defines it)"
             )
         for task_id in self._target_ids() or ():
-            if not plan.has_task(task_id):
+            if task_id not in info.task_ids:
                 raise TaskError(
                     f"task {self.task_id!r}: the external task {task_id!r} does not exist in "
                     f"DAG {dag_id!r}"
                 )
-        if group is not None and group not in plan.task_groups:
+        if group is not None and group not in info.task_groups:
             raise TaskError(
                 f"task {self.task_id!r}: the external task group {group!r} does not exist in "
                 f"DAG {dag_id!r}"
@@ -534,37 +504,3 @@ def _check_targets(
             raise DagDefinitionError(
                 f"task {task_id!r}: external_task_ids has duplicates: {external_task_ids!r}"
             )
-
-
-def _read_states(
-    store: Store, dag_id: str, task_ids: list[str] | None, dates: list[datetime]
-) -> dict[str, list[tuple[str, str]]]:
-    """logical date (ISO, UTC) -> [(task id, state)] of the awaited tasks in `dag_id`'s runs
-    at `dates`; with no task ids, [(dag_id, run state)]. One query, whatever the number of
-    tasks and dates."""
-    from sqlalchemy import and_, select
-
-    from engine.store.models import DagRun, TaskInstance
-
-    if task_ids is None:
-        query = select(DagRun.logical_date, DagRun.dag_id, DagRun.state).where(
-            DagRun.dag_id == dag_id, DagRun.logical_date.in_(dates)
-        )
-    else:
-        query = (
-            select(DagRun.logical_date, TaskInstance.task_id, TaskInstance.state)
-            .join(
-                TaskInstance,
-                and_(TaskInstance.dag_id == DagRun.dag_id, TaskInstance.run_id == DagRun.run_id),
-            )
-            .where(
-                DagRun.dag_id == dag_id,
-                DagRun.logical_date.in_(dates),
-                TaskInstance.task_id.in_(task_ids),
-            )
-        )
-    found: dict[str, list[tuple[str, str]]] = {}
-    with store.session(readonly=True) as session:
-        for when, name, state in session.execute(query):
-            found.setdefault(coerce_utc(when).isoformat(), []).append((name, state))
-    return found

@@ -5,19 +5,19 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from engine.exceptions import TaskError
-from engine.store import runs
+from engine.sdk.task_api import TaskAPI, TaskInstanceKey
 
 
 @dataclass
 class RuntimeTaskInstance:
-    """One attempt's view of its task instance; XComs go straight to the metastore."""
+    """One attempt's view of its task instance; XComs go through the task API."""
 
-    store: Any
+    api: TaskAPI
     dag_id: str
     run_id: str
     task_id: str
@@ -41,30 +41,17 @@ class RuntimeTaskInstance:
             raise TaskError(
                 f"task {self.task_id!r}: XCom {key!r} is not JSON-serializable: {exc}"
             ) from None
-        with self.store.session() as session:
-            runs.set_xcom(
-                session,
-                dag_id=self.dag_id,
-                run_id=self.run_id,
-                task_id=self.task_id,
-                key=key,
-                value=value,
-                now=datetime.now(UTC),
-                map_index=self.map_index,
-            )
+        self.api.set_xcom(self.key, key, value)
+
+    @property
+    def key(self) -> TaskInstanceKey:
+        return TaskInstanceKey(
+            self.dag_id, self.run_id, self.task_id, self.map_index, self.try_number
+        )
 
     def record_rendered_fields(self, fields: dict[str, str]) -> None:
         """Keep what this attempt's template fields rendered to (already masked)."""
-        with self.store.session() as session:
-            runs.set_rendered_fields(
-                session,
-                dag_id=self.dag_id,
-                run_id=self.run_id,
-                task_id=self.task_id,
-                map_index=self.map_index,
-                try_number=self.try_number,
-                fields=fields,
-            )
+        self.api.set_rendered_fields(self.key, fields)
 
     def xcom_pull(
         self,
@@ -87,19 +74,10 @@ class RuntimeTaskInstance:
             ids = [task_ids] if single else list(task_ids)  # type: ignore[arg-type]
         wanted = {task_id: self.map_index_to_pull(task_id, map_indexes) for task_id in ids}
         found: dict[str, Any] = {}
-        with self.store.session() as session:
-            for index in set(wanted.values()):
-                same = [task_id for task_id, i in wanted.items() if i == index]
-                found.update(
-                    runs.get_xcoms(
-                        session,
-                        dag_id=self.dag_id,
-                        run_id=run_id or self.run_id,
-                        task_ids=same,
-                        key=key,
-                        map_index=index,
-                    )
-                )
+        source = TaskInstanceKey(self.dag_id, run_id or self.run_id, self.task_id)
+        for index in set(wanted.values()):
+            same = [task_id for task_id, i in wanted.items() if i == index]
+            found.update(self.api.get_xcoms(source, same, key, index))
         if single:
             return found.get(task_ids, default)  # type: ignore[arg-type]
         return [found[task_id] for task_id in ids if task_id in found]

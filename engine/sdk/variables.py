@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from engine import runtime
 from engine.exceptions import NotFound
-from engine.secrets import is_sensitive_key, mask_secret
+from engine.masking import is_sensitive_key, mask_secret
+from engine.sdk import task_api
 
 ENV_PREFIX = "DAGWATCH_VAR_"
 _MISSING: Any = object()
@@ -36,18 +36,8 @@ class Variable:
 
     @staticmethod
     def _lookup(key: str) -> tuple[str | None, bool]:
-        from engine import secrets_backends
-
-        config = runtime.get_config()
-        value, is_secret, _ = secrets_backends.find_variable(config, key)
-        if value is not None:
-            return value, is_secret
-        from engine.store import variables as variable_store  # sqlalchemy only when used
-
-        store = runtime.get_store()
-        with store.session(readonly=True) as session:
-            record = variable_store.get_variable(session, key, config=config)
-        return (None, False) if record is None else (record.value, record.is_secret)
+        found = task_api.current().get_variable(key)
+        return (None, False) if found is None else (found.value, found.is_secret)
 
     @classmethod
     def set(
@@ -61,18 +51,9 @@ class Variable:
         """Store `value` (JSON-encoded when `serialize_json`); secret if the key looks so."""
         text = json.dumps(value, indent=2) if serialize_json else str(value)
         secret = is_sensitive_key(key) if is_secret is None else is_secret
-        from engine.store import variables as variable_store  # sqlalchemy only when used
-
-        store, config = runtime.get_store(), runtime.get_config()
-        with store.session() as session:
-            variable_store.set_variable(
-                session, key, text, description=description, is_secret=secret, config=config
-            )
+        task_api.current().set_variable(key, text, description=description, is_secret=secret)
 
     @classmethod
     def delete(cls, key: str) -> int:
         """Delete `key` from the metastore; returns how many were deleted (0 or 1)."""
-        from engine.store import variables as variable_store
-
-        with runtime.get_store().session() as session:
-            return int(variable_store.delete_variable(session, key))
+        return task_api.current().delete_variable(key)

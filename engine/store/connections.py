@@ -3,23 +3,55 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from engine.config import Config
 from engine.exceptions import StoreError
-from engine.sdk.connections import Connection
 from engine.secrets import decrypt_token, encrypt, get_fernet
 from engine.store.models import Connection as ConnectionRow
 
 
-def _to_connection(row: ConnectionRow, config: Config) -> Connection:
+@dataclass(frozen=True)
+class ConnectionRecord:
+    """A stored connection, decrypted: the fields `engine.sdk.connections.Connection` takes
+    (`Connection(**dataclasses.asdict(record))`); `extra` is its JSON text."""
+
+    conn_id: str
+    conn_type: str | None
+    description: str | None
+    host: str | None
+    login: str | None
+    password: str | None
+    schema: str | None
+    port: int | None
+    extra: str | None
+
+
+class ConnectionFields(Protocol):
+    """What `add_connection` stores (an `engine.sdk.connections.Connection` has it)."""
+
+    conn_id: str
+    conn_type: str | None
+    description: str | None
+    host: str | None
+    login: str | None
+    password: str | None
+    schema: str | None
+    port: int | None
+    extra: Mapping[str, Any]
+
+
+def _to_record(row: ConnectionRow, config: Config) -> ConnectionRecord:
     fernet = get_fernet(config)
     what = f"connection {row.conn_id!r}"
     password = None if row.password is None else decrypt_token(fernet, row.password, what)
     extra = None if row.extra is None else decrypt_token(fernet, row.extra, what)
-    return Connection(
+    return ConnectionRecord(
         row.conn_id,
         conn_type=row.conn_type,
         description=row.description,
@@ -32,14 +64,14 @@ def _to_connection(row: ConnectionRow, config: Config) -> Connection:
     )
 
 
-def get_connection(session: Session, conn_id: str, *, config: Config) -> Connection | None:
+def get_connection(session: Session, conn_id: str, *, config: Config) -> ConnectionRecord | None:
     """The connection with its secrets decrypted, or None."""
     row = session.get(ConnectionRow, conn_id)
-    return None if row is None else _to_connection(row, config)
+    return None if row is None else _to_record(row, config)
 
 
 def add_connection(
-    session: Session, connection: Connection, *, config: Config, replace: bool = False
+    session: Session, connection: ConnectionFields, *, config: Config, replace: bool = False
 ) -> None:
     """Store a connection; an existing conn_id is an error unless `replace`."""
     if not connection.conn_id or not connection.conn_id.strip():
@@ -69,7 +101,7 @@ def delete_connection(session: Session, conn_id: str) -> bool:
     return bool(result.rowcount)
 
 
-def list_connections(session: Session, *, config: Config) -> list[Connection]:
+def list_connections(session: Session, *, config: Config) -> list[ConnectionRecord]:
     """Every connection, decrypted, ordered by conn_id."""
     rows = session.scalars(select(ConnectionRow).order_by(ConnectionRow.conn_id))
-    return [_to_connection(row, config) for row in rows]
+    return [_to_record(row, config) for row in rows]

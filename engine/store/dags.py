@@ -9,11 +9,13 @@ import error on the file that did not hold it first, naming both files.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
@@ -21,8 +23,23 @@ from sqlalchemy.orm import Session
 from engine.exceptions import NotFound
 from engine.store.models import Dag, DagFile, ImportError_
 
-if TYPE_CHECKING:
-    from engine.parsing.parser import FileParseResult
+
+@dataclass
+class FileParseResult:
+    """What importing one DAG file produced."""
+
+    fileloc: str
+    content_hash: str
+    duration: float
+    dags: list[dict[str, Any]] = field(default_factory=list)
+    error: str | None = None
+    timed_out: bool = False
+
+
+def dag_hash(serialized: dict[str, Any]) -> str:
+    """sha256 of the canonical JSON form."""
+    text = json.dumps(serialized, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def get_file_hashes(session: Session) -> dict[str, str]:
@@ -164,8 +181,6 @@ def _set_import_error(session: Session, fileloc: str, error: str, now: datetime)
 def _upsert_dag(
     session: Session, fileloc: str, serialized: dict[str, Any], now: datetime, paused: bool
 ) -> None:
-    from engine.parsing.serialization import dag_hash
-
     row = session.get(Dag, serialized["dag_id"])
     if row is None:
         flag = serialized.get("is_paused_upon_creation")
@@ -231,3 +246,11 @@ def list_import_errors(session: Session) -> list[ImportError_]:
 
 def list_dag_files(session: Session) -> list[DagFile]:
     return list(session.execute(select(DagFile).order_by(DagFile.fileloc)).scalars())
+
+
+def serialized_dag_and_active(session: Session, dag_id: str) -> tuple[dict[str, Any], bool] | None:
+    """The DAG's serialized form and whether it is active; None when it was never parsed."""
+    row = session.get(Dag, dag_id)
+    if row is None or row.serialized is None:
+        return None
+    return row.serialized, bool(row.is_active)

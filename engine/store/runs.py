@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
+from sqlalchemy import Connection, and_, bindparam, delete, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from engine import masking
@@ -104,6 +104,39 @@ def previous_logical_date(
     if state is not None:
         query = query.where(DagRun.state == state)
     return session.execute(query.order_by(DagRun.logical_date.desc()).limit(1)).scalar()
+
+
+def _utc(when: datetime) -> datetime:
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+
+
+def states_at_dates(
+    session: Session, dag_id: str, task_ids: Sequence[str] | None, dates: Sequence[datetime]
+) -> dict[str, list[tuple[str, str]]]:
+    """logical date (ISO, UTC) -> [(task id, state)] of `task_ids` in `dag_id`'s runs at
+    `dates`; with no task ids, [(dag_id, run state)]. One query, whatever the number of
+    tasks and dates."""
+    if task_ids is None:
+        query = select(DagRun.logical_date, DagRun.dag_id, DagRun.state).where(
+            DagRun.dag_id == dag_id, DagRun.logical_date.in_(dates)
+        )
+    else:
+        query = (
+            select(DagRun.logical_date, TaskInstance.task_id, TaskInstance.state)
+            .join(
+                TaskInstance,
+                and_(TaskInstance.dag_id == DagRun.dag_id, TaskInstance.run_id == DagRun.run_id),
+            )
+            .where(
+                DagRun.dag_id == dag_id,
+                DagRun.logical_date.in_(dates),
+                TaskInstance.task_id.in_(task_ids),
+            )
+        )
+    found: dict[str, list[tuple[str, str]]] = {}
+    for when, name, state in session.execute(query):
+        found.setdefault(_utc(when).isoformat(), []).append((name, state))
+    return found
 
 
 def delete_dag_run(session: Session, run: DagRun) -> None:

@@ -25,8 +25,9 @@ from engine import (
     task,
 )
 from engine.exceptions import CycleError, ParamValidationError
-from engine.parsing.serialization import SerializedDAG, dag_hash, serialize_dag
+from engine.parsing.serialization import SerializedDAG, serialize_dag
 from engine.sdk.schedules import CronTimetable
+from engine.store.dags import dag_hash
 
 
 def _noop(context):

@@ -9,8 +9,9 @@ import pytest
 
 from engine import DAG, BashOperator, dag, task
 from engine.exceptions import DagDefinitionError, TemplateError
-from engine.parsing.serialization import SerializedDAG, dag_hash, serialize_dag
+from engine.parsing.serialization import SerializedDAG, serialize_dag
 from engine.sdk.templating import make_jinja_env
+from engine.store.dags import dag_hash
 
 CONTEXT = {"ds": "2026-03-01", "params": {"who": "ann"}}
 
