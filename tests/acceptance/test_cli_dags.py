@@ -75,6 +75,8 @@ def test_dags_test_reports_task_outcomes_and_writes_logs(migrated_home):
 
 def test_dags_show_prints_tasks_edges_and_labels(migrated_home):
     _, env = migrated_home
+    # `show` reads the metastore: parse first, whatever ran before on this worker
+    assert run_cli("dags", "reserialize", env=env).returncode == 0
     result = run_cli("dags", "show", "example_branching", env=env)
     assert result.returncode == 0, result.stderr
     assert "choose_path" in result.stdout

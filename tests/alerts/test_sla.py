@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import textwrap
+import threading
 import time
 from datetime import datetime, timedelta
 
@@ -328,8 +329,14 @@ def test_a_pass_runs_the_same_few_indexed_statements_whatever_the_task_count(
         checker = SlaChecker({}, sched_config)
         seen: list[tuple[str, object]] = []
 
-        def record(conn, cursor, statement, parameters, context, executemany, seen=seen):
-            seen.append((statement, parameters))
+        checking_thread = threading.get_ident()
+
+        def record(
+            conn, cursor, statement, parameters, context, executemany,
+            seen=seen, checking_thread=checking_thread,
+        ):  # fmt: skip
+            if threading.get_ident() == checking_thread:  # not the services' threads
+                seen.append((statement, parameters))
 
         event.listen(sqlite_store.engine, "before_cursor_execute", record)
         try:
@@ -451,8 +458,11 @@ def test_when_nothing_has_an_sla_a_pass_is_one_query(store, add_dag, sched_confi
     checker = SlaChecker({}, sched_config)
     seen: list[str] = []
 
+    checking_thread = threading.get_ident()
+
     def record(conn, cursor, statement, *args):
-        seen.append(statement)
+        if threading.get_ident() == checking_thread:  # not the services' threads
+            seen.append(statement)
 
     event.listen(store.engine, "before_cursor_execute", record)
     try:
@@ -521,8 +531,11 @@ def test_a_deadline_learned_from_recent_runs(store, add_dag, start_scheduler, hi
     trigger(store, "learned")
     seen: list[tuple[str, object]] = []
 
+    checking_thread = threading.get_ident()
+
     def record(conn, cursor, statement, parameters, context, executemany):
-        seen.append((statement, parameters))
+        if threading.get_ident() == checking_thread:  # not the services' threads
+            seen.append((statement, parameters))
 
     event.listen(store.engine, "before_cursor_execute", record)
     try:
