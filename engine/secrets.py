@@ -131,9 +131,7 @@ def decrypt_token(fernet: MultiFernet, token: bytes, what: str = "the value") ->
 
 def rotate_fernet_key(store: Store, config: Config) -> int:
     """Re-encrypt every variable and connection with the first key; returns rows changed."""
-    from sqlalchemy import select
-
-    from engine.store.models import Connection, Variable
+    from engine.store import variables
 
     fernet = get_fernet(config)
 
@@ -141,16 +139,5 @@ def rotate_fernet_key(store: Store, config: Config) -> int:
         decrypt_token(fernet, token, what)  # a clear error instead of a bare InvalidToken
         return fernet.rotate(bytes(token))
 
-    count = 0
     with store.session() as session:
-        for variable in session.scalars(select(Variable)):
-            variable.val = rotate(variable.val, f"variable {variable.key!r}")
-            count += 1
-        for connection in session.scalars(select(Connection)):
-            what = f"connection {connection.conn_id!r}"
-            if connection.password is not None:
-                connection.password = rotate(connection.password, what)
-            if connection.extra is not None:
-                connection.extra = rotate(connection.extra, what)
-            count += 1
-    return count
+        return variables.reencrypt_all(session, rotate)

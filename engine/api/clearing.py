@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
-from sqlalchemy import and_, delete, select
 from sqlalchemy.orm import Session
 
 from engine.exceptions import DagwatchError, NotFound, TransitionConflict
@@ -24,8 +23,8 @@ from engine.states import DAG_RUN_FINISHED, TASK_FAILED, TASK_OCCUPYING, DagRunS
 from engine.store import dags, runs, scheduling
 from engine.store.audit import record_audit
 from engine.store.db import Store
-from engine.store.models import Dag, DagRun, TaskInstance, XCom
-from engine.store.transitions import CHUNK_SIZE, transition_dag_run, transition_task_instances
+from engine.store.models import Dag, DagRun, TaskInstance
+from engine.store.transitions import transition_dag_run, transition_task_instances
 from engine.store.wakeup import notify_scheduler
 
 
@@ -68,39 +67,6 @@ _BUSY = {
     TaskState.QUEUED: "handed to an executor; clear it once it ends",
     TaskState.RUNNING: "its attempt is executing; clear it once it ends",
 }
-_Row = tuple[TaskInstance, str, int]  # a task instance, its run's state and its run's id
-
-
-def select_task_instances(
-    session: Session,
-    dag_id: str,
-    *,
-    run_ids: Collection[str] | None = None,
-    task_ids: Collection[str] | None = None,
-    states: Collection[str] | None = None,
-) -> list[_Row]:
-    """Task instances with their run's state, in one query (per CHUNK_SIZE runs)."""
-    query = (
-        select(TaskInstance, DagRun.state, DagRun.id)
-        .join(
-            DagRun,
-            and_(DagRun.dag_id == TaskInstance.dag_id, DagRun.run_id == TaskInstance.run_id),
-        )
-        .where(TaskInstance.dag_id == dag_id)
-        .order_by(DagRun.logical_date, TaskInstance.id)
-    )
-    if task_ids is not None:
-        query = query.where(TaskInstance.task_id.in_(sorted(task_ids)))
-    if states is not None:
-        query = query.where(TaskInstance.state.in_(sorted(states)))
-    if run_ids is None:
-        return [tuple(row) for row in session.execute(query)]  # type: ignore[misc]
-    ids = sorted(run_ids)
-    found: list[_Row] = []
-    for start in range(0, len(ids), CHUNK_SIZE):
-        chunk = query.where(TaskInstance.run_id.in_(ids[start : start + CHUNK_SIZE]))
-        found.extend(tuple(row) for row in session.execute(chunk))  # type: ignore[misc]
-    return found
 
 
 def _ref(ti: TaskInstance, reason: str | None = None) -> TaskRef:
@@ -110,7 +76,7 @@ def _ref(ti: TaskInstance, reason: str | None = None) -> TaskRef:
 def clear_rows(
     session: Session,
     plan: SerializedDAG,
-    rows: list[_Row],
+    rows: list[runs.TaskInstanceWithRun],
     now: datetime,
     reason: str,
     *,
@@ -166,7 +132,7 @@ def clear_rows(
         if dry_run or _requeue(session, run_pk, DagRunState(state), now, reason):
             result.requeued_runs.append(run_id)
     if not dry_run:
-        _delete_xcoms(session, plan.dag_id, cleared_by_run)
+        runs.delete_xcoms(session, plan.dag_id, cleared_by_run)
         # a sensor cleared between pokes (reschedule mode) starts a new try next time
         scheduling.close_open_tries(session, sorted(changed), now=now, error=reason)
         _fold_mapped(session, plan, [ti for ti, _state, _pk in rows], changed, now, reason)
@@ -219,22 +185,6 @@ def _requeue(session: Session, run_pk: int, state: DagRunState, now: datetime, r
     return True
 
 
-def _delete_xcoms(session: Session, dag_id: str, task_ids_by_run: Mapping[str, set[str]]) -> None:
-    """One DELETE per distinct set of cleared tasks (usually one), not one per run."""
-    runs_by_tasks: dict[frozenset[str], list[str]] = defaultdict(list)
-    for run_id, task_ids in task_ids_by_run.items():
-        runs_by_tasks[frozenset(task_ids)].append(run_id)
-    for task_ids, run_ids in runs_by_tasks.items():
-        for start in range(0, len(run_ids), CHUNK_SIZE):
-            session.execute(
-                delete(XCom).where(
-                    XCom.dag_id == dag_id,
-                    XCom.run_id.in_(run_ids[start : start + CHUNK_SIZE]),
-                    XCom.task_id.in_(sorted(task_ids)),
-                )
-            )
-
-
 def _task_selection(plan: SerializedDAG, task_regex: str | None, downstream: bool) -> set[str]:
     """The DAG's tasks matching the regex (re.search), plus everything downstream of them,
     plus their setups and teardowns."""
@@ -281,7 +231,7 @@ def clear_task_instances(
         task_ids = _task_selection(plan, task_regex, downstream)
         if run_id is not None:
             runs.get_dag_run(session, dag_id, run_id)
-        rows = select_task_instances(
+        rows = runs.task_instances_with_runs(
             session,
             dag_id,
             run_ids=None if run_id is None else [run_id],

@@ -13,15 +13,12 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import select
-
 from engine.api.clearing import TaskRef, utc_now
 from engine.exceptions import DagwatchError, TransitionConflict
 from engine.states import DagRunState, TaskState
 from engine.store import runs
 from engine.store.audit import record_audit
 from engine.store.db import Store
-from engine.store.models import TaskInstance
 from engine.store.transitions import transition_dag_run, transition_task_instances
 from engine.store.wakeup import notify_scheduler
 
@@ -79,9 +76,7 @@ def mark_run(
     with store.session(readonly=dry_run) as session:
         run = runs.get_dag_run(session, dag_id, run_id)
         result = MarkResult(run.state, dry_run=dry_run)
-        tis = session.execute(
-            select(TaskInstance).where(TaskInstance.dag_id == dag_id, TaskInstance.run_id == run_id)
-        ).scalars()
+        tis = runs.get_task_instances(session, dag_id, run_id)
         todo: dict[tuple[str, str], list[int]] = defaultdict(list)
         for ti in tis:
             ref = TaskRef(ti.dag_id, ti.run_id, ti.task_id, ti.map_index, ti.state, ti.try_number)

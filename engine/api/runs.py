@@ -6,11 +6,10 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from engine.api.clearing import clear_rows, load_plan, select_task_instances, utc_now
+from engine.api.clearing import clear_rows, load_plan, utc_now
 from engine.exceptions import DagwatchError
 from engine.sdk.schedules import DataInterval, Timetable, coerce_utc, localize
 from engine.states import DagRunState
@@ -43,11 +42,7 @@ _TASK_STATE_KEYS = (
 
 def _refuse_duplicate(session: Session, dag_id: str, run_id: str, logical_date: datetime) -> None:
     """Refuse a second run with this run_id or at this logical date (both are unique)."""
-    clashes = session.execute(
-        select(DagRun.run_id, DagRun.logical_date)
-        .where(DagRun.dag_id == dag_id)
-        .where((DagRun.run_id == run_id) | (DagRun.logical_date == logical_date))
-    ).all()
+    clashes = runs.runs_with_id_or_date(session, dag_id, run_id, logical_date)
     for clash in clashes:
         if clash.logical_date == logical_date:  # the likelier mistake; the default id follows it
             raise DagwatchError(
@@ -209,7 +204,9 @@ def backfill(
                 created = [_unsaved_run(dag_id, interval, conf) for interval in new]
             else:
                 created = [_create_backfill_run(session, row, i, conf, now) for i in new]
-                rows = select_task_instances(session, dag_id, run_ids=[r.run_id for r in rerun])
+                rows = runs.task_instances_with_runs(
+                    session, dag_id, run_ids=[r.run_id for r in rerun]
+                )
                 reason = f"backfill by {actor}"
                 clear_rows(session, plan, rows, now, reason, requeue=rerun)
             queued = sorted([*created, *rerun], key=lambda run: run.logical_date)
@@ -242,13 +239,7 @@ def _runs_between(
 ) -> dict[datetime, DagRun]:
     if not intervals:
         return {}
-    rows = session.execute(
-        select(DagRun).where(
-            DagRun.dag_id == dag_id,
-            DagRun.logical_date >= intervals[0].start,
-            DagRun.logical_date <= intervals[-1].start,
-        )
-    ).scalars()
+    rows = runs.runs_between(session, dag_id, intervals[0].start, intervals[-1].start)
     return {row.logical_date: row for row in rows}
 
 
@@ -303,7 +294,7 @@ def list_runs(
 ) -> list[DagRun]:
     """Runs, newest logical date first; a named DAG must exist (possibly inactive)."""
     with store.session(readonly=True) as session:
-        if dag_id is not None and session.get(Dag, dag_id) is None:
+        if dag_id is not None and not dags.dag_exists(session, dag_id):
             dags.get_dag(session, dag_id)  # raises NotFound with its hint
         state = DagRunState(state) if state is not None else None
         return runs.list_dag_runs(session, dag_id=dag_id, state=state, limit=limit)

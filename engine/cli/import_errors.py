@@ -93,19 +93,14 @@ def _when(value: Any) -> str:
 def error_for_dag(session: Any, dag_id: str) -> tuple[str, str] | None:
     """(file, traceback) of the import error that hides DAG `dag_id`: the error of the file
     it was last parsed from, else of a file whose source names it; None if none."""
-    from sqlalchemy import select
+    from engine.store import dags
 
-    from engine.store.models import Dag
-    from engine.store.models import ImportError_ as ImportErrorRow
-
-    errors = {
-        row.filename: row.stacktrace for row in session.execute(select(ImportErrorRow)).scalars()
-    }
+    errors = dags.import_error_texts(session)
     if not errors:
         return None
-    known = session.get(Dag, dag_id)
-    if known is not None and known.fileloc in errors:
-        return known.fileloc, errors[known.fileloc]
+    fileloc = dags.fileloc_of(session, dag_id)
+    if fileloc is not None and fileloc in errors:
+        return fileloc, errors[fileloc]
     pattern = re.compile(
         r"""["']""" + re.escape(dag_id) + r"""["']|\bdef\s+""" + re.escape(dag_id) + r"\b"
     )

@@ -23,8 +23,6 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
-
 from engine import runtime
 from engine.config import OPTIONS, Config, Setting
 from engine.exceptions import DagwatchError, TaskError
@@ -39,7 +37,6 @@ from engine.states import TaskState
 from engine.store import callbacks as callback_store
 from engine.store import runs, scheduling, transitions
 from engine.store.db import Store
-from engine.store.models import SlaMiss
 
 log = logging.getLogger(__name__)
 
@@ -303,15 +300,7 @@ def _run_callback_request(
 def _sla_misses(store: Store, dag_id: str, run_id: str) -> list[dict[str, Any]]:
     """The run's recorded SLA misses and missed deadline, for its sla_miss_callback."""
     with store.session(readonly=True) as session:
-        rows = session.scalars(
-            select(SlaMiss)
-            .where(
-                SlaMiss.kind.in_(["dag_deadline", "task_sla"]),  # the unique index leads with kind
-                SlaMiss.dag_id == dag_id,
-                SlaMiss.run_id == run_id,
-            )
-            .order_by(SlaMiss.deadline, SlaMiss.id)
-        )
+        rows = runs.sla_misses_of_run(session, dag_id, run_id)
         return [
             {
                 "kind": row.kind,

@@ -37,18 +37,14 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, func, select
-from sqlalchemy.orm import Session
-
 from engine.observability.labels import file_label, folder_forms
-from engine.states import DAG_RUN_ACTIVE, DagRunState, TaskState
-from engine.store.models import Dag, DagFile, DagRun, ImportError_, TaskInstance
-from engine.store.scheduling import pool_sizes
+from engine.states import TaskState
+from engine.store import gauges
+from engine.store.gauges import Snapshot
 from metrics import Sample
 
 Clock = Callable[[], datetime]
@@ -66,26 +62,6 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-@dataclass
-class _Snapshot:
-    """What one scrape read from the metastore, before it becomes samples."""
-
-    #: pool -> slots, every row of the pool table
-    pools: dict[str, int]
-    #: (queue, dag_id, task_id, pool, pool_slots, state) -> task instances, for the
-    #: scheduled, queued, running and up_for_reschedule states
-    tis: dict[tuple[str, str, str, str, int, str], int]
-    #: state -> task instances of queued or running DAG runs
-    active_states: dict[str, int]
-    running_runs: int
-    #: dag_id -> when its oldest queued (not yet started) run was queued
-    queued_runs: dict[str, datetime]
-    active_dags: int
-    import_error_files: list[str]
-    #: fileloc -> when its content was last imported
-    parsed_files: dict[str, datetime]
-
-
 def metastore_source(store: Any, config: Any, clock: Clock = utcnow) -> Callable[[], list[Sample]]:
     """The source to hand to `PrometheusBackend.add_source`: reads the metastore per scrape.
 
@@ -97,71 +73,13 @@ def metastore_source(store: Any, config: Any, clock: Clock = utcnow) -> Callable
 
     def read_metastore() -> list[Sample]:
         with store.session(readonly=True) as session:
-            snapshot = _read_snapshot(session)
+            snapshot = gauges.read_snapshot(session, list(_TI_GAUGES))
         return _samples(snapshot, clock(), lambda path: file_label(path, folders))
 
     return read_metastore
 
 
-def _read_snapshot(session: Session) -> _Snapshot:
-    """Everything the gauges need, in seven aggregated statements."""
-    ti_rows = session.execute(
-        select(
-            TaskInstance.queue,
-            TaskInstance.dag_id,
-            TaskInstance.task_id,
-            TaskInstance.pool,
-            TaskInstance.pool_slots,
-            TaskInstance.state,
-            func.count(),
-        )
-        .where(TaskInstance.state.in_(list(_TI_GAUGES)))
-        .group_by(
-            TaskInstance.queue,
-            TaskInstance.dag_id,
-            TaskInstance.task_id,
-            TaskInstance.pool,
-            TaskInstance.pool_slots,
-            TaskInstance.state,
-        )
-    )
-    tis = {(q, d, t, p, int(slots or 0), s): int(n) for q, d, t, p, slots, s, n in ti_rows}
-    active_states = session.execute(
-        select(TaskInstance.state, func.count())
-        .join(
-            DagRun,
-            and_(DagRun.dag_id == TaskInstance.dag_id, DagRun.run_id == TaskInstance.run_id),
-        )
-        .where(DagRun.state.in_([state.value for state in DAG_RUN_ACTIVE]))
-        .group_by(TaskInstance.state)
-    )
-    running_runs = (
-        select(func.count())
-        .select_from(DagRun)
-        .where(DagRun.state == DagRunState.RUNNING.value)
-        .scalar_subquery()
-    )
-    active_dags = select(func.count()).select_from(Dag).where(Dag.is_active).scalar_subquery()
-    counts = session.execute(select(running_runs, active_dags)).one()
-    queued_since = func.min(func.coalesce(DagRun.queued_at, DagRun.logical_date))
-    queued_runs = session.execute(
-        select(DagRun.dag_id, queued_since)
-        .where(DagRun.state == DagRunState.QUEUED.value)
-        .group_by(DagRun.dag_id)
-    )
-    return _Snapshot(
-        pools=pool_sizes(session),
-        tis=tis,
-        active_states={state: int(n) for state, n in active_states},
-        running_runs=int(counts[0]),
-        queued_runs={dag_id: since for dag_id, since in queued_runs if since is not None},
-        active_dags=int(counts[1]),
-        import_error_files=list(session.execute(select(ImportError_.filename)).scalars()),
-        parsed_files=dict(session.execute(select(DagFile.fileloc, DagFile.last_parsed)).all()),
-    )
-
-
-def _samples(snapshot: _Snapshot, now: datetime, label_of: Callable[[str], str]) -> list[Sample]:
+def _samples(snapshot: Snapshot, now: datetime, label_of: Callable[[str], str]) -> list[Sample]:
     """The samples of one snapshot; `label_of` turns a file path into its `file` label."""
     samples = [*_pool_samples(snapshot), *_ti_samples(snapshot)]
     for state in TaskState:
@@ -177,7 +95,7 @@ def _samples(snapshot: _Snapshot, now: datetime, label_of: Callable[[str], str])
     return samples
 
 
-def _pool_samples(snapshot: _Snapshot) -> Iterable[Sample]:
+def _pool_samples(snapshot: Snapshot) -> Iterable[Sample]:
     slots_by_state: dict[str, Counter[str]] = defaultdict(Counter)
     #: pool -> pool_slots -> scheduled task instances asking for that many
     wanted: dict[str, Counter[int]] = defaultdict(Counter)
@@ -197,7 +115,7 @@ def _pool_samples(snapshot: _Snapshot) -> Iterable[Sample]:
         yield Sample("pool.starving_tasks", starving, labels)
 
 
-def _ti_samples(snapshot: _Snapshot) -> Iterable[Sample]:
+def _ti_samples(snapshot: Snapshot) -> Iterable[Sample]:
     per_task: Counter[tuple[str, str, str, str]] = Counter()
     for (queue, dag_id, task_id, _, _, state), count in snapshot.tis.items():
         per_task[(_TI_GAUGES[state], queue, dag_id, task_id)] += count
@@ -206,7 +124,7 @@ def _ti_samples(snapshot: _Snapshot) -> Iterable[Sample]:
 
 
 def _file_samples(
-    snapshot: _Snapshot, now: datetime, label_of: Callable[[str], str]
+    snapshot: Snapshot, now: datetime, label_of: Callable[[str], str]
 ) -> Iterable[Sample]:
     broken = sorted({label_of(path) for path in snapshot.import_error_files})
     yield Sample("dag_processing.import_errors", len(snapshot.import_error_files))

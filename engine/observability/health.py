@@ -37,7 +37,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from engine.exceptions import StoreError
@@ -45,7 +44,8 @@ from engine.observability.collector import Clock, utcnow
 from engine.observability.labels import file_label
 from engine.parsing.dag_folder import file_hash, find_dag_files
 from engine.parsing.parser import dag_folders
-from engine.store.models import DagFile, Job
+from engine.store import dags as dag_store
+from engine.store import scheduling
 from metrics import Sample
 
 if TYPE_CHECKING:
@@ -101,8 +101,7 @@ def metastore_check(store: Any) -> Check:
     def check() -> tuple[bool, Mapping[str, Any]]:
         started = time.perf_counter()
         try:
-            with store.session(readonly=True) as session:
-                session.execute(text("SELECT 1"))
+            store.ping()
         except DB_ERRORS as exc:
             return False, error_detail(exc, store)
         return True, {"latency_ms": round((time.perf_counter() - started) * 1000, 2)}
@@ -124,7 +123,7 @@ def scheduler_check(
         own = job_id()
         try:
             with store.session(readonly=True) as session:
-                job = _scheduler_job(session, own)
+                job = scheduling.scheduler_job(session, own)
         except DB_ERRORS as exc:
             return False, error_detail(exc, store)
         if job is None:
@@ -144,18 +143,6 @@ def scheduler_check(
     return check
 
 
-def _scheduler_job(session: Any, own: int | None) -> Job | None:
-    if own is not None:
-        return session.get(Job, own)
-    query = (
-        select(Job)
-        .where(Job.job_type == "scheduler", Job.state == "running")
-        .order_by(Job.latest_heartbeat.desc())
-        .limit(1)
-    )
-    return session.execute(query).scalar_one_or_none()
-
-
 def dag_processor_check(store: Any, config: Any, *, clock: Clock = utcnow) -> Check:
     """Changes to DAG files reach the metastore within the grace (see the module doc)."""
     grace = max(3 * float(config["scheduler.min_file_process_interval"]), MIN_PROCESSOR_GRACE)
@@ -165,13 +152,11 @@ def dag_processor_check(store: Any, config: Any, *, clock: Clock = utcnow) -> Ch
     def check() -> tuple[bool, Mapping[str, Any]]:
         try:
             with store.session(readonly=True) as session:
-                rows = session.execute(
-                    select(DagFile.fileloc, DagFile.content_hash, DagFile.last_parsed)
-                ).all()
+                rows = dag_store.parse_states(session)
         except DB_ERRORS as exc:
             return False, error_detail(exc, store)
         now = clock()
-        known = {fileloc: (digest, parsed) for fileloc, digest, parsed in rows}
+        known = rows
         on_disk = [path for folder in folders for path in find_dag_files(folder)]
         if not on_disk and not known:
             return True, {"dag_files": 0, "note": "no DAG files found"}

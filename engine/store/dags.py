@@ -42,6 +42,12 @@ def dag_hash(serialized: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def parse_states(session: Session) -> dict[str, tuple[str, datetime]]:
+    """fileloc -> (content hash, when it was last parsed), for every known DAG file."""
+    rows = session.execute(select(DagFile.fileloc, DagFile.content_hash, DagFile.last_parsed))
+    return {fileloc: (digest, parsed) for fileloc, digest, parsed in rows}
+
+
 def get_file_hashes(session: Session) -> dict[str, str]:
     """fileloc -> content hash of the last parse."""
     return dict(session.execute(select(DagFile.fileloc, DagFile.content_hash)).all())
@@ -219,6 +225,22 @@ def list_dags(session: Session, *, include_inactive: bool = False) -> list[Dag]:
     if not include_inactive:
         query = query.where(Dag.is_active)
     return list(session.execute(query).scalars())
+
+
+def import_error_texts(session: Session) -> dict[str, str]:
+    """filename -> traceback of every current import error."""
+    return dict(session.execute(select(ImportError_.filename, ImportError_.stacktrace)).all())
+
+
+def fileloc_of(session: Session, dag_id: str) -> str | None:
+    """The file `dag_id` was last parsed from (active or not); None if never parsed."""
+    row = session.get(Dag, dag_id)
+    return None if row is None else row.fileloc
+
+
+def dag_exists(session: Session, dag_id: str) -> bool:
+    """Whether `dag_id` was ever parsed (active or not)."""
+    return session.get(Dag, dag_id) is not None
 
 
 def get_dag(session: Session, dag_id: str) -> Dag:

@@ -5,7 +5,8 @@ State changes never happen here: they go through `engine.store.transitions`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections import defaultdict
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -21,11 +22,13 @@ from engine.store.models import (
     CallbackRecord,
     DagRun,
     RenderedFields,
+    SlaMiss,
     StateTransition,
     TaskInstance,
     TaskTry,
     XCom,
 )
+from engine.store.transitions import CHUNK_SIZE
 
 
 def create_dag_run(
@@ -104,6 +107,99 @@ def previous_logical_date(
     if state is not None:
         query = query.where(DagRun.state == state)
     return session.execute(query.order_by(DagRun.logical_date.desc()).limit(1)).scalar()
+
+
+#: a task instance, its run's state and its run's id
+TaskInstanceWithRun = tuple[TaskInstance, str, int]
+
+
+def task_instances_with_runs(
+    session: Session,
+    dag_id: str,
+    *,
+    run_ids: Collection[str] | None = None,
+    task_ids: Collection[str] | None = None,
+    states: Collection[str] | None = None,
+) -> list[TaskInstanceWithRun]:
+    """Task instances with their run's state, in one query (per CHUNK_SIZE runs)."""
+    query = (
+        select(TaskInstance, DagRun.state, DagRun.id)
+        .join(
+            DagRun,
+            and_(DagRun.dag_id == TaskInstance.dag_id, DagRun.run_id == TaskInstance.run_id),
+        )
+        .where(TaskInstance.dag_id == dag_id)
+        .order_by(DagRun.logical_date, TaskInstance.id)
+    )
+    if task_ids is not None:
+        query = query.where(TaskInstance.task_id.in_(sorted(task_ids)))
+    if states is not None:
+        query = query.where(TaskInstance.state.in_(sorted(states)))
+    if run_ids is None:
+        return [tuple(row) for row in session.execute(query)]  # type: ignore[misc]
+    ids = sorted(run_ids)
+    found: list[TaskInstanceWithRun] = []
+    for start in range(0, len(ids), CHUNK_SIZE):
+        chunk = query.where(TaskInstance.run_id.in_(ids[start : start + CHUNK_SIZE]))
+        found.extend(tuple(row) for row in session.execute(chunk))  # type: ignore[misc]
+    return found
+
+
+def delete_xcoms(session: Session, dag_id: str, task_ids_by_run: Mapping[str, set[str]]) -> None:
+    """One DELETE per distinct set of cleared tasks (usually one), not one per run."""
+    runs_by_tasks: dict[frozenset[str], list[str]] = defaultdict(list)
+    for run_id, task_ids in task_ids_by_run.items():
+        runs_by_tasks[frozenset(task_ids)].append(run_id)
+    for task_ids, run_ids in runs_by_tasks.items():
+        for start in range(0, len(run_ids), CHUNK_SIZE):
+            session.execute(
+                delete(XCom).where(
+                    XCom.dag_id == dag_id,
+                    XCom.run_id.in_(run_ids[start : start + CHUNK_SIZE]),
+                    XCom.task_id.in_(sorted(task_ids)),
+                )
+            )
+
+
+def runs_with_id_or_date(
+    session: Session, dag_id: str, run_id: str, logical_date: datetime
+) -> list[Any]:
+    """The runs of `dag_id` with this run id or at this logical date (run_id, logical_date)."""
+    return list(
+        session.execute(
+            select(DagRun.run_id, DagRun.logical_date)
+            .where(DagRun.dag_id == dag_id)
+            .where((DagRun.run_id == run_id) | (DagRun.logical_date == logical_date))
+        ).all()
+    )
+
+
+def runs_between(session: Session, dag_id: str, first: datetime, last: datetime) -> list[DagRun]:
+    """The runs of `dag_id` with a logical date from `first` to `last`, both included."""
+    return list(
+        session.execute(
+            select(DagRun).where(
+                DagRun.dag_id == dag_id,
+                DagRun.logical_date >= first,
+                DagRun.logical_date <= last,
+            )
+        ).scalars()
+    )
+
+
+def sla_misses_of_run(session: Session, dag_id: str, run_id: str) -> list[SlaMiss]:
+    """The run's recorded task SLA misses and missed DAG deadline, earliest deadline first."""
+    return list(
+        session.scalars(
+            select(SlaMiss)
+            .where(
+                SlaMiss.kind.in_(["dag_deadline", "task_sla"]),  # the unique index leads with kind
+                SlaMiss.dag_id == dag_id,
+                SlaMiss.run_id == run_id,
+            )
+            .order_by(SlaMiss.deadline, SlaMiss.id)
+        )
+    )
 
 
 def _utc(when: datetime) -> datetime:

@@ -586,3 +586,17 @@ def fail_stale_jobs(
             .values(state="failed", end_date=now)
         )
     return stale  # type: ignore[return-value]
+
+
+def scheduler_job(session: Session, own: int | None) -> Job | None:
+    """Job `own`, else the running scheduler job with the latest heartbeat
+    (`ix_job_job_type_state`)."""
+    if own is not None:
+        return session.get(Job, own)
+    query = (
+        select(Job)
+        .where(Job.job_type == "scheduler", Job.state == "running")
+        .order_by(Job.latest_heartbeat.desc())
+        .limit(1)
+    )
+    return session.execute(query).scalar_one_or_none()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy import delete, select
@@ -10,6 +11,7 @@ from sqlalchemy.orm import Session
 from engine.config import MASK, Config
 from engine.exceptions import StoreError
 from engine.secrets import decrypt_token, encrypt, get_fernet
+from engine.store.models import Connection as ConnectionRow
 from engine.store.models import Variable as VariableRow
 
 
@@ -97,3 +99,20 @@ def list_variables(session: Session, *, config: Config) -> list[VariableRecord]:
         )
         for row in rows
     ]
+
+
+def reencrypt_all(session: Session, rotate: Callable[[bytes, str], bytes]) -> int:
+    """Pass every encrypted value of variables and connections through `rotate(token,
+    what)` (which re-encrypts it with the first key); returns the rows changed."""
+    count = 0
+    for variable in session.scalars(select(VariableRow)):
+        variable.val = rotate(variable.val, f"variable {variable.key!r}")
+        count += 1
+    for connection in session.scalars(select(ConnectionRow)):
+        what = f"connection {connection.conn_id!r}"
+        if connection.password is not None:
+            connection.password = rotate(connection.password, what)
+        if connection.extra is not None:
+            connection.extra = rotate(connection.extra, what)
+        count += 1
+    return count
