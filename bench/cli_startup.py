@@ -9,8 +9,10 @@ system, steadier than wall-clock on a busy machine) in milliseconds:
 - `dagwatch version`, `dagwatch --help`;
 - `dagwatch dags trigger bench` (a run written to the metastore);
 - the other everyday verbs: `dags list`, `dags pause bench`, `tasks states-for-dag-run`;
-- the plugins' entry points read with `importlib.metadata` alone (what `--help` and every
-  verb that installs the plugins pay to find them).
+- references for what a verb costs: SQLAlchemy Core with its SQLite dialect alone, the
+  ORM models (SQLAlchemy's ORM and the metastore's mapped classes), `importlib.metadata`
+  alone and the plugins' entry points read with it (what `--help` and every verb that
+  installs the plugins pay to find them).
 `--source DIR` times the `engine`, `alerts` and `console` packages found in DIR instead of
 the installed ones (an earlier checkout), with the same interpreter; `--baseline DIR` times
 both, one run of each in turn, so that the load of a busy machine weighs on both alike.
@@ -48,6 +50,9 @@ COMMANDS: tuple[tuple[str, list[str]], ...] = (
         "dagwatch tasks states-for-dag-run",
         ["-m", "engine", "tasks", "states-for-dag-run", "bench", "bench_run"],
     ),
+    ("import sqlalchemy (Core, SQLite)", ["-c", "import sqlalchemy.dialects.sqlite"]),
+    ("import engine.store.models (ORM)", ["-c", "import engine.store.models"]),
+    ("import importlib.metadata", ["-c", "import importlib.metadata"]),
     (
         "entry points (importlib.metadata)",
         [
