@@ -121,7 +121,7 @@ def main() -> None:
         if options.baseline is not None:
             variants = [("before", _home(Path(scratch), options.baseline)), ("now", variants[0][1])]
         print(
-            f"{'command':<36} {'wall ms':>8} {'min':>6} {'max':>6} {'cpu ms':>7}"
+            f"{'command':<46} {'wall ms':>8} {'min':>6} {'max':>6} {'cpu ms':>7}"
             f"  (medians of {options.runs} runs)"
         )
         for label, args in COMMANDS:
@@ -135,7 +135,7 @@ def main() -> None:
                 walls, cpus = zip(*timings[name], strict=True)
                 shown = f"{label} ({name})" if name else label
                 print(
-                    f"{shown:<36} {statistics.median(walls):>8.0f} {min(walls):>6.0f}"
+                    f"{shown:<46} {statistics.median(walls):>8.0f} {min(walls):>6.0f}"
                     f" {max(walls):>6.0f} {statistics.median(cpus):>7.0f}"
                 )
 
