@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.cli.verbs import Verb
 from engine.config import Config
 from engine.hooks import Registry, Service, ServiceFactory, TickContext, TickHook
+
+if TYPE_CHECKING:
+    from alerts.forecast import Forecaster
+    from alerts.routes import Route
+    from alerts.sla import SlaChecker
 
 
 def register(registry: Registry, config: Config) -> None:
@@ -39,14 +44,14 @@ class SlaChecks:
     """The `sla` tick hook: `alerts.sla.SlaChecker`, built on the first tick (or when the
     forecast service starts, which shares its forecaster)."""
 
-    def __init__(self, routes: Mapping[str, Any], config: Config) -> None:
+    def __init__(self, routes: Mapping[str, Route], config: Config) -> None:
         self._routes = routes
         self._config = config
         self._lock = threading.Lock()
-        self._checker: Any = None
+        self._checker: SlaChecker | None = None
 
     @property
-    def checker(self) -> Any:
+    def checker(self) -> SlaChecker:
         """The SlaChecker (one per installation)."""
         with self._lock:
             if self._checker is None:
@@ -56,7 +61,7 @@ class SlaChecks:
             return self._checker
 
     @property
-    def forecaster(self) -> Any:
+    def forecaster(self) -> Forecaster:
         return self.checker.forecaster
 
     def check(self, ctx: TickContext) -> None:
