@@ -183,7 +183,7 @@ def learn_environment_secrets(environ: Mapping[str, str]) -> None:
         if name.startswith(VAR_ENV_PREFIX) and is_sensitive_key(name[len(VAR_ENV_PREFIX) :]):
             mask_secret(value)
         elif name.startswith(CONN_ENV_PREFIX) and value.strip():
-            # imported only when a connection is given (it loads the Fernet cipher)
+            # imported only when a connection is given: most processes have none
             from engine.sdk.connections import Connection
 
             try:
