@@ -1,15 +1,21 @@
 """How long a `dagwatch` command takes, whole process, from start to exit.
 
-Run by hand: `.venv/bin/python bench/cli_startup.py [--runs 10] [--source DIR]`.
+Run by hand: `.venv/bin/python bench/cli_startup.py [--runs 10] [--source DIR] [--baseline DIR]`.
 It makes a fresh DAGWATCH_HOME (SQLite, migrated, one DAG reserialized), then times each
 command `--runs` times as a user runs it (`python -m engine ARGS`, a new process each
 time) and prints the median wall-clock time, its spread, and the median CPU time (user +
 system, steadier than wall-clock on a busy machine) in milliseconds:
 - `python -c pass`: the interpreter alone, the floor;
 - `dagwatch version`, `dagwatch --help`;
-- `dagwatch dags trigger bench` (a run written to the metastore).
+- `dagwatch dags trigger bench` (a run written to the metastore);
+- the other everyday verbs: `dags list`, `dags pause bench`, `tasks states-for-dag-run`;
+- references for what a verb costs: SQLAlchemy Core with its SQLite dialect alone, the
+  ORM models (SQLAlchemy's ORM and the metastore's mapped classes), `importlib.metadata`
+  alone and the plugins' entry points read with it (what `--help` and every verb that
+  installs the plugins pay to find them).
 `--source DIR` times the `engine`, `alerts` and `console` packages found in DIR instead of
-the installed ones (a baseline: an earlier checkout), with the same interpreter.
+the installed ones (an earlier checkout), with the same interpreter; `--baseline DIR` times
+both, one run of each in turn, so that the load of a busy machine weighs on both alike.
 `python -X importtime -m engine version` shows where the remaining time goes.
 """
 
@@ -38,6 +44,28 @@ COMMANDS: tuple[tuple[str, list[str]], ...] = (
     ("dagwatch version", ["-m", "engine", "version"]),
     ("dagwatch --help", ["-m", "engine", "--help"]),
     ("dagwatch dags trigger bench", ["-m", "engine", "dags", "trigger", "bench"]),
+    ("dagwatch dags list", ["-m", "engine", "dags", "list"]),
+    ("dagwatch dags pause bench", ["-m", "engine", "dags", "pause", "bench"]),
+    (
+        "dagwatch tasks states-for-dag-run",
+        ["-m", "engine", "tasks", "states-for-dag-run", "bench", "bench_run"],
+    ),
+    ("import sqlalchemy (Core, SQLite)", ["-c", "import sqlalchemy.dialects.sqlite"]),
+    ("import engine.store.models (ORM)", ["-c", "import engine.store.models"]),
+    ("import importlib.metadata", ["-c", "import importlib.metadata"]),
+    (
+        "entry points (importlib.metadata)",
+        [
+            "-c",
+            "from importlib.metadata import entry_points; entry_points(group='dagwatch.plugins')",
+        ],
+    ),
+)
+SETUP: tuple[list[str], ...] = (
+    ["db", "migrate"],
+    ["dags", "reserialize"],
+    ["dags", "unpause", "bench"],
+    ["dags", "trigger", "bench", "--run-id", "bench_run"],
 )
 
 
@@ -59,37 +87,57 @@ def _run(args: list[str], env: dict[str, str]) -> tuple[float, float]:
     return wall * 1000, cpu * 1000
 
 
+def _home(scratch: Path, source: Path | None) -> dict[str, str]:
+    """A fresh migrated home with the bench DAG; its environment (`source` first on the path)."""
+    home = Path(tempfile.mkdtemp(dir=scratch))
+    (home / "dags").mkdir()
+    (home / "dags" / "bench.py").write_text(DAG_FILE)
+    env = {
+        "PATH": os.environ.get("PATH", ""),
+        "HOME": str(home),
+        "DAGWATCH_HOME": str(home),
+        "DAGWATCH__CORE__DAGS_FOLDER": str(home / "dags"),
+        "DAGWATCH__CORE__LOAD_EXAMPLES": "false",
+    }
+    if source is not None:
+        env["PYTHONPATH"] = str(source.resolve())
+    for setup in SETUP:
+        subprocess.run([sys.executable, "-m", "engine", *setup], env=env, cwd=home, check=True)
+    return env
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--source", type=Path, help="time the packages in this directory")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        help="also time the packages in this directory, run for run in turn with the others",
+    )
     options = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="dagwatch-cli-bench-") as scratch:
-        home = Path(scratch)
-        (home / "dags").mkdir()
-        (home / "dags" / "bench.py").write_text(DAG_FILE)
-        env = {
-            "PATH": os.environ.get("PATH", ""),
-            "HOME": str(home),
-            "DAGWATCH_HOME": str(home),
-            "DAGWATCH__CORE__DAGS_FOLDER": str(home / "dags"),
-            "DAGWATCH__CORE__LOAD_EXAMPLES": "false",
-        }
-        if options.source is not None:
-            env["PYTHONPATH"] = str(options.source.resolve())
-        for setup in (["db", "migrate"], ["dags", "reserialize"], ["dags", "unpause", "bench"]):
-            subprocess.run([sys.executable, "-m", "engine", *setup], env=env, cwd=home, check=True)
+        variants = [("", _home(Path(scratch), options.source))]
+        if options.baseline is not None:
+            variants = [("before", _home(Path(scratch), options.baseline)), ("now", variants[0][1])]
         print(
-            f"{'command':<30} {'wall ms':>8} {'min':>6} {'max':>6} {'cpu ms':>7}"
+            f"{'command':<46} {'wall ms':>8} {'min':>6} {'max':>6} {'cpu ms':>7}"
             f"  (medians of {options.runs} runs)"
         )
         for label, args in COMMANDS:
-            _run(args, env)  # warm the file cache
-            walls, cpus = zip(*(_run(args, env) for _ in range(options.runs)), strict=True)
-            print(
-                f"{label:<30} {statistics.median(walls):>8.0f} {min(walls):>6.0f}"
-                f" {max(walls):>6.0f} {statistics.median(cpus):>7.0f}"
-            )
+            for _name, env in variants:
+                _run(args, env)  # warm the file cache
+            timings: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in variants}
+            for _ in range(options.runs):  # in turn: a burst of load hits both alike
+                for name, env in variants:
+                    timings[name].append(_run(args, env))
+            for name, _env in variants:
+                walls, cpus = zip(*timings[name], strict=True)
+                shown = f"{label} ({name})" if name else label
+                print(
+                    f"{shown:<46} {statistics.median(walls):>8.0f} {min(walls):>6.0f}"
+                    f" {max(walls):>6.0f} {statistics.median(cpus):>7.0f}"
+                )
 
 
 if __name__ == "__main__":

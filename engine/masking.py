@@ -179,12 +179,13 @@ def learn_config_secrets(config: Any) -> None:
 
 def learn_environment_secrets(environ: Mapping[str, str]) -> None:
     """Hide `DAGWATCH_CONN_*` passwords and `DAGWATCH_VAR_*` values under sensitive keys."""
-    from engine.sdk.connections import Connection  # a light module, imported on first use
-
     for name, value in environ.items():
         if name.startswith(VAR_ENV_PREFIX) and is_sensitive_key(name[len(VAR_ENV_PREFIX) :]):
             mask_secret(value)
         elif name.startswith(CONN_ENV_PREFIX) and value.strip():
+            # imported only when a connection is given: most processes have none
+            from engine.sdk.connections import Connection
+
             try:
                 connection = Connection.from_env_value(name[len(CONN_ENV_PREFIX) :], value)
             except (ValueError, TypeError):  # reported when a task reads it, not here

@@ -15,8 +15,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cryptography.fernet import Fernet, InvalidToken, MultiFernet
-
 from engine.config import Config
 from engine.exceptions import ConfigError, StoreError
 from engine.masking import (  # noqa: F401 - the masking API, re-exported
@@ -35,6 +33,8 @@ from engine.masking import (  # noqa: F401 - the masking API, re-exported
 )
 
 if TYPE_CHECKING:
+    from cryptography.fernet import MultiFernet
+
     from engine.store.db import Store
 
 log = logging.getLogger(__name__)
@@ -46,6 +46,9 @@ FERNET_KEY_FILE = "fernet.key"
 
 @lru_cache(maxsize=16)
 def _multi_fernet(keys: tuple[str, ...], source: str) -> MultiFernet:
+    # cryptography loads when a value is encrypted or decrypted, not with the masking API
+    from cryptography.fernet import Fernet, MultiFernet
+
     fernets = []
     for position, key in enumerate(keys, start=1):
         try:
@@ -83,6 +86,8 @@ def generated_key_file(path: Path, make: Callable[[], str]) -> tuple[str, bool]:
 
 def _key_file(home: Path) -> str:
     """The generated key in $DAGWATCH_HOME/fernet.key, created (mode 0600) on first use."""
+    from cryptography.fernet import Fernet
+
     path = home / FERNET_KEY_FILE
     key, created = generated_key_file(path, lambda: Fernet.generate_key().decode())
     if created:
@@ -120,6 +125,8 @@ def decrypt(config: Config, token: bytes, what: str = "the value") -> str:
 
 def decrypt_token(fernet: MultiFernet, token: bytes, what: str = "the value") -> str:
     """Decrypt with an already-built MultiFernet (many rows, one key lookup)."""
+    from cryptography.fernet import InvalidToken
+
     try:
         return fernet.decrypt(bytes(token)).decode("utf-8")
     except InvalidToken:

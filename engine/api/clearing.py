@@ -12,11 +12,11 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session
 
 from engine.exceptions import DagwatchError, NotFound, TransitionConflict
-from engine.parsing.serialization import SerializedDAG
 from engine.sdk.schedules import coerce_utc
 from engine.sdk.setup_teardown import with_setups_and_teardowns
 from engine.states import DAG_RUN_FINISHED, TASK_FAILED, TASK_OCCUPYING, DagRunState, TaskState
@@ -26,6 +26,9 @@ from engine.store.db import Store
 from engine.store.models import Dag, DagRun, TaskInstance
 from engine.store.transitions import transition_dag_run, transition_task_instances
 from engine.store.wakeup import notify_scheduler
+
+if TYPE_CHECKING:
+    from engine.parsing.serialization import SerializedDAG
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,9 @@ def utc_now(now: datetime | None) -> datetime:
 
 def load_plan(session: Session, dag_id: str) -> tuple[Dag, SerializedDAG]:
     """The active DAG's row and its structure, from the metastore (no user code)."""
+    # rebuilding the tasks imports the authoring API: only the verbs that need them pay
+    from engine.parsing.serialization import SerializedDAG
+
     row = dags.get_dag(session, dag_id)
     return row, SerializedDAG.from_dict(row.serialized)
 

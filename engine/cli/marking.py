@@ -15,7 +15,6 @@ from engine.cli import CliContext, pass_cli
 from engine.cli.dags import dags
 from engine.cli.output import echo_object, output_option
 from engine.cli.runs import confirm_or_refuse
-from engine.cli.tasks import _echo_refs
 from engine.cli.usage import NAME, usage_error
 
 #: the states a run can be marked with
@@ -58,6 +57,8 @@ def mark_run(
             f"{len(plan.changed)} task instance(s): {_moves(plan.changed)}"
         )
         if plan.changed:
+            from engine.cli.tasks import _echo_refs  # the `tasks` verbs: not for `dags ...`
+
             _echo_refs([ref for ref, _to in plan.changed])
         if plan.left_running:
             click.echo(f"and leave {len(plan.left_running)} alone (queued or running)")

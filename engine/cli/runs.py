@@ -10,7 +10,6 @@ from datetime import datetime
 from typing import Any
 
 import click
-import pendulum
 
 from engine.cli import CliContext, pass_cli
 from engine.cli.dags import dags
@@ -39,6 +38,8 @@ class WallClockParam(click.ParamType):
     def convert(self, value: Any, param: Any, ctx: Any) -> datetime:
         if isinstance(value, datetime):
             return value
+        import pendulum  # only when a verb parses a date
+
         try:
             parsed = pendulum.parse(value, tz=None)
         except (ValueError, pendulum.parsing.exceptions.ParserError):

@@ -38,6 +38,7 @@ PRELOAD = (
     "psycopg",
     "pendulum",
     "jinja2",
+    "cryptography.fernet",  # engine.secrets imports it on first use: attempts find it loaded
     "engine.execution.local.preload",  # last: warms SQLAlchemy up, then freezes the GC
 )
 

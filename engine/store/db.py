@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import create_engine, event, text
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DisconnectionError, NoSuchModuleError
 from sqlalchemy.orm import Session, sessionmaker
@@ -198,8 +197,14 @@ def committing(factory: sessionmaker) -> Iterator[Session]:
 
 def upsert_insert(session: Session, model: type[Any]) -> Any:
     """An INSERT for `model` with the dialect's ON CONFLICT clauses (SQLite or PostgreSQL)."""
+    # the dialect's module is imported by the engine that uses it: a SQLite process
+    # never imports the PostgreSQL dialect (nor the reverse)
     if session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
         return postgresql.insert(model)
+    from sqlalchemy.dialects import sqlite
+
     return sqlite.insert(model)
 
 

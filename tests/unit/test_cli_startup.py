@@ -18,10 +18,9 @@ from engine.cli import cli
 from engine.cli.verbs import BUILTIN_VERBS, Verb
 from tests.helpers import run_cli
 
-# what `dagwatch version` and `dagwatch --help` must not import (the store, the plugins'
-# dependencies, the executors, the templating and date libraries)
-HEAVY = (
-    "sqlalchemy",
+# libraries that no quick verb needs: migrations, the plugins' dependencies, the executors'
+# brokers, templating, schedules, the cipher, the PostgreSQL driver, HTTP clients
+LIBRARIES = (
     "alembic",
     "pandas",
     "streamlit",
@@ -33,12 +32,18 @@ HEAVY = (
     "opentelemetry",
     "prometheus_client",
     "jinja2",
-    "pendulum",
     "croniter",
     "cryptography",
     "psycopg",
     "httpx",
     "requests",
+)
+# what `dagwatch version` and `dagwatch --help` must not import (the store, the plugins'
+# dependencies, the executors, the templating and date libraries)
+HEAVY = (
+    *LIBRARIES,
+    "sqlalchemy",
+    "pendulum",
     "importlib.metadata",
     "engine.store",
     "engine.sdk.dag",
@@ -99,11 +104,92 @@ def test_quick_verbs_import_nothing_heavy(
 
 
 def test_a_verb_imports_what_it_needs_when_it_runs(cli_env: dict[str, str]) -> None:
-    """The guard can fail: `dags` imports its modules (and the modules adding its verbs)."""
+    """`dags` imports its modules (and the modules adding its verbs), and its `--help` still
+    nothing heavy: the date library loads when a date is parsed, the `tasks` verbs when
+    one runs."""
     stdout, modules = _modules_after(["dags", "--help"], cli_env)
     assert "trigger" in stdout and "mark-run" in stdout and "failed-deps" in stdout
     assert {"engine.cli.dags", "engine.cli.runs", "engine.cli.marking"} <= modules
-    assert "pendulum" in _heavy(modules)
+    assert "engine.cli.tasks" not in modules
+    assert _heavy(modules) == []
+
+
+# what `dagwatch dags trigger` must not import: it reads one DAG row and writes a run, its
+# task instances and an audit row (SQLAlchemy, the models, the plugins' listeners), so no
+# migrations, no DAG structure rebuilt, no scheduler, executor, SLA check, console or
+# delivery code, no cipher (nothing is encrypted)
+TRIGGER_HEAVY = (
+    *LIBRARIES,
+    "sqlalchemy.dialects.postgresql",
+    "engine.parsing",
+    "engine.scheduling",
+    "engine.execution.runner",
+    "engine.execution.local",
+    "engine.execution.celery",
+    "engine.execution.sequential",
+    "engine.sdk.dag",
+    "engine.sdk.tasks",
+    "engine.sdk.connections",
+    "engine.cli.tasks",
+    "alerts.sla",
+    "alerts.forecast",
+    "alerts.dispatcher",
+    "alerts.delivery",
+    "alerts.incidents",
+    "alerts.overdue",
+    "alerts.cli",
+    "console.cli",
+    "console.rollup",
+    "console.queries",
+)
+
+TRIGGERED_DAG = """
+from datetime import datetime
+
+from engine import DAG, EmptyOperator, Param
+
+with DAG(
+    "guarded",
+    schedule="@daily",
+    start_date=datetime(2026, 1, 1),
+    params={"n": Param(1, type="integer")},
+):
+    EmptyOperator(task_id="a") >> EmptyOperator(task_id="b")
+"""
+
+
+@pytest.fixture(scope="module")
+def trigger_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A migrated SQLite home holding one parsed DAG, with the alerts plugin on."""
+    home = tmp_path_factory.mktemp("trigger_home")
+    (home / "dags").mkdir()
+    (home / "dags" / "guarded.py").write_text(TRIGGERED_DAG)
+    env = {
+        "DAGWATCH_HOME": str(home),
+        "DAGWATCH__CORE__LOAD_EXAMPLES": "false",
+        "DAGWATCH__ALERTS__ENABLED": "true",
+        "PATH": "/usr/bin:/bin",
+        "USER": "dagwatch-test",
+    }
+    for args in (["db", "migrate"], ["dags", "reserialize"]):
+        done = run_cli(*args, env=env)
+        assert done.returncode == 0, done.stderr
+    return env
+
+
+def _modules_of(modules: set[str], names: tuple[str, ...]) -> list[str]:
+    return sorted(m for m in modules if any(m == n or m.startswith(n + ".") for n in names))
+
+
+def test_dags_trigger_imports_only_what_a_trigger_needs(trigger_env: dict[str, str]) -> None:
+    stdout, modules = _modules_after(
+        ["dags", "trigger", "guarded", "--conf", '{"n": 2}', "--output", "json"], trigger_env
+    )
+    run = json.loads(stdout)
+    assert run["dag_id"] == "guarded" and run["state"] == "queued"
+    # the guard can fail: the trigger did import the metastore and the alerts' listener
+    assert {"sqlalchemy", "engine.store.models", "alerts.listener"} <= modules
+    assert _modules_of(modules, TRIGGER_HEAVY) == []
 
 
 def _all_verbs() -> list[Verb]:
