@@ -47,6 +47,7 @@ HEAVY = (
     "alerts.cli",
     "alerts.sla",
     "console.cli",
+    "engine.cli.reference",
 )
 
 _PROBE = """
