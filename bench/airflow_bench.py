@@ -163,7 +163,13 @@ def airflow_run(airflow: str, workload: str, parallelism: int, admin_url: str) -
             ((state, queued_at, end_date),) = _query(
                 url, "SELECT state, queued_at, end_date FROM dag_run WHERE dag_id = 'bench'"
             )
-            assert state == "success", state
+            if state != "success":
+                counts = _query(
+                    url,
+                    "SELECT state, count(*) FROM task_instance WHERE dag_id = 'bench'"
+                    " GROUP BY state",
+                )
+                raise RuntimeError(f"the Airflow run ended {state}: task states {counts}")
             rows = _query(
                 url,
                 "SELECT task_id, start_date, end_date FROM task_instance WHERE dag_id = 'bench'",
