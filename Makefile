@@ -6,14 +6,14 @@ BIN    := $(VENV)/bin
 TEST_WORKERS ?= 4
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint format bench dashboards clean
+.PHONY: run test lint format docs generated-docs bench dashboards clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 		{ echo "dagwatch needs Python 3.11 or newer (set PYTHON=...)"; exit 1; }
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,docs]'
 	touch $(STAMP)
 
 run: $(STAMP)
@@ -23,6 +23,7 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --durations=20 $(PYTEST_ARGS)
 
 lint: $(STAMP)
@@ -33,6 +34,15 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# The documentation site (mkdocs.yml), built into site/: every link and anchor must hold.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+# Regenerate every generated page of docs/ from the code (tests fail when one is stale).
+generated-docs: $(STAMP)
+	$(BIN)/python -m metrics.docs --write docs/metrics.md
+	$(BIN)/python -m engine.cli.reference --write docs/reference/
+
 # Regenerate the Grafana dashboards and alert rules from the metric catalog.
 dashboards: $(STAMP)
 	$(BIN)/python -m metrics.mixin
@@ -42,4 +52,4 @@ bench: $(STAMP)
 	$(BIN)/python bench/scheduler_bench.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache site

@@ -44,7 +44,7 @@ def streamlit_command(host: str, port: int) -> list[str]:
         "light",
         # Streamlit runs a full gc.collect() after every script run, holding the GIL while
         # the session's messages wait to be sent: on a busy machine that was most of a new
-        # tab's server time (docs/performance.md). Python's own collector still runs.
+        # tab's server time (docs/dev/0011-console-new-tab.md). Python's own collector still runs.
         "--runner.postScriptGC",
         "false",
     ]

@@ -52,6 +52,7 @@ HEAVY = (
     "alerts.cli",
     "alerts.sla",
     "console.cli",
+    "engine.cli.reference",
 )
 
 _PROBE = """
