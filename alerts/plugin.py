@@ -24,11 +24,20 @@ def register(registry: Registry, config: Config) -> None:
     )
     checker = sla.SlaChecker(configured, config)
     registry.add_tick_hook(TickHook("sla", checker.check, 1.0))
+    # each service reads the scheduler's clock (`engine.hooks.build_service`)
     registry.add_service(
-        lambda cfg, store: forecast.ForecastService(checker.forecaster, store, registry=registry)
+        lambda cfg, store, *, clock: forecast.ForecastService(
+            checker.forecaster, store, registry=registry, clock=clock
+        )
     )
-    registry.add_service(lambda cfg, store: dispatcher.Dispatcher(cfg, store, registry=registry))
-    registry.add_service(lambda cfg, store: overdue.OverdueRuns(cfg, store, registry=registry))
+    registry.add_service(
+        lambda cfg, store, *, clock: dispatcher.Dispatcher(
+            cfg, store, registry=registry, clock=clock
+        )
+    )
+    registry.add_service(
+        lambda cfg, store, *, clock: overdue.OverdueRuns(cfg, store, registry=registry, clock=clock)
+    )
 
 
 # the `alerts` and `sla` verbs, imported when they run
