@@ -609,6 +609,24 @@ def _sum(emitted: MemoryBackend, name: str, **labels: str) -> float:
     return sum(v for got, v in emitted.values(name) if labels.items() <= got.items())
 
 
+def test_housekeeping_comes_every_five_seconds_of_the_schedulers_clock(
+    store, make_scheduler, emitted, fake_clock
+):
+    """Heartbeats and zombie checks are due by the scheduler's clock, not by real time:
+    at the first tick, then once HOUSEKEEPING_INTERVAL (5 s) of that clock has passed."""
+    scheduler, _ = make_scheduler()
+    beats = []
+    for step in (0, 4.9, 0.1, 1, 4):  # ticks at 0, 4.9, 5, 6 and 10 s
+        fake_clock.advance(step)
+        emitted.clear()
+        scheduler.tick()
+        beats.append(_sum(emitted, "scheduler_heartbeat"))
+    assert beats == [1, 0, 1, 0, 1]
+    with store.session() as session:
+        job = session.get(Job, scheduler.job_id)
+        assert job.latest_heartbeat == T0 + timedelta(seconds=10)
+
+
 def test_a_zombie_counts_as_a_failed_attempt_without_heartbeat(
     store, add_dag, make_scheduler, emitted, fake_clock
 ):
