@@ -27,9 +27,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
@@ -42,12 +41,11 @@ from alerts.events import SYSTEM_EVENTS, Event
 from alerts.routes import Route, compose, dag_details, load_routes, run_link
 from alerts.targets import Target
 from engine import hooks, secrets
+from engine.clock import SYSTEM, Clock, Every
 from engine.store.models import Alert, Job
 from metrics import stats
 
 log = logging.getLogger(__name__)
-
-Clock = Callable[[], datetime]
 
 #: Seconds a claim outlives the delivery timeout before another dispatcher may take the row
 #: (more than notifiers.LATE_ANSWER_GRACE: a late answer is known before the lease ends).
@@ -64,10 +62,6 @@ POLL_INTERVAL = 1.0
 BATCH = 100
 RATE_WINDOW = timedelta(hours=1)
 MAX_ERROR_BACKOFF = 30.0
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass
@@ -151,7 +145,10 @@ class Dispatcher:
     """Delivers the alert outbox: a scheduler service, or `dagwatch alerts dispatch`.
 
     `registry` ties the thread to the plugin installation that made it: once that is
-    replaced or removed (`engine.runtime.reset`), the thread stops by itself.
+    replaced or removed (`engine.runtime.reset`), the thread stops by itself. What is due
+    (rows, pages, health checks, releasing a dead dispatcher's rows) is judged on `clock`;
+    a delivery's timeout and the waits between passes are real time, since they bound a
+    network call and a sleep.
     """
 
     name = "alert-dispatcher"
@@ -161,7 +158,7 @@ class Dispatcher:
         config: Any,
         store: Any,
         *,
-        clock: Clock = utcnow,
+        clock: Clock = SYSTEM,
         registry: hooks.Registry | None = None,
         poll_interval: float = POLL_INTERVAL,
         health_grace: float | None = None,
@@ -198,7 +195,7 @@ class Dispatcher:
         #: when the next incident page is due (the idle loop wakes for it)
         self._next_page: datetime | None = None
         self._identity = inflight.identity()
-        self._last_release: float | None = None
+        self._release_timer = Every(clock, RELEASE_INTERVAL)
 
     # -- the service ---------------------------------------------------------------------
 
@@ -235,7 +232,7 @@ class Dispatcher:
         while not stop.is_set() and self._owned():
             self._wake.clear()  # before the pass: a delivery returning during it wakes the next
             try:
-                report = self._pass(self.clock(), time.monotonic())
+                report = self._pass(self.clock.now(), self.clock.monotonic())
                 failures = 0
             except Exception as exc:  # the metastore is away: wait, never die
                 failures += 1
@@ -251,7 +248,7 @@ class Dispatcher:
     def _flush(self) -> None:
         deadline = self._flush_deadline or time.monotonic() + self._timeout
         try:
-            self.run_once(self.clock(), deadline=deadline, check_health=False)
+            self.run_once(self.clock.now(), deadline=deadline, check_health=False)
         except Exception as exc:
             log.error("alert dispatch at shutdown failed: %s", exc)
 
@@ -263,7 +260,7 @@ class Dispatcher:
         now = time.monotonic()
         wait = self.poll_interval
         if self._next_page is not None:
-            wait = min(wait, max(0.0, (self._next_page - self.clock()).total_seconds()))
+            wait = min(wait, max(0.0, (self._next_page - self.clock.now()).total_seconds()))
         for moment in (self._pool.next_deadline(), deadline):
             if moment is not None:
                 wait = min(wait, max(0.0, moment - now))
@@ -281,11 +278,11 @@ class Dispatcher:
         """Deliver every row due at `now` and record the outcomes, each row at most once.
 
         Channels are delivered to side by side, one delivery at a time each; this returns
-        when every delivery it started returned or timed out (or at the monotonic
-        `deadline`, when those still in flight are recorded as timeouts).
+        when every delivery it started returned or timed out (or at the `deadline` of
+        `time.monotonic()`, when those still in flight are recorded as timeouts).
         """
-        now = now or self.clock()
-        started = time.monotonic()
+        now = now or self.clock.now()
+        started = self.clock.monotonic()
         report = DispatchReport()
         seen: set[int] = set()
         while self._owned():
@@ -314,7 +311,7 @@ class Dispatcher:
         start: bool = True,
     ) -> DispatchReport:
         """Record what the deliveries in flight did, then start those now due (rows due at
-        `now`; the clock has moved on by the time elapsed since the monotonic `started`)."""
+        `now`; the clock has moved on since `started`, its monotonic reading then)."""
         report = report or DispatchReport()
         self._settle(report)
         self._release_orphans(now)
@@ -340,14 +337,14 @@ class Dispatcher:
                 continue
             if seen is not None:
                 seen.add(alert_id)
-            at = now + timedelta(seconds=time.monotonic() - started)
+            at = now + timedelta(seconds=self.clock.monotonic() - started)
             claim = self._claim(alert_id, at, report)
             if claim is None:
                 continue
             if claim.problem is not None:
                 self._record(claim, Delivery(False, claim.problem, 0.0), at, report)
                 continue
-            moment = time.monotonic()
+            moment = time.monotonic()  # the delivery's timeout bounds a real network call
             job = InFlight(channel, claim, at, moment, moment + self._timeout)
             self._pool.submit(job, partial(self._send, claim))
             report.started += 1
@@ -357,10 +354,8 @@ class Dispatcher:
 
     def _release_orphans(self, now: datetime) -> None:
         """Rows a dead dispatcher of this host held: due now (at start, then now and then)."""
-        moment = time.monotonic()
-        if self._last_release is not None and moment - self._last_release < RELEASE_INTERVAL:
+        if not self._release_timer.due():
             return
-        self._last_release = moment
         with self.store.session() as session:
             released = inflight.release_orphans(session, now)
         if released:
@@ -555,7 +550,7 @@ class Dispatcher:
 
     def _settle(self, report: DispatchReport, *, cutoff: bool = False) -> None:
         """Record the deliveries that timed out and those that returned (`cutoff`: all)."""
-        now = time.monotonic()
+        now = time.monotonic()  # deliveries time out in real time (see `_pass`)
         timed_out, done = self._pool.collect(now, cutoff=cutoff)
         for job in timed_out:
             moment = min(job.deadline, job.finished or now, now)

@@ -19,7 +19,7 @@ once, whatever restarts or second checkers come. A DAG whose runs are being crea
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -31,6 +31,7 @@ from alerts import outbox
 from alerts.events import Event
 from alerts.routes import Route, compose, dag_details, load_routes, run_link
 from engine import hooks
+from engine.clock import SYSTEM, Clock
 from engine.periodic import PeriodicService
 from engine.states import DAG_RUN_ACTIVE, DagRunState
 from engine.store.db import Store, upsert_insert
@@ -273,10 +274,6 @@ class OverdueCheck:
         return rows
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 class OverdueRuns(PeriodicService):
     """The check as a service thread: a pass every `interval` seconds until stopped.
 
@@ -295,14 +292,13 @@ class OverdueRuns(PeriodicService):
         store: Store,
         *,
         registry: hooks.Registry | None = None,
-        clock: Callable[[], datetime] = utcnow,
+        clock: Clock = SYSTEM,
         interval: float = CHECK_INTERVAL,
         first_wait: float = CHECK_INTERVAL,
     ) -> None:
-        super().__init__(interval=interval, first_wait=first_wait, registry=registry)
+        super().__init__(interval=interval, first_wait=first_wait, registry=registry, clock=clock)
         self.check = OverdueCheck(config)
         self.store = store
-        self.clock = clock
 
     def run_pass(self) -> None:
-        self.check.run(self.store, self.clock())
+        self.check.run(self.store, self.clock.now())

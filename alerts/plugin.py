@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from alerts.forecast import Forecaster
     from alerts.routes import Route
     from alerts.sla import SlaChecker
+    from engine.clock import Clock
 
 
 def register(registry: Registry, config: Config) -> None:
@@ -35,6 +36,7 @@ def register(registry: Registry, config: Config) -> None:
     )
     checks = SlaChecks(configured, config)
     registry.add_tick_hook(TickHook("sla", checks.check, 1.0))
+    # each service reads the scheduler's clock (`engine.hooks.build_service`)
     registry.add_service(_forecast(checks, registry))
     registry.add_service(_dispatcher(registry))
     registry.add_service(_overdue_runs(registry))
@@ -69,28 +71,28 @@ class SlaChecks:
 
 
 def _forecast(checks: SlaChecks, registry: Registry) -> ServiceFactory:
-    def start(config: Config, store: Any) -> Service:
+    def start(config: Config, store: Any, *, clock: Clock) -> Service:
         from alerts.forecast import ForecastService
 
-        return ForecastService(checks.forecaster, store, registry=registry)
+        return ForecastService(checks.forecaster, store, registry=registry, clock=clock)
 
     return start
 
 
 def _dispatcher(registry: Registry) -> ServiceFactory:
-    def start(config: Config, store: Any) -> Service:
+    def start(config: Config, store: Any, *, clock: Clock) -> Service:
         from alerts.dispatcher import Dispatcher
 
-        return Dispatcher(config, store, registry=registry)
+        return Dispatcher(config, store, registry=registry, clock=clock)
 
     return start
 
 
 def _overdue_runs(registry: Registry) -> ServiceFactory:
-    def start(config: Config, store: Any) -> Service:
+    def start(config: Config, store: Any, *, clock: Clock) -> Service:
         from alerts.overdue import OverdueRuns
 
-        return OverdueRuns(config, store, registry=registry)
+        return OverdueRuns(config, store, registry=registry, clock=clock)
 
     return start
 

@@ -14,10 +14,10 @@ def register(registry: Registry, config: Config) -> None:
     """Write the capacity rollup in a background service of the scheduler (imported when
     the scheduler starts it: other processes never load the console's queries)."""
 
-    def rollup(cfg: Config, store: Any) -> Any:
+    def rollup(cfg: Config, store: Any, *, clock: Any) -> Any:
         from console.rollup import CapacityRollup
 
-        return CapacityRollup(cfg, store, registry=registry)
+        return CapacityRollup(cfg, store, registry=registry, clock=clock)
 
     registry.add_service(rollup)
 

@@ -11,13 +11,13 @@ again gives the same rows, so several schedulers may run it side by side.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
 
 from engine import hooks
+from engine.clock import SYSTEM, Clock
 from engine.periodic import PeriodicService
 from engine.store.db import Store
 from engine.store.models import CapacityBucket, TaskTry
@@ -56,10 +56,6 @@ def catch_up(
     return written, capacity_rollup.prune(store, oldest)
 
 
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 class CapacityRollup(PeriodicService):
     """The writer's thread: a pass (`catch_up`) every `interval` seconds until stopped."""
 
@@ -72,15 +68,14 @@ class CapacityRollup(PeriodicService):
         store: Store,
         *,
         registry: hooks.Registry | None = None,
-        clock: Callable[[], datetime] = utcnow,
+        clock: Clock = SYSTEM,
         interval: float = INTERVAL,
         first_wait: float = 5.0,
     ) -> None:
-        super().__init__(interval=interval, first_wait=first_wait, registry=registry)
+        super().__init__(interval=interval, first_wait=first_wait, registry=registry, clock=clock)
         self.store = store
         self.parallelism = int(config["core.parallelism"])
         self.retention = float(config["console.capacity_retention"])
-        self.clock = clock
 
     def run_pass(self) -> None:
-        catch_up(self.store, self.clock(), self.parallelism, self.retention)
+        catch_up(self.store, self.clock.now(), self.parallelism, self.retention)

@@ -12,6 +12,7 @@ verbs it adds to the CLI.
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -20,6 +21,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from engine.clock import Clock
     from engine.config import Config
     from engine.parsing.serialization import SerializedDAG
     from engine.store import transitions
@@ -67,7 +69,20 @@ class Service(Protocol):
     def stop(self, timeout: float) -> None: ...
 
 
-ServiceFactory = Callable[["Config", "Store"], Service]
+#: Makes a service: `factory(config, store)`, plus `clock=` (the scheduler's `Clock`, which
+#: the service's timers should read) when the factory takes a `clock` keyword.
+ServiceFactory = Callable[..., Service]
+
+
+def build_service(factory: ServiceFactory, config: Config, store: Store, clock: Clock) -> Service:
+    """The service `factory` makes, handed `clock` if it takes one."""
+    try:
+        takes_clock = "clock" in inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # no signature to read (a builtin): the two arguments
+        takes_clock = False
+    if takes_clock:
+        return factory(config, store, clock=clock)
+    return factory(config, store)
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """A background service of the scheduler (`engine.hooks.Service`) that runs one pass every
 `interval` seconds in its own thread, never in the tick: a failed pass is logged and tried
-again next time. `registry` ties the thread to the plugin installation that made it: once
+again next time. A pass reads the time from `clock` (the scheduler's); the wait between
+passes is a real sleep. `registry` ties the thread to the plugin installation that made it: once
 that is replaced (`engine.runtime.reset`), the thread stops by itself."""
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ import logging
 import threading
 
 from engine import hooks
+from engine.clock import SYSTEM, Clock
 
 log = logging.getLogger(__name__)
 
@@ -20,9 +22,15 @@ class PeriodicService:
     thread_name = "dagwatch-periodic"
 
     def __init__(
-        self, *, interval: float, first_wait: float, registry: hooks.Registry | None = None
+        self,
+        *,
+        interval: float,
+        first_wait: float,
+        registry: hooks.Registry | None = None,
+        clock: Clock = SYSTEM,
     ) -> None:
         self.interval = interval
+        self.clock = clock
         self.first_wait = first_wait
         self._registry = registry
         self._stop = threading.Event()

@@ -159,3 +159,18 @@ def empty_store(request: pytest.FixtureRequest, home: Path) -> Iterator[Store]:
     finally:
         store.dispose()
         drop_pg_database(url)
+
+
+# -- the clock of the loops under test -----------------------------------------------------
+
+
+@pytest.fixture
+def fake_clock():  # -> engine.clock.FakeClock (imported here: this block stands alone)
+    """A clock moved only by the test (`advance(seconds)`, `set(when)`), starting at
+    2026-01-10 12:00 UTC: hand it to a scheduler, dispatcher or service, then advance it
+    to make their periodic work due instead of touching their timers."""
+    from datetime import UTC, datetime
+
+    from engine.clock import FakeClock
+
+    return FakeClock(datetime(2026, 1, 10, 12, tzinfo=UTC))

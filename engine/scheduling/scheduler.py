@@ -15,14 +15,15 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from engine import hooks, supervision
+from engine.clock import SYSTEM, Clock, Every
 from engine.exceptions import StoreError
 from engine.execution.base import (
     AttemptEvent,
@@ -34,6 +35,7 @@ from engine.execution.base import (
 from engine.observability import emit
 from engine.parsing.serialization import SerializedDAG
 from engine.scheduling import deps, expansion, limits, run_creation
+from engine.scheduling.dirty import DirtyRuns, RunChange
 from engine.sdk.retry import retry_delay
 from engine.states import TASK_OCCUPYING, DagRunState, TaskState
 from engine.store import callbacks as callback_store
@@ -45,18 +47,12 @@ from engine.store.wakeup import ChangeWatcher
 
 log = logging.getLogger(__name__)
 
-Clock = Callable[[], datetime]
-
 #: Seconds between zombie checks and between job heartbeats.
 HOUSEKEEPING_INTERVAL = 5.0
 #: Longest pause after repeated metastore errors.
 MAX_ERROR_BACKOFF = 30.0
 #: Seconds between two emissions of the loop's gauges (slots, starving, executable...).
 GAUGE_INTERVAL = 1.0
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def _record_slots(report: TickReport, occupancy: Any, pool_sizes: dict[str, int]) -> None:
@@ -110,10 +106,9 @@ class TickReport:
 #: A run whose changed tasks would bring more than this share of its task instances into
 #: a decision is decided whole (one query for all its rows beats many narrow lookups).
 PARTIAL_SHARE = 0.5
-#: Changed tasks of a run: a set of task ids, ALL (a new run: read it whole) or WAITING
-#: (a full pass: whatever still waits to be decided, read from the metastore).
-ALL = None
-WAITING = frozenset({"*waiting*"})
+#: What a run's decision reads and decides: (tasks to decide, task ids to read); None
+#: stands for the whole run.
+Scope = tuple[list[Any], set[str]]
 #: The states a decision can move a task instance out of.
 DECIDABLE = (TaskState.NONE, TaskState.UP_FOR_RETRY, TaskState.UP_FOR_RESCHEDULE)
 #: States that wait for `next_retry_at` (a retry delay, a sensor's next poke), then go to
@@ -182,7 +177,7 @@ class Scheduler:
         config: Any,
         executor: Executor,
         *,
-        clock: Clock = utcnow,
+        clock: Clock = SYSTEM,
         registry: hooks.Registry | None = None,
     ) -> None:
         self.store = store
@@ -193,20 +188,22 @@ class Scheduler:
         self.job_id: int | None = None
         self.last_report = TickReport()
         self._plans: dict[str, _Plan] = {}
-        #: runs to decide next tick -> the tasks that changed in them (or ALL)
-        self._dirty_runs: dict[tuple[str, str], set[str] | None] = {}
-        self._last_full_pass = 0.0
-        #: when runs were last created and admitted; True-ish `_admit_now`: at the next tick
-        self._last_admission = 0.0
-        self._admit_now = True
-        self._last_housekeeping = 0.0
+        #: runs to decide next tick, with what changed in them
+        self._dirty = DirtyRuns()
+        # The periodic work of the loop, each due by the injected clock. A full pass over
+        # the running runs and run creation/admission come once a loop interval (admission
+        # sooner when hurried: a run ended, another process changed something).
+        interval = self.config["scheduler.loop_interval"]
+        self._full_pass_timer = Every(clock, interval)
+        self._admission_timer = Every(clock, interval)
+        self._housekeeping_timer = Every(clock, HOUSEKEEPING_INTERVAL)
+        self._gauge_timer = Every(clock, GAUGE_INTERVAL)
         #: DAGs whose plan this tick checked against the metastore (their hash, paused)
         self._checked_this_tick: set[str] = set()
-        self._last_gauges = 0.0
         self._loop_gauges = emit.LoopGauges()
         self._never_fits_reported: set[int] = set()
         self.registry = registry if registry is not None else hooks.current()
-        self._tick_hooks = hooks.TickHookRunner(self.registry.tick_hooks, time.monotonic)
+        self._tick_hooks = hooks.TickHookRunner(self.registry.tick_hooks, clock.monotonic)
         self._services: list[hooks.Service] = []
         #: callback requests written by transactions of this tick, for the executor
         self._callbacks_after_commit: list[CallbackRequest] = []
@@ -244,9 +241,11 @@ class Scheduler:
     # -- the step --------------------------------------------------------------------
 
     def tick(self, now: datetime | None = None) -> TickReport:
-        """One scheduling step at `now`; safe to call again at once."""
-        started = time.monotonic()
-        now = now or self.clock()
+        """One scheduling step at `now` (the clock's time by default); safe to call again at
+        once. The periodic work (admission, full passes, housekeeping, gauges, tick hooks)
+        is due by the scheduler's clock."""
+        started = time.perf_counter()  # measures the tick's work; decisions read the clock
+        now = now or self.clock.now()
         report = TickReport()
         self._checked_this_tick = set()
         self._handle_events(self.executor.collect(), now)
@@ -257,9 +256,9 @@ class Scheduler:
                 report.runs_started = len(self._start_runs(session, now))
         self._schedule_runs(now, report)
         if report.runs_finished:  # a run's end may let a queued run of its DAG start
-            self._admit_now = True
+            self._admission_timer.hurry()
         self._queue_executable(now, report)
-        if time.monotonic() - self._last_housekeeping >= HOUSEKEEPING_INTERVAL:
+        if self._housekeeping_timer.due():
             self._housekeeping(now, report)
         if self._tick_hooks:
             self._tick_hooks.run(
@@ -269,7 +268,7 @@ class Scheduler:
                 )
             )  # fmt: skip
         self.flush_callbacks()
-        report.duration = time.monotonic() - started
+        report.duration = time.perf_counter() - started
         self.last_report = report
         self._emit(report)
         return report
@@ -279,17 +278,11 @@ class Scheduler:
         change another process made (a trigger, an unpause), after a run ended, and once
         a loop interval. Not on every tick: a tick woken by an ended attempt has nothing
         to admit, and on PostgreSQL each of those queries is a round trip."""
-        interval = self.config["scheduler.loop_interval"]
-        if self._admit_now or time.monotonic() - self._last_admission >= interval:
-            self._admit_now = False
-            self._last_admission = time.monotonic()
-            return True
-        return False
+        return self._admission_timer.due()
 
     def _emit(self, report: TickReport) -> None:
         emit.tick(report)
-        if time.monotonic() - self._last_gauges >= GAUGE_INTERVAL:
-            self._last_gauges = time.monotonic()
+        if self._gauge_timer.due():
             self._loop_gauges.send(report, self.executor)
 
     def _create_runs(self, session: Any, now: datetime) -> list[tuple[str, str]]:
@@ -313,7 +306,7 @@ class Scheduler:
             paused=lambda dag_id: rows.get(dag_id, ("", "", True))[2],
         )
         for _, dag_id, run_id in started:
-            self._dirty_runs[(dag_id, run_id)] = ALL
+            self._dirty.run_changed(dag_id, run_id)
         started_ids = {run_pk for run_pk, _, _ in started}
         for run in queued:
             if run.id in started_ids:
@@ -322,50 +315,25 @@ class Scheduler:
 
     # -- deciding task instances -----------------------------------------------------
 
-    def _mark_changed(self, dag_id: str, run_id: str, task_id: str) -> None:
-        key = (dag_id, run_id)
-        if key in self._dirty_runs and self._dirty_runs[key] is ALL:
-            return
-        self._dirty_runs.setdefault(key, set()).add(task_id)  # type: ignore[union-attr]
-
-    def _runs_to_decide(
-        self, session: Any, report: TickReport
-    ) -> list[tuple[DagRun, set[str] | None]]:
-        """Running runs that changed since the last tick, with the tasks that changed; all
-        of them, whole, once a loop interval (which also finds retries that became due)."""
+    def _runs_to_decide(self, session: Any, report: TickReport) -> list[tuple[DagRun, RunChange]]:
+        """Running runs that changed since the last tick, with what changed; all of them
+        once a loop interval (which also finds retries that became due)."""
         running = scheduling.runs_in_state(session, DagRunState.RUNNING)
         report.running_runs = len(running)
-        full = time.monotonic() - self._last_full_pass >= self.config["scheduler.loop_interval"]
-        dirty, self._dirty_runs = self._dirty_runs, {}
-        if full:
-            self._last_full_pass = time.monotonic()
-            return [
-                (run, ALL if dirty.get((run.dag_id, run.run_id), WAITING) is ALL else WAITING)
-                for run in running
-            ]
-        return [
-            (run, dirty[(run.dag_id, run.run_id)])
-            for run in running
-            if (run.dag_id, run.run_id) in dirty
-        ]
+        return self._dirty.take(running, full=self._full_pass_timer.due())
 
     def _claim(
-        self, session: Any, changes: list[tuple[DagRun, set[str] | None]]
-    ) -> list[tuple[DagRun, set[str] | None]]:
+        self, session: Any, changes: list[tuple[DagRun, RunChange]]
+    ) -> list[tuple[DagRun, RunChange]]:
         """The runs this scheduler may decide now: on PostgreSQL those whose row it locked
         (another scheduler deciding a run holds its row); the others stay marked for the
         next tick."""
         if not changes or not coordination.is_postgres(session):
             return changes
         locked = scheduling.lock_running_runs(session, [run.id for run, _ in changes])
-        for run, changed in changes:
-            if run.id in locked or changed is WAITING:
-                continue  # a full pass finds the waiting ones again
-            if changed is ALL:
-                self._dirty_runs[(run.dag_id, run.run_id)] = ALL
-            else:
-                for task_id in changed:
-                    self._mark_changed(run.dag_id, run.run_id, task_id)
+        for run, change in changes:
+            if run.id not in locked:
+                self._dirty.put_back(run, change)
         return [(run, changed) for run, changed in changes if run.id in locked]
 
     def _schedule_runs(self, now: datetime, report: TickReport) -> None:
@@ -381,17 +349,12 @@ class Scheduler:
             self._checked_this_tick.update(r.dag_id for r, _ in changes)
             waiting = scheduling.task_ids_in_states(
                 session,
-                [(r.dag_id, r.run_id) for r, changed in changes if changed is WAITING],
+                [(r.dag_id, r.run_id) for r, change in changes if change.waiting],
                 DECIDABLE,
             )
             scopes = {
-                run.id: self._scope(
-                    run,
-                    waiting.get((run.dag_id, run.run_id), set()) if ch is WAITING else ch,
-                    now,
-                    around=ch is not WAITING,
-                )
-                for run, ch in changes
+                run.id: self._scope(run, change, waiting.get((run.dag_id, run.run_id), set()), now)
+                for run, change in changes
             }
             tis = self._rows_in_scope(session, changes, scopes)
             self._expand_mapped(session, changes, scopes, tis, now)
@@ -404,12 +367,12 @@ class Scheduler:
                 if self._timed_out(session, run, plan, rows, now, report):
                     continue
                 scope = scopes[run.id]
-                deciding = time.monotonic()
+                deciding = time.perf_counter()
                 states = self._decide_run(
-                    plan, rows, past.get(run.id), now, moves, None if scope is ALL else scope[0]
+                    plan, rows, past.get(run.id), now, moves, None if scope is None else scope[0]
                 )
-                emit.dependency_check(run.dag_id, time.monotonic() - deciding)
-                settled.append((run, plan, states if scope is ALL else None))
+                emit.dependency_check(run.dag_id, time.perf_counter() - deciding)
+                settled.append((run, plan, states if scope is None else None))
             for (expected, to), ids in moves.items():
                 changed = transitions.transition_task_instances(
                     session, ids, expected=expected, to=to, at=now, reason="scheduler",
@@ -423,32 +386,35 @@ class Scheduler:
             self._emit_finished(session, report.finished, now)
 
     def _scope(
-        self, run: DagRun, tasks: set[str] | None, now: datetime, *, around: bool
-    ) -> tuple[list[Any], set[str]] | None:
-        """(tasks to decide, task ids to read) for a run, or ALL when the whole run must be
-        read (a new run, a timeout, a wide change). With `around`, `tasks` changed and what
-        lies downstream of them is decided; otherwise `tasks` are the ones still waiting."""
+        self, run: DagRun, change: RunChange, waiting: set[str], now: datetime
+    ) -> Scope | None:
+        """What a run's decision covers, or None when the whole run must be read (a new
+        run, a timeout, a wide change): after a change, the changed tasks and what lies
+        downstream of them; on a full pass, the tasks still `waiting`."""
         plan = self._plans[run.dag_id]
         timeout = plan.dag.dagrun_timeout
-        if tasks is ALL or (timeout and run.start_date and now - run.start_date > timeout):
-            return ALL
+        if change.whole or (timeout and run.start_date and now - run.start_date > timeout):
+            return None
+        tasks = waiting if change.waiting else change.tasks
         known = {task_id for task_id in tasks if task_id in plan.dag.task_dict}
-        if around:
-            order, needed = plan.affected(known)
-        else:
+        if change.waiting:
             order, needed = plan.waiting(known)
+        else:
+            order, needed = plan.affected(known)
         if len(known) < len(tasks) or len(needed) > PARTIAL_SHARE * len(plan.order):
-            return ALL
+            return None
         return order, needed
 
     def _rows_in_scope(
-        self, session: Any, changes: list[tuple[DagRun, Any]], scopes: dict[int, Any]
+        self, session: Any, changes: list[tuple[DagRun, Any]], scopes: dict[int, Scope | None]
     ) -> dict[tuple[str, str], list[TiRow]]:
         """The task instances each run's decision reads: all of them or just its scope."""
-        whole = [(r.dag_id, r.run_id) for r, _ in changes if scopes[r.id] is ALL]
+        whole = [(r.dag_id, r.run_id) for r, _ in changes if scopes[r.id] is None]
         rows = scheduling.task_instances_of_runs(session, whole) if whole else {}
         some = {
-            (r.dag_id, r.run_id): scopes[r.id][1] for r, _ in changes if scopes[r.id] is not ALL
+            (r.dag_id, r.run_id): scope[1]
+            for r, _ in changes
+            if (scope := scopes[r.id]) is not None
         }
         if some:
             rows.update(scheduling.task_instances_of_run_tasks(session, some))
@@ -515,7 +481,7 @@ class Scheduler:
         self,
         session: Any,
         changes: list[tuple[DagRun, Any]],
-        scopes: dict[int, Any],
+        scopes: dict[int, Scope | None],
         tis: dict[tuple[str, str], list[TiRow]],
         now: datetime,
     ) -> None:
@@ -527,7 +493,7 @@ class Scheduler:
             if not plan.has_mapped:
                 continue
             key, scope = (run.dag_id, run.run_id), scopes[run.id]
-            deciding = None if scope is ALL else [task.task_id for task in scope[0]]
+            deciding = None if scope is None else [task.task_id for task in scope[0]]
             ready.extend(expansion.ready_to_expand(key, plan.dag, tis.get(key, []), deciding))
         if not ready:
             return
@@ -767,7 +733,7 @@ class Scheduler:
 
     def _handle_events(self, events: list[AttemptEvent], now: datetime) -> None:
         for event in events:
-            self._mark_changed(event.dag_id, event.run_id, event.task_id)
+            self._dirty.task_changed(event.dag_id, event.run_id, event.task_id)
         lost = [event for event in events if event.lost]
         if lost:
             with self.store.session() as session:
@@ -842,7 +808,6 @@ class Scheduler:
         )
 
     def _housekeeping(self, now: datetime, report: TickReport) -> None:
-        self._last_housekeeping = time.monotonic()
         cutoff = now - timedelta(seconds=self.config["scheduler.heartbeat_timeout"])
         with self.store.session() as session:
             if self.job_id is not None:
@@ -866,7 +831,7 @@ class Scheduler:
                     self.executor.terminate([ti.id], reason)
                     continue
                 self._fail_attempt(session, ti, now, reason, zombie=True)
-                self._mark_changed(ti.dag_id, ti.run_id, ti.task_id)
+                self._dirty.task_changed(ti.dag_id, ti.run_id, ti.task_id)
                 report.zombies += 1
             self._adopt_orphan_callbacks(session, now)
 
@@ -900,14 +865,14 @@ class Scheduler:
             [ti.id for ti in orphans],
             expected=TaskState.QUEUED,
             to=TaskState.SCHEDULED,
-            at=self.clock(),
+            at=self.clock.now(),
             reason="adopted: queued by a scheduler that is gone",
             values={"queued_by_job_id": None},
         )
         changed = set(adopted)
         for ti in orphans:
             if ti.id in changed:
-                self._mark_changed(ti.dag_id, ti.run_id, ti.task_id)
+                self._dirty.task_changed(ti.dag_id, ti.run_id, ti.task_id)
         if adopted and starting:
             log.warning("reset %d orphaned queued task instances", len(adopted))
             emit.orphans_cleared(len(adopted))
@@ -919,7 +884,7 @@ class Scheduler:
 
     def start(self) -> None:
         """Register the job, reset attempts a dead scheduler left queued, start workers."""
-        now = self.clock()
+        now = self.clock.now()
         with self.store.session() as session:
             threshold = self.config["scheduler.scheduler_health_check_threshold"]
             scheduling.fail_stale_jobs(
@@ -948,7 +913,7 @@ class Scheduler:
         self.executor.start()
         self.flush_callbacks()
         for factory in self.registry.services:
-            service = factory(self.config, self.store)
+            service = hooks.build_service(factory, self.config, self.store, self.clock)
             with supervision.adopting_threads():  # a service's threads are the scheduler's
                 service.start()
             self._services.append(service)
@@ -968,7 +933,7 @@ class Scheduler:
         try:
             while not stop.is_set():
                 try:
-                    report = self.tick(self.clock())
+                    report = self.tick(self.clock.now())
                     backoff = 0.0
                 except (SQLAlchemyError, StoreError) as exc:
                     backoff = min(MAX_ERROR_BACKOFF, max(0.5, backoff * 2))
@@ -988,7 +953,7 @@ class Scheduler:
         if self.executor.running_ti_ids():
             self.executor.wait(interval)
         elif self._watcher.wait(interval, stop):  # idle: a trigger or clear wakes it at once
-            self._admit_now = True
+            self._admission_timer.hurry()
 
     def _drained(self, report: TickReport) -> bool:
         if report.busy or self.executor.running_ti_ids():
@@ -1010,6 +975,6 @@ class Scheduler:
         if self.job_id is not None:
             try:
                 with self.store.session() as session:
-                    scheduling.end_job(session, self.job_id, "success", self.clock())
+                    scheduling.end_job(session, self.job_id, "success", self.clock.now())
             except (SQLAlchemyError, StoreError) as exc:
                 log.error("could not record the scheduler's end: %s", exc)

@@ -7,16 +7,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import pytest
 
 from alerts.dispatcher import Dispatcher, backoff
 from engine import hooks
+from engine.clock import FakeClock
 from engine.store.models import Job
 from tests.alerts.conftest import T0, alert_rows, delivery_rows, raise_alert
 from tests.integration import test_scheduler_tick as tick
-from tests.integration.test_scheduler_tick import Clock
 
 sched_config = tick.sched_config
 add_dag = tick.add_dag
@@ -45,7 +45,7 @@ def test_a_channel_failing_three_times_is_delivered_on_the_fourth_attempt(
     )
     receiver.script = [500, 500, 500]
     (alert_id,) = raise_alert(store, config)
-    dispatcher = Dispatcher(config, store, clock=Clock())
+    dispatcher = Dispatcher(config, store, clock=FakeClock(T0))
 
     now = T0
     for attempt, wait in enumerate([5, 8, 8], start=1):  # 5, 10 capped to 8, 20 capped to 8
@@ -428,17 +428,17 @@ def test_a_hanging_channel_never_slows_the_scheduler_loop(
     assert any(hooks.current().services)  # the alerts plugin's dispatcher, started below
     add_dag("steady", STEADY)
     receiver.hang = True
-    raise_alert(store, config, now=datetime.now(UTC))
-    clock = Clock()
+    clock = FakeClock(T0)  # the scheduler's, so its dispatcher's too
+    raise_alert(store, config, now=clock.now())
     scheduler, _ = make_scheduler(clock=clock, **overrides)  # starts the dispatcher thread
     receiver.wait_for(1)  # the delivery is in flight and will not be answered
 
     durations = []
     end = time.monotonic() + 2.0
     while time.monotonic() < end:
-        clock.now += timedelta(minutes=5)
+        clock.advance(0.1)  # about what a tick takes: periodic work comes at its pace
         started = time.monotonic()
-        scheduler.tick(clock.now)
+        scheduler.tick(clock.now())
         durations.append(time.monotonic() - started)
     assert alert_rows(store)[0].attempts == 0  # still hanging all along
     stopping = time.monotonic()

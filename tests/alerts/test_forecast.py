@@ -9,6 +9,7 @@ from sqlalchemy import insert, select
 
 from alerts import forecast
 from engine import DAG, EmptyOperator, chain
+from engine.clock import FakeClock
 from engine.parsing.serialization import SerializedDAG, serialize_dag
 from engine.states import DagRunState, TaskState
 from engine.store import dags as dag_store
@@ -17,7 +18,7 @@ from engine.store.models import SlaMiss, TaskInstance, TaskTry
 from tests.alerts import test_sla
 from tests.alerts.test_sla import alerts, start_attempt
 from tests.integration import test_scheduler_tick as tick
-from tests.integration.test_scheduler_tick import T0, Clock, complete, trigger
+from tests.integration.test_scheduler_tick import T0, complete, trigger
 
 sched_config = tick.sched_config
 add_dag = tick.add_dag
@@ -78,7 +79,7 @@ def test_a_run_whose_history_predicts_a_miss_is_warned_once_before_it(
             "load": [600, 600, 600, 600, 600],
         },
     )
-    clock = Clock()
+    clock = FakeClock(T0)
     scheduler, stub = start_scheduler(clock, **NO_ZOMBIES)
     run_id = trigger(store, "nightly")
 
@@ -99,22 +100,22 @@ def test_a_run_whose_history_predicts_a_miss_is_warned_once_before_it(
 
     (ti_id,) = list(stub.held)
     start_attempt(store, ti_id, T0 + timedelta(seconds=1))
-    clock.now = T0 + timedelta(seconds=10)
-    scheduler.tick(clock.now)  # extract has run 9 s of its 600
+    clock.set(T0 + timedelta(seconds=10))
+    scheduler.tick(clock.now())  # extract has run 9 s of its 600
     scheduler, _ = start_scheduler(clock, **NO_ZOMBIES)  # a restart forgets what it warned
-    clock.now = T0 + timedelta(seconds=20)
-    scheduler.tick(clock.now)
+    clock.set(T0 + timedelta(seconds=20))
+    scheduler.tick(clock.now())
 
     assert len(alerts(store, "deadline_at_risk")) == 2
     assert gauge(emitted, "deadline.at_risk") == [1.0, 1.0, 1.0]
     assert gauge(emitted, "deadline.slack_seconds") == [-360.0, -361.0, -361.0]
 
-    clock.now = T0 + timedelta(seconds=1801)
-    scheduler.tick(clock.now)  # the miss itself, after the warning
+    clock.set(T0 + timedelta(seconds=1801))
+    scheduler.tick(clock.now())  # the miss itself, after the warning
 
     with store.session() as session:
         kinds = session.execute(select(SlaMiss.kind, SlaMiss.detected_at)).all()
-    assert sorted(kinds) == [("dag_deadline", clock.now), ("task_sla", clock.now)]
+    assert sorted(kinds) == [("dag_deadline", clock.now()), ("task_sla", clock.now())]
     assert [a.event for a in alerts(store)] == ["deadline_at_risk"] * 2 + ["sla_missed"] * 2
     assert all(a.created_at == T0 for a in alerts(store, "deadline_at_risk"))
     # Missed, no longer at risk; extract has run 1800 s, past all its recorded runs
@@ -128,15 +129,15 @@ def test_no_warning_when_history_says_the_run_ends_in_time(
 ):
     add_dag("nightly", NIGHTLY)
     seed_history(store, "nightly", {"extract": [60] * 3, "transform": [60] * 3, "load": [60] * 3})
-    clock = Clock()
+    clock = FakeClock(T0)
     scheduler, stub = start_scheduler(clock, **NO_ZOMBIES)
     trigger(store, "nightly")
     scheduler.tick(T0)
     for step in range(1, 4):  # each task ends 10 s after it is queued
         (ti_id,) = list(stub.held)
-        clock.now = T0 + timedelta(seconds=10 * step)
-        complete(store, stub, ti_id, TaskState.SUCCESS, clock.now)
-        scheduler.tick(clock.now)
+        clock.set(T0 + timedelta(seconds=10 * step))
+        complete(store, stub, ti_id, TaskState.SUCCESS, clock.now())
+        scheduler.tick(clock.now())
 
     assert alerts(store) == []
     assert gauge(emitted, "deadline.at_risk") == [0.0, 0.0, 0.0, 0.0]

@@ -18,6 +18,7 @@ from sqlalchemy import insert, select
 
 from alerts import forecast
 from alerts.forecast import ForecastService
+from engine.clock import FakeClock
 from engine.states import TaskState
 from engine.store import pools
 from engine.store.models import Alert, DagRun, SlaMiss, TaskInstance, TaskTry
@@ -25,7 +26,7 @@ from tests.alerts import test_sla
 from tests.alerts.test_forecast import seed_history
 from tests.alerts.test_sla import finish_attempt, start_attempt
 from tests.integration import test_scheduler_tick as tick
-from tests.integration.test_scheduler_tick import T0, Clock, trigger
+from tests.integration.test_scheduler_tick import T0, trigger
 
 sched_config = tick.sched_config
 add_dag = tick.add_dag
@@ -85,7 +86,7 @@ class Replay:
 
     def __init__(self, store, start_scheduler, **overrides) -> None:
         self.store = store
-        self.clock = Clock(T0)
+        self.clock = FakeClock(T0)
         self.scheduler, self.stub = start_scheduler(self.clock, **NO_ZOMBIES, **overrides)
         checker = next(h for h in self.scheduler.registry.tick_hooks if h.name == "sla").run
         self.service = ForecastService(checker.__self__.forecaster, store, clock=self.clock)
@@ -96,22 +97,22 @@ class Replay:
     def run(self, dag_id: str, durations: dict[str, float], deadline: float, **others) -> Outcome:
         """One run of `dag_id` whose tasks take `durations`; `others`: runs of other DAGs
         started just before it ({dag_id: durations})."""
-        self.clock.now += timedelta(seconds=60)
+        self.clock.advance(timedelta(seconds=60))
         took = {}
         for other, other_durations in others.items():
-            trigger(self.store, other, self.clock.now)
+            trigger(self.store, other, self.clock.now())
             took[other] = other_durations
-            self.clock.now += timedelta(seconds=0.01)
-        start = self.clock.now
+            self.clock.advance(timedelta(seconds=0.01))
+        start = self.clock.now()
         run_id = trigger(self.store, dag_id, start)
         took[dag_id] = durations
         end = start + timedelta(seconds=max(deadline, sum(durations.values())) + 2 * STEP)
-        while self.clock.now < end or self.stub.held or self._active():
+        while self.clock.now() < end or self.stub.held or self._active():
             self._step(took)
         return self._outcome(dag_id, run_id)
 
     def _step(self, took: dict[str, dict[str, float]]) -> None:
-        now = self.clock.now
+        now = self.clock.now()
         self.scheduler.tick(now)
         for ti_id, request in list(self.stub.held.items()):
             if ti_id not in self._running:
@@ -125,7 +126,7 @@ class Replay:
         if self._last_forecast is None or now - self._last_forecast >= timedelta(seconds=1):
             self.service.run_once(now)
             self._last_forecast = now
-        self.clock.now = now + timedelta(seconds=STEP)
+        self.clock.set(now + timedelta(seconds=STEP))
 
     def _active(self) -> bool:
         with self.store.session() as session:
@@ -244,7 +245,7 @@ def test_the_service_forecasts_on_its_own_clock_between_ticks(store, add_dag, st
     ticks: a scheduler stuck in a long tick still warns."""
     add_dag("single", SINGLE)
     seed_history(store, "single", {"work": [0.5, 0.5, 0.5, 0.5]})
-    clock = Clock(T0)
+    clock = FakeClock(T0)
     scheduler, stub = start_scheduler(clock, **NO_ZOMBIES)
     checker = next(h for h in scheduler.registry.tick_hooks if h.name == "sla").run.__self__
     service = ForecastService(checker.forecaster, store, clock=clock)
@@ -256,7 +257,7 @@ def test_the_service_forecasts_on_its_own_clock_between_ticks(store, add_dag, st
     service.start()
     try:
         # 6 s in, past every 0.5 s run: overrunning, expected to need 6 s more (deadline 10 s)
-        clock.now = T0 + timedelta(seconds=6)
+        clock.set(T0 + timedelta(seconds=6))
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             with store.session() as session:

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from alerts import listener, routes
 from alerts.events import Event
 from engine import hooks
+from engine.clock import FakeClock
 from engine.exceptions import ConfigError
 from engine.hooks import TickContext
 from engine.parsing.parser import process_folders
@@ -18,7 +19,7 @@ from engine.states import TaskState
 from engine.store import transitions
 from engine.store.models import Alert, SlaMiss, TaskInstance
 from tests.integration import test_scheduler_tick as tick
-from tests.integration.test_scheduler_tick import T0, Clock, complete, trigger
+from tests.integration.test_scheduler_tick import T0, complete, trigger
 
 sched_config = tick.sched_config
 add_dag = tick.add_dag
@@ -50,18 +51,18 @@ with DAG("flaky", schedule=None, tags=["billing"], default_args={"owner": "data-
 
 def fail_with_retries(store, make_scheduler, attempts: int = 3, run_id: str | None = None) -> str:
     """Run `flaky` (triggered here unless `run_id` is given), failing every attempt."""
-    clock = Clock()
+    clock = FakeClock(T0)
     scheduler, stub = make_scheduler(clock=clock)
     run_id = run_id or trigger(store, "flaky")
     for attempt in range(1, attempts + 1):
-        clock.now = T0 + timedelta(seconds=attempt)
-        scheduler.tick(clock.now)
+        clock.set(T0 + timedelta(seconds=attempt))
+        scheduler.tick(clock.now())
         (ti_id,) = list(stub.held)
         outcome = TaskState.FAILED if attempt == attempts else TaskState.UP_FOR_RETRY
-        complete(store, stub, ti_id, outcome, clock.now, reason=None)
+        complete(store, stub, ti_id, outcome, clock.now(), reason=None)
         stub.held.clear()
-    clock.now += timedelta(seconds=1)
-    scheduler.tick(clock.now)
+    clock.advance(timedelta(seconds=1))
+    scheduler.tick(clock.now())
     return run_id
 
 
@@ -170,7 +171,7 @@ def test_alert_rows_roll_back_with_the_transition_that_caused_them(
 def test_a_zombie_is_its_own_event(store, add_dag, make_scheduler, sched_config):
     add_dag("flaky", FLAKY)
     install_routes(sched_config, oncall={"urls": [URL], "events": ["zombie_killed"]})
-    clock = Clock()
+    clock = FakeClock(T0)
     scheduler, stub = make_scheduler(clock=clock, scheduler__heartbeat_timeout=30)
     trigger(store, "flaky")
     scheduler.tick(T0)
@@ -181,8 +182,8 @@ def test_a_zombie_is_its_own_event(store, add_dag, make_scheduler, sched_config)
             session, ti_id, expected=TaskState.QUEUED, to=TaskState.RUNNING, at=T0,
             try_number=1, last_heartbeat=T0,
         )  # fmt: skip
-    scheduler._last_housekeeping = 0
-    scheduler.tick(T0 + timedelta(seconds=31))
+    clock.set(T0 + timedelta(seconds=31))  # housekeeping is due (every 5 s)
+    scheduler.tick(clock.now())
 
     (row,) = alert_rows(store)
     assert (row.event, row.task_id, row.severity) == ("zombie_killed", "load", "warning")
@@ -218,16 +219,16 @@ def test_resolved_follows_a_failure_once(store, add_dag, make_scheduler, sched_c
         oncall={"urls": [URL], "group_by": []},
     )
     fail_with_retries(store, make_scheduler)
-    clock = Clock(T0 + timedelta(minutes=5))
+    clock = FakeClock(T0 + timedelta(minutes=5))
     scheduler, stub = make_scheduler(clock=clock)
     for minute in (5, 6):  # two later runs succeed: only the first resolves the failure
-        clock.now = T0 + timedelta(minutes=minute)
-        trigger(store, "flaky", clock.now)
-        scheduler.tick(clock.now)
+        clock.set(T0 + timedelta(minutes=minute))
+        trigger(store, "flaky", clock.now())
+        scheduler.tick(clock.now())
         (ti_id,) = list(stub.held)
-        complete(store, stub, ti_id, TaskState.SUCCESS, clock.now)
+        complete(store, stub, ti_id, TaskState.SUCCESS, clock.now())
         stub.held.clear()
-        scheduler.tick(clock.now)
+        scheduler.tick(clock.now())
 
     resolved = alert_rows(store, event="task_resolved")
     (failed,) = alert_rows(store, event="task_failed")

@@ -15,6 +15,7 @@ from sqlalchemy import event, select
 from alerts import sla
 from alerts.sla import FOLD_REASON, SlaChecker
 from engine import hooks
+from engine.clock import FakeClock
 from engine.execution.stub import StubExecutor
 from engine.hooks import TickContext
 from engine.parsing.parser import process_folders
@@ -25,7 +26,7 @@ from engine.store import transitions
 from engine.store.models import Alert, CallbackRecord, DagRun, SlaMiss, TaskInstance
 from tests.integration import test_scheduler_loop as loop
 from tests.integration import test_scheduler_tick as tick
-from tests.integration.test_scheduler_tick import T0, Clock, complete, tis, trigger
+from tests.integration.test_scheduler_tick import T0, complete, tis, trigger
 
 sched_config = tick.sched_config
 add_dag = tick.add_dag
@@ -42,7 +43,7 @@ def start_scheduler(store, sched_config):
     Services (the dispatcher) are left out: the outbox rows stay as the checks wrote them."""
     started: list[Scheduler] = []
 
-    def _start(clock: Clock, **overrides):
+    def _start(clock: FakeClock, **overrides):
         config = sched_config.with_overrides(alerts__routes=ROUTES, **overrides)
         registry = hooks.install(config)
         every_tick = [dataclasses.replace(hook, interval=0) for hook in registry.tick_hooks]
@@ -121,7 +122,7 @@ def test_a_task_sla_miss_is_raised_while_the_task_runs_and_never_again(
     store, add_dag, start_scheduler, emitted
 ):
     add_dag("late", LATE.format(description="v1"))
-    clock = Clock()
+    clock = FakeClock(T0)
     scheduler, stub = start_scheduler(clock)
     run_id = trigger(store, "late")  # manual: the SLA counts from the queued time, T0
     scheduler.tick(T0)
@@ -130,16 +131,16 @@ def test_a_task_sla_miss_is_raised_while_the_task_runs_and_never_again(
     start_attempt(store, ids["quick"], T0 + timedelta(seconds=1))
     finish_attempt(store, stub, ids["quick"], TaskState.SUCCESS, T0 + timedelta(seconds=5))
     for seconds in (5, 29):
-        clock.now = T0 + timedelta(seconds=seconds)
-        scheduler.tick(clock.now)
+        clock.set(T0 + timedelta(seconds=seconds))
+        scheduler.tick(clock.now())
     assert misses(store) == []
 
-    clock.now = T0 + timedelta(seconds=31)
-    scheduler.tick(clock.now)
+    clock.set(T0 + timedelta(seconds=31))
+    scheduler.tick(clock.now())
 
     deadline = T0 + timedelta(seconds=30)
     # Only the task still running is late; `quick` ended at T0+5, before its deadline.
-    assert misses(store) == [("task_sla", "late", "slow", deadline, clock.now, "running", True)]
+    assert misses(store) == [("task_sla", "late", "slow", deadline, clock.now(), "running", True)]
     assert tis(store, "late", run_id)["slow"].end_date is None  # raised before it ended
     (alert,) = alerts(store)
     assert (alert.event, alert.route, alert.status) == ("sla_missed", "oncall", "pending")
@@ -155,23 +156,23 @@ def test_a_task_sla_miss_is_raised_while_the_task_runs_and_never_again(
         f"task slow missed its SLA {deadline.isoformat()} (running)"
     ) and request.fileloc.endswith("late.py")
     with store.session() as session:  # it ran, as an executor records once it has
-        callback_store.finish(session, request.request_id, clock.now)
+        callback_store.finish(session, request.request_id, clock.now())
 
     # Still late on the next ticks, then it ends: nothing more is raised.
     for seconds in (40, 50):
-        clock.now = T0 + timedelta(seconds=seconds)
-        scheduler.tick(clock.now)
+        clock.set(T0 + timedelta(seconds=seconds))
+        scheduler.tick(clock.now())
     finish_attempt(store, stub, ids["slow"], TaskState.SUCCESS, T0 + timedelta(seconds=55))
-    clock.now = T0 + timedelta(seconds=56)
-    scheduler.tick(clock.now)
+    clock.set(T0 + timedelta(seconds=56))
+    scheduler.tick(clock.now())
 
     # A new scheduler process on the same metastore, then a re-parse of the changed file.
     scheduler, restarted = start_scheduler(clock)
-    clock.now = T0 + timedelta(seconds=60)
-    scheduler.tick(clock.now)
+    clock.set(T0 + timedelta(seconds=60))
+    scheduler.tick(clock.now())
     add_dag("late", LATE.format(description="v2"))
-    clock.now = T0 + timedelta(seconds=70)
-    scheduler.tick(clock.now)
+    clock.set(T0 + timedelta(seconds=70))
+    scheduler.tick(clock.now())
 
     assert [m[:3] for m in misses(store)] == [("task_sla", "late", "slow")]
     assert [a.event for a in alerts(store)] == ["sla_missed"]
@@ -188,21 +189,21 @@ def test_a_dag_deadline_is_missed_on_the_clock(store, add_dag, start_scheduler, 
             EmptyOperator(task_id="extract") >> EmptyOperator(task_id="load")
         """,
     )
-    clock = Clock()
+    clock = FakeClock(T0)
     scheduler, stub = start_scheduler(clock)
     run_id = trigger(store, "etl")
     scheduler.tick(T0)
     (ti_id,) = list(stub.held)
     start_attempt(store, ti_id, T0 + timedelta(seconds=1))
-    clock.now = T0 + timedelta(seconds=59)
-    scheduler.tick(clock.now)
+    clock.set(T0 + timedelta(seconds=59))
+    scheduler.tick(clock.now())
     assert misses(store) == [] and emitted.values("deadline.missed") == []
 
-    clock.now = T0 + timedelta(seconds=61)
-    scheduler.tick(clock.now)
+    clock.set(T0 + timedelta(seconds=61))
+    scheduler.tick(clock.now())
 
     assert misses(store) == [
-        ("dag_deadline", "etl", "", T0 + timedelta(minutes=1), clock.now, "running", True)
+        ("dag_deadline", "etl", "", T0 + timedelta(minutes=1), clock.now(), "running", True)
     ]
     assert emitted.values("deadline.missed") == [({"dag_id": "etl"}, 1.0)]
     assert emitted.values("sla_missed") == []
@@ -222,15 +223,15 @@ def test_the_timedelta_shorthand_counts_from_the_data_interval_end(store, add_da
             EmptyOperator(task_id="t", sla=timedelta(minutes=10))
         """,
     )
-    clock = Clock(T0 + timedelta(minutes=5))  # the 11:00-12:00 interval's run is due
+    clock = FakeClock(T0 + timedelta(minutes=5))  # the 11:00-12:00 interval's run is due
     scheduler, _ = start_scheduler(clock)
-    scheduler.tick(clock.now)
+    scheduler.tick(clock.now())
     with store.session() as session:
         run = session.scalars(select(DagRun)).one()
     assert run.data_interval_end == T0 and run.queued_at == T0 + timedelta(minutes=5)
 
-    clock.now = T0 + timedelta(minutes=31)
-    scheduler.tick(clock.now)
+    clock.set(T0 + timedelta(minutes=31))
+    scheduler.tick(clock.now())
 
     assert [(m[0], m[2], m[3], m[5]) for m in misses(store)] == [
         ("dag_deadline", "", T0 + timedelta(minutes=30), "running"),
@@ -250,7 +251,7 @@ def test_a_deadline_missed_by_a_run_that_already_failed(
     store, add_dag, start_scheduler, emitted, policy
 ):
     add_dag("flaky", FLAKY)
-    clock = Clock()
+    clock = FakeClock(T0)
     scheduler, stub = start_scheduler(clock, alerts__miss_after_failure=policy)
     run_id = trigger(store, "flaky")
     scheduler.tick(T0)
@@ -258,9 +259,9 @@ def test_a_deadline_missed_by_a_run_that_already_failed(
     complete(store, stub, ti_id, TaskState.FAILED, T0 + timedelta(seconds=10))
     # The scheduler is down past the deadline; the next one fails the run and sees the miss
     # in the same tick, after the failure alert was written.
-    clock.now = T0 + timedelta(minutes=5)
+    clock.set(T0 + timedelta(minutes=5))
     scheduler, _ = start_scheduler(clock, alerts__miss_after_failure=policy)
-    scheduler.tick(clock.now)
+    scheduler.tick(clock.now())
 
     assert [(m[0], m[5]) for m in misses(store)] == [("dag_deadline", "failed")]
     assert emitted.values("deadline.missed") == [({"dag_id": "flaky"}, 1.0)]
@@ -283,15 +284,15 @@ def test_a_deadline_missed_by_a_run_that_already_failed(
 
 def test_a_run_that_ended_in_time_is_not_a_miss(store, add_dag, start_scheduler):
     add_dag("flaky", FLAKY)
-    clock = Clock()
+    clock = FakeClock(T0)
     scheduler, stub = start_scheduler(clock)
     trigger(store, "flaky")
     scheduler.tick(T0)
     (ti_id,) = list(stub.held)
     complete(store, stub, ti_id, TaskState.SUCCESS, T0 + timedelta(seconds=10))
     for seconds in (11, 100, 200):
-        clock.now = T0 + timedelta(seconds=seconds)
-        scheduler.tick(clock.now)
+        clock.set(T0 + timedelta(seconds=seconds))
+        scheduler.tick(clock.now())
     with store.session() as session:
         assert session.scalars(select(DagRun.state)).one() == "success"
     assert misses(store) == [] and alerts(store) == []
@@ -322,7 +323,7 @@ def test_a_pass_runs_the_same_few_indexed_statements_whatever_the_task_count(
         folder.mkdir(parents=True, exist_ok=True)
         wide_dag(folder, width)
         process_folders(sqlite_store, sched_config)
-        scheduler = Scheduler(sqlite_store, sched_config, StubExecutor(), clock=Clock())
+        scheduler = Scheduler(sqlite_store, sched_config, StubExecutor(), clock=FakeClock(T0))
         scheduler.start()
         trigger(sqlite_store, f"wide_{width}")
         scheduler.tick(T0)
@@ -451,7 +452,7 @@ def test_the_verdicts():
 
 def test_when_nothing_has_an_sla_a_pass_is_one_query(store, add_dag, sched_config):
     add_dag("plain", 'with DAG("plain", schedule=None):\n    EmptyOperator(task_id="t")\n')
-    scheduler = Scheduler(store, sched_config, StubExecutor(), clock=Clock())
+    scheduler = Scheduler(store, sched_config, StubExecutor(), clock=FakeClock(T0))
     scheduler.start()
     trigger(store, "plain")
     scheduler.tick(T0)
@@ -477,7 +478,7 @@ def test_a_pass_that_fails_to_commit_is_retried_and_counted_once(
     store, add_dag, start_scheduler, emitted, monkeypatch
 ):
     add_dag("flaky", FLAKY)
-    clock = Clock()
+    clock = FakeClock(T0)
     scheduler, _ = start_scheduler(clock)
     trigger(store, "flaky")
     scheduler.tick(T0)
@@ -487,14 +488,14 @@ def test_a_pass_that_fails_to_commit_is_retried_and_counted_once(
         raise RuntimeError("outbox unavailable")
 
     monkeypatch.setattr(sla.outbox, "enqueue", broken)
-    clock.now = T0 + timedelta(minutes=2)
-    scheduler.tick(clock.now)  # the hook fails: logged, and its transaction rolled back
+    clock.set(T0 + timedelta(minutes=2))
+    scheduler.tick(clock.now())  # the hook fails: logged, and its transaction rolled back
     assert misses(store) == [] and emitted.values("deadline.missed") == []
 
     monkeypatch.setattr(sla.outbox, "enqueue", real)
-    clock.now += timedelta(seconds=1)
-    scheduler.tick(clock.now)
-    assert [(m[0], m[4]) for m in misses(store)] == [("dag_deadline", clock.now)]
+    clock.advance(timedelta(seconds=1))
+    scheduler.tick(clock.now())
+    assert [(m[0], m[4]) for m in misses(store)] == [("dag_deadline", clock.now())]
     assert emitted.values("deadline.missed") == [({"dag_id": "flaky"}, 1.0)]
     assert [a.event for a in alerts(store)] == ["sla_missed"]
 
@@ -526,7 +527,7 @@ with DAG("learned", schedule=None, deadline=Deadline(DeadlineReference.DAGRUN_QU
 def test_a_deadline_learned_from_recent_runs(store, add_dag, start_scheduler, history, deadline):
     add_dag("learned", LEARNED)
     seed_runs(store, "learned", history)
-    clock = Clock()
+    clock = FakeClock(T0)
     scheduler, _ = start_scheduler(clock)
     trigger(store, "learned")
     seen: list[tuple[str, object]] = []
@@ -540,8 +541,8 @@ def test_a_deadline_learned_from_recent_runs(store, add_dag, start_scheduler, hi
     event.listen(store.engine, "before_cursor_execute", record)
     try:
         for seconds in (0, 179, 181, 10_000):
-            clock.now = T0 + timedelta(seconds=seconds)
-            scheduler.tick(clock.now)
+            clock.set(T0 + timedelta(seconds=seconds))
+            scheduler.tick(clock.now())
             if seconds == 179:
                 assert misses(store) == []
     finally:

@@ -16,11 +16,12 @@ from console import rollup
 from console.advice import EXECUTOR
 from console.queries import capacity, capacity_rollup
 from engine import hooks
+from engine.clock import FakeClock
 from engine.execution.stub import StubExecutor
 from engine.scheduling.scheduler import Scheduler
 from engine.store.models import CapacityBucket
 from tests.console import capacity_seed as hist
-from tests.integration.test_scheduler_tick import T0, Clock
+from tests.integration.test_scheduler_tick import T0
 
 
 def _rows(store) -> list[tuple]:
@@ -108,7 +109,7 @@ def test_the_writer_runs_in_its_own_thread_never_in_the_tick(store, config, monk
     )
     registry = hooks.install(config, plugins=[console_plugin])
     assert registry.tick_hooks == [] and len(registry.services) == 1
-    scheduler = Scheduler(store, config, StubExecutor(), clock=Clock(), registry=registry)
+    scheduler = Scheduler(store, config, StubExecutor(), clock=FakeClock(T0), registry=registry)
     try:
         scheduler.start()
         for _ in range(3):

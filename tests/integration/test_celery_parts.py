@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import select
 
 from console.queries.workers import queue_capacity, worker_slots
+from engine.clock import FakeClock
 from engine.execution import runner
 from engine.execution.attempt import load_dag
 from engine.execution.celery.executor import CeleryExecutor
@@ -25,7 +26,7 @@ from engine.store import transitions, workers
 from engine.store.models import TaskInstance
 from metrics.relay import Relayed
 from tests.integration import test_scheduler_tick as tick_tests
-from tests.integration.test_scheduler_tick import Clock, trigger
+from tests.integration.test_scheduler_tick import trigger
 
 # the tick tests' fixtures: a scheduler config on `store`, a DAG file writer
 sched_config = tick_tests.sched_config
@@ -79,7 +80,7 @@ def queued(store, sched_config, add_dag):
         """,
     )
     stub = IdStub()
-    scheduler = Scheduler(store, sched_config, stub, clock=Clock(NOW))
+    scheduler = Scheduler(store, sched_config, stub, clock=FakeClock(NOW))
     scheduler.start()
     trigger(store, "two", NOW)
     for _ in range(3):

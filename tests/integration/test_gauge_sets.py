@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from engine.clock import FakeClock
 from engine.execution.stub import StubExecutor
 from engine.observability.collector import metastore_source
 from engine.observability.service import GaugePusher
 from engine.parsing.parser import process_folders
-from engine.scheduling.scheduler import Scheduler
+from engine.scheduling.scheduler import GAUGE_INTERVAL, Scheduler
 from engine.store import pools
 from engine.store.models import DagFile, DagRun, TaskInstance
 from metrics import Stats
@@ -123,12 +124,13 @@ def test_the_loop_zeroes_a_deleted_pools_gauges_once(
 ) -> None:
     with store.session() as session:
         pools.set_pool(session, "three", 3)
-    scheduler = Scheduler(store, local_config, StubExecutor(4))
+    clock = FakeClock(T0)
+    scheduler = Scheduler(store, local_config, StubExecutor(4), clock=clock)
     scheduler.start()
 
     def tick() -> dict[tuple[str, str], float]:
         emitted.clear()
-        scheduler._last_gauges = 0  # the loop sends its gauges at most once a second
+        clock.advance(GAUGE_INTERVAL)  # the loop sends its gauges at most once a second
         scheduler.tick(T0)
         return {
             (e.name, e.labels.get("pool", "")): e.value

@@ -6,10 +6,11 @@ import logging
 from types import SimpleNamespace
 
 from engine import hooks
+from engine.clock import FakeClock
 from engine.execution.stub import StubExecutor
 from engine.scheduling.scheduler import Scheduler
 from engine.store import transitions
-from tests.integration.test_scheduler_tick import T0, Clock
+from tests.integration.test_scheduler_tick import T0
 
 
 def test_the_alerts_plugin_is_found_through_its_entry_point(config):
@@ -62,7 +63,7 @@ def test_tick_hooks_run_at_their_interval_and_a_failing_one_never_stops_the_tick
     registry.add_tick_hook(hooks.TickHook("hourly", lambda ctx: seen.append("hourly"), 3600))
     recorder = Recorder()
     registry.add_service(lambda cfg, st: recorder)
-    scheduler = Scheduler(store, config, StubExecutor(), clock=Clock(), registry=registry)
+    scheduler = Scheduler(store, config, StubExecutor(), clock=FakeClock(T0), registry=registry)
     scheduler.start()
 
     with caplog.at_level(logging.ERROR, logger="engine.hooks"):
@@ -83,7 +84,7 @@ def test_a_tick_hook_sees_the_schedulers_plans(store, config):
         hooks.TickHook("peek", lambda ctx: seen.update(plan=ctx.plan_of("nope"), ex=ctx.executor))
     )
     executor = StubExecutor()
-    scheduler = Scheduler(store, config, executor, clock=Clock(), registry=registry)
+    scheduler = Scheduler(store, config, executor, clock=FakeClock(T0), registry=registry)
     scheduler.tick(T0)
     assert seen == {"plan": None, "ex": executor}
 

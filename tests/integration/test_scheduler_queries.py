@@ -10,9 +10,10 @@ import pytest
 from sqlalchemy import event, select
 
 from engine import api
+from engine.clock import FakeClock
 from engine.execution.stub import StubExecutor
 from engine.parsing.parser import process_folders
-from engine.scheduling.scheduler import Scheduler
+from engine.scheduling.scheduler import HOUSEKEEPING_INTERVAL, Scheduler
 from engine.store.db import Store
 from engine.store.migrate import migrate
 from engine.store.models import TaskInstance
@@ -76,7 +77,7 @@ def prepare(store, config, width: int, runs: int = 1) -> Scheduler:
         )
     )
     process_folders(store, config)
-    scheduler = Scheduler(store, config, StubExecutor(parallelism=100000), clock=lambda: T0)
+    scheduler = Scheduler(store, config, StubExecutor(parallelism=100000), clock=FakeClock(T0))
     scheduler.start()
     for number in range(runs):
         api.trigger_dag(
@@ -216,7 +217,7 @@ def test_a_leaf_that_ends_costs_a_few_rows_not_the_whole_run(fresh_store, config
 
     # A full pass (every loop interval) reads what still waits to be decided: nothing here.
     rows_read.clear()
-    scheduler._last_full_pass = float("-inf")
+    scheduler.clock.advance(3600)
     scheduler.tick(T0)
     assert scheduler.last_report.active_runs == 1
     assert rows_read == []
@@ -295,7 +296,7 @@ def test_housekeeping_and_adoption_scan_no_big_table(fresh_store, config):
     scheduler = prepare(store, config, 50)
     scheduler.tick(T0)
     statements = recording(store)
-    scheduler._last_housekeeping = 0  # housekeeping is due
+    scheduler.clock.advance(HOUSEKEEPING_INTERVAL)  # housekeeping is due
     scheduler.tick(T0)
     queries = [
         (query, parameters)

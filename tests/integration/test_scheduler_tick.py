@@ -13,24 +13,17 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
+from engine.clock import FakeClock
 from engine.execution.base import CallbackRequest
 from engine.execution.stub import StubExecutor
 from engine.parsing.parser import process_folders
-from engine.scheduling.scheduler import Scheduler
+from engine.scheduling.scheduler import GAUGE_INTERVAL, Scheduler
 from engine.states import DagRunState, TaskState
 from engine.store import pools, runs, transitions
 from engine.store.models import DagRun, Job, TaskInstance, TaskTry
 from metrics.testing import MemoryBackend
 
 T0 = datetime(2026, 1, 10, 12, tzinfo=UTC)
-
-
-class Clock:
-    def __init__(self, now: datetime = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @pytest.fixture
@@ -57,11 +50,13 @@ def add_dag(store, sched_config):
 
 
 @pytest.fixture
-def make_scheduler(store, sched_config):
-    def _make(parallelism: int = 32, clock: Clock | None = None, **overrides):
+def make_scheduler(store, sched_config, fake_clock):
+    """Start a scheduler on a stub executor; its clock is `fake_clock` unless given one."""
+
+    def _make(parallelism: int = 32, clock: FakeClock | None = None, **overrides):
         stub = StubExecutor(parallelism)
         config = sched_config.with_overrides(**overrides) if overrides else sched_config
-        scheduler = Scheduler(store, config, stub, clock=clock or Clock())
+        scheduler = Scheduler(store, config, stub, clock=clock or fake_clock)
         scheduler.start()
         return scheduler, stub
 
@@ -386,7 +381,7 @@ def test_zombie_is_failed_or_retried_and_its_attempt_closed(store, add_dag, make
             EmptyOperator(task_id="t", retries=1, retry_delay=timedelta(seconds=0))
         """,
     )
-    clock = Clock()
+    clock = FakeClock(T0)
     scheduler, stub = make_scheduler(clock=clock, scheduler__heartbeat_timeout=30)
     run_id = trigger(store, "zombie")
     scheduler.tick(T0)
@@ -399,11 +394,11 @@ def test_zombie_is_failed_or_retried_and_its_attempt_closed(store, add_dag, make
         )  # fmt: skip
         ti = session.get(TaskInstance, ti_id)
         runs.start_try(session, ti, hostname="h", pid=1, log_path="x", now=T0)
-    scheduler._last_housekeeping = 0
-    report = scheduler.tick(T0 + timedelta(seconds=20))
+    clock.set(T0 + timedelta(seconds=20))  # housekeeping is due (every 5 s)
+    report = scheduler.tick(clock.now())
     assert report.zombies == 0
-    scheduler._last_housekeeping = 0
-    report = scheduler.tick(T0 + timedelta(seconds=31))
+    clock.set(T0 + timedelta(seconds=31))
+    report = scheduler.tick(clock.now())
     assert report.zombies == 1
     assert states(store, "zombie", run_id) == {"t": "up_for_retry"}
     with store.session() as session:
@@ -518,7 +513,7 @@ def test_orphaned_queued_attempts_are_reset_on_start(store, add_dag, make_schedu
     # PostgreSQL, where several schedulers may run, it knows the first is gone by its
     # heartbeat, silent for longer than scheduler_health_check_threshold.)
     later = T0 + timedelta(seconds=31)
-    second, stub2 = make_scheduler(clock=Clock(later))
+    second, stub2 = make_scheduler(clock=FakeClock(later))
     assert states(store, "orphans", run_id) == {"t": "scheduled"}
     second.tick(later)
     assert queued_ids(stub2) == ["t"]
@@ -614,8 +609,26 @@ def _sum(emitted: MemoryBackend, name: str, **labels: str) -> float:
     return sum(v for got, v in emitted.values(name) if labels.items() <= got.items())
 
 
+def test_housekeeping_comes_every_five_seconds_of_the_schedulers_clock(
+    store, make_scheduler, emitted, fake_clock
+):
+    """Heartbeats and zombie checks are due by the scheduler's clock, not by real time:
+    at the first tick, then once HOUSEKEEPING_INTERVAL (5 s) of that clock has passed."""
+    scheduler, _ = make_scheduler()
+    beats = []
+    for step in (0, 4.9, 0.1, 1, 4):  # ticks at 0, 4.9, 5, 6 and 10 s
+        fake_clock.advance(step)
+        emitted.clear()
+        scheduler.tick()
+        beats.append(_sum(emitted, "scheduler_heartbeat"))
+    assert beats == [1, 0, 1, 0, 1]
+    with store.session() as session:
+        job = session.get(Job, scheduler.job_id)
+        assert job.latest_heartbeat == T0 + timedelta(seconds=10)
+
+
 def test_a_zombie_counts_as_a_failed_attempt_without_heartbeat(
-    store, add_dag, make_scheduler, emitted
+    store, add_dag, make_scheduler, emitted, fake_clock
 ):
     add_dag("m", 'with DAG("m", schedule=None):\n    EmptyOperator(task_id="t", retries=1)\n')
     scheduler, stub = make_scheduler(scheduler__heartbeat_timeout=30)
@@ -631,8 +644,8 @@ def test_a_zombie_counts_as_a_failed_attempt_without_heartbeat(
         runs.start_try(session, session.get(TaskInstance, ti_id), hostname="h", pid=1,
                        log_path="x", now=T0)  # fmt: skip
     emitted.clear()
-    scheduler._last_housekeeping = 0
-    scheduler.tick(T0 + timedelta(seconds=31))
+    fake_clock.set(T0 + timedelta(seconds=31))  # housekeeping is due (every 5 s)
+    scheduler.tick(fake_clock.now())
     assert emitted.values("task_instances_without_heartbeats_killed") == [(TAGS, 1.0)]
     assert emitted.values("ti.finish") == [({**TAGS, "state": "up_for_retry"}, 1.0)]
     assert emitted.values("ti_failures") == [(TAGS, 1.0)]
@@ -647,12 +660,12 @@ def test_orphans_reset_on_start_are_counted(store, add_dag, make_scheduler, emit
     trigger(store, "m")
     first.tick(T0)
     emitted.clear()
-    make_scheduler(clock=Clock(T0 + timedelta(seconds=31)))  # the first one's heartbeat is old
+    make_scheduler(clock=FakeClock(T0 + timedelta(seconds=31)))  # the first one's heartbeat is old
     assert emitted.values("scheduler.orphaned_tasks.cleared") == [({}, 1.0)]
 
 
 def test_a_dead_schedulers_queued_attempts_are_adopted_by_a_live_one(
-    store, add_dag, make_scheduler, emitted
+    store, add_dag, make_scheduler, emitted, fake_clock
 ):
     add_dag("adopt", 'with DAG("adopt", schedule=None):\n    EmptyOperator(task_id="t")\n')
     first, stub1 = make_scheduler()
@@ -661,14 +674,14 @@ def test_a_dead_schedulers_queued_attempts_are_adopted_by_a_live_one(
     first.tick(T0)
     assert queued_ids(stub1) == ["t"] and not stub2.held
     # the first one is alive (its heartbeat is recent): what it queued stays its own
-    second._last_housekeeping = 0
-    second.tick(T0 + timedelta(seconds=5))
+    fake_clock.set(T0 + timedelta(seconds=5))  # the second one's housekeeping is due
+    second.tick(fake_clock.now())
     assert states(store, "adopt", run_id) == {"t": "queued"} and not stub2.held
     # it stops beating: once scheduler_health_check_threshold (30 s) passes, it is failed
     # and its queued attempt is adopted and queued by the second one
     emitted.clear()
     later = T0 + timedelta(seconds=31)
-    second._last_housekeeping = 0
+    fake_clock.set(later)
     second.tick(later)
     assert states(store, "adopt", run_id) == {"t": "scheduled"}
     second.tick(later)
@@ -689,12 +702,12 @@ def test_a_scheduled_run_reports_its_delays_and_duration(store, add_dag, make_sc
             EmptyOperator(task_id="t")
         """,
     )
-    clock = Clock(T0 + timedelta(minutes=5))  # the 11:00-12:00 interval ended 5 min ago
+    clock = FakeClock(T0 + timedelta(minutes=5))  # the 11:00-12:00 interval ended 5 min ago
     scheduler, stub = make_scheduler(clock=clock)
-    scheduler.tick(clock.now)
+    scheduler.tick(clock.now())
     assert emitted.values("dagrun.schedule_delay") == [({"dag_id": "m"}, 300.0)]
     (ti_id,) = list(stub.held)
-    later = clock.now + timedelta(minutes=2)
+    later = clock.now() + timedelta(minutes=2)
     with store.session() as session:  # the attempt starts 7 min after the interval's end
         session.get(TaskInstance, ti_id).start_date = later
     complete(store, stub, ti_id, TaskState.SUCCESS, now=later)
@@ -709,7 +722,9 @@ def test_a_scheduled_run_reports_its_delays_and_duration(store, add_dag, make_sc
     }
 
 
-def test_loop_gauges_describe_slots_and_starving_tasks(store, add_dag, make_scheduler, emitted):
+def test_loop_gauges_describe_slots_and_starving_tasks(
+    store, add_dag, make_scheduler, emitted, fake_clock
+):
     from engine.store import pools
 
     with store.session() as session:
@@ -725,7 +740,7 @@ def test_loop_gauges_describe_slots_and_starving_tasks(store, add_dag, make_sche
     scheduler, _ = make_scheduler(parallelism=10)
     trigger(store, "m")
     scheduler.tick(T0)  # queues 3 of 4; gauges are read at the start of queueing
-    scheduler._last_gauges = 0
+    fake_clock.advance(GAUGE_INTERVAL)  # the loop sends its gauges once a second of its clock
     emitted.clear()
     scheduler.tick(T0)
     gauges = {(e.name, tuple(e.labels.items())): e.value for e in emitted.emissions}

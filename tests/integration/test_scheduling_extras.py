@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import select
 
 from engine import api
+from engine.clock import FakeClock
 from engine.execution.stub import StubExecutor
 from engine.scheduling.explain import why_not_running
 from engine.scheduling.scheduler import Scheduler
@@ -70,7 +71,7 @@ def test_per_run_limit_lets_two_runs_overlap_where_the_per_dag_one_does_not(
 def stub_scheduler(store, config, parallelism: int = 32) -> tuple[Scheduler, StubExecutor]:
     stub = StubExecutor(parallelism)
     scheduler = Scheduler(
-        store, config.with_overrides(scheduler__loop_interval=0), stub, clock=lambda: T0
+        store, config.with_overrides(scheduler__loop_interval=0), stub, clock=FakeClock(T0)
     )
     scheduler.start()
     return scheduler, stub
