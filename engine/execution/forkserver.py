@@ -66,6 +66,7 @@ PRELOAD = (
     "psycopg",
     "pendulum",
     "jinja2",
+    "cryptography.fernet",  # engine.secrets imports it on first use: attempts find it loaded
 )
 #: the largest request packet the server reads (a Fork is a few kB)
 _MAX_PACKET = 1 << 20
