@@ -169,7 +169,7 @@ def _tree(root: int) -> list[tuple[int, int]]:
 
 
 #: CPU_ROLES[depth]: who runs at that depth of the scheduler's tree (the local executor
-#: starts its template from the multiprocessing forkserver), and whom they reap
+#: starts its template from the fork server), and whom they reap
 CPU_ROLES = (
     ("scheduler", "exited children of the scheduler"),
     ("forkserver", "exited children of the forkserver"),

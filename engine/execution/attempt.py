@@ -28,6 +28,7 @@ from engine.config import OPTIONS, Config, Setting
 from engine.exceptions import DagwatchError, TaskError
 from engine.execution import runner
 from engine.execution.base import AttemptRequest, CallbackRequest
+from engine.execution.messages import Relayed
 from engine.execution.task_api import MetastoreTaskAPI
 from engine.observability.child_metrics import install_relay
 from engine.parsing.parser import dag_folders, import_dag_file
@@ -91,7 +92,7 @@ class DagCache(OrderedDict[DagFileKey, dict[str, Any]]):
 
 @functools.cache
 def hostname() -> str:
-    """This host's name, looked up once: the forkserver's warm-up fills the cache for every
+    """This host's name, looked up once: the fork server's warm-up fills the cache for every
     child, so a slow resolver does not delay each attempt."""
     return socket.getfqdn()
 
@@ -377,7 +378,7 @@ def callback_main(
         store.dispose()
         if metrics_out is not None:
             try:
-                metrics_out.send(relay.drain())
+                metrics_out.send(Relayed(relay.drain()))
             except OSError:
                 pass  # the executor is gone; so is anyone to read it
             metrics_out.close()

@@ -18,6 +18,10 @@ so no signal can reach an unrelated process that took over a recycled pid.
 What this cannot hold: a process a task hands to another manager (systemd-run, a
 container runtime, at), and one that makes itself a subreaper and then exits with
 orphans of its own still running.
+
+From outside, the executor stops an attempt by signalling process groups (`kill_group`):
+SIGTERM to the group that runs it, and SIGKILL to that group and its descendants' groups
+once it has outstayed its grace, or when the process supervising it is gone.
 """
 
 from __future__ import annotations
@@ -122,6 +126,15 @@ def end_children(spare: Collection[int] = (), timeout: float = END_TIMEOUT) -> E
             return Ended(len(killed), tuple(left))
 
 
+def end_attempt_processes() -> Ended:
+    """Kill and reap what an attempt left running (all this process's children: a process
+    that supervises an attempt starts none of its own), saying so in the attempt's log."""
+    ended = end_children()
+    if ended.killed or ended.alive:
+        log.warning("the attempt's processes were ended: %s", ended.describe())
+    return ended
+
+
 def _exited(pid: int) -> bool:
     """Whether this child already exited (a zombie waiting to be reaped)."""
     try:
@@ -147,3 +160,63 @@ def _reap(pids: list[int], deadline: float) -> list[int]:
                 break
             time.sleep(_POLL)
     return left
+
+
+def _children_map() -> dict[int, list[tuple[int, int]]]:
+    """ppid -> [(pid, pgid)] for every process visible in /proc (empty elsewhere)."""
+    children: dict[int, list[tuple[int, int]]] = {}
+    proc = Path("/proc")
+    if not proc.is_dir():
+        return children
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # The command name (field 2) may hold spaces and parentheses: split after it.
+        fields = stat[stat.rfind(")") + 2 :].split()
+        children.setdefault(int(fields[1]), []).append((int(entry.name), int(fields[2])))
+    return children
+
+
+def descendant_groups(pid: int) -> set[int]:
+    """Process groups of `pid`'s descendants, which may have left its group (a task's
+    `start_new_session=True` subprocess does)."""
+    children = _children_map()
+    groups: set[int] = set()
+    todo = [pid]
+    while todo:
+        for child, pgid in children.get(todo.pop(), []):
+            groups.add(pgid)
+            todo.append(child)
+    groups.discard(os.getpgrp())  # never ourselves
+    return groups
+
+
+def kill_group(pid: int, sig: int, *, tree: bool = False) -> None:
+    """Send `sig` to the process group led by `pid` (and, with `tree`, to the groups of its
+    descendants first); fall back to `pid` alone when it does not lead a group yet."""
+    groups = descendant_groups(pid) if tree else set()
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:  # forked but not yet in its own group
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+    except PermissionError as exc:
+        log.warning("cannot signal process group %s: %s", pid, exc)
+    for group in groups - {pid}:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(group, sig)
+
+
+def describe_exit(code: int | None) -> str:
+    """`code N` or `code -N (signal NAME)`, as multiprocessing reports exit codes."""
+    if code is not None and code < 0:
+        try:
+            name = signal.Signals(-code).name
+        except ValueError:
+            name = str(-code)
+        return f"code {code} (signal {name})"
+    return f"code {code}"

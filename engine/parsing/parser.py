@@ -21,12 +21,13 @@ import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from multiprocessing import Pipe
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine import masking
-from engine.execution.forking import mp_context
+from engine.execution import forkserver
 from engine.observability import emit
 from engine.parsing.dag_folder import Problem, scan_folders
 from engine.sdk.compat import DagwatchDeprecationWarning, check_source
@@ -103,7 +104,7 @@ def _parse_in_child(path: str, conn: Connection, extra_sys_path: Sequence[str]) 
 class _Child:
     path: Path
     content_hash: str
-    process: Any
+    process: forkserver.Child
     conn: Connection
     started: float
 
@@ -120,19 +121,17 @@ def parse_files(
     pending.reverse()
     running: dict[Connection, _Child] = {}
     results: list[FileParseResult] = []
-    context = mp_context()
     while pending or running:
         while pending and len(running) < processes:
             path, digest = pending.pop()
-            reader, writer = context.Pipe(duplex=False)
-            process = context.Process(
-                target=_parse_in_child,
-                args=(str(path), writer, list(extra_sys_path)),
-                name=f"dagwatch-parse-{path.name}",
-                daemon=True,
-            )
-            process.start()
-            writer.close()
+            reader, writer = Pipe(duplex=False)
+            try:
+                process = forkserver.start(
+                    _parse_in_child, str(path), writer, list(extra_sys_path),
+                    name=f"dagwatch-parse-{path.name}",
+                )  # fmt: skip
+            finally:
+                writer.close()
             running[reader] = _Child(path, digest, process, reader, time.monotonic())
         next_deadline = min(child.started + timeout for child in running.values())
         ready = wait(list(running), timeout=max(0.0, next_deadline - time.monotonic()))

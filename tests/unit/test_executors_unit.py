@@ -17,8 +17,8 @@ from engine.execution.attempt import (
     load_dag,
 )
 from engine.execution.celery import CeleryExecutor
-from engine.execution.forking import describe_exit
 from engine.execution.local import LocalExecutor
+from engine.execution.reaper import describe_exit
 
 
 def test_get_executor_names_the_allowed_values(config):

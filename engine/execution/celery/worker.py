@@ -85,8 +85,6 @@ def _process() -> tuple[Any, Store, DagCache]:
 
 def run_attempt_message(message_id: str, fields: dict[str, Any]) -> dict[str, Any]:
     """The body of `dagwatch.run_attempt`: run one attempt unless the message is stale."""
-    from engine.execution.local.worker import end_left_processes
-
     request = AttemptRequest(**fields)
     config, store, cache = _process()
     relay = install_relay(config)
@@ -108,7 +106,7 @@ def run_attempt_message(message_id: str, fields: dict[str, Any]) -> dict[str, An
         else:
             result = runner.run_attempt(
                 store, config, dag, request.ti_id, hostname=hostname(), external_id=message_id,
-                end_processes=end_left_processes,
+                end_processes=reaper.end_attempt_processes,
             )  # fmt: skip
             outcome, error = result.state, result.error
     except runner.StaleMessage as exc:

@@ -1,14 +1,15 @@
 """The local executor: `parallelism` long-lived worker processes run the attempts.
 
 Workers are forked from a template process that warmed a metastore engine up once
-(`engine.execution.local.pool`, `.template`) and stay (`.worker`): each keeps that warm engine
-and the DAG files it imported. Each attempt runs in its worker, or in a process the
-worker forks for it (`core.attempt_isolation`); either records the attempt through the
-runner. The worker reports the pid of the process running the attempt once it starts,
-then (state, error, exit code) once it ended. So an attempt that dies without recording
-an outcome (SIGKILL, OOM), or whose worker dies, still produces an event (`lost`), with
-that pid. A dead worker is replaced, and so is one that exits because an attempt changed
-it. Attempts go to an idle worker that already imported their DAG file when there is one.
+(`engine.execution.local.pool`, `.worker_template`) and stay (`.worker`): each keeps
+that warm engine and the DAG files it imported. Each attempt runs in its worker, or in a
+process the worker forks for it (`core.attempt_isolation`); either records the attempt
+through the runner. The worker reports the pid of the process running the attempt once
+it starts, then (state, error, exit code) once it ended (`engine.execution.messages`).
+So an attempt that dies without recording an outcome (SIGKILL, OOM), or whose worker
+dies, still produces an event (`lost`), with that pid. A dead worker is replaced, and so
+is one that exits because an attempt changed it. Attempts go to an idle worker that
+already imported their DAG file when there is one.
 Stopping an attempt sends its worker the reason; the process group running the attempt
 then gets SIGTERM (from the worker that forked it, or from here when the worker runs it
 itself), and SIGKILL from here `kill_grace` s later.
@@ -35,15 +36,25 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from multiprocessing import Pipe
 from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as wait_for
-from typing import Any
 
 from engine.config import Config
+from engine.execution import forkserver
 from engine.execution.attempt import callback_main, config_payload
 from engine.execution.base import AttemptEvent, AttemptRequest, CallbackRequest
-from engine.execution.forking import describe_exit, kill_group, mp_context, warm_up
 from engine.execution.local.pool import WorkerHandle, WorkerPool
+from engine.execution.messages import (
+    Done,
+    Ready,
+    Relayed,
+    Retiring,
+    RunAttempt,
+    Started,
+    StopAttempt,
+)
+from engine.execution.reaper import describe_exit, kill_group
 from engine.states import TaskState
 from metrics import stats
 
@@ -67,7 +78,7 @@ class _Attempt:
 class _Other:
     """A process the executor reaps and may kill but reports nothing about."""
 
-    process: Any
+    process: forkserver.Child
     label: str
     deadline: float
     metrics_in: Connection  #: what its callbacks emitted, sent as it exits
@@ -75,7 +86,9 @@ class _Other:
     def read_metrics(self) -> None:
         try:
             while self.metrics_in.poll():
-                stats.replay(self.metrics_in.recv())
+                message = self.metrics_in.recv()
+                if isinstance(message, Relayed):
+                    stats.replay(message.metrics)
         except (EOFError, OSError):
             pass  # it exited without sending any
 
@@ -116,7 +129,7 @@ class LocalExecutor:
         if self._started:
             return
         self._started = True
-        warm_up()
+        forkserver.warm_up()
         atexit.register(self._at_exit)
         self._pool.size, self._pool.max_files = self.parallelism, self.dag_cache_files
         self._pool.start()
@@ -141,14 +154,14 @@ class LocalExecutor:
             raise RuntimeError("the local executor has ended; it runs no more callbacks")
         self.start()
         for request in requests:
-            metrics_in, metrics_out = mp_context().Pipe(duplex=False)
-            process = mp_context().Process(
-                target=callback_main,
-                args=(request, self._payload, metrics_out),
-                name=f"dagwatch-callback-{request.dag_id}",
-            )
-            process.start()
-            metrics_out.close()
+            metrics_in, metrics_out = Pipe(duplex=False)
+            try:
+                process = forkserver.start(
+                    callback_main, request, self._payload, metrics_out,
+                    name=f"dagwatch-callback-{request.dag_id}",
+                )  # fmt: skip
+            finally:
+                metrics_out.close()
             label = f"{request.kind} of {request.dag_id}/{request.run_id}"
             deadline = time.monotonic() + self.callback_timeout
             self._others.append(_Other(process, label, deadline, metrics_in))
@@ -193,7 +206,7 @@ class LocalExecutor:
             attempt = self._running.get(ti_id)
             if attempt is None or attempt.stopped_at is not None:
                 continue
-            self._pool.send(attempt.worker, ("stop", ti_id, reason))
+            self._pool.send(attempt.worker, StopAttempt(ti_id, reason))
             log.info("stopping task instance %s (pid %s): %s", ti_id, attempt.pid, reason)
             attempt.stopped_at, attempt.stop_reason = time.monotonic(), reason
             self._signal_stop(attempt)
@@ -237,25 +250,29 @@ class LocalExecutor:
             if worker.available and worker.idle_since <= expired:
                 self._pool.retire(worker)
 
-    def _on_message(self, worker: WorkerHandle, message: tuple) -> None:
-        kind, attempt = message[0], worker.attempt
-        if kind == "ready":
-            worker.ready = True
-        elif attempt is None or attempt.request.ti_id != message[1]:
-            log.warning("unexpected message from worker %s: %s", worker.pid, message)
-        elif kind == "started":
-            attempt.pid = message[2]
-            if attempt.stopped_at is not None:  # stopped before it started
-                self._signal_stop(attempt)
-        elif kind == "retiring":
-            worker.retiring = True
-            log.info("worker %s exits after its attempt: %s", worker.pid, message[2])
-        elif kind == "done":
-            _, _, pid, state, error, code, relayed = message
-            stats.replay(relayed)
-            worker.attempt, worker.idle_since = None, time.monotonic()
-            del self._running[attempt.request.ti_id]
-            self._events.append(self._event(attempt, state, error, code, pid))
+    def _on_message(self, worker: WorkerHandle, message: object) -> None:
+        attempt = worker.attempt
+        match message:
+            case Ready():
+                worker.ready = True
+            case Started(ti_id=ti_id, pid=pid) if attempt and attempt.request.ti_id == ti_id:
+                attempt.pid = pid
+                if attempt.stopped_at is not None:  # stopped before it started
+                    self._signal_stop(attempt)
+            case Retiring(ti_id=ti_id, reason=reason) if attempt and attempt.request.ti_id == ti_id:
+                worker.retiring = True
+                log.info("worker %s exits after its attempt: %s", worker.pid, reason)
+            case Done(ti_id=ti_id) if attempt and attempt.request.ti_id == ti_id:
+                stats.replay(message.metrics)
+                worker.attempt, worker.idle_since = None, time.monotonic()
+                del self._running[ti_id]
+                self._events.append(
+                    self._event(
+                        attempt, message.state, message.error, message.exit_code, message.pid
+                    )
+                )
+            case _:
+                log.warning("unexpected message from worker %s: %s", worker.pid, message)
 
     def _signal_stop(self, attempt: _Attempt) -> None:
         """SIGTERM an attempt its worker runs itself (a worker that forked the attempt
@@ -313,7 +330,7 @@ class LocalExecutor:
         worker.files.move_to_end(request.fileloc)
         while len(worker.files) > self.dag_cache_files:
             worker.files.popitem(last=False)
-        self._pool.send(worker, ("run", request))  # if it died, `_poll` reports it lost
+        self._pool.send(worker, RunAttempt(request))  # if it died, `_poll` reports it lost
         return True
 
     def _poll(self) -> None:
@@ -334,7 +351,12 @@ class LocalExecutor:
             self._lose(worker, code)
 
     def _event(
-        self, attempt: _Attempt, state: str | None, error: str | None, code: int | None, pid: Any
+        self,
+        attempt: _Attempt,
+        state: str | None,
+        error: str | None,
+        code: int | None,
+        pid: int | None,
     ) -> AttemptEvent:
         request = attempt.request
         if state is None and error is None:

@@ -1,8 +1,9 @@
 """The local executor's workers, seen from the executor: spawn, listen, notice deaths.
 
-Workers are forked by the template process (`engine.execution.local.worker_template`), which the
-executor starts from the forkserver; each worker talks to the executor over its own
-socket pair, whose far end the executor hands to the template with the spawn request.
+Workers are forked by the template process (`engine.execution.local.worker_template`),
+which the executor starts from dagwatch's fork server (`engine.execution.forkserver`);
+each worker talks to the executor over its own socket pair, whose far end the executor
+hands to the template with the spawn request.
 Workers are spawned on demand (a fork of the warm template costs milliseconds), so a
 chain of tasks keeps one worker busy instead of `parallelism` idle. A worker is gone once
 its connection closed and the template reported its exit code, which it does once it has
@@ -18,15 +19,17 @@ import signal
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
+from multiprocessing import Pipe
 from multiprocessing.connection import Connection
 from multiprocessing.connection import wait as wait_for
 from multiprocessing.reduction import send_handle
 from typing import Any
 
-from engine.execution import reaper
+from engine.execution import forkserver, reaper
 from engine.execution.attempt import ConfigPayload
-from engine.execution.forking import kill_group, mp_context
 from engine.execution.local.worker_template import template_main
+from engine.execution.messages import Exit, Exited, Spawned, SpawnWorker
+from engine.execution.reaper import kill_group
 
 log = logging.getLogger(__name__)
 #: seconds to wait for the template's report of a worker's exit code: it reports once
@@ -65,7 +68,7 @@ class WorkerPool:
         self.size = size
         self.max_files = max_files
         self.workers: list[WorkerHandle] = []
-        self._template: Any = None  #: its process
+        self._template: forkserver.Child | None = None  #: its process
         self._tconn: Any = None  #: and our connection to it
         self._unforked: deque[WorkerHandle] = deque()  #: spawn requests not yet answered
         #: (exit code, what the template ended) reported for workers not yet gone
@@ -84,10 +87,10 @@ class WorkerPool:
         if self._live() >= self.size or now < self._respawn_at:
             return None
         self._ensure_template()
-        ours, theirs = mp_context().Pipe()
+        ours, theirs = Pipe()
         worker = WorkerHandle(ours, spawned=now, idle_since=now)
         try:
-            self._tconn.send(("spawn",))
+            self._tconn.send(SpawnWorker())
             send_handle(self._tconn, theirs.fileno(), self._template.pid)
         except OSError:  # the template died; the next poll notices
             worker.closed_at = now
@@ -115,14 +118,13 @@ class WorkerPool:
             log.warning("the worker template exited; starting another")
             self._tconn.close()
             self._template.close()
-        parent, child = mp_context().Pipe()
-        process = mp_context().Process(
-            target=template_main,
-            args=(self.payload, child, self.max_files),
-            name="dagwatch-worker-template",
-        )
-        process.start()
-        child.close()
+        parent, child = Pipe()
+        try:
+            process = forkserver.start(
+                template_main, self.payload, child, self.max_files, name="dagwatch-worker-template"
+            )
+        finally:
+            child.close()
         self._template, self._tconn = process, parent
         for worker in self._unforked:  # the old template will never fork these
             worker.closed_at = worker.closed_at or time.monotonic()
@@ -137,7 +139,7 @@ class WorkerPool:
             handles += [self._tconn, self._template.sentinel]
         return handles
 
-    def poll(self) -> tuple[list[tuple[WorkerHandle, tuple]], list[tuple[WorkerHandle, Any]]]:
+    def poll(self) -> tuple[list[tuple[WorkerHandle, object]], list[tuple[WorkerHandle, Any]]]:
         """(worker, message) pairs that arrived, and the (worker, exit code) of the gone."""
         self._read_template()
         messages = []
@@ -156,11 +158,11 @@ class WorkerPool:
             return
         try:
             while self._tconn.poll():
-                message = self._tconn.recv()
-                if message[0] == "spawned" and self._unforked:
-                    self._unforked.popleft().pid = message[1]
-                elif message[0] == "exited":
-                    self._codes[message[1]] = (message[2], message[3])
+                match self._tconn.recv():
+                    case Spawned(pid=pid) if self._unforked:
+                        self._unforked.popleft().pid = pid
+                    case Exited(pid=pid, exit_code=code, ended=ended):
+                        self._codes[pid] = (code, ended)
         except (EOFError, OSError):
             pass  # it died: `_ensure_template` replaces it when a worker is needed
 
@@ -191,7 +193,7 @@ class WorkerPool:
 
     # -- stopping --------------------------------------------------------------------
 
-    def send(self, worker: WorkerHandle, message: tuple) -> None:
+    def send(self, worker: WorkerHandle, message: object) -> None:
         try:
             worker.conn.send(message)
         except OSError:  # it died: `poll` notices
@@ -200,7 +202,7 @@ class WorkerPool:
     def retire(self, worker: WorkerHandle) -> None:
         """Ask an idle worker to exit (it is gone once `poll` says so)."""
         worker.retiring = True
-        self.send(worker, ("exit",))
+        self.send(worker, Exit())
 
     def kill(self, worker: WorkerHandle) -> bool:
         """SIGKILL the worker and whatever it started; False if its pid is unknown yet."""
@@ -213,7 +215,7 @@ class WorkerPool:
         """Ask every worker to exit, kill those still there at `deadline`, then the template."""
         self.size = 0
         for worker in self.workers:
-            self.send(worker, ("exit",))
+            self.send(worker, Exit())
         while self.workers and time.monotonic() < deadline:
             wait_for(self.handles(), min(0.1, max(0.0, deadline - time.monotonic())))
             self.poll()
@@ -226,7 +228,7 @@ class WorkerPool:
         if template is None:
             return
         try:
-            self._tconn.send(("exit",))
+            self._tconn.send(Exit())
         except OSError:
             pass
         template.join(max(1.0, deadline - time.monotonic()))

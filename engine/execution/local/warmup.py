@@ -1,13 +1,13 @@
-"""A no-op attempt run only to warm caches up: once in the forkserver, once per worker.
+"""A no-op attempt run only to warm caches up: once in the fork server, once per worker.
 
 The first attempt in a process pays for configuring the SQLAlchemy mappers, filling the
 lazily built ORM, logging and templating structures, and compiling each statement into
-its engine's cache. The forkserver runs the attempt against a throwaway in-memory
-metastore, so every process forked from it starts with the process-wide structures built
-(and shares their pages). A local-executor worker runs it again with its own engine on
-the real metastore, inside one transaction that is rolled back: nothing is written, and
-the statements an attempt runs are compiled in the cache that every attempt forked from
-that worker inherits.
+its engine's cache. The fork server (`engine.execution.forkserver`) runs the attempt
+against a throwaway in-memory metastore, so every process forked from it starts with the
+process-wide structures built (and shares their pages). A local-executor worker runs it
+again with its own engine on the real metastore, inside one transaction that is rolled
+back: nothing is written, and the statements an attempt runs are compiled in the cache
+that every attempt forked from that worker inherits.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def run_warm_up_attempt(store: Any, config: Config) -> None:
 
 
 def in_memory() -> None:
-    """The forkserver's warm-up: an in-memory metastore, thrown away afterwards."""
+    """The fork server's warm-up: an in-memory metastore, thrown away afterwards."""
     from sqlalchemy.orm import configure_mappers
 
     from engine.config import load_config

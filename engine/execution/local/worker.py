@@ -12,7 +12,7 @@ beside it. How it isolates attempts is `core.attempt_isolation`:
 `worker` (the default): the worker runs the attempt itself, through `run_attempt`. An
 attempt so costs no fork, no page copies and no process exit: about half the CPU of a
 forked one (docs/performance.md). Before an attempt it notes what a task could leave
-changed (`engine.execution.leftovers`: environment, working directory, signal handlers,
+changed (`engine.execution.local.reuse_check`: environment, working directory, signal handlers,
 threads and child processes still running, memory); a worker that finds a change after
 the attempt, that had to kill processes the attempt left, or whose attempt was stopped,
 failed outside the task or was its `core.worker_max_attempts`th, exits, and a fresh one
@@ -32,18 +32,15 @@ uses nor closes the worker's connection: it keeps the inherited pool referenced,
 from its engine (SQLAlchemy's post-fork recipe) and connects afresh if the task needs the
 metastore (XComs, Variables, heartbeats of a long task).
 
-Messages on the worker's connection (tuples):
-  executor → worker: ("run", AttemptRequest) | ("stop", ti_id, reason) | ("exit",)
-  worker → executor: ("ready",) | ("started", ti_id, pid) | ("retiring", ti_id, why)
-                   | ("done", ti_id, pid, state, error, exit_code, relayed metrics)
-"started" goes out before the attempt may begin, so the executor always knows the pid of
-the process that runs it (and kills it if the worker dies); that is the worker's own pid
-when the worker runs it. "retiring" comes before "done", so the executor never hands an
-exiting worker another attempt.
+The messages on the worker's connection, and on the pipes to its attempt process, are
+those of `engine.execution.messages`. `run` is the one path an attempt takes here, with
+the isolation mode as its parameter: what changes is only which process runs the task
+and which records it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import gc
 import logging
@@ -51,14 +48,14 @@ import os
 import pickle
 import select
 import signal
-import sys
 from dataclasses import dataclass, field
+from enum import StrEnum
 from multiprocessing.connection import Connection, Pipe
 from typing import Any, NoReturn
 
 from engine import masking
 from engine.config import Config
-from engine.execution import leftovers, reaper, runner
+from engine.execution import forkserver, reaper, runner
 from engine.execution.attempt import (
     DagCache,
     StopHandler,
@@ -68,7 +65,19 @@ from engine.execution.attempt import (
     refuse,
 )
 from engine.execution.base import AttemptRequest
-from engine.execution.forking import kill_group
+from engine.execution.local import reuse_check
+from engine.execution.messages import (
+    Done,
+    Exit,
+    Go,
+    Outcome,
+    Ready,
+    Retiring,
+    RunAttempt,
+    Started,
+    StopAttempt,
+)
+from engine.execution.reaper import kill_group
 from engine.observability.child_metrics import install_relay
 from engine.store import runs
 from engine.store.db import Store
@@ -91,12 +100,22 @@ _CALLBACKS = (
 _inherited_pools: list[Any] = []
 
 
+class Isolation(StrEnum):
+    """How a worker keeps attempts apart (`core.attempt_isolation`)."""
+
+    #: the worker runs the attempt itself, and retires if the attempt changed it
+    WORKER = "worker"
+    #: a process forked from the worker runs the attempt
+    PROCESS = "process"
+
+
 def serve_worker(conn: Connection, store: Store, config: Config, max_files: int) -> None:
     """A worker's life, in a process just forked from the template."""
     os.setpgrp()  # its own group: killing it (and what it spawned) spares its siblings
     reaper.become_subreaper()  # what its attempts start stays its own, however it detaches
-    worker = Worker(conn, store, config, DagCache(max_files), install_relay(config))
-    worker.send(("ready",))
+    isolation = Isolation(config["core.attempt_isolation"])
+    worker = Worker(conn, store, config, DagCache(max_files), install_relay(config), isolation)
+    worker.send(Ready())
     worker.serve()
 
 
@@ -106,8 +125,8 @@ class _Child:
     shared with the child while it runs, and every object touched then gets copied)."""
 
     pid: int
-    result: int  #: read end of the pipe the outcome arrives on
-    stop: Connection  #: the first message lets it start; later ones are stop reasons
+    result: int  #: read end of the pipe the `Outcome` arrives on
+    stop: Connection  #: `Go` lets it start; `StopAttempt`s follow
     exited: int | None  #: a pidfd, readable once it exits (None: poll instead)
     data: bytearray = field(default_factory=bytearray)
     stopped: bool = False
@@ -125,13 +144,13 @@ class _Child:
                 return False
             self.data += chunk
 
-    def outcome(self) -> tuple[Any, str | None, list]:
-        """(state, or the `Executed` the worker records; error; relayed metrics) as the
-        attempt process wrote them."""
+    def outcome(self) -> Outcome:
+        """The attempt's outcome as its process wrote it (empty if it wrote none)."""
         try:
-            return pickle.loads(self.data)
+            outcome = pickle.loads(self.data)
         except Exception:  # nothing (or half an outcome) arrived
-            return None, None, []
+            return Outcome()
+        return outcome if isinstance(outcome, Outcome) else Outcome()
 
     def reap(self, block: bool) -> int | None:
         """Its exit code (negative: killed by that signal), or None while it runs."""
@@ -155,22 +174,22 @@ class Worker:
         config: Config,
         cache: DagCache,
         relay: RelayBackend,
+        isolation: Isolation = Isolation.WORKER,
     ) -> None:
         self.conn = conn
         self.store = store
         self.config = config
         self.cache = cache
         self.relay = relay  #: the metrics of what the worker records itself
+        self.isolation = isolation
         self.listening = True  #: False once the executor is gone
         self.exiting = False
         self._imports = 0
-        #: run attempts here (True) or fork a process for each (`core.attempt_isolation`)
-        self.runs_attempts = config["core.attempt_isolation"] == "worker"
         self.max_attempts: int = config["core.worker_max_attempts"]
         self.attempts = 0
         self._memory_baseline = 0  #: resident bytes before the first attempt ran here
 
-    def send(self, message: tuple) -> None:
+    def send(self, message: object) -> None:
         try:
             self.conn.send(message)
         except OSError:  # the executor is gone: finish what runs, then exit
@@ -182,49 +201,42 @@ class Worker:
                 message = self.conn.recv()
             except (EOFError, OSError):
                 return
-            if message[0] == "exit":
-                return
-            if message[0] == "run":
-                self.run(message[1])
-            # a "stop" for an attempt that already ended: nothing left to stop
+            match message:
+                case Exit():
+                    return
+                case RunAttempt(request=request):
+                    self.run(request)
+                # a StopAttempt for an attempt that already ended: nothing left to stop
 
     def run(self, request: AttemptRequest) -> None:
-        """Load the DAG (cached), run the attempt here or in a forked process, report how
-        it ended."""
-        if self.runs_attempts:
-            self._run_here(request)
-            return
-        try:
-            dag = self._load(request)
-        except UnrunnableAttempt as exc:
-            state, error = refuse(self.store, request, exc)
-            self._done(request, None, state.value if state else None, error, None, [])
-            return
-        task = dag.get_task(request.task_id)
-        if not any(getattr(task, name, None) for name in _CALLBACKS):
-            self._run_recorded(request, dag)
-            return
-        child = self._fork(request, dag, None)
-        code, (state, error, relayed) = self._let_run(request, child)
-        self._done(request, child.pid, state, error, code, relayed)
+        """Run one attempt, isolated as `self.isolation` says, and report how it ended
+        (`Done`, masked, with the metrics recorded meanwhile)."""
+        if self.isolation is Isolation.WORKER:
+            done = self._run_here(request)
+        else:
+            done = self._run_forked(request)
+        error = masking.redact(done.error) if done.error else done.error  # what we know
+        self.send(dataclasses.replace(done, error=error, metrics=done.metrics + self.relay.drain()))
 
     def _load(self, request: AttemptRequest) -> Any:
         dag = load_dag(request.fileloc, request.dag_id, request.task_id, self.cache)
         if self.cache.imports != self._imports:
-            # New DAG objects: age them now (the template's and forkserver's are frozen, so
+            # New DAG objects: age them now (the template's and fork server's are frozen, so
             # this scans little), or every attempt's young-generation collections would.
             self._imports = self.cache.imports
             gc.collect()
         return dag
 
-    def _run_here(self, request: AttemptRequest) -> None:
+    # -- Isolation.WORKER: the attempt runs in this process ------------------------------
+
+    def _run_here(self, request: AttemptRequest) -> Done:
         """Run the attempt in this process, as `run_attempt` does, then exit if a fresh
         worker must serve the next one (`_why_retire`). SIGTERM from the executor
         (`terminate`) raises inside the task, as in an attempt process of its own."""
         pid = os.getpid()
-        stop = StopHandler(_StopReasons(self, request.ti_id))
+        stop = StopHandler(_StopReasons(self.conn, request.ti_id, self))
         signal.signal(signal.SIGTERM, stop)
-        self.send(("started", request.ti_id, pid))
+        self.send(Started(request.ti_id, pid))
         try:
             state, error, code, changes = self._attempt_here(request, pid)
         finally:
@@ -233,9 +245,9 @@ class Worker:
         retire = self._why_retire(stop, changes)
         if retire:
             log.info("worker %s exits after task instance %s: %s", pid, request.ti_id, retire)
-            self.send(("retiring", request.ti_id, retire))  # before "done": never given more
+            self.send(Retiring(request.ti_id, retire))  # before Done: never given more
             self.exiting = True
-        self._done(request, pid, state, error, code, [])
+        return Done(request.ti_id, pid, state, error, code)
 
     def _attempt_here(
         self, request: AttemptRequest, pid: int
@@ -247,12 +259,12 @@ class Worker:
             except UnrunnableAttempt as exc:
                 refused, error = refuse(self.store, request, exc)
                 return refused.value if refused else None, error, 0, None
-            self._memory_baseline = self._memory_baseline or leftovers.resident_bytes()
-            marks = leftovers.Marks.take()
+            self._memory_baseline = self._memory_baseline or reuse_check.resident_bytes()
+            marks = reuse_check.Marks.take()
             ended: list[reaper.Ended] = []
             result = runner.run_attempt(
                 self.store, self.config, dag, request.ti_id, hostname=hostname(), pid=pid,
-                end_processes=lambda: ended.append(end_left_processes()),
+                end_processes=lambda: ended.append(reaper.end_attempt_processes()),
             )  # fmt: skip
         except BaseException as exc:  # the outcome is unknown: report it, let a fresh worker on
             log.exception("attempt of task instance %s failed outside the task", request.ti_id)
@@ -273,54 +285,61 @@ class Worker:
             return f"it ran {self.attempts} attempts (core.worker_max_attempts)"
         return changes
 
-    def _run_recorded(self, request: AttemptRequest, dag: Any) -> None:
-        """An attempt whose process only runs the task; this worker records it."""
+    # -- Isolation.PROCESS: the attempt runs in a process forked for it ------------------
+
+    def _run_forked(self, request: AttemptRequest) -> Done:
+        """Fork a process for the attempt and supervise it. A plain task's process only
+        runs the task: this worker records the attempt (`begin` before the fork, the
+        outcome after the process exited). A task with callbacks is recorded by its
+        process, as `run_attempt` does, so its callbacks run after its state is recorded."""
         try:
-            begun = runner.begin_attempt(
-                self.store, self.config, request.ti_id, hostname=hostname()
-            )
-        except Exception as exc:  # as if its attempt process had failed before the task
-            log.exception("task instance %s could not begin", request.ti_id)
-            error = f"the attempt could not begin: {type(exc).__name__}: {exc}"
-            self._done(request, None, None, error, 1, [])
-            return
+            dag = self._load(request)
+        except UnrunnableAttempt as exc:
+            state, error = refuse(self.store, request, exc)
+            return Done(request.ti_id, None, state.value if state else None, error, None)
+        begun = None
+        if not any(getattr(dag.get_task(request.task_id), name, None) for name in _CALLBACKS):
+            try:
+                begun = runner.begin_attempt(
+                    self.store, self.config, request.ti_id, hostname=hostname()
+                )
+            except Exception as exc:  # as if its attempt process had failed before the task
+                log.exception("task instance %s could not begin", request.ti_id)
+                error = f"the attempt could not begin: {type(exc).__name__}: {exc}"
+                return Done(request.ti_id, None, None, error, 1)
         child = self._fork(request, dag, begun)
+        if begun is not None:
+            self._record_pid(request, begun, child.pid)
+        self.send(Started(request.ti_id, child.pid))
+        child.stop.send(Go())
+        code = self._supervise(request, child)
+        reaper.end_attempt_processes()  # those the attempt process left here as it exited
+        outcome = child.outcome()
+        state, error = outcome.result, outcome.error
+        if begun is not None:
+            state, error = self._finish(dag, begun, outcome)
+        return Done(request.ti_id, child.pid, state, error, code, outcome.metrics)
+
+    def _record_pid(self, request: AttemptRequest, begun: runner.Begun, pid: int) -> None:
         try:
             with self.store.engine.begin() as connection:
-                runs.record_attempt_pid(connection, request.ti_id, begun.row.try_number, child.pid)
+                runs.record_attempt_pid(connection, request.ti_id, begun.row.try_number, pid)
         except Exception as exc:  # its heartbeats still show it alive
             log.warning("pid of task instance %s not recorded: %s", request.ti_id, exc)
-        code, (executed, error, relayed) = self._let_run(request, child)
-        state = None
-        if isinstance(executed, runner.Executed):
-            try:
-                with runner.attempt_logging(begun.path):
-                    result = runner.finish_attempt(self.store, dag, begun, executed)
-                state, error = result.state.value, result.error
-            except Exception as exc:  # reported like an attempt process that failed here
-                log.exception("outcome of task instance %s not recorded", request.ti_id)
-                error = f"the outcome could not be recorded: {type(exc).__name__}: {exc}"
-        self._done(request, child.pid, state, error, code, relayed)
 
-    def _let_run(self, request: AttemptRequest, child: _Child) -> tuple[int, tuple]:
-        """Report the attempt started, let it go, supervise it: (exit code, its outcome)."""
-        self.send(("started", request.ti_id, child.pid))
-        child.stop.send("go")
-        code = self._supervise(request, child)
-        end_left_processes()  # those the attempt process left to this worker as it exited
-        return code, child.outcome()
-
-    def _done(
-        self,
-        request: AttemptRequest,
-        pid: int | None,
-        state: str | None,
-        error: str | None,
-        code: int | None,
-        relayed: list,
-    ) -> None:
-        error = masking.redact(error) if error else error  # what this process knows
-        self.send(("done", request.ti_id, pid, state, error, code, relayed + self.relay.drain()))
+    def _finish(
+        self, dag: Any, begun: runner.Begun, outcome: Outcome
+    ) -> tuple[str | None, str | None]:
+        """Record the outcome of a task its attempt process ran: (state, error)."""
+        if not isinstance(outcome.result, runner.Executed):
+            return None, outcome.error  # it failed outside the task, or died
+        try:
+            with runner.attempt_logging(begun.path):
+                result = runner.finish_attempt(self.store, dag, begun, outcome.result)
+        except Exception as exc:  # reported like an attempt process that failed here
+            log.exception("outcome of task instance %s not recorded", begun.row.id)
+            return None, f"the outcome could not be recorded: {type(exc).__name__}: {exc}"
+        return result.state.value, result.error
 
     def _fork(self, request: AttemptRequest, dag: Any, begun: runner.Begun | None) -> _Child:
         result_r, result_w = os.pipe()
@@ -367,49 +386,43 @@ class Worker:
         except (EOFError, OSError):
             self.listening = False  # let the attempt finish; exit afterwards
             return False
-        if message[0] == "stop" and message[1] == request.ti_id and not child.stopped:
-            child.stopped = True
-            try:
-                child.stop.send(message[2])
-            except OSError:
-                pass  # it is exiting already
-            kill_group(child.pid, signal.SIGTERM)
-        elif message[0] == "exit":
-            self.exiting = True
-        elif message[0] == "run":
-            log.error("worker got an attempt while busy; dropped: %s", message[1])
+        match message:
+            case StopAttempt(ti_id=ti_id) if ti_id == request.ti_id and not child.stopped:
+                child.stopped = True
+                try:
+                    child.stop.send(message)
+                except OSError:
+                    pass  # it is exiting already
+                kill_group(child.pid, signal.SIGTERM)
+            case Exit():
+                self.exiting = True
+            case RunAttempt(request=dropped):
+                log.error("worker got an attempt while busy; dropped: %s", dropped)
         return True
 
 
 class _StopReasons:
-    """The reasons of stop requests, read from the worker's connection by the StopHandler
-    of an attempt the worker runs itself (the executor sends the reason, then SIGTERM)."""
+    """Where the StopHandler of an attempt reads why it is stopped: the `StopAttempt`
+    messages on a connection (the worker's, for an attempt it runs itself, or the stop
+    pipe of an attempt process); an `Exit` read meanwhile is noted on `worker`."""
 
-    def __init__(self, worker: Worker, ti_id: int) -> None:
-        self.worker = worker
+    def __init__(self, conn: Connection, ti_id: int, worker: Worker | None = None) -> None:
+        self.conn = conn
         self.ti_id = ti_id
+        self.worker = worker
 
     def poll(self) -> bool:
-        return self.worker.listening and self.worker.conn.poll()
+        return (self.worker is None or self.worker.listening) and self.conn.poll()
 
     def recv(self) -> str:
         reason = "stopped by the executor"
-        while self.worker.conn.poll():
-            message = self.worker.conn.recv()
-            if message[0] == "stop" and message[1] == self.ti_id:
-                reason = message[2]
-            elif message[0] == "exit":
-                self.worker.exiting = True
+        while self.conn.poll():
+            match self.conn.recv():
+                case StopAttempt(ti_id=ti_id, reason=why) if ti_id == self.ti_id:
+                    reason = why
+                case Exit() if self.worker is not None:
+                    self.worker.exiting = True
         return reason
-
-
-def end_left_processes() -> reaper.Ended:
-    """Kill and reap what an attempt left running (all this process's children: a worker
-    or attempt process starts none of its own), saying so in the attempt's log."""
-    ended = reaper.end_children()
-    if ended.killed or ended.alive:
-        log.warning("the attempt's processes were ended: %s", ended.describe())
-    return ended
 
 
 def _pidfd(pid: int) -> int | None:
@@ -436,59 +449,41 @@ def _attempt_child(
         os.setpgrp()
         reaper.become_subreaper()
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, StopHandler(stop))
-        if stop.recv() != "go":
+        signal.signal(signal.SIGTERM, StopHandler(_StopReasons(stop, request.ti_id)))
+        if not isinstance(stop.recv(), Go):
             raise RuntimeError("the worker did not let the attempt start")
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _TERM)  # a pending stop lands now
         _inherited_pools.append(store.engine.pool)  # the worker's: never used nor closed here
         store.engine.dispose(close=False)
         relay = install_relay(config)
-        if begun is None:
-            code, outcome = _run(store, config, request, dag)
-        else:
-            code, outcome = _run_task(store, config, dag, begun)
-        data = memoryview(pickle.dumps((*outcome, relay.drain())))
+        code, outcome = _run_in_child(store, config, request, dag, begun)
+        data = memoryview(pickle.dumps(dataclasses.replace(outcome, metrics=relay.drain())))
         while data:
             data = data[os.write(result, data) :]
         store.dispose()
     except BaseException:
         log.exception("attempt process of task instance %s failed", request.ti_id)
     finally:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except Exception:
-                pass
-        os._exit(code)
+        forkserver.exit_child(code)
 
 
-def _run_task(
-    store: Store, config: Config, dag: Any, begun: runner.Begun
-) -> tuple[int, tuple[runner.Executed | None, str | None]]:
+def _run_in_child(
+    store: Store, config: Config, request: AttemptRequest, dag: Any, begun: runner.Begun | None
+) -> tuple[int, Outcome]:
+    """(exit code, outcome) of the attempt, or of its task when `begun`."""
     try:
-        with runner.attempt_logging(begun.path):
-            executed = runner.execute_attempt(store, config, dag, begun)[0]
-            end_left_processes()
-    except BaseException as exc:  # the task's outcome is unknown: report, exit non-zero
-        log.exception("attempt of task instance %s failed outside the task", begun.row.id)
-        return 1, (None, _failed_outside(exc))
-    return 0, (executed, None)
-
-
-def _run(
-    store: Store, config: Config, request: AttemptRequest, dag: Any
-) -> tuple[int, tuple[str | None, str | None]]:
-    try:
+        if begun is not None:
+            with runner.attempt_logging(begun.path):
+                executed = runner.execute_attempt(store, config, dag, begun)[0]
+                reaper.end_attempt_processes()
+            return 0, Outcome(executed)
         result = runner.run_attempt(
             store, config, dag, request.ti_id, hostname=hostname(),
-            end_processes=end_left_processes,
+            end_processes=reaper.end_attempt_processes,
         )  # fmt: skip
-    except BaseException as exc:  # the attempt could not be recorded: report, exit non-zero
+    except BaseException as exc:  # the outcome is unknown: report, exit non-zero
         log.exception("attempt of task instance %s failed outside the task", request.ti_id)
-        return 1, (None, _failed_outside(exc))
-    return 0, (result.state.value, result.error)
-
-
-def _failed_outside(exc: BaseException) -> str:
-    """The error an attempt process reports, masked here: its worker knows fewer secrets."""
-    return masking.redact(f"the attempt process failed: {type(exc).__name__}: {exc}")
+        # masked here: its worker knows fewer secrets
+        error = masking.redact(f"the attempt process failed: {type(exc).__name__}: {exc}")
+        return 1, Outcome(None, error)
+    return 0, Outcome(result.state.value, result.error)

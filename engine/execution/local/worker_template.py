@@ -6,15 +6,14 @@ forked process no longer shares. The template pays that once per executor, then 
 workers on request, so each starts warm and shares those pages instead of copying them.
 It runs no user code: DAG files are imported by the workers.
 
-Messages on the template's connection (tuples):
-  executor → template: ("spawn",) then, as SCM_RIGHTS, the worker's end of its socket pair
-                     | ("exit",)
-  template → executor: ("spawned", pid) | ("exited", pid, exit_code, what it ended)
-The template is the workers' child subreaper (`engine.execution.reaper`): what a worker's
+It is started from dagwatch's fork server (`engine.execution.forkserver`). Messages on
+its connection (`engine.execution.messages`): `SpawnWorker` (then, as SCM_RIGHTS, the
+worker's end of its socket pair) and `Exit` from the executor; `Spawned` and `Exited`
+back. The template is the workers' child subreaper (`engine.execution.reaper`): what a worker's
 attempt started and left running when the worker died (SIGKILL, a hard timeout) is
 re-parented to it, and it kills and reaps all of that before it reports the worker's
 exit, so the executor never reports a lost attempt while any of its processes runs. On
-("exit",) it ends whatever is left. Workers outlive the template if it dies (the executor
+`Exit` it ends whatever is left. Workers outlive the template if it dies (the executor
 is gone); only their exit codes are then unknown.
 """
 
@@ -35,6 +34,7 @@ from engine.execution import reaper
 from engine.execution.attempt import ConfigPayload, config_from_payload, extend_sys_path
 from engine.execution.local import warmup
 from engine.execution.local.worker import serve_worker
+from engine.execution.messages import Exited, Spawned, SpawnWorker
 from engine.store.db import Store
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ class _Template:
             message = self.conn.recv()
         except (EOFError, OSError):  # the executor is gone: let the workers finish
             return False
-        if message[0] != "spawn":
+        if not isinstance(message, SpawnWorker):
             reaper.end_children()  # the executor stopped (or killed) every worker first
             return False
         fd = recv_handle(self.conn)
@@ -103,7 +103,7 @@ class _Template:
         else:
             self.pidfds[pidfd] = pid
             self.poller.register(pidfd, select.POLLIN)
-        self._send(("spawned", pid))
+        self._send(Spawned(pid))
         return True
 
     def _become_worker(self, fd: int) -> NoReturn:
@@ -131,9 +131,9 @@ class _Template:
                 del self.pidfds[pidfd]
         # What the dead worker's attempt left running was re-parented here: end it first.
         ended = reaper.end_children(spare=set(self.pidfds.values()) | self.unwatched)
-        self._send(("exited", pid, os.waitstatus_to_exitcode(status), ended.describe()))
+        self._send(Exited(pid, os.waitstatus_to_exitcode(status), ended.describe()))
 
-    def _send(self, message: tuple) -> None:
+    def _send(self, message: object) -> None:
         try:
             self.conn.send(message)
         except OSError:

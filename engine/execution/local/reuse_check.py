@@ -1,4 +1,4 @@
-"""What an attempt may leave behind in the process that ran it.
+"""Whether a worker may run another attempt: what the last one changed in its process.
 
 A local-executor worker that runs attempts itself (`core.attempt_isolation = worker`)
 must hand the next attempt the process the last one got. Task code can change that

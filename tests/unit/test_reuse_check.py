@@ -10,7 +10,12 @@ import threading
 
 import pytest
 
-from engine.execution.leftovers import MEMORY_GROWTH_LIMIT, Marks, child_pids, resident_bytes
+from engine.execution.local.reuse_check import (
+    MEMORY_GROWTH_LIMIT,
+    Marks,
+    child_pids,
+    resident_bytes,
+)
 
 
 def test_an_untouched_process_shows_no_change():
