@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from alerts import outbox
+from alerts import store as alert_store
 from engine.cli import CliContext, pass_cli
 from engine.cli.output import echo_object, echo_rows, output_option
 from engine.cli.usage import NON_NEGATIVE_INT, Group, usage_error
@@ -115,7 +116,9 @@ def list_(
 ) -> None:
     """List alerts, newest first, with their delivery status."""
     with cli.store.session(readonly=True) as session:
-        alerts = outbox.listing(session, status=status, dag_id=dag_id, event=event, limit=limit)
+        alerts = alert_store.listing(
+            session, status=status, dag_id=dag_id, event=event, limit=limit
+        )
         rows = [{column: getattr(alert, column) for column in COLUMNS} for alert in alerts]
     echo_rows(rows, COLUMNS, output)
 

@@ -32,17 +32,18 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
-from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from alerts import incidents, inflight, notifiers, outbox
+from alerts import store as alert_store
 from alerts.delivery import Delivery, DeliveryPool, InFlight, dedup_key, send, timeout_error
 from alerts.events import SYSTEM_EVENTS, Event
 from alerts.routes import Route, compose, dag_details, load_routes, run_link
 from alerts.targets import Target
 from engine import hooks, secrets
 from engine.clock import SYSTEM, Clock, Every
-from engine.store.models import Alert, Job
+from engine.exceptions import TransitionConflict
+from engine.store.models import Alert
 from metrics import stats
 
 log = logging.getLogger(__name__)
@@ -326,7 +327,7 @@ class Dispatcher:
         with self.store.session(readonly=True) as session:
             due = [
                 (alert.id, alert.channel or alert.route or "")
-                for alert in outbox.due(session, now, BATCH, sorted(busy))
+                for alert in alert_store.due(session, now, BATCH, sorted(busy))
             ]
         if due:
             notifiers.load_apprise()  # its first import takes a second: not a delivery's time
@@ -371,12 +372,9 @@ class Dispatcher:
         suppressed: list[tuple[str | None, str]] = []
         claim = None
         with self.store.session() as session:
-            won = session.execute(
-                update(Alert)
-                .where(Alert.id == alert_id, Alert.status == outbox.PENDING)
-                .where(Alert.next_attempt_at <= at)
-                .values(next_attempt_at=at + timedelta(seconds=lease))
-            ).rowcount
+            won = alert_store.claim(
+                session, alert_id, at=at, lease_until=at + timedelta(seconds=lease)
+            )
             alert = session.get(Alert, alert_id) if won else None
             if alert is None:
                 report.contended += 1
@@ -401,7 +399,7 @@ class Dispatcher:
                 suppressed += [(row.route, row.event) for row in folded]
                 count = (alert.count or 1) + sum(row.count or 1 for row in folded)
                 if folded:
-                    session.execute(update(Alert).where(Alert.id == alert.id).values(count=count))
+                    alert_store.set_alert(session, alert.id, count=count)
                 claim = _snapshot(alert, count=count)
                 attempts, duplicate = inflight.begin(
                     session, alert.id, attempts=claim.attempts, at=at, by=self._identity
@@ -415,7 +413,12 @@ class Dispatcher:
         """Whether the route used its rate limit (system events neither use nor obey it)."""
         if not route.rate_limit or alert.event in SYSTEM_EVENTS:
             return False
-        return incidents.limited_count(session, route.name, at - RATE_WINDOW) >= route.rate_limit
+        since = at - RATE_WINDOW
+        system = [event.value for event in SYSTEM_EVENTS]
+        return (
+            alert_store.sent_count(session, route.name, since, except_events=system)
+            >= route.rate_limit
+        )
 
     def _group(self, now: datetime, report: DispatchReport) -> None:
         """Attach new alerts to their incidents, resolve those whose work succeeded again,
@@ -441,7 +444,7 @@ class Dispatcher:
         window = self._window()
         if not window or not alert.group_key:
             return False
-        last = outbox.last_sent_in_group(session, alert.group_key)
+        last = alert_store.last_sent_in_group(session, alert.group_key)
         if last is None or last.sent_at is None or last.sent_at + window <= at:
             return False
         outbox.mark(
@@ -461,18 +464,8 @@ class Dispatcher:
         """
         if not self._window() or not alert.group_key:
             return []
-        return list(
-            session.execute(
-                update(Alert)
-                .where(Alert.group_key == alert.group_key, Alert.id != alert.id)
-                .where(Alert.status == outbox.PENDING, Alert.next_attempt_at <= at)
-                .values(
-                    status=outbox.SUPPRESSED,
-                    last_error=f"grouped into alert #{alert.id}",
-                    next_attempt_at=None,
-                )
-                .returning(Alert.id, Alert.count, Alert.event, Alert.route)
-            ).all()
+        return alert_store.fold_group(
+            session, alert, at=at, reason=f"grouped into alert #{alert.id}"
         )
 
     # -- delivering ----------------------------------------------------------------------
@@ -603,18 +596,24 @@ class Dispatcher:
             "now": at,
             "timed_out": delivery.timed_out,
         }
-        with self.store.session() as session:
-            if delivery.ok:
-                outbox.record_delivery(session, claim.id, status=outbox.SENT, **record)
-            elif not final:
-                retry_at = min(at + backoff(self.config, attempt), horizon)
-                outbox.record_delivery(
-                    session, claim.id, status=outbox.PENDING, next_attempt_at=retry_at, **record
-                )
-            else:
-                outbox.record_delivery(session, claim.id, status=outbox.FAILED, **record)
-            if escalate:
-                report.raised += self._raise_delivery_failed(session, claim, delivery, at, final)
+        if delivery.ok:
+            record |= {"status": outbox.SENT}
+        elif not final:
+            retry_at = min(at + backoff(self.config, attempt), horizon)
+            record |= {"status": outbox.PENDING, "next_attempt_at": retry_at}
+        else:
+            record |= {"status": outbox.FAILED}
+        try:
+            with self.store.session() as session:
+                outbox.record_delivery(session, claim.id, **record)
+                if escalate:
+                    report.raised += self._raise_delivery_failed(
+                        session, claim, delivery, at, final
+                    )
+        except TransitionConflict as exc:  # moved by another writer while it was delivered
+            report.contended += 1
+            log.warning("alert #%d: outcome of attempt %d not recorded: %s", claim.id, attempt, exc)
+            return
         self._after_record(claim, delivery, attempt, final, at, report)
         if undelivered:
             _emit("alert.failed", claim.route, claim.event, delivery.channels)
@@ -726,17 +725,10 @@ class Dispatcher:
         running, or recently marked failed by another scheduler that noticed its silence
         first (several schedulers on PostgreSQL)."""
         timeout = float(self.config["scheduler.heartbeat_timeout"])
-        statement = select(Job).where(
-            Job.job_type == "scheduler",
-            (Job.state == "running")
-            | (
-                (Job.state == "failed")
-                & (Job.end_date >= now - timedelta(seconds=timeout + RECENTLY_FAILED))
-            ),
-            Job.latest_heartbeat < now - timedelta(seconds=timeout),
-        )
         with self.store.session(readonly=True) as session:
-            silent = list(session.scalars(statement))
+            silent = alert_store.silent_schedulers(
+                session, now, timedelta(seconds=timeout), RECENTLY_FAILED
+            )
         rows = []
         for job in silent:
             quiet = (now - job.latest_heartbeat).total_seconds()

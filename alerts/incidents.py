@@ -23,10 +23,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from alerts import outbox
+from alerts import store as alert_store
 from alerts.events import (
     SEVERITIES,
     SYSTEM_EVENTS,
@@ -34,6 +35,7 @@ from alerts.events import (
     fingerprint,
 )
 from alerts.routes import Route, run_link
+from alerts.states import AlertStatus
 from engine.store.db import upsert_insert
 from engine.store.models import Alert, AlertIncident, DagRun
 
@@ -83,22 +85,19 @@ def _incident_key(group_key: str, opened_at: datetime) -> str:
 # -- grouping ------------------------------------------------------------------------------
 
 
-def _pending_members(routes: Mapping[str, Route], now: datetime) -> Any:
-    names = [name for name, route in routes.items() if route.grouped]
-    return (
-        select(Alert)
-        .where(Alert.status == outbox.PENDING, Alert.next_attempt_at <= now)
-        .where(Alert.route.in_(names), Alert.dag_id.is_not(None), Alert.incident_id.is_(None))
-        .where(Alert.event.notin_([*PAGE_EVENTS, *(e.value for e in SYSTEM_EVENTS)]))
-    )
+def _grouped(routes: Mapping[str, Route]) -> list[str]:
+    return [name for name, route in routes.items() if route.grouped]
+
+
+#: Events never grouped into an incident: the pages themselves and system events.
+_UNGROUPED = frozenset({*PAGE_EVENTS, *(e.value for e in SYSTEM_EVENTS)})
 
 
 def work_due(session: Session, routes: Mapping[str, Route], now: datetime) -> bool:
     """Whether an alert waits to be grouped or a page is due (two indexed lookups)."""
     if not any(route.grouped for route in routes.values()):
         return False
-    member = session.scalar(_pending_members(routes, now).with_only_columns(Alert.id).limit(1))
-    if member is not None:
+    if alert_store.any_pending_member(session, _grouped(routes), now, _UNGROUPED):
         return True
     page = select(AlertIncident.id).where(AlertIncident.next_page_at <= now).limit(1)
     return session.scalar(page) is not None
@@ -113,7 +112,7 @@ def group_pending(session: Session, routes: Mapping[str, Route], now: datetime) 
     """Attach the pending alerts of grouped routes to their incidents; returns how many."""
     if not any(route.grouped for route in routes.values()):
         return 0
-    alerts = list(session.scalars(_pending_members(routes, now).order_by(Alert.id).limit(BATCH)))
+    alerts = alert_store.pending_members(session, _grouped(routes), now, _UNGROUPED, BATCH)
     return sum(attach(session, routes[alert.route or ""], alert, now) for alert in alerts)
 
 
@@ -122,17 +121,7 @@ def attach(session: Session, route: Route, alert: Alert, now: datetime) -> bool:
     dispatcher took the alert first. Its first page is due group_wait after its first alert."""
     group = group_of(route, alert)
     incident = _open_incident(session, route, group, alert.created_at)
-    taken = session.execute(
-        update(Alert)
-        .where(Alert.id == alert.id, Alert.status == outbox.PENDING, Alert.incident_id.is_(None))
-        .values(
-            incident_id=incident.id,
-            status=outbox.SUPPRESSED,
-            last_error=f"grouped into incident #{incident.id}",
-            next_attempt_at=None,
-        )
-    ).rowcount
-    if not taken:
+    if not alert_store.attach_to_incident(session, alert.id, incident.id):
         return False
     grouping = route.grouping
     if incident.pages == 0:
@@ -211,8 +200,7 @@ def page_due(
 
 
 def _undelivered(session: Session, alert_id: int) -> bool:
-    status = session.scalar(select(Alert.status).where(Alert.id == alert_id))
-    return status == outbox.PENDING
+    return alert_store.status_of(session, alert_id) == AlertStatus.PENDING
 
 
 def _write_page(
@@ -257,25 +245,10 @@ def page_payload(
 ) -> dict[str, Any]:
     """What a page tells: the incident, its alerts by event, its tasks (at most
     MAX_LISTED) and its run-level alerts; the message is rendered from this."""
-    members = select(Alert).where(Alert.incident_id == incident.id)
-    events = dict(
-        session.execute(
-            select(Alert.event, func.count(Alert.id))
-            .where(Alert.incident_id == incident.id)
-            .group_by(Alert.event)
-        ).all()
-    )
-    task_count = session.scalar(
-        select(func.count(Alert.id)).where(
-            Alert.incident_id == incident.id, Alert.task_id.is_not(None)
-        )
-    )
-    tasks = session.scalars(
-        members.where(Alert.task_id.is_not(None)).order_by(Alert.id).limit(MAX_LISTED)
-    )
-    runs = session.scalars(
-        members.where(Alert.task_id.is_(None)).order_by(Alert.id).limit(MAX_RUN_LINES)
-    )
+    events = alert_store.incident_events(session, incident.id)
+    task_count = alert_store.incident_task_count(session, incident.id)
+    tasks = alert_store.incident_alerts(session, incident.id, tasks=True, limit=MAX_LISTED)
+    runs = alert_store.incident_alerts(session, incident.id, tasks=False, limit=MAX_RUN_LINES)
     spans_runs = "run_id" not in incident.group
     return {
         "incident_id": incident.id,
@@ -292,7 +265,7 @@ def page_payload(
         "events": events,
         "severity": _severity(route, events),
         "tasks": [_line(alert, config, link=spans_runs) for alert in tasks],
-        "more_tasks": max(0, int(task_count or 0) - MAX_LISTED),
+        "more_tasks": max(0, task_count - MAX_LISTED),
         "run_alerts": [_line(alert, config, link=spans_runs) for alert in runs],
         "link": run_link(config, incident.dag_id, incident.run_id),
     }
@@ -438,11 +411,7 @@ def resolve_all(
 def _succeeded_again(session: Session, incident: AlertIncident) -> bool:
     """Whether every DAG of the incident had a run succeed after the incident's last alert
     of it, that run being the alert's own run or a later one (by logical date)."""
-    latest = select(func.max(Alert.id)).where(Alert.incident_id == incident.id)
-    latest = latest.group_by(Alert.dag_id)
-    rows = session.execute(
-        select(Alert.dag_id, Alert.run_id, Alert.created_at).where(Alert.id.in_(latest))
-    ).all()
+    rows = alert_store.latest_per_dag(session, incident.id)
     for dag_id, run_id, at in rows:
         since = session.scalar(
             select(DagRun.logical_date).where(DagRun.dag_id == dag_id, DagRun.run_id == run_id)
@@ -474,18 +443,7 @@ def resolve(
     session.flush()
 
 
-# -- rate limits ---------------------------------------------------------------------------
-
-
-def limited_count(session: Session, route: str, since: datetime) -> int:
-    """Deliveries of `route` since `since` that count in its rate limit (no system events)."""
-    statement = select(func.count(Alert.id)).where(
-        Alert.route == route,
-        Alert.sent_at >= since,
-        Alert.status == outbox.SENT,
-        Alert.event.notin_([e.value for e in SYSTEM_EVENTS]),
-    )
-    return int(session.scalar(statement) or 0)
+# -- listing -----------------------------------------------------------------------------
 
 
 def listing(

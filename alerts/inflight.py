@@ -22,16 +22,16 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
+from alerts import store as alert_store
+from alerts.states import DeliveryStatus
 from engine import supervision
-from engine.store.models import Alert, AlertDelivery
 
 #: An attempt recorded before its send, not finished yet.
-STARTED = "started"
+STARTED = DeliveryStatus.STARTED
 #: A started attempt whose dispatcher died before recording its outcome.
-INTERRUPTED = "interrupted"
+INTERRUPTED = DeliveryStatus.INTERRUPTED
 INTERRUPTED_ERROR = (
     "interrupted: the dispatcher stopped during this delivery (crash or kill); the channel"
     " may have received it"
@@ -61,39 +61,42 @@ def begin(
     and counted. Returns (the attempts counted before this one, whether the channel may
     already have the message).
     """
-    interrupted = session.execute(
-        update(AlertDelivery)
-        .where(AlertDelivery.alert_id == alert_id, AlertDelivery.status == STARTED)
-        .values(status=INTERRUPTED, error=INTERRUPTED_ERROR)
-    ).rowcount
-    attempts += interrupted or 0
-    session.execute(
-        insert(AlertDelivery).values(
-            alert_id=alert_id, attempt=attempts + 1, at=at, status=STARTED, latency=0.0
-        )
+    interrupted = alert_store.transition_delivery(
+        session,
+        alert_id,
+        None,
+        expected=STARTED,
+        to=INTERRUPTED,
+        values={"error": INTERRUPTED_ERROR},
+    )
+    attempts += interrupted
+    alert_store.insert_delivery(
+        session, alert_id, attempt=attempts + 1, at=at, status=STARTED, latency=0.0
     )
     values: dict[str, Any] = {"claimed_by": by}
     if interrupted:
         values |= {"possible_duplicate": True, "attempts": attempts}
-    session.execute(update(Alert).where(Alert.id == alert_id).values(**values))
-    duplicate = session.scalar(select(Alert.possible_duplicate).where(Alert.id == alert_id))
-    return attempts, bool(duplicate)
+    alert_store.set_alert(session, alert_id, **values)
+    return attempts, alert_store.possible_duplicate(session, alert_id)
 
 
-def finish(session: Session, alert_id: int, attempt: int, values: dict[str, Any]) -> bool:
-    """Record the outcome (status, at: when it ended, latency, error) on the started attempt
-    `attempt`; False if there is none."""
-    return bool(
-        session.execute(
-            update(AlertDelivery)
-            .where(
-                AlertDelivery.alert_id == alert_id,
-                AlertDelivery.attempt == attempt,
-                AlertDelivery.status == STARTED,
-            )
-            .values(**values)
-        ).rowcount
+def finish(
+    session: Session,
+    alert_id: int,
+    attempt: int,
+    outcome: DeliveryStatus,
+    *,
+    at: datetime,
+    latency: float,
+    error: str | None,
+) -> bool:
+    """Record the outcome (sent, failed, timeout), when it ended, its latency and error on
+    the started attempt `attempt`; False if there is none."""
+    values = {"at": at, "latency": latency, "error": error}
+    changed = alert_store.transition_delivery(
+        session, alert_id, attempt, expected=STARTED, to=outcome, values=values
     )
+    return bool(changed)
 
 
 def _host_of(claimed_by: str) -> tuple[str, int | None]:
@@ -106,25 +109,12 @@ def release_orphans(
 ) -> list[int]:
     """Rows held by a dead dispatcher of this host: due again now. Returns their ids."""
     host, own = socket.gethostname(), os.getpid()
-    held = session.execute(
-        select(Alert.id, Alert.claimed_by)
-        .where(Alert.status == "pending", Alert.next_attempt_at > now)
-        .where(Alert.claimed_by.like(f"{host}:%"))
-        .order_by(Alert.next_attempt_at)
-        .limit(RELEASE_BATCH)
-    ).all()
     orphans = []
-    for alert_id, claimed_by in held:
+    for alert_id, claimed_by in alert_store.held_on_host(session, host, now, RELEASE_BATCH):
         claimed_host, pid = _host_of(claimed_by)
         if claimed_host == host and pid is not None and pid != own and not alive(pid):
             orphans.append(alert_id)
-    if orphans:
-        session.execute(
-            update(Alert)
-            .where(Alert.id.in_(orphans), Alert.status == "pending")
-            .values(next_attempt_at=now, claimed_by=None)
-        )
-    return orphans
+    return alert_store.release(session, orphans, now)
 
 
 def mark_message(title: str, body: str, key: str) -> tuple[str, str]:

@@ -19,10 +19,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from alerts import outbox
+from alerts import store as alert_store
 from alerts.events import Event
 from alerts.routes import Route, compose, dag_details, run_link, wanted_events
 from engine.hooks import TickContext
-from engine.store.models import Alert, ImportError_, SlaMiss, TaskInstance
+from engine.store.models import ImportError_, SlaMiss, TaskInstance
 from engine.store.scheduling import pairs_in
 from engine.store.transitions import TASK_INSTANCE, TransitionEvent
 
@@ -151,17 +152,11 @@ class TransitionAlerts:
     ) -> list[outbox.NewAlert]:
         """task_resolved for each route whose last alert about the task was a failure."""
         pairs = {(c.dag_id, c.task_id) for c in successes}
-        statement = (
-            select(Alert.id, Alert.route, Alert.dag_id, Alert.task_id, Alert.event)
-            .where(
-                pairs_in(Alert.dag_id, Alert.task_id, pairs),
-                Alert.event.in_([Event.TASK_FAILED.value, Event.TASK_RESOLVED.value]),
-                Alert.status != outbox.SUPPRESSED,
-            )
-            .order_by(Alert.id)
-        )
+        events = [Event.TASK_FAILED.value, Event.TASK_RESOLVED.value]
         latest: dict[tuple[str, str, str], tuple[int, str]] = {}
-        for alert_id, route, dag_id, task_id, event in session.execute(statement):
+        for alert_id, route, dag_id, task_id, event in alert_store.task_alerts(
+            session, pairs, events
+        ):
             latest[(route, dag_id, task_id)] = (alert_id, event)
         by_pair = {(c.dag_id, c.task_id): c for c in successes}
         rows: list[outbox.NewAlert] = []

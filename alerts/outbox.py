@@ -2,9 +2,11 @@
 
 Writers call `enqueue` inside the transaction of the change (a transition listener, the
 SLA check), so an alert exists exactly when its cause does. One row per fingerprint: a
-second enqueue of the same occurrence is a no-op. The dispatcher claims due rows with
-`due`, and records each delivery attempt with `record_delivery`; an attempt that timed out
-(outcome unknown) and was answered later is settled by `settle_late`.
+second enqueue of the same occurrence is a no-op. The dispatcher claims due rows
+(`alerts.store.due`, `alerts.store.claim`), and records each delivery attempt with
+`record_delivery`; an attempt that timed out (outcome unknown) and was answered later is
+settled by `settle_late`. The rows' statuses and their transitions are in `alerts.states`;
+every SQL statement is in `alerts.store`.
 """
 
 from __future__ import annotations
@@ -14,22 +16,22 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from alerts import inflight
+from alerts import store as alert_store
+from alerts.states import AlertStatus, DeliveryStatus
 from engine.exceptions import NotFound
 from engine.store.audit import record_audit
-from engine.store.db import upsert_insert
-from engine.store.models import Alert, AlertDelivery
 
-PENDING = "pending"
-SENT = "sent"
-FAILED = "failed"
-SUPPRESSED = "suppressed"
-STATUSES = (PENDING, SENT, FAILED, SUPPRESSED)
+#: The outbox's statuses (`alerts.states.AlertStatus`), by the names its callers use.
+PENDING = AlertStatus.PENDING
+SENT = AlertStatus.SENT
+FAILED = AlertStatus.FAILED
+SUPPRESSED = AlertStatus.SUPPRESSED
+STATUSES = tuple(status.value for status in AlertStatus)
 #: A delivery attempt's status when the channel did not answer in time: it may have the message.
-TIMEOUT = "timeout"
+TIMEOUT = DeliveryStatus.TIMEOUT
 
 
 @dataclass(frozen=True)
@@ -66,7 +68,7 @@ def enqueue(session: Session, alerts: Sequence[NewAlert], now: datetime) -> list
             "run_id": alert.run_id,
             "task_id": alert.task_id,
             "payload": alert.payload,
-            "status": SUPPRESSED if alert.suppressed_reason else PENDING,
+            "status": (SUPPRESSED if alert.suppressed_reason else PENDING).value,
             "last_error": alert.suppressed_reason,
             "attempts": 0,
             "count": 1,
@@ -78,22 +80,7 @@ def enqueue(session: Session, alerts: Sequence[NewAlert], now: datetime) -> list
         }
         for alert in unique.values()
     ]
-    statement = (
-        upsert_insert(session, Alert)
-        .values(rows)
-        .on_conflict_do_nothing(index_elements=["fingerprint"])
-        .returning(Alert.id)
-    )
-    return list(session.scalars(statement))
-
-
-def due(session: Session, now: datetime, limit: int = 100, busy: Sequence[str] = ()) -> list[Alert]:
-    """Pending rows whose next attempt is due, oldest first, except those of `busy` channels."""
-    statement = select(Alert).where(Alert.status == PENDING, Alert.next_attempt_at <= now)
-    if busy:
-        statement = statement.where(or_(Alert.channel.is_(None), Alert.channel.notin_(busy)))
-    statement = statement.order_by(Alert.next_attempt_at, Alert.id).limit(limit)
-    return list(session.scalars(statement))
+    return alert_store.insert_alerts(session, rows)
 
 
 def record_delivery(
@@ -115,18 +102,15 @@ def record_delivery(
     The attempt recorded as started before its send (`inflight.begin`) gets its outcome;
     one that never started (it could not be sent at all) is written now.
     """
-    outcome = {
-        "status": SENT if ok else TIMEOUT if timed_out else FAILED,
-        "latency": latency,
-        "error": error,
-    }
-    if not inflight.finish(session, alert_id, attempt, {"at": now, **outcome}):
-        session.execute(
-            insert(AlertDelivery).values(alert_id=alert_id, attempt=attempt, at=now, **outcome)
+    outcome = DeliveryStatus.SENT if ok else TIMEOUT if timed_out else DeliveryStatus.FAILED
+    if not inflight.finish(
+        session, alert_id, attempt, outcome, at=now, latency=latency, error=error
+    ):
+        alert_store.insert_delivery(
+            session, alert_id, attempt=attempt, at=now, status=outcome, latency=latency, error=error
         )
     values: dict[str, Any] = {
         "attempts": attempt,
-        "status": status,
         "next_attempt_at": next_attempt_at,
         "last_error": error,
         "claimed_by": None,
@@ -135,7 +119,9 @@ def record_delivery(
         values["sent_at"] = now
     if count is not None:
         values["count"] = count
-    session.execute(update(Alert).where(Alert.id == alert_id).values(**values))
+    alert_store.transition_alert(
+        session, alert_id, expected=PENDING, to=AlertStatus(status), values=values
+    )
 
 
 def settle_late(
@@ -146,22 +132,8 @@ def settle_late(
     Compare-and-set: only while the row still waits for its next attempt (no other
     dispatcher delivered or claimed it since). Returns whether the alert became sent.
     """
-    last = select(func.max(AlertDelivery.id)).where(AlertDelivery.alert_id == alert_id)
-    session.execute(
-        update(AlertDelivery)
-        .where(AlertDelivery.id == last.scalar_subquery(), AlertDelivery.attempt == attempt)
-        .where(AlertDelivery.status == TIMEOUT)
-        .values(error=func.coalesce(AlertDelivery.error, "") + f"; {note}")
-    )
-    if not ok:
-        return False
-    return bool(
-        session.execute(
-            update(Alert)
-            .where(Alert.id == alert_id, Alert.status == PENDING, Alert.attempts == attempt)
-            .values(status=SENT, sent_at=now, next_attempt_at=None, last_error=None)
-        ).rowcount
-    )
+    alert_store.note_late_answer(session, alert_id, attempt=attempt, note=note)
+    return ok and alert_store.settle_sent(session, alert_id, attempt=attempt, now=now)
 
 
 def mark(
@@ -171,70 +143,17 @@ def mark(
     status: str,
     reason: str | None,
     next_attempt_at: datetime | None = None,
-) -> None:
-    """Set the status of rows without a delivery attempt (suppressed, deferred, re-queued)."""
-    if alert_ids:
-        session.execute(
-            update(Alert)
-            .where(Alert.id.in_(list(alert_ids)))
-            .values(status=status, last_error=reason, next_attempt_at=next_attempt_at)
-        )
-
-
-def last_sent_in_group(session: Session, group_key: str) -> Alert | None:
-    """The most recent delivered alert of a group (for the group window)."""
-    statement = (
-        select(Alert)
-        .where(Alert.group_key == group_key, Alert.status == SENT)
-        .order_by(Alert.sent_at.desc())
-        .limit(1)
+    expected: AlertStatus = PENDING,
+) -> list[int]:
+    """Move pending rows (`expected`) to `status` without a delivery attempt (suppressed,
+    deferred, given up); returns those moved: a row that changed meanwhile is left alone."""
+    return alert_store.transition_alerts(
+        session,
+        alert_ids,
+        expected=expected,
+        to=AlertStatus(status),
+        values={"last_error": reason, "next_attempt_at": next_attempt_at},
     )
-    return session.scalars(statement).first()
-
-
-def sent_since(session: Session, route: str, since: datetime) -> int:
-    """Alerts of `route` delivered since `since` (for its rate limit)."""
-    statement = select(func.count(Alert.id)).where(
-        Alert.route == route, Alert.sent_at >= since, Alert.status == SENT
-    )
-    return int(session.scalar(statement) or 0)
-
-
-def listing(
-    session: Session,
-    *,
-    status: str | None = None,
-    dag_id: str | None = None,
-    event: str | None = None,
-    limit: int = 100,
-) -> list[Alert]:
-    """Alerts, newest first (for `alerts list` and the console)."""
-    conditions = []
-    if status:
-        conditions.append(Alert.status == status)
-    if dag_id:
-        conditions.append(Alert.dag_id == dag_id)
-    if event:
-        conditions.append(Alert.event == event)
-    statement = (
-        select(Alert).where(and_(*conditions)).order_by(Alert.created_at.desc(), Alert.id.desc())
-    )
-    return list(session.scalars(statement.limit(limit)))
-
-
-def deliveries(session: Session, alert_ids: Sequence[int]) -> dict[int, list[AlertDelivery]]:
-    """The delivery attempts of these alerts, in order."""
-    by_alert: dict[int, list[AlertDelivery]] = {alert_id: [] for alert_id in alert_ids}
-    if not alert_ids:
-        return by_alert
-    statement = (
-        select(AlertDelivery)
-        .where(AlertDelivery.alert_id.in_(list(alert_ids)))
-        .order_by(AlertDelivery.alert_id, AlertDelivery.id)
-    )
-    for row in session.scalars(statement):
-        by_alert[row.alert_id].append(row)
-    return by_alert
 
 
 def requeue(session: Session, alert_id: int, now: datetime) -> bool:
@@ -243,14 +162,9 @@ def requeue(session: Session, alert_id: int, now: datetime) -> bool:
     Its attempt count and its alerts.max_age start over; the earlier attempts stay in its
     delivery history.
     """
-    changed = session.execute(
-        update(Alert)
-        .where(Alert.id == alert_id, or_(Alert.status != PENDING, Alert.next_attempt_at > now))
-        .values(status=PENDING, next_attempt_at=now, last_error=None, attempts=0, queued_at=now)
-    ).rowcount
-    if changed:
+    if alert_store.requeue(session, alert_id, now):
         return True
-    return session.get(Alert, alert_id) is not None
+    return alert_store.status_of(session, alert_id) is not None
 
 
 def resend(session: Session, alert_id: int, *, actor: str, now: datetime) -> None:

@@ -36,6 +36,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from alerts import forecast, outbox
+from alerts import store as alert_store
 from alerts.events import Event, fingerprint
 from alerts.routes import Route, compose, dag_details, run_link, wanted_events
 from engine.execution.base import CallbackRequest
@@ -43,7 +44,7 @@ from engine.hooks import TickContext
 from engine.sdk.deadlines import CHECKED_RUN_TYPES, Deadline, scheduled_time
 from engine.states import DAG_RUN_ACTIVE, TASK_FINISHED, DagRunState
 from engine.store.db import upsert_insert
-from engine.store.models import Alert, DagRun, SlaMiss
+from engine.store.models import DagRun, SlaMiss
 from metrics import stats
 
 log = logging.getLogger(__name__)
@@ -309,17 +310,15 @@ def fold_into_failure_alerts(
     }
     if not prints:
         return 0
-    statement = select(Alert).where(
-        Alert.fingerprint.in_(sorted(prints)), Alert.status == outbox.PENDING
-    )
     folded = 0
-    for alert in session.scalars(statement):
+    for alert in alert_store.pending_by_fingerprint(session, sorted(prints)):
         told = list(alert.payload.get("misses") or [])
-        alert.payload = {
+        payload = {
             **alert.payload,
             "deadline_missed": True,
             "misses": told + by_run[prints[alert.fingerprint]],
         }
+        alert_store.set_alert(session, alert.id, payload=payload)
         folded += 1
     return folded
 

@@ -1,8 +1,4 @@
-"""StatsD over UDP, written here rather than taken from the `statsd` package.
-
-The `statsd` package is unmaintained, knows no tags (dogstatsd or influxdb), and its
-client can raise from `__init__` on a name that does not resolve; the line format is a
-few lines and one UDP socket, and owning them lets a send never raise into a caller.
+"""StatsD over UDP through the `statsd` package's client (the one Airflow uses).
 
 Three naming modes:
 - "none" (plain): Airflow's legacy names with the label values inside the name,
@@ -10,6 +6,21 @@ Three naming modes:
 - "dogstatsd": the canonical name and tags, `dagwatch.ti.finish:1|c|#dag_id:my_dag,...`;
 - "influxdb": the canonical name and tags, `dagwatch.ti.finish,dag_id=my_dag,...:1|c`.
 Timers are sent in milliseconds (`|ms`), as StatsD expects.
+
+The package's `StatsClient` adds the prefix, formats counters and gauges (a negative
+absolute gauge is sent as `0|g` then the value, in one pipeline) and owns the socket. In the
+plain and influxdb modes the tags are part of the name, so its public methods serve as they
+are. What dagwatch adds on top, in `_Client`:
+- the DogStatsD `|#key:value` suffix, which comes after the type and which the package's
+  methods cannot express (it has no tags): those lines go through its `_send_stat`, the
+  step its own methods and pipelines end in;
+- timers as a plain number of milliseconds (`1250|ms`) where `timing()` pads to six
+  decimals (`1250.000000|ms`);
+- its send: the socket is non-blocking (a full buffer drops a value, never blocks the
+  scheduler) and a failure is logged once per run of failures, where the package's send
+  drops errors silently;
+- the host is looked up lazily and again every RESOLVE_RETRY seconds after a failure:
+  the package resolves it in its constructor and raises when it does not resolve.
 """
 
 from __future__ import annotations
@@ -17,8 +28,10 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Literal
+
+import statsd
 
 from metrics.catalog import Metric
 from metrics.guard import MAX_STATSD_NAME_LENGTH, legacy_name
@@ -31,8 +44,46 @@ TAGS_MODES: tuple[TagsMode, ...] = ("none", "dogstatsd", "influxdb")
 RESOLVE_RETRY = 30.0
 
 
-def _number(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else repr(round(float(value), 6))
+def _number(value: float) -> int | float:
+    """A value as StatsD lines show it: an integer when whole (`12`, not `12.0`)."""
+    value = float(value)
+    return int(value) if value.is_integer() else round(value, 6)
+
+
+class _Client(statsd.StatsClient):
+    """The package's UDP client with dagwatch's send, timer format and DogStatsD tags."""
+
+    def __init__(
+        self,
+        address: tuple[int, tuple[str, int]],
+        prefix: str | None,
+        sent: Callable[[OSError | None], None],
+    ) -> None:
+        family, (host, port) = address
+        super().__init__(host, port, prefix, ipv6=family == socket.AF_INET6)
+        self._sock.setblocking(False)  # a full buffer drops a value, never blocks
+        self._sent = sent
+
+    def _send(self, data: str) -> None:
+        try:
+            self._sock.sendto(data.encode(), self._addr)
+        except OSError as exc:
+            self._sent(exc)
+        else:
+            self._sent(None)
+
+    def timing(self, stat: str, delta: float, rate: float = 1) -> None:
+        self._send_stat(stat, f"{_number(delta)}|ms", rate)
+
+    def tagged(self, stat: str, value_and_type: str, tags: str) -> None:
+        """One DogStatsD line: `stat:value|type|#tags`."""
+        self._send_stat(stat, f"{value_and_type}|#{tags}", 1)
+
+    def tagged_pair(self, stat: str, first: str, second: str, tags: str) -> None:
+        """Two DogStatsD lines of one stat in one datagram (a negative absolute gauge)."""
+        with self.pipeline() as pipe:
+            pipe._send_stat(stat, f"{first}|#{tags}", 1)
+            pipe._send_stat(stat, f"{second}|#{tags}", 1)
 
 
 class StatsdBackend:
@@ -54,26 +105,35 @@ class StatsdBackend:
         self.max_name_length = max_name_length
         self._address: tuple[int, tuple[str, int]] | None = None
         self._resolve_after = 0.0
-        self._socket: socket.socket | None = None
+        self._client: _Client | None = None
         self._failed = False
 
     def count(self, metric: Metric, value: float, labels: Mapping[str, str]) -> None:
-        self._send(self._line(metric, labels, f"{_number(value)}|c"))
+        number = _number(value)
+        self._emit(metric, labels, f"{number}|c", lambda client, name: client.incr(name, number))
 
     def gauge(
         self, metric: Metric, value: float, labels: Mapping[str, str], *, delta: bool
     ) -> None:
-        if delta:
-            self._send(self._line(metric, labels, f"{'+' if value >= 0 else ''}{_number(value)}|g"))
-        elif value < 0:
+        client, name, tags = self._target(metric, labels)
+        if client is None:
+            return
+        number = _number(value)
+        if not tags:
+            client.gauge(name, number, delta=delta)
+        elif delta:
+            client.tagged(name, f"{'+' if number >= 0 else ''}{number}|g", tags)
+        elif number < 0:
             # A leading '-' means "decrement" to StatsD: set 0 first, then go down.
-            zero = self._line(metric, labels, "0|g")
-            self._send(f"{zero}\n{self._line(metric, labels, f'{_number(value)}|g')}")
+            client.tagged_pair(name, "0|g", f"{number}|g", tags)
         else:
-            self._send(self._line(metric, labels, f"{_number(value)}|g"))
+            client.tagged(name, f"{number}|g", tags)
 
     def timing(self, metric: Metric, seconds: float, labels: Mapping[str, str]) -> None:
-        self._send(self._line(metric, labels, f"{_number(seconds * 1000)}|ms"))
+        ms = seconds * 1000
+        self._emit(
+            metric, labels, f"{_number(ms)}|ms", lambda client, name: client.timing(name, ms)
+        )
 
     def forget(self, metric: Metric, labels: Mapping[str, str]) -> None:
         """StatsD cannot delete a series: a forgotten one is simply no longer sent."""
@@ -82,40 +142,60 @@ class StatsdBackend:
         """Nothing is buffered: each value leaves in its own datagram."""
 
     def close(self) -> None:
-        if self._socket is not None:
-            self._socket.close()
-            self._socket = None
+        if self._client is not None:
+            self._client.close()
+            self._client = None
 
-    def _line(self, metric: Metric, labels: Mapping[str, str], value_and_type: str) -> str:
+    def _emit(
+        self,
+        metric: Metric,
+        labels: Mapping[str, str],
+        value_and_type: str,
+        plain: Callable[[_Client, str], None],
+    ) -> None:
+        """Send one value: a DogStatsD line with its tags, else `plain(client, name)`."""
+        client, name, tags = self._target(metric, labels)
+        if client is None:
+            return
+        if tags:
+            client.tagged(name, value_and_type, tags)
+        else:
+            plain(client, name)
+
+    def _target(self, metric: Metric, labels: Mapping[str, str]) -> tuple[_Client | None, str, str]:
+        """(the client, the name without the prefix, DogStatsD tags or "")."""
         if self.tags_mode == "none":
             limit = self.max_name_length - len(self.prefix)
             name = legacy_name(metric.statsd_template, labels, limit)
-            return f"{self.prefix}{name}:{value_and_type}"
-        name = f"{self.prefix}{metric.name}"
-        if not labels:
-            return f"{name}:{value_and_type}"
-        if self.tags_mode == "dogstatsd":
+        elif self.tags_mode == "influxdb" and labels:
+            tags = ",".join(f"{key}={value}" for key, value in labels.items())
+            name = f"{metric.name},{tags}"
+        else:
+            name = metric.name
+        tags = ""
+        if self.tags_mode == "dogstatsd" and labels:
             tags = ",".join(f"{key}:{value}" for key, value in labels.items())
-            return f"{name}:{value_and_type}|#{tags}"
-        tags = ",".join(f"{key}={value}" for key, value in labels.items())
-        return f"{name},{tags}:{value_and_type}"
+        return self._connect(), name, tags
 
-    def _send(self, line: str) -> None:
-        try:
+    def _connect(self) -> _Client | None:
+        if self._client is None:
             address = self._resolve()
             if address is None:
-                return
-            family, sockaddr = address
-            if self._socket is None or self._socket.family != family:
-                self.close()
-                self._socket = socket.socket(family, socket.SOCK_DGRAM)
-                self._socket.setblocking(False)  # a full buffer drops a value, never blocks
-            self._socket.sendto(line.encode(), sockaddr)
+                return None
+            try:
+                self._client = _Client(address, self.prefix.rstrip(".") or None, self._sent)
+            except OSError as exc:
+                self._sent(exc)
+                return None
+        return self._client
+
+    def _sent(self, error: OSError | None) -> None:
+        if error is None:
             self._failed = False
-        except OSError as exc:
-            if not self._failed:  # once per run of failures, not once per value
-                log.warning("statsd send to %s:%s failed: %s", self.host, self.port, exc)
-            self._failed = True
+            return
+        if not self._failed:  # once per run of failures, not once per value
+            log.warning("statsd send to %s:%s failed: %s", self.host, self.port, error)
+        self._failed = True
 
     def _resolve(self) -> tuple[int, tuple[str, int]] | None:
         """Look the host up once; after a failure, again only every RESOLVE_RETRY seconds."""
