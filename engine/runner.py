@@ -25,13 +25,11 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
-
-from sqlalchemy.exc import SQLAlchemyError
 
 from engine import secrets
 from engine.accessors import ConnectionAccessor, VariableAccessor
@@ -47,7 +45,6 @@ from engine.exceptions import (
     FailTaskNoRetry,
     RescheduleTask,
     SkipTask,
-    StoreError,
     TaskError,
     TaskTimeout,
     TransitionConflict,
@@ -265,21 +262,18 @@ def heartbeating(store: Any, ti_id: int, interval: float, clock: Clock) -> Itera
 RENDERED_FIELD_LIMIT = 10_000
 
 
-def _record_rendered(task: Any, context: dict) -> None:
-    """Store the rendered template fields, masked, for the console (never fatal); called
-    once the task's code has returned or raised."""
+def _keep_rendered(task: Any, context: dict) -> None:
+    """Note the rendered template fields, masked, on the attempt's `ti`; they are written
+    with the attempt's outcome (one transaction, not one of their own). Called once the
+    task's code has returned or raised."""
     names = tuple(getattr(task, "template_fields", ()) or ())
     ti = context.get("ti")
-    if not names or ti is None or not hasattr(ti, "record_rendered_fields"):
+    if not names or not isinstance(ti, RuntimeTaskInstance):
         return
-    fields = {
+    ti.rendered_fields = {
         name: secrets.redact(str(getattr(task, name, None)))[:RENDERED_FIELD_LIMIT]
         for name in names
     }
-    try:
-        ti.record_rendered_fields(fields)
-    except (SQLAlchemyError, StoreError) as exc:  # a lost record must not fail the task
-        log.warning("could not record the rendered fields of %s: %s", task.task_id, exc)
 
 
 def _execute(task: Any, context: dict, dag: Any) -> Any:
@@ -295,9 +289,9 @@ def _execute(task: Any, context: dict, dag: Any) -> Any:
                     task.on_kill()
                     raise
     finally:
-        # after the task's code, where a stop (SIGTERM) cannot land in the write
+        # after the task's code, where a stop (SIGTERM) cannot interrupt it
         if rendered:
-            _record_rendered(task, context)
+            _keep_rendered(task, context)
 
 
 def _push_result(ti: RuntimeTaskInstance, task: Any, value: Any) -> None:
@@ -344,6 +338,8 @@ class Executed:
     timed_out: bool = False
     reschedule_at: datetime | None = None
     skip_task_ids: frozenset[str] = frozenset()
+    #: the task's template fields as rendered (masked), written with the outcome
+    rendered_fields: dict[str, str] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.error:
@@ -413,6 +409,8 @@ def execute_attempt(
             task_log.error("task failed:\n%s", "".join(traceback.format_exception(exc)))
     if executed.state is TaskState.SUCCESS and ti.skipped_task_ids:
         executed = Executed(TaskState.SUCCESS, skip_task_ids=frozenset(ti.skipped_task_ids))
+    if ti.rendered_fields is not None:
+        executed = replace(executed, rendered_fields=ti.rendered_fields)
     return executed, task, ti, context
 
 
@@ -527,6 +525,12 @@ def _finish(
                 duration=duration,
                 error=error,
             )
+        if executed.rendered_fields is not None:
+            runs.set_rendered_fields(
+                session, dag_id=row.dag_id, run_id=row.run_id, task_id=row.task_id,
+                map_index=row.map_index, try_number=row.try_number,
+                fields=executed.rendered_fields,
+            )  # fmt: skip
         skips = executed.skip_task_ids if state is TaskState.SUCCESS else frozenset()
         if skips:  # branching: in the same transaction as the branch task's success
             _skip_downstream(session, row, skips, now)

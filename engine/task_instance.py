@@ -32,6 +32,8 @@ class RuntimeTaskInstance:
     start_date: datetime | None = None
     #: how often this try was rescheduled so far (a sensor's earlier pokes in this try)
     reschedule_count: int = 0
+    #: the template fields as rendered (masked), recorded with the attempt's outcome
+    rendered_fields: dict[str, str] | None = None
 
     def xcom_push(self, key: str, value: Any) -> None:
         """Store `value` (JSON-serializable) under `key` for downstream tasks."""
@@ -51,19 +53,6 @@ class RuntimeTaskInstance:
                 value=value,
                 now=datetime.now(UTC),
                 map_index=self.map_index,
-            )
-
-    def record_rendered_fields(self, fields: dict[str, str]) -> None:
-        """Keep what this attempt's template fields rendered to (already masked)."""
-        with self.store.session() as session:
-            runs.set_rendered_fields(
-                session,
-                dag_id=self.dag_id,
-                run_id=self.run_id,
-                task_id=self.task_id,
-                map_index=self.map_index,
-                try_number=self.try_number,
-                fields=fields,
             )
 
     def xcom_pull(

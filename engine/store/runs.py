@@ -5,12 +5,14 @@ State changes never happen here: they go through `engine.store.transitions`.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from engine import error_signature, masking
@@ -463,22 +465,27 @@ def set_rendered_fields(
     try_number: int,
     fields: dict[str, str],
 ) -> None:
-    """Replace a task instance's rendered template fields with those of this attempt."""
+    """Replace a task instance's rendered template fields with those of this attempt (one
+    statement: an attempt's outcome writes them in its transaction)."""
     session.execute(
-        delete(RenderedFields).where(
-            RenderedFields.dag_id == dag_id,
-            RenderedFields.run_id == run_id,
-            RenderedFields.task_id == task_id,
-            RenderedFields.map_index == map_index,
-        )
-    )
-    session.execute(
-        insert(RenderedFields).values(
+        _upsert_rendered(session.get_bind().dialect.name),
+        dict(
             dag_id=dag_id,
             run_id=run_id,
             task_id=task_id,
             map_index=map_index,
             try_number=try_number,
             fields=fields,
-        )
+        ),
+    )
+
+
+@functools.cache
+def _upsert_rendered(dialect: str) -> Any:
+    """INSERT ... ON CONFLICT DO UPDATE of a rendered_fields row, built once per dialect."""
+    table = RenderedFields.__table__
+    statement = (postgresql if dialect == "postgresql" else sqlite).insert(table)
+    return statement.on_conflict_do_update(
+        index_elements=[table.c.dag_id, table.c.run_id, table.c.task_id, table.c.map_index],
+        set_={"try_number": statement.excluded.try_number, "fields": statement.excluded.fields},
     )
