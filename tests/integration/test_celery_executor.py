@@ -14,6 +14,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -340,3 +341,54 @@ def test_a_rabbitmq_restart_loses_no_queued_attempt(tmp_path: Path, private_rabb
         assert d.sql("SELECT max(try_number) FROM task_instance") == [(1,)]
     finally:
         d.close()
+
+
+@pytest.mark.parametrize(
+    "deployment",
+    [pytest.param((REDIS, {"scheduler__heartbeat_timeout": 120}), id="redis")],
+    indirect=True,
+)
+def test_a_pool_process_killed_mid_attempt_is_noticed_at_once_and_retried(
+    deployment: Deployment,
+):
+    """SIGKILL of the pool process running an attempt (not of the worker): the worker's main
+    process reports it lost (Celery's WorkerLostError, in the result backend), the
+    scheduler retries it well before the heartbeat timeout (120 s here), and the retry
+    runs in the pool process that replaced it; the body completes once."""
+    d = deployment
+    d.write_dag(tasks=0, long=8.0, retries=1)
+    d.worker("a", concurrency=1)
+    d.start("scheduler", "scheduler")
+    d.wait_for_workers(["a"])
+    run_id = d.trigger()
+    ((pid,),) = wait_until(
+        lambda: d.sql(
+            "SELECT pid FROM task_instance WHERE task_id = 'long' AND state = 'running'"
+            " AND pid IS NOT NULL"
+        ),
+        120,
+        "the long attempt to start",
+    )
+    assert pid != d.processes["a"].pid  # the pool process, not the worker's main process
+    killed = time.monotonic()
+    os.kill(pid, signal.SIGKILL)
+
+    wait_until(
+        lambda: d.sql(
+            "SELECT 1 FROM state_transition WHERE task_id = 'long' AND to_state = 'up_for_retry'"
+        ),
+        45,
+        "the lost attempt to be retried",
+        on_timeout=d.describe,
+    )
+    noticed = time.monotonic() - killed
+    assert d.wait_run(run_id, timeout=240) == "success", d.describe()
+    assert d.sql("SELECT task_id, worker FROM ledger") == [("long", "a")]
+    ((try_number,),) = d.sql("SELECT try_number FROM task_instance WHERE task_id = 'long'")
+    assert try_number == 2
+    ((reason,),) = d.sql(
+        "SELECT reason FROM state_transition WHERE task_id = 'long' AND to_state = 'up_for_retry'"
+    )
+    assert "zombie" not in reason and "WorkerLostError" in reason, (reason, noticed)
+    assert d.processes["a"].poll() is None  # the worker itself lives on
+
