@@ -83,6 +83,9 @@ class AttemptResult:
     next_retry_at: datetime | None
     log_path: Path
     map_index: int = -1
+    #: someone else moved the task instance meanwhile (an operator marked it): this
+    #: outcome only closed the attempt's try, and no callback runs for it
+    moved: bool = False
 
 
 def log_path_for(
@@ -235,9 +238,17 @@ def heartbeat_interval(config: Any) -> float:
 
 
 @contextlib.contextmanager
-def heartbeating(store: Any, ti_id: int, interval: float, clock: Clock) -> Iterator[None]:
+def heartbeating(
+    store: Any,
+    ti_id: int,
+    interval: float,
+    clock: Clock,
+    on_moved: Callable[[str], object] | None = None,
+) -> Iterator[None]:
     """Refresh `last_heartbeat` from a daemon thread while the block runs, so the scheduler
-    can tell a live attempt from one whose process vanished (a zombie)."""
+    can tell a live attempt from one whose process vanished (a zombie). When the task
+    instance is found no longer running (an operator marked it, say), the beats stop and
+    `on_moved(reason)` is called: the executor's way to stop the attempt."""
     stop = threading.Event()
 
     def beat() -> None:
@@ -245,9 +256,14 @@ def heartbeating(store: Any, ti_id: int, interval: float, clock: Clock) -> Itera
             try:
                 with store.session() as session:
                     if not runs.heartbeat(session, ti_id, clock()):
-                        return  # no longer running: nothing left to keep alive
+                        state = runs.task_instance_state(session, ti_id)
+                        break
             except Exception as exc:  # a missed beat is not worth failing the task for
                 log.warning("heartbeat of task instance %s failed: %s", ti_id, exc)
+        else:
+            return
+        if on_moved is not None and not stop.is_set():
+            on_moved(f"the task instance was set to {state or 'nothing (deleted)'} meanwhile")
 
     thread = threading.Thread(target=beat, name=f"dagwatch-heartbeat-{ti_id}", daemon=True)
     thread.start()
@@ -374,11 +390,18 @@ def begin_attempt(
 
 
 def execute_attempt(
-    store: Any, config: Any, dag: Any, begun: Begun, *, clock: Clock = utcnow
+    store: Any,
+    config: Any,
+    dag: Any,
+    begun: Begun,
+    *,
+    clock: Clock = utcnow,
+    on_moved: Callable[[str], object] | None = None,
 ) -> tuple[Executed, Any, RuntimeTaskInstance, dict]:
     """Run the task of a begun attempt, with heartbeats, in this process; call it inside
     `attempt_logging(begun.path)`. Returns how it ended, the task (unmapped if it was
-    mapped), its runtime instance and the callbacks' context."""
+    mapped), its runtime instance and the callbacks' context. `on_moved(reason)` is called
+    from the heartbeat thread if the task instance stops being running meanwhile."""
     row, run = begun.row, begun.run
     task = dag.get_task(row.task_id).prepare_for_execution()
     ti = RuntimeTaskInstance(
@@ -388,7 +411,7 @@ def execute_attempt(
     )  # fmt: skip
     executed, context = Executed(TaskState.SUCCESS), {}
     _log_start(ti, begun.resumed)
-    with heartbeating(store, row.id, heartbeat_interval(config), clock):
+    with heartbeating(store, row.id, heartbeat_interval(config), clock, on_moved):
         try:
             if getattr(task, "unmap", None) is not None:  # a mapped task: this index's
                 task = ti.task = task.unmap({"ti": ti}).prepare_for_execution()
@@ -445,15 +468,19 @@ def run_attempt(
     pid: int | None = None,
     end_processes: Callable[[], object] | None = None,
     external_id: str | None = None,
+    on_moved: Callable[[str], object] | None = None,
 ) -> AttemptResult:
     """Run the queued task instance `ti_id` once, in this process, and record the outcome;
-    `end_processes` ends what the task left running before the outcome is recorded."""
+    `end_processes` ends what the task left running before the outcome is recorded;
+    `on_moved` stops the task if its task instance is moved meanwhile (`execute_attempt`)."""
     begun = begin_attempt(
         store, config, ti_id, clock=clock, hostname=hostname, pid=pid or os.getpid(),
         external_id=external_id,
     )  # fmt: skip
     with attempt_logging(begun.path):
-        executed, task, ti, context = execute_attempt(store, config, dag, begun, clock=clock)
+        executed, task, ti, context = execute_attempt(
+            store, config, dag, begun, clock=clock, on_moved=on_moved
+        )
         if end_processes is not None:  # no retry may start beside what this try started
             end_processes()
         result = finish_attempt(store, dag, begun, executed, clock=clock, task=task)
@@ -479,6 +506,13 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+#: how the try of an attempt whose task instance was moved meanwhile is recorded
+_TRY_ENDS = {
+    TaskState.UP_FOR_RETRY: TaskState.FAILED,
+    TaskState.UP_FOR_RESCHEDULE: TaskState.FAILED,
+}
+
+
 def _finish(
     store: Any,
     row: Any,
@@ -502,28 +536,27 @@ def _finish(
             seed=f"{row.dag_id}#{row.task_id}#{run.logical_date.isoformat()}",
         )
     with store.session() as session:
-        transitions.transition_task_instance(
+        moved = not transitions.transition_task_instances(
             session,
-            row.id,
+            [row.id],
             expected=TaskState.RUNNING,
             to=state,
             at=now,
             reason=f"next poke at {reschedule_at.isoformat()}" if reschedule_at else error,
-            end_date=now,
-            duration=duration,
-            next_retry_at=next_retry_at,
+            values={"end_date": now, "duration": duration, "next_retry_at": next_retry_at},
         )
-        if state is TaskState.UP_FOR_RESCHEDULE:
+        if state is TaskState.UP_FOR_RESCHEDULE and not moved:
             runs.reschedule_try(session, row.id, row.try_number)
-        else:
+        else:  # moved: no retry nor next poke follows from this attempt, its try failed
             runs.finish_try(
                 session,
                 row.id,
                 row.try_number,
-                state=state,
+                state=_TRY_ENDS.get(state, state) if moved else state,
                 end_date=now,
                 duration=duration,
                 error=error,
+                only_open=moved,
             )
         if executed.rendered_fields is not None:
             runs.set_rendered_fields(
@@ -531,10 +564,15 @@ def _finish(
                 map_index=row.map_index, try_number=row.try_number,
                 fields=executed.rendered_fields,
             )  # fmt: skip
-        skips = executed.skip_task_ids if state is TaskState.SUCCESS else frozenset()
+        skips = executed.skip_task_ids if state is TaskState.SUCCESS and not moved else frozenset()
         if skips:  # branching: in the same transaction as the branch task's success
             _skip_downstream(session, row, skips, now)
-    if reschedule_at is not None:
+    if moved:
+        task_log.warning(
+            "attempt %s ended %s, after its task instance was moved by someone else: "
+            "not recorded as the task instance's state", row.try_number, state,
+        )  # fmt: skip
+    elif reschedule_at is not None:
         task_log.info(
             "attempt %s rescheduled: next poke at %s", row.try_number, reschedule_at.isoformat()
         )
@@ -543,7 +581,7 @@ def _finish(
         task_log.log(level, "attempt %s ended: %s (%.3f s)", row.try_number, state, duration)
     return AttemptResult(
         row.id, row.task_id, row.try_number, state, duration, error, skips, next_retry_at, path,
-        row.map_index,
+        row.map_index, moved,
     )  # fmt: skip
 
 
@@ -575,7 +613,7 @@ def _after_callbacks(
     store: Any, task: Any, result: AttemptResult, context: dict, ti: RuntimeTaskInstance
 ) -> None:
     kind = _AFTER_CALLBACKS.get(result.state)
-    if kind and context:
+    if kind and context and not result.moved:
         run_callbacks(store, getattr(task, kind, None), context, kind, ti)
 
 

@@ -185,6 +185,7 @@ _FINISH_TRY = (
         error_signature=bindparam("set_signature"),
     )
 )
+_FINISH_OPEN_TRY = _FINISH_TRY.where(_TRIES.c.end_date.is_(None))
 
 
 def start_try(
@@ -228,9 +229,12 @@ def finish_try(
     end_date: datetime,
     duration: float,
     error: str | None,
+    only_open: bool = False,
 ) -> None:
+    """Record how try `try_number` ended; `only_open`: unless it was closed already (its
+    attempt ended after someone else moved the task instance, and maybe closed it)."""
     session.execute(
-        _FINISH_TRY,
+        _FINISH_OPEN_TRY if only_open else _FINISH_TRY,
         dict(
             key_ti_id=ti_id,
             key_try_number=try_number,
@@ -335,6 +339,11 @@ def heartbeat(session: Session, ti_id: int, now: datetime) -> bool:
         .values(last_heartbeat=now)
     )
     return bool(result.rowcount)
+
+
+def task_instance_state(session: Session, ti_id: int) -> str | None:
+    """The state of one task instance (None: it is gone)."""
+    return session.execute(select(TaskInstance.state).where(TaskInstance.id == ti_id)).scalar()
 
 
 def list_tries(session: Session, dag_id: str, run_id: str) -> list[TaskTry]:

@@ -108,7 +108,7 @@ def run_attempt_message(message_id: str, fields: dict[str, Any]) -> dict[str, An
         else:
             result = runner.run_attempt(
                 store, config, dag, request.ti_id, hostname=hostname(), external_id=message_id,
-                end_processes=end_left_processes,
+                end_processes=end_left_processes, on_moved=stop.stop_self,
             )  # fmt: skip
             outcome, error = result.state, result.error
     except runner.StaleMessage as exc:

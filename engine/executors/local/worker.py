@@ -226,7 +226,7 @@ class Worker:
         signal.signal(signal.SIGTERM, stop)
         self.send(("started", request.ti_id, pid))
         try:
-            state, error, code, changes = self._attempt_here(request, pid)
+            state, error, code, changes = self._attempt_here(request, pid, stop)
         finally:
             stop.cancel()  # stays installed: a late SIGTERM must not end the worker
         self.attempts += 1
@@ -238,7 +238,7 @@ class Worker:
         self._done(request, pid, state, error, code, [])
 
     def _attempt_here(
-        self, request: AttemptRequest, pid: int
+        self, request: AttemptRequest, pid: int, stop: StopHandler
     ) -> tuple[str | None, str | None, int, str | None]:
         """(state recorded, error, exit code, what the attempt changed in this process)."""
         try:
@@ -253,6 +253,7 @@ class Worker:
             result = runner.run_attempt(
                 self.store, self.config, dag, request.ti_id, hostname=hostname(), pid=pid,
                 end_processes=lambda: ended.append(end_left_processes()),
+                on_moved=stop.stop_self,
             )  # fmt: skip
         except BaseException as exc:  # the outcome is unknown: report it, let a fresh worker on
             log.exception("attempt of task instance %s failed outside the task", request.ti_id)
@@ -436,7 +437,8 @@ def _attempt_child(
         os.setpgrp()
         reaper.become_subreaper()
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, StopHandler(stop))
+        handler = StopHandler(stop)
+        signal.signal(signal.SIGTERM, handler)
         if stop.recv() != "go":
             raise RuntimeError("the worker did not let the attempt start")
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _TERM)  # a pending stop lands now
@@ -444,9 +446,9 @@ def _attempt_child(
         store.engine.dispose(close=False)
         relay = install_relay(config)
         if begun is None:
-            code, outcome = _run(store, config, request, dag)
+            code, outcome = _run(store, config, request, dag, handler)
         else:
-            code, outcome = _run_task(store, config, dag, begun)
+            code, outcome = _run_task(store, config, dag, begun, handler)
         data = memoryview(pickle.dumps((*outcome, relay.drain())))
         while data:
             data = data[os.write(result, data) :]
@@ -463,11 +465,11 @@ def _attempt_child(
 
 
 def _run_task(
-    store: Store, config: Config, dag: Any, begun: runner.Begun
+    store: Store, config: Config, dag: Any, begun: runner.Begun, stop: StopHandler
 ) -> tuple[int, tuple[runner.Executed | None, str | None]]:
     try:
         with runner.attempt_logging(begun.path):
-            executed = runner.execute_attempt(store, config, dag, begun)[0]
+            executed = runner.execute_attempt(store, config, dag, begun, on_moved=stop.stop_self)[0]
             end_left_processes()
     except BaseException as exc:  # the task's outcome is unknown: report, exit non-zero
         log.exception("attempt of task instance %s failed outside the task", begun.row.id)
@@ -476,12 +478,12 @@ def _run_task(
 
 
 def _run(
-    store: Store, config: Config, request: AttemptRequest, dag: Any
+    store: Store, config: Config, request: AttemptRequest, dag: Any, stop: StopHandler
 ) -> tuple[int, tuple[str | None, str | None]]:
     try:
         result = runner.run_attempt(
             store, config, dag, request.ti_id, hostname=hostname(),
-            end_processes=end_left_processes,
+            end_processes=end_left_processes, on_moved=stop.stop_self,
         )  # fmt: skip
     except BaseException as exc:  # the attempt could not be recorded: report, exit non-zero
         log.exception("attempt of task instance %s failed outside the task", request.ti_id)
