@@ -132,7 +132,8 @@ def one_run(
                 queued_at = dict(
                     session.execute(select(TaskInstance.task_id, TaskInstance.queued_at)).all()
                 )
-            assert state == "success", state
+            failed = [(t.task_id, t.state, t.error) for t in tries if t.state != "success"]
+            assert state == "success", (state, failed[:5])
             delays = [(t.start_date - queued_at[t.task_id]).total_seconds() for t in tries]
             span = max(t.end_date for t in tries) - min(t.start_date for t in tries)
             return {
@@ -150,8 +151,22 @@ def one_run(
                     process.wait(60)
                 except subprocess.TimeoutExpired:
                     os.killpg(process.pid, signal.SIGKILL)
+            _show_warnings(logs)
             store.dispose()
             drop_pg_database(url)
+
+
+def _show_warnings(logs: Path) -> None:
+    """Print the processes' warnings and errors (a re-sent attempt, a lost one...): a run
+    much slower than the others is explained there, and its home is deleted next."""
+    for log in sorted(logs.glob("*.log")):
+        lines = [
+            line for line in log.read_text().splitlines() if "WARNING" in line or "ERROR" in line
+        ]
+        for line in lines[:5]:
+            print(f"    {log.stem}: {line[:300]}", flush=True)
+        if len(lines) > 5:
+            print(f"    {log.stem}: ... {len(lines) - 5} more", flush=True)
 
 
 def main() -> None:
