@@ -392,6 +392,8 @@ def test_a_pool_process_killed_mid_attempt_is_noticed_at_once_and_retried(
     )
     assert "zombie" not in reason and "WorkerLostError" in reason, (reason, noticed)
     assert d.processes["a"].poll() is None  # the worker itself lives on
+    # pool processes (the first, its replacement) never close the worker's connections
+    assert "worker heartbeat failed" not in d.logs["a"].read_text()
 
 
 #: a task that starts a long child process, writes both pids to the ledger and waits

@@ -72,6 +72,7 @@ class _NoReasons:
 def _process() -> tuple[Any, Store, DagCache]:
     """This pool process's config, metastore and DAG cache (never the parent's)."""
     if _PROCESS.get("pid") != os.getpid():
+        runtime.detach_after_fork()  # the worker's: its heartbeat goes on using them
         config = config_from_payload(_PAYLOAD["config"])
         store = Store.from_config(config)
         runtime.configure(config, store)
