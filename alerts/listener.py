@@ -13,6 +13,7 @@ import hashlib
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -37,6 +38,7 @@ _TASK_EVENTS = {
 }
 _RUN_EVENTS = {"failed": Event.DAG_RUN_FAILED, "success": Event.DAG_RUN_SUCCEEDED}
 _FAILURES = frozenset({Event.TASK_FAILED, Event.DAG_RUN_FAILED})
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _iso(value: Any) -> str | None:
@@ -72,6 +74,14 @@ class TransitionAlerts:
         if zombie and change.entity == TASK_INSTANCE and Event.ZOMBIE_KILLED in self.wanted:
             found.append(Event.ZOMBIE_KILLED)
         return found
+
+    def wants(self, entity: str, to_state: str, reason: str | None) -> bool:
+        """Whether a transition to `to_state` can make an alert (else the engine neither
+        calls this listener nor guards the transition with a savepoint for it)."""
+        change = TransitionEvent(entity, "", "", None, None, None, "", to_state, _EPOCH, reason)
+        if self._events_of(change):
+            return True
+        return self.send_resolved and entity == TASK_INSTANCE and to_state == "success"
 
     def __call__(self, session: Session, changes: list[TransitionEvent]) -> None:
         if not self.wanted and not self.send_resolved:

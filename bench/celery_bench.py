@@ -5,17 +5,22 @@ Run by hand, with PostgreSQL at 127.0.0.1:5432 and Redis at 127.0.0.1:6379 (or
 `--broker amqp://guest:guest@127.0.0.1:5672//`):
 
     .venv/bin/python bench/celery_bench.py [--runs 3] [--workloads w2,w4-5000] [--slots 8]
+        [--schedulers 1,2]
 
 Both executors get the same number of slots: the local executor `core.parallelism =
 --slots`; celery `core.parallelism = --slots` and two workers of `--slots / 2` pool
 processes each. Each run has a fresh database and its own Celery queue; the workers are
-started and ready before the trigger, so their start-up is not counted. Figures, from
-the metastore's attempt records (as `bench/scheduler_bench.py` takes them):
+started and ready before the trigger, so their start-up is not counted. `--schedulers
+1,2` runs celery once with one `dagwatch scheduler` and once with two on the same
+database (they share the run through row locks; the local executor always runs with one,
+since its workers belong to their scheduler). Figures, from the metastore's attempt
+records (as `bench/scheduler_bench.py` takes them):
   - tasks/s: tasks / (last end - first start);
   - queued → running p50 / p95: queued_at of each task instance to the start of its try;
   - trigger → success: wall time from the trigger to the run's recorded end;
-  - scheduler CPU per task: user + system CPU of the scheduler process alone (not its
-    local workers, not the Celery workers) during the run, divided by the tasks.
+  - scheduler CPU per task: user + system CPU of the scheduler processes alone (not
+    their local workers, not the Celery workers) during the run, summed over the
+    schedulers, divided by the tasks.
 Medians over the runs.
 """
 
@@ -42,7 +47,9 @@ from sqlalchemy import select  # noqa: E402
 from tests.helpers import create_pg_database, drop_pg_database  # noqa: E402
 
 
-def one_run(workload: str, executor: str, slots: int, broker: str) -> dict[str, float]:
+def one_run(
+    workload: str, executor: str, slots: int, broker: str, schedulers: int = 1
+) -> dict[str, float]:
     from engine import api
     from engine.config import load_config
     from engine.states import DAG_RUN_FINISHED
@@ -89,11 +96,14 @@ def one_run(workload: str, executor: str, slots: int, broker: str) -> dict[str, 
                 for name in ("w1", "w2"):
                     start(name, "worker", "--concurrency", str(max(1, slots // 2)),
                           "--name", f"{name}@bench")  # fmt: skip
-            scheduler = start("scheduler", "scheduler")
+            pids = [start(f"scheduler{n}", "scheduler").pid for n in range(schedulers)]
 
             def ready() -> bool:
                 with store.session(readonly=True) as session:
-                    up = session.execute(select(Job.id)).first() is not None
+                    jobs = session.execute(
+                        select(Job.id).where(Job.job_type == "scheduler", Job.state == "running")
+                    ).all()
+                    up = len(jobs) == schedulers
                     parsed = session.get(Dag, "bench") is not None
                     workers = len(session.execute(select(Worker.id)).all())
                 return up and parsed and (executor != "celery" or workers == 2)
@@ -101,7 +111,7 @@ def one_run(workload: str, executor: str, slots: int, broker: str) -> dict[str, 
             _wait_for(ready, 120)
             if executor == "celery":
                 time.sleep(3)  # the workers' consumers are up a moment after their rows
-            cpu_before = cpu_seconds(scheduler.pid)
+            cpu_before = sum(cpu_seconds(pid) for pid in pids)
             started = datetime.now(UTC)
             run = api.trigger_dag(store, "bench", actor="bench", now=started)
 
@@ -113,7 +123,7 @@ def one_run(workload: str, executor: str, slots: int, broker: str) -> dict[str, 
                 return state in DAG_RUN_FINISHED
 
             _wait_for(finished, 1800, interval=0.2)
-            cpu = cpu_seconds(scheduler.pid) - cpu_before
+            cpu = sum(cpu_seconds(pid) for pid in pids) - cpu_before
             with store.session(readonly=True) as session:
                 state, end = session.execute(
                     select(DagRun.state, DagRun.end_date).where(DagRun.run_id == run.run_id)
@@ -122,7 +132,8 @@ def one_run(workload: str, executor: str, slots: int, broker: str) -> dict[str, 
                 queued_at = dict(
                     session.execute(select(TaskInstance.task_id, TaskInstance.queued_at)).all()
                 )
-            assert state == "success", state
+            failed = [(t.task_id, t.state, t.error) for t in tries if t.state != "success"]
+            assert state == "success", (state, failed[:5])
             delays = [(t.start_date - queued_at[t.task_id]).total_seconds() for t in tries]
             span = max(t.end_date for t in tries) - min(t.start_date for t in tries)
             return {
@@ -140,8 +151,22 @@ def one_run(workload: str, executor: str, slots: int, broker: str) -> dict[str, 
                     process.wait(60)
                 except subprocess.TimeoutExpired:
                     os.killpg(process.pid, signal.SIGKILL)
+            _show_warnings(logs)
             store.dispose()
             drop_pg_database(url)
+
+
+def _show_warnings(logs: Path) -> None:
+    """Print the processes' warnings and errors (a re-sent attempt, a lost one...): a run
+    much slower than the others is explained there, and its home is deleted next."""
+    for log in sorted(logs.glob("*.log")):
+        lines = [
+            line for line in log.read_text().splitlines() if "WARNING" in line or "ERROR" in line
+        ]
+        for line in lines[:5]:
+            print(f"    {log.stem}: {line[:300]}", flush=True)
+        if len(lines) > 5:
+            print(f"    {log.stem}: ... {len(lines) - 5} more", flush=True)
 
 
 def main() -> None:
@@ -151,15 +176,27 @@ def main() -> None:
     parser.add_argument("--executors", default="local,celery")
     parser.add_argument("--slots", type=int, default=8)
     parser.add_argument("--broker", default="redis://127.0.0.1:6379/0")
+    parser.add_argument(
+        "--schedulers", default="1", help="scheduler counts for celery runs, e.g. 1,2"
+    )
     args = parser.parse_args()
+    setups = [
+        (executor, count)
+        for executor in args.executors.split(",")
+        for count in ([int(n) for n in args.schedulers.split(",")] if executor == "celery" else [1])
+    ]
     for workload in args.workloads.split(","):
         print(f"{workload}: {WORKLOADS[workload][0]}, {args.slots} slots, PostgreSQL")
-        for executor in args.executors.split(","):
-            runs = [one_run(workload, executor, args.slots, args.broker) for _ in range(args.runs)]
+        for executor, count in setups:
+            runs = [
+                one_run(workload, executor, args.slots, args.broker, count)
+                for _ in range(args.runs)
+            ]
             medians = {key: statistics.median(r[key] for r in runs) for key in runs[0]}
             each = ", ".join(f"{r['tasks_per_s']:.1f}" for r in runs)
+            label = f"{executor} x{count}"
             print(
-                f"  {executor:<7} tasks/s {medians['tasks_per_s']:6.1f}   "
+                f"  {label:<10} tasks/s {medians['tasks_per_s']:6.1f}   "
                 f"queued->running p50 {medians['p50_ms']:7.1f} ms "
                 f"p95 {medians['p95_ms']:7.1f} ms   "
                 f"trigger->success {medians['wall']:6.1f} s   "

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from engine import masking
 from engine.config import Config, load_config
@@ -20,6 +20,8 @@ _lock = threading.RLock()
 _config: Config | None = None
 _store: Store | None = None
 _owns_store = False
+#: pools inherited through fork(): referenced so their connections are never closed here
+_inherited_pools: list[Any] = []
 
 
 def configure(
@@ -45,6 +47,19 @@ def configure(
     from engine import hooks
 
     hooks.install(config)
+
+
+def detach_after_fork() -> None:
+    """In a process just forked from one that used the store: forget it without closing
+    its connections (the parent's, sharing their sockets: closing one here would end the
+    parent's session). Its pool stays referenced here, never used; the next
+    `configure` or `get_store` gives this process its own."""
+    global _store, _owns_store
+    with _lock:
+        if _store is not None:
+            _inherited_pools.append(_store.engine.pool)
+            _store.engine.dispose(close=False)
+        _store, _owns_store = None, False
 
 
 def _url_of(source: Config | Store) -> str:

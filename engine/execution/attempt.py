@@ -211,6 +211,16 @@ class StopHandler:
         itself goes on living)."""
         self.cancelled = True
 
+    def stop_self(self, reason: str) -> None:
+        """Stop the attempt this process runs, for `reason`, as a stop from the executor
+        would (called from another thread: the heartbeat's, when the task instance was
+        moved by someone else)."""
+        if self.cancelled:
+            return
+        if self.reason is None:
+            self.reason = reason
+        os.kill(os.getpid(), signal.SIGTERM)
+
     def __call__(self, signum: int, frame: Any) -> None:
         if self.cancelled:  # a late signal: the next messages are not for this attempt
             return

@@ -25,20 +25,17 @@ import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
-
-from sqlalchemy.exc import SQLAlchemyError
 
 from engine import secrets
 from engine.exceptions import (
     FailTaskNoRetry,
     RescheduleTask,
     SkipTask,
-    StoreError,
     TaskError,
     TaskTimeout,
     TransitionConflict,
@@ -87,6 +84,9 @@ class AttemptResult:
     next_retry_at: datetime | None
     log_path: Path
     map_index: int = -1
+    #: someone else moved the task instance meanwhile (an operator marked it): this
+    #: outcome only closed the attempt's try, and no callback runs for it
+    moved: bool = False
 
 
 def log_path_for(
@@ -239,9 +239,17 @@ def heartbeat_interval(config: Any) -> float:
 
 
 @contextlib.contextmanager
-def heartbeating(store: Any, ti_id: int, interval: float, clock: Clock) -> Iterator[None]:
+def heartbeating(
+    store: Any,
+    ti_id: int,
+    interval: float,
+    clock: Clock,
+    on_moved: Callable[[str], object] | None = None,
+) -> Iterator[None]:
     """Refresh `last_heartbeat` from a daemon thread while the block runs, so the scheduler
-    can tell a live attempt from one whose process vanished (a zombie)."""
+    can tell a live attempt from one whose process vanished (a zombie). When the task
+    instance is found no longer running (an operator marked it, say), the beats stop and
+    `on_moved(reason)` is called: the executor's way to stop the attempt."""
     stop = threading.Event()
 
     def beat() -> None:
@@ -249,9 +257,14 @@ def heartbeating(store: Any, ti_id: int, interval: float, clock: Clock) -> Itera
             try:
                 with store.session() as session:
                     if not runs.heartbeat(session, ti_id, clock()):
-                        return  # no longer running: nothing left to keep alive
+                        state = runs.task_instance_state(session, ti_id)
+                        break
             except Exception as exc:  # a missed beat is not worth failing the task for
                 log.warning("heartbeat of task instance %s failed: %s", ti_id, exc)
+        else:
+            return
+        if on_moved is not None and not stop.is_set():
+            on_moved(f"the task instance was set to {state or 'nothing (deleted)'} meanwhile")
 
     thread = threading.Thread(target=beat, name=f"dagwatch-heartbeat-{ti_id}", daemon=True)
     thread.start()
@@ -266,21 +279,18 @@ def heartbeating(store: Any, ti_id: int, interval: float, clock: Clock) -> Itera
 RENDERED_FIELD_LIMIT = 10_000
 
 
-def _record_rendered(task: Any, context: dict) -> None:
-    """Store the rendered template fields, masked, for the console (never fatal); called
-    once the task's code has returned or raised."""
+def _keep_rendered(task: Any, context: dict) -> None:
+    """Note the rendered template fields, masked, on the attempt's `ti`; they are written
+    with the attempt's outcome (one transaction, not one of their own). Called once the
+    task's code has returned or raised."""
     names = tuple(getattr(task, "template_fields", ()) or ())
     ti = context.get("ti")
-    if not names or ti is None or not hasattr(ti, "record_rendered_fields"):
+    if not names or not isinstance(ti, RuntimeTaskInstance):
         return
-    fields = {
+    ti.rendered_fields = {
         name: secrets.redact(str(getattr(task, name, None)))[:RENDERED_FIELD_LIMIT]
         for name in names
     }
-    try:
-        ti.record_rendered_fields(fields)
-    except (SQLAlchemyError, StoreError) as exc:  # a lost record must not fail the task
-        log.warning("could not record the rendered fields of %s: %s", task.task_id, exc)
 
 
 def _execute(task: Any, context: dict, dag: Any) -> Any:
@@ -296,9 +306,9 @@ def _execute(task: Any, context: dict, dag: Any) -> Any:
                     task.on_kill()
                     raise
     finally:
-        # after the task's code, where a stop (SIGTERM) cannot land in the write
+        # after the task's code, where a stop (SIGTERM) cannot interrupt it
         if rendered:
-            _record_rendered(task, context)
+            _keep_rendered(task, context)
 
 
 def _push_result(ti: RuntimeTaskInstance, task: Any, value: Any) -> None:
@@ -345,6 +355,8 @@ class Executed:
     timed_out: bool = False
     reschedule_at: datetime | None = None
     skip_task_ids: frozenset[str] = frozenset()
+    #: the task's template fields as rendered (masked), written with the outcome
+    rendered_fields: dict[str, str] | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.error:
@@ -379,11 +391,18 @@ def begin_attempt(
 
 
 def execute_attempt(
-    store: Any, config: Any, dag: Any, begun: Begun, *, clock: Clock = utcnow
+    store: Any,
+    config: Any,
+    dag: Any,
+    begun: Begun,
+    *,
+    clock: Clock = utcnow,
+    on_moved: Callable[[str], object] | None = None,
 ) -> tuple[Executed, Any, RuntimeTaskInstance, dict]:
     """Run the task of a begun attempt, with heartbeats, in this process; call it inside
     `attempt_logging(begun.path)`. Returns how it ended, the task (unmapped if it was
-    mapped), its runtime instance and the callbacks' context."""
+    mapped), its runtime instance and the callbacks' context. `on_moved(reason)` is called
+    from the heartbeat thread if the task instance stops being running meanwhile."""
     row, run = begun.row, begun.run
     task = dag.get_task(row.task_id).prepare_for_execution()
     ti = RuntimeTaskInstance(
@@ -394,7 +413,7 @@ def execute_attempt(
     )  # fmt: skip
     executed, context = Executed(TaskState.SUCCESS), {}
     _log_start(ti, begun.resumed)
-    with heartbeating(store, row.id, heartbeat_interval(config), clock):
+    with heartbeating(store, row.id, heartbeat_interval(config), clock, on_moved):
         try:
             if getattr(task, "unmap", None) is not None:  # a mapped task: this index's
                 task = ti.task = task.unmap({"ti": ti}).prepare_for_execution()
@@ -415,6 +434,8 @@ def execute_attempt(
             task_log.error("task failed:\n%s", "".join(traceback.format_exception(exc)))
     if executed.state is TaskState.SUCCESS and ti.skipped_task_ids:
         executed = Executed(TaskState.SUCCESS, skip_task_ids=frozenset(ti.skipped_task_ids))
+    if ti.rendered_fields is not None:
+        executed = replace(executed, rendered_fields=ti.rendered_fields)
     return executed, task, ti, context
 
 
@@ -449,15 +470,19 @@ def run_attempt(
     pid: int | None = None,
     end_processes: Callable[[], object] | None = None,
     external_id: str | None = None,
+    on_moved: Callable[[str], object] | None = None,
 ) -> AttemptResult:
     """Run the queued task instance `ti_id` once, in this process, and record the outcome;
-    `end_processes` ends what the task left running before the outcome is recorded."""
+    `end_processes` ends what the task left running before the outcome is recorded;
+    `on_moved` stops the task if its task instance is moved meanwhile (`execute_attempt`)."""
     begun = begin_attempt(
         store, config, ti_id, clock=clock, hostname=hostname, pid=pid or os.getpid(),
         external_id=external_id,
     )  # fmt: skip
     with attempt_logging(begun.path):
-        executed, task, ti, context = execute_attempt(store, config, dag, begun, clock=clock)
+        executed, task, ti, context = execute_attempt(
+            store, config, dag, begun, clock=clock, on_moved=on_moved
+        )
         if end_processes is not None:  # no retry may start beside what this try started
             end_processes()
         result = finish_attempt(store, dag, begun, executed, clock=clock, task=task)
@@ -483,6 +508,13 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+#: how the try of an attempt whose task instance was moved meanwhile is recorded
+_TRY_ENDS = {
+    TaskState.UP_FOR_RETRY: TaskState.FAILED,
+    TaskState.UP_FOR_RESCHEDULE: TaskState.FAILED,
+}
+
+
 def _finish(
     store: Any,
     row: Any,
@@ -506,33 +538,43 @@ def _finish(
             seed=f"{row.dag_id}#{row.task_id}#{run.logical_date.isoformat()}",
         )
     with store.session() as session:
-        transitions.transition_task_instance(
+        moved = not transitions.transition_task_instances(
             session,
-            row.id,
+            [row.id],
             expected=TaskState.RUNNING,
             to=state,
             at=now,
             reason=f"next poke at {reschedule_at.isoformat()}" if reschedule_at else error,
-            end_date=now,
-            duration=duration,
-            next_retry_at=next_retry_at,
+            values={"end_date": now, "duration": duration, "next_retry_at": next_retry_at},
         )
-        if state is TaskState.UP_FOR_RESCHEDULE:
+        if state is TaskState.UP_FOR_RESCHEDULE and not moved:
             runs.reschedule_try(session, row.id, row.try_number)
-        else:
+        else:  # moved: no retry nor next poke follows from this attempt, its try failed
             runs.finish_try(
                 session,
                 row.id,
                 row.try_number,
-                state=state,
+                state=_TRY_ENDS.get(state, state) if moved else state,
                 end_date=now,
                 duration=duration,
                 error=error,
+                only_open=moved,
             )
-        skips = executed.skip_task_ids if state is TaskState.SUCCESS else frozenset()
+        if executed.rendered_fields is not None:
+            runs.set_rendered_fields(
+                session, dag_id=row.dag_id, run_id=row.run_id, task_id=row.task_id,
+                map_index=row.map_index, try_number=row.try_number,
+                fields=executed.rendered_fields,
+            )  # fmt: skip
+        skips = executed.skip_task_ids if state is TaskState.SUCCESS and not moved else frozenset()
         if skips:  # branching: in the same transaction as the branch task's success
             _skip_downstream(session, row, skips, now)
-    if reschedule_at is not None:
+    if moved:
+        task_log.warning(
+            "attempt %s ended %s, after its task instance was moved by someone else: "
+            "not recorded as the task instance's state", row.try_number, state,
+        )  # fmt: skip
+    elif reschedule_at is not None:
         task_log.info(
             "attempt %s rescheduled: next poke at %s", row.try_number, reschedule_at.isoformat()
         )
@@ -541,7 +583,7 @@ def _finish(
         task_log.log(level, "attempt %s ended: %s (%.3f s)", row.try_number, state, duration)
     return AttemptResult(
         row.id, row.task_id, row.try_number, state, duration, error, skips, next_retry_at, path,
-        row.map_index,
+        row.map_index, moved,
     )  # fmt: skip
 
 
@@ -573,7 +615,7 @@ def _after_callbacks(
     store: Any, task: Any, result: AttemptResult, context: dict, ti: RuntimeTaskInstance
 ) -> None:
     kind = _AFTER_CALLBACKS.get(result.state)
-    if kind and context:
+    if kind and context and not result.moved:
         run_callbacks(store, getattr(task, kind, None), context, kind, ti)
 
 

@@ -89,7 +89,7 @@ class MetastoreTaskAPI:
             record = connections.get_connection(session, conn_id, config=self.config)
         return None if record is None else Connection(**asdict(record))
 
-    # -- XComs and rendered fields ------------------------------------------------------
+    # -- XComs -------------------------------------------------------------------------
 
     def set_xcom(self, ti: TaskInstanceKey, key: str, value: Any) -> None:
         from engine.store import runs
@@ -109,15 +109,6 @@ class MetastoreTaskAPI:
             return runs.get_xcoms(
                 session, dag_id=ti.dag_id, run_id=ti.run_id, task_ids=task_ids, key=key,
                 map_index=map_index,
-            )  # fmt: skip
-
-    def set_rendered_fields(self, ti: TaskInstanceKey, fields: Mapping[str, str]) -> None:
-        from engine.store import runs
-
-        with self.store.session() as session:
-            runs.set_rendered_fields(
-                session, dag_id=ti.dag_id, run_id=ti.run_id, task_id=ti.task_id,
-                map_index=ti.map_index, try_number=ti.try_number, fields=dict(fields),
             )  # fmt: skip
 
     # -- other runs ---------------------------------------------------------------------

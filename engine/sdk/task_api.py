@@ -1,7 +1,7 @@
 """What a task reads and writes at run time, behind one interface.
 
 A DAG file and the tasks it defines never open the metastore themselves: Variables,
-Connections, XComs, rendered fields and the cross-DAG operators' reads and triggers of
+Connections, XComs and the cross-DAG operators' reads and triggers of
 other runs all go through the `TaskAPI` of the process (as Airflow 3's Task SDK goes
 through its Task Execution Interface). The engine installs the implementation that reads
 the metastore (`engine.execution.task_api.MetastoreTaskAPI`); another one, talking to an
@@ -76,14 +76,12 @@ class TaskAPI(Protocol):
 
     def get_connection(self, conn_id: str) -> Connection | None: ...
 
-    # XComs and what an attempt's templates rendered to
+    # XComs
     def set_xcom(self, ti: TaskInstanceKey, key: str, value: Any) -> None: ...
 
     def get_xcoms(
         self, ti: TaskInstanceKey, task_ids: Sequence[str], key: str, map_index: int | None
     ) -> dict[str, Any]: ...
-
-    def set_rendered_fields(self, ti: TaskInstanceKey, fields: Mapping[str, str]) -> None: ...
 
     # Other runs (cross-DAG operators, Airflow 2's prev_execution_date_success)
     def previous_logical_date(

@@ -32,6 +32,8 @@ class RuntimeTaskInstance:
     start_date: datetime | None = None
     #: how often this try was rescheduled so far (a sensor's earlier pokes in this try)
     reschedule_count: int = 0
+    #: the template fields as rendered (masked), recorded with the attempt's outcome
+    rendered_fields: dict[str, str] | None = None
 
     def xcom_push(self, key: str, value: Any) -> None:
         """Store `value` (JSON-serializable) under `key` for downstream tasks."""
@@ -48,10 +50,6 @@ class RuntimeTaskInstance:
         return TaskInstanceKey(
             self.dag_id, self.run_id, self.task_id, self.map_index, self.try_number
         )
-
-    def record_rendered_fields(self, fields: dict[str, str]) -> None:
-        """Keep what this attempt's template fields rendered to (already masked)."""
-        self.api.set_rendered_fields(self.key, fields)
 
     def xcom_pull(
         self,

@@ -5,6 +5,7 @@ State changes never happen here: they go through `engine.store.transitions`.
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -12,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, delete, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from engine import masking
@@ -313,6 +315,7 @@ _FINISH_TRY = (
         error_signature=bindparam("set_signature"),
     )
 )
+_FINISH_OPEN_TRY = _FINISH_TRY.where(_TRIES.c.end_date.is_(None))
 
 
 def start_try(
@@ -356,9 +359,12 @@ def finish_try(
     end_date: datetime,
     duration: float,
     error: str | None,
+    only_open: bool = False,
 ) -> None:
+    """Record how try `try_number` ended; `only_open`: unless it was closed already (its
+    attempt ended after someone else moved the task instance, and maybe closed it)."""
     session.execute(
-        _FINISH_TRY,
+        _FINISH_OPEN_TRY if only_open else _FINISH_TRY,
         dict(
             key_ti_id=ti_id,
             key_try_number=try_number,
@@ -463,6 +469,11 @@ def heartbeat(session: Session, ti_id: int, now: datetime) -> bool:
         .values(last_heartbeat=now)
     )
     return bool(result.rowcount)
+
+
+def task_instance_state(session: Session, ti_id: int) -> str | None:
+    """The state of one task instance (None: it is gone)."""
+    return session.execute(select(TaskInstance.state).where(TaskInstance.id == ti_id)).scalar()
 
 
 def list_tries(session: Session, dag_id: str, run_id: str) -> list[TaskTry]:
@@ -593,22 +604,27 @@ def set_rendered_fields(
     try_number: int,
     fields: dict[str, str],
 ) -> None:
-    """Replace a task instance's rendered template fields with those of this attempt."""
+    """Replace a task instance's rendered template fields with those of this attempt (one
+    statement: an attempt's outcome writes them in its transaction)."""
     session.execute(
-        delete(RenderedFields).where(
-            RenderedFields.dag_id == dag_id,
-            RenderedFields.run_id == run_id,
-            RenderedFields.task_id == task_id,
-            RenderedFields.map_index == map_index,
-        )
-    )
-    session.execute(
-        insert(RenderedFields).values(
+        _upsert_rendered(session.get_bind().dialect.name),
+        dict(
             dag_id=dag_id,
             run_id=run_id,
             task_id=task_id,
             map_index=map_index,
             try_number=try_number,
             fields=fields,
-        )
+        ),
+    )
+
+
+@functools.cache
+def _upsert_rendered(dialect: str) -> Any:
+    """INSERT ... ON CONFLICT DO UPDATE of a rendered_fields row, built once per dialect."""
+    table = RenderedFields.__table__
+    statement = (postgresql if dialect == "postgresql" else sqlite).insert(table)
+    return statement.on_conflict_do_update(
+        index_elements=[table.c.dag_id, table.c.run_id, table.c.task_id, table.c.map_index],
+        set_={"try_number": statement.excluded.try_number, "fields": statement.excluded.fields},
     )

@@ -9,6 +9,7 @@ task's error: listeners get it with the secrets this process knows masked.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -76,6 +77,9 @@ def add_transition_listener(callback: TransitionListener) -> None:
 
     A listener that raises rolls the transition back (and the exception propagates), so a
     listener writing an outbox row either succeeds with the transition or not at all.
+    A listener with a `wants(entity, to_state, reason) -> bool` method is called only for
+    the transitions it wants: the others skip the savepoint that undoes a failing listener
+    (two round trips each on PostgreSQL, four per attempt).
     """
     with _listeners_lock:
         if callback not in _listeners:
@@ -152,13 +156,31 @@ def _sync(session: Session, model: type[Any], ids: Sequence[int], values: dict[s
                 set_committed_value(obj, key, value)
 
 
-def _record(session: Session, events: list[TransitionEvent]) -> None:
+def _wanting(entity: str, to: str, reason: str | None) -> list[TransitionListener]:
+    """The listeners that want this transition (one without `wants` wants them all)."""
+    with _listeners_lock:
+        listeners = list(_listeners)
+    return [
+        listener
+        for listener in listeners
+        if (wants := getattr(listener, "wants", None)) is None or wants(entity, to, reason)
+    ]
+
+
+def _guarded(session: Session, listeners: list[TransitionListener]) -> Any:
+    """A savepoint when a listener will run: a failing one then undoes this transition even
+    if the caller goes on. Without listeners a failure can only be the database's, which
+    the caller's transaction rolls back as a whole."""
+    return session.begin_nested() if listeners else contextlib.nullcontext()
+
+
+def _record(
+    session: Session, events: list[TransitionEvent], listeners: list[TransitionListener]
+) -> None:
     if not events:
         return
     rows = [{k: v for k, v in asdict(event).items() if k != "entity_id"} for event in events]
     session.execute(insert(_TRANSITIONS), rows)
-    with _listeners_lock:
-        listeners = list(_listeners)
     for listener in listeners:
         listener(session, list(events))
 
@@ -217,8 +239,8 @@ def transition_task_instances(
         return []
     changed: list[int] = []
     statement, params = _task_update(extra)
-    # A savepoint: a failing listener undoes this transition even if the caller goes on.
-    with session.begin_nested():
+    listeners = _wanting(TASK_INSTANCE, to.value, reason)
+    with _guarded(session, listeners):
         events: list[TransitionEvent] = []
         for chunk in _chunks(ids):
             params.update(ids=list(chunk), expected=expected.value, to=to.value)
@@ -241,7 +263,7 @@ def transition_task_instances(
                     )
                 )
         _sync(session, TaskInstance, changed, {"state": to.value, **extra})
-        _record(session, events)
+        _record(session, events, listeners)
     return changed
 
 
@@ -283,7 +305,8 @@ def transition_dag_run(
     _check_aware(at)
     reason = _masked(reason)
     extra = _extra_values(DagRun, values)
-    with session.begin_nested():
+    listeners = _wanting(DAG_RUN, to.value, reason)
+    with _guarded(session, listeners):
         statement = (
             update(_DAG_RUNS)
             .where(_DAG_RUNS.c.id == dag_run_id, _DAG_RUNS.c.state == expected.value)
@@ -306,7 +329,7 @@ def transition_dag_run(
                 reason=reason,
                 entity_id=row.id,
             )
-            _record(session, [event])
+            _record(session, [event], listeners)
     if row is None:
         actual = session.execute(select(DagRun.state).where(DagRun.id == dag_run_id)).scalar()
         raise _conflict(DAG_RUN, dag_run_id, expected, to, actual)

@@ -309,3 +309,31 @@ def test_config_list_never_shows_a_route_url(config):
     assert loaded.settings["alerts.routes"].display_value() == "{oncall: ***}"
     assert loaded.settings["alerts.fallback_urls"].display_value() == "***"
     assert loaded["alerts.routes"]["oncall"]["urls"] == ["slack://TokenA/TokenB/TokenC"]
+
+
+def test_the_listener_wants_only_the_transitions_its_routes_page_on(sched_config):
+    """What `wants` says decides whether the engine calls the listener at all."""
+
+    def wants(config, *transitions_):
+        alerts_of = listener.TransitionAlerts(routes.load_routes(config), config)
+        return [alerts_of.wants(entity, to, reason) for entity, to, reason in transitions_]
+
+    ti, run = "task_instance", "dag_run"
+    asked = [
+        (ti, "running", None),
+        (ti, "success", None),
+        (ti, "failed", "boom"),
+        (ti, "up_for_retry", None),
+        (ti, "up_for_retry", "zombie: no heartbeat"),
+        (run, "failed", None),
+    ]
+    assert wants(sched_config, *asked) == [False] * 6  # no route
+    paging = install_routes(sched_config, oncall={"urls": [URL]})  # the default events
+    assert wants(paging, *asked) == [False, False, True, False, True, True]
+    zombies = install_routes(sched_config, oncall={"urls": [URL], "events": ["zombie_killed"]})
+    assert wants(zombies, *asked) == [False, False, False, False, True, False]
+    resolving = install_routes(
+        sched_config.with_overrides(alerts__send_resolved=True),
+        oncall={"urls": [URL], "group_by": []},
+    )
+    assert wants(resolving, *asked)[:3] == [False, True, True]

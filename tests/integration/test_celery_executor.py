@@ -14,6 +14,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,7 @@ import pytest
 import redis
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.helpers import run_cli
 from tests.integration.celery_support import (
     Deployment,
     PrivateRabbitMQ,
@@ -340,3 +342,134 @@ def test_a_rabbitmq_restart_loses_no_queued_attempt(tmp_path: Path, private_rabb
         assert d.sql("SELECT max(try_number) FROM task_instance") == [(1,)]
     finally:
         d.close()
+
+
+@pytest.mark.parametrize(
+    "deployment",
+    [pytest.param((REDIS, {"scheduler__heartbeat_timeout": 120}), id="redis")],
+    indirect=True,
+)
+def test_a_pool_process_killed_mid_attempt_is_noticed_at_once_and_retried(
+    deployment: Deployment,
+):
+    """SIGKILL of the pool process running an attempt (not of the worker): the worker's main
+    process reports it lost (Celery's WorkerLostError, in the result backend), the
+    scheduler retries it well before the heartbeat timeout (120 s here), and the retry
+    runs in the pool process that replaced it; the body completes once."""
+    d = deployment
+    d.write_dag(tasks=0, long=8.0, retries=1)
+    d.worker("a", concurrency=1)
+    d.start("scheduler", "scheduler")
+    d.wait_for_workers(["a"])
+    run_id = d.trigger()
+    ((pid,),) = wait_until(
+        lambda: d.sql(
+            "SELECT pid FROM task_instance WHERE task_id = 'long' AND state = 'running'"
+            " AND pid IS NOT NULL"
+        ),
+        120,
+        "the long attempt to start",
+    )
+    assert pid != d.processes["a"].pid  # the pool process, not the worker's main process
+    killed = time.monotonic()
+    os.kill(pid, signal.SIGKILL)
+
+    wait_until(
+        lambda: d.sql(
+            "SELECT 1 FROM state_transition WHERE task_id = 'long' AND to_state = 'up_for_retry'"
+        ),
+        45,
+        "the lost attempt to be retried",
+        on_timeout=d.describe,
+    )
+    noticed = time.monotonic() - killed
+    assert d.wait_run(run_id, timeout=240) == "success", d.describe()
+    assert d.sql("SELECT task_id, worker FROM ledger") == [("long", "a")]
+    ((try_number,),) = d.sql("SELECT try_number FROM task_instance WHERE task_id = 'long'")
+    assert try_number == 2
+    ((reason,),) = d.sql(
+        "SELECT reason FROM state_transition WHERE task_id = 'long' AND to_state = 'up_for_retry'"
+    )
+    assert "zombie" not in reason and "WorkerLostError" in reason, (reason, noticed)
+    assert d.processes["a"].poll() is None  # the worker itself lives on
+    # pool processes (the first, its replacement) never close the worker's connections
+    assert "worker heartbeat failed" not in d.logs["a"].read_text()
+
+
+#: a task that starts a long child process, writes both pids to the ledger and waits
+HOLDING_DAG = """
+import os, subprocess, time
+from datetime import datetime
+import psycopg
+from engine import DAG, task
+
+with DAG("load", schedule=None, start_date=datetime(2024, 1, 1)):
+    @task(retries=2)
+    def hold():
+        child = subprocess.Popen(["sleep", "600"])
+        with psycopg.connect(os.environ["LEDGER_DSN"], autocommit=True) as conn:
+            for name, pid in (("attempt", os.getpid()), ("child", child.pid)):
+                conn.execute(
+                    "INSERT INTO ledger (task_id, worker, started) VALUES (%s, %s, %s)",
+                    (name, str(pid), time.time()),
+                )
+        child.wait()
+        with psycopg.connect(os.environ["LEDGER_DSN"], autocommit=True) as conn:
+            conn.execute("INSERT INTO ledger (task_id, started) VALUES ('finished', 0)")
+
+    hold()
+"""
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie, dead but not reaped, counts as gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.parametrize("deployment", [pytest.param(REDIS, id="redis")], indirect=True)
+def test_marking_a_run_failed_stops_its_attempt_on_the_worker(deployment: Deployment):
+    """An attempt runs on a Celery worker (its task waits on a child process) when its run
+    is marked failed: the attempt is stopped on the worker, the child process it started
+    is killed, its try is closed, and the task instance stays failed as marked (no retry,
+    although the task has retries left)."""
+    d = deployment
+    (d.home / "dags" / "load.py").write_text(HOLDING_DAG)
+    d.worker("a", concurrency=1)
+    d.start("scheduler", "scheduler")
+    d.wait_for_workers(["a"])
+    run_id = d.trigger()
+
+    def started() -> dict[str, int] | None:
+        rows = dict(d.sql("SELECT task_id, worker FROM ledger"))
+        return {k: int(rows[k]) for k in ("attempt", "child")} if len(rows) == 2 else None
+
+    pids = wait_until(
+        started,
+        120,
+        "the attempt to start its child process",
+        on_timeout=d.describe,
+    )
+    assert _alive(pids["child"]) and _alive(pids["attempt"])
+
+    marked = run_cli("dags", "mark-run", "load", run_id, "--state", "failed", "--yes", env=d.env)
+    assert marked.returncode == 0, marked.stderr
+
+    wait_until(lambda: not _alive(pids["child"]), 60, "the child process to be killed")
+    ((state, error),) = wait_until(
+        lambda: d.sql(
+            "SELECT state, error FROM task_try WHERE try_number = 1 AND end_date IS NOT NULL"
+        ),
+        60,
+        "the attempt's try to be closed",
+        on_timeout=d.describe,
+    )
+    assert state == "failed" and "set to failed" in (error or ""), (state, error)
+    time.sleep(3)  # a retry, were one wrongly queued, would show by now
+    assert d.sql("SELECT state, try_number FROM task_instance") == [("failed", 1)]
+    assert d.run_state(run_id) == "failed"
+    assert "finished" not in dict(d.sql("SELECT task_id, worker FROM ledger"))
+    assert d.sql("SELECT count(*) FROM task_try") == [(1,)]
+    assert d.processes["a"].poll() is None  # the worker goes on serving

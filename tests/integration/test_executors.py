@@ -808,3 +808,37 @@ def test_a_worker_is_replaced_after_its_max_attempts(store, local, tmp_path):
     succeed_one_by_one(executor, [requests[f"t{n}"] for n in range(5)])
     workers = [int(pid) for _task, pid in pid_pairs(seen)]
     assert workers[0] == workers[1] != workers[2] == workers[3] != workers[4]
+
+
+def test_marking_the_run_failed_stops_its_running_attempt_and_its_child(store, local, tmp_path):
+    """The attempt sees at its next heartbeat that its task instance is no longer running
+    and stops as if the executor had stopped it: the task's child is killed, its try
+    closed, and the task instance stays failed as marked (no retry)."""
+    from engine.api.marking import mark_run
+
+    pidfile = tmp_path / "child.pid"
+    path = write_dag(
+        tmp_path,
+        f"""
+        with DAG("marked", schedule=None, default_args={{"retries": 2}}):
+            BashOperator(task_id="held", bash_command="sleep 60 & echo $! > {pidfile}; wait")
+        """,
+    )
+    request = queue_run(store, path, "marked")["held"]
+    executor = local()
+    executor.queue([request])
+    until(executor, lambda: pidfile.exists() and pidfile.read_text().strip() != "")
+    child = int(pidfile.read_text())
+
+    mark_run(store, "marked", "manual__1", "failed", actor="alice")
+
+    (event,) = drive(executor, 1, timeout=30)
+    until(executor, lambda: not alive(child), timeout=10)
+    row = ti_row(store, request.ti_id)
+    assert (row.state, row.try_number) == ("failed", 1)
+    with store.session() as session:
+        (attempt,) = runs.list_tries(session, "marked", "manual__1")
+        session.expunge(attempt)
+    assert attempt.state == "failed" and attempt.end_date is not None
+    assert "set to failed" in attempt.error
+    assert not event.lost

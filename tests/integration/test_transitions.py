@@ -300,3 +300,89 @@ def test_removed_listener_is_not_called(store):
 
     assert calls == []
     assert ti_state(store, ti_id) == "scheduled"
+
+
+class _Picky:
+    """A listener that wants only transitions to `failed`."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[TransitionEvent]] = []
+        self.asked: list[tuple[str, str, str | None]] = []
+
+    def wants(self, entity: str, to_state: str, reason: str | None) -> bool:
+        self.asked.append((entity, to_state, reason))
+        return to_state == "failed"
+
+    def __call__(self, session, batch) -> None:
+        self.calls.append(batch)
+
+
+def _statements(store, work) -> list[str]:
+    from sqlalchemy import event
+
+    seen: list[str] = []
+
+    def before(conn, cursor, statement, parameters, context, executemany):
+        if statement.split()[0].upper() != "BEGIN":  # SQLite's own; PostgreSQL's is implicit
+            seen.append(statement.split()[0].upper())
+
+    event.listen(store.engine, "before_cursor_execute", before)
+    try:
+        work()
+    finally:
+        event.remove(store.engine, "before_cursor_execute", before)
+    return seen
+
+
+def test_a_listener_gets_only_the_transitions_it_wants_and_others_take_no_savepoint(store):
+    run = make_run(store)
+    ids = make_tis(store, run, TaskState.NONE, TaskState.NONE)
+    picky = _Picky()
+    add_transition_listener(picky)
+    try:
+
+        def unwanted():
+            with store.session() as session:
+                transition_task_instances(session, ids, expected="none", to="scheduled", at=AT)
+
+        def wanted():
+            with store.session() as session:
+                transition_task_instance(session, ids[0], expected="scheduled", to="queued", at=AT)
+                transition_task_instance(
+                    session, ids[0], expected="queued", to="failed", at=AT, reason="gone"
+                )
+
+        quiet, guarded = _statements(store, unwanted), _statements(store, wanted)
+    finally:
+        remove_transition_listener(picky)
+
+    assert ("task_instance", "scheduled", None) in picky.asked
+    assert ("task_instance", "failed", "gone") in picky.asked
+    assert [[e.to_state for e in batch] for batch in picky.calls] == [["failed"]]
+    assert "SAVEPOINT" not in quiet and "UPDATE" in quiet and "INSERT" in quiet
+    assert guarded.count("SAVEPOINT") == 1
+    assert [ti_state(store, i) for i in ids] == ["failed", "scheduled"]
+    assert len(events(store)) == 4
+
+
+def test_a_raising_listener_that_wants_the_transition_still_rolls_it_back(store):
+    run = make_run(store)
+    (ti_id,) = make_tis(store, run, TaskState.NONE)
+
+    class Raising(_Picky):
+        def __call__(self, session, batch) -> None:
+            raise RuntimeError("outbox is full")
+
+    listener = Raising()
+    add_transition_listener(listener)
+    try:
+        with store.session() as session:
+            with pytest.raises(RuntimeError, match="outbox is full"):
+                transition_task_instance(session, ti_id, expected="none", to="failed", at=AT)
+            transition_task_instance(session, ti_id, expected="none", to="scheduled", at=AT)
+            # the caller goes on and commits: only the unwanted transition is kept
+    finally:
+        remove_transition_listener(listener)
+
+    assert ti_state(store, ti_id) == "scheduled"
+    assert [(e.from_state, e.to_state) for e in events(store)] == [("none", "scheduled")]

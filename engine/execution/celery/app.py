@@ -39,7 +39,9 @@ def celery_app(config: Any) -> Celery:
         result_backend=config["celery.result_backend"],
         task_default_queue=config["celery.default_queue"],
         task_acks_late=True,
-        task_reject_on_worker_lost=False,  # the zombie check retries the attempt instead
+        # the scheduler retries a lost attempt instead: it reads the message's failure
+        # (WorkerLostError) in the result backend, or the heartbeat of a dead worker stops
+        task_reject_on_worker_lost=False,
         worker_prefetch_multiplier=1,
         broker_transport_options={"visibility_timeout": config["celery.visibility_timeout"]},
         result_expires=RESULT_EXPIRES,

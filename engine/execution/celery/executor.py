@@ -15,9 +15,13 @@ all of them, every `poll_interval` while any is in flight), not from Celery:
   message, say a Redis restarted without persistence): the message id is swapped by a
   compare-and-set and the attempt sent again under the new id; the old message, if it
   ever arrives, is refused;
-- running with a heartbeat older than `scheduler.heartbeat_timeout` (its worker died or
-  hangs): it is let go, so the scheduler's zombie check fails it and retries it; the
-  message is revoked in case the process still lives.
+- running while its message has failed (checked every `lost_check_interval`, one read
+  of the result backend for all of them): the pool process running it died (Celery's
+  WorkerLostError, or its hard time limit killed it) and no outcome will come. A lost
+  event: the scheduler fails it and retries it at once;
+- running with a heartbeat older than `scheduler.heartbeat_timeout` (its whole worker
+  died or hangs): it is let go, so the scheduler's zombie check fails it and retries it;
+  the message is revoked in case the process still lives.
 """
 
 from __future__ import annotations
@@ -29,6 +33,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from celery import states
+from celery.backends.base import KeyValueStoreBackend
 
 from engine.execution.base import AttemptEvent, AttemptRequest, CallbackRequest
 from engine.execution.celery.app import RUN_ATTEMPT, RUN_CALLBACKS, celery_app
@@ -61,6 +68,8 @@ class CeleryExecutor:
     hard_timeout_grace = 10.0
     #: seconds a result is waited for once its attempt ended (then its metrics are lost)
     result_wait = 30.0
+    #: seconds between reads of the running attempts' results (a failed one: lost process)
+    lost_check_interval = 1.0
 
     def __init__(self, config: Any, store: Any, parallelism: int | None = None) -> None:
         self.config = config
@@ -75,6 +84,7 @@ class CeleryExecutor:
         self._events: list[AttemptEvent] = []
         self._last_poll = 0.0
         self._last_results = 0.0
+        self._last_lost_check = 0.0
         self._ended = False
         self.resent = 0  #: messages sent again after requeue_timeout
 
@@ -211,6 +221,7 @@ class CeleryExecutor:
 
     def _update(self, rows: list[workers.AttemptRow], now: float) -> None:
         seen = set()
+        running: list[tuple[_Sent, workers.AttemptRow]] = []
         stale_before = datetime.now(UTC) - timedelta(seconds=self.heartbeat_timeout)
         for row in rows:
             seen.add(row.id)
@@ -226,6 +237,8 @@ class CeleryExecutor:
                     )  # fmt: skip
                     del self._inflight[row.id]  # the scheduler's zombie check takes it
                     self.terminate_message(sent.request.external_id)
+                else:
+                    running.append((sent, row))
             elif row.state in (TaskState.QUEUED, TaskState.RUNNING):
                 del self._inflight[row.id]  # another message carries it now
             else:
@@ -240,6 +253,33 @@ class CeleryExecutor:
                 )  # fmt: skip
         for ti_id in set(self._inflight) - seen:  # deleted with its run
             del self._inflight[ti_id]
+        self._check_lost(running, now)
+
+    def _check_lost(self, running: list[tuple[_Sent, workers.AttemptRow]], now: float) -> None:
+        """Report lost the running attempts whose message failed: the process running it is
+        gone without recording an outcome (a successful message always recorded one)."""
+        if not running or now - self._last_lost_check < self.lost_check_interval:
+            return
+        self._last_lost_check = now
+        try:
+            failed = failed_messages(self.app, [sent.request.external_id for sent, _ in running])
+        except Exception as exc:  # the result backend is down: the heartbeats still tell
+            log.warning("could not read the results of running attempts: %s", exc)
+            return
+        for sent, row in running:
+            error = failed.get(sent.request.external_id or "")
+            if error is None:
+                continue
+            del self._inflight[row.id]
+            request = sent.request
+            reason = f"attempt lost: the worker process running it ended ({error})"
+            log.warning("task instance %s: %s", row.id, reason)
+            self._events.append(
+                AttemptEvent(
+                    request.ti_id, request.dag_id, request.run_id, request.task_id,
+                    None, None, reason, row.pid,
+                )
+            )  # fmt: skip
 
     def _maybe_resend(self, sent: _Sent, now: float) -> None:
         if sent.unsent:
@@ -293,6 +333,24 @@ class CeleryExecutor:
             del self._results[message_id]
             if isinstance(value, dict):
                 stats.replay(decode_metrics(value.get("metrics") or []))
+
+
+def failed_messages(app: Any, message_ids: Sequence[str]) -> dict[str, str]:
+    """{message id: its error} for the messages whose result says they failed: one read
+    of a key-value result backend (Redis) for all of them, else one per message."""
+    backend = app.backend
+    key_for = getattr(backend, "get_key_for_task", None)
+    if key_for is not None and type(backend).mget is not KeyValueStoreBackend.mget:
+        values = backend.mget([key_for(message_id) for message_id in message_ids])
+        metas = [backend.decode_result(value) if value else None for value in values]
+    else:
+        metas = [backend.get_task_meta(message_id) for message_id in message_ids]
+    failed = {}
+    for message_id, meta in zip(message_ids, metas, strict=True):
+        if meta and meta.get("status") == states.FAILURE:
+            exc = meta.get("result")
+            failed[message_id] = f"{type(exc).__name__}: {exc}" if exc else "failed"
+    return failed
 
 
 def _new_id(ti_id: int) -> str:

@@ -72,6 +72,7 @@ class _NoReasons:
 def _process() -> tuple[Any, Store, DagCache]:
     """This pool process's config, metastore and DAG cache (never the parent's)."""
     if _PROCESS.get("pid") != os.getpid():
+        runtime.detach_after_fork()  # the worker's: its heartbeat goes on using them
         config = config_from_payload(_PAYLOAD["config"])
         store = Store.from_config(config)
         runtime.configure(config, store)
@@ -106,7 +107,7 @@ def run_attempt_message(message_id: str, fields: dict[str, Any]) -> dict[str, An
         else:
             result = runner.run_attempt(
                 store, config, dag, request.ti_id, hostname=hostname(), external_id=message_id,
-                end_processes=reaper.end_attempt_processes,
+                end_processes=reaper.end_attempt_processes, on_moved=stop.stop_self,
             )  # fmt: skip
             outcome, error = result.state, result.error
     except runner.StaleMessage as exc:

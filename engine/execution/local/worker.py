@@ -238,7 +238,7 @@ class Worker:
         signal.signal(signal.SIGTERM, stop)
         self.send(Started(request.ti_id, pid))
         try:
-            state, error, code, changes = self._attempt_here(request, pid)
+            state, error, code, changes = self._attempt_here(request, pid, stop)
         finally:
             stop.cancel()  # stays installed: a late SIGTERM must not end the worker
         self.attempts += 1
@@ -250,7 +250,7 @@ class Worker:
         return Done(request.ti_id, pid, state, error, code)
 
     def _attempt_here(
-        self, request: AttemptRequest, pid: int
+        self, request: AttemptRequest, pid: int, stop: StopHandler
     ) -> tuple[str | None, str | None, int, str | None]:
         """(state recorded, error, exit code, what the attempt changed in this process)."""
         try:
@@ -265,6 +265,7 @@ class Worker:
             result = runner.run_attempt(
                 self.store, self.config, dag, request.ti_id, hostname=hostname(), pid=pid,
                 end_processes=lambda: ended.append(reaper.end_attempt_processes()),
+                on_moved=stop.stop_self,
             )  # fmt: skip
         except BaseException as exc:  # the outcome is unknown: report it, let a fresh worker on
             log.exception("attempt of task instance %s failed outside the task", request.ti_id)
@@ -449,14 +450,15 @@ def _attempt_child(
         os.setpgrp()
         reaper.become_subreaper()
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, StopHandler(_StopReasons(stop, request.ti_id)))
+        handler = StopHandler(_StopReasons(stop, request.ti_id))
+        signal.signal(signal.SIGTERM, handler)
         if not isinstance(stop.recv(), Go):
             raise RuntimeError("the worker did not let the attempt start")
         signal.pthread_sigmask(signal.SIG_UNBLOCK, _TERM)  # a pending stop lands now
         _inherited_pools.append(store.engine.pool)  # the worker's: never used nor closed here
         store.engine.dispose(close=False)
         relay = install_relay(config)
-        code, outcome = _run_in_child(store, config, request, dag, begun)
+        code, outcome = _run_in_child(store, config, request, dag, begun, handler)
         data = memoryview(pickle.dumps(dataclasses.replace(outcome, metrics=relay.drain())))
         while data:
             data = data[os.write(result, data) :]
@@ -468,18 +470,26 @@ def _attempt_child(
 
 
 def _run_in_child(
-    store: Store, config: Config, request: AttemptRequest, dag: Any, begun: runner.Begun | None
+    store: Store,
+    config: Config,
+    request: AttemptRequest,
+    dag: Any,
+    begun: runner.Begun | None,
+    stop: StopHandler,
 ) -> tuple[int, Outcome]:
-    """(exit code, outcome) of the attempt, or of its task when `begun`."""
+    """(exit code, outcome) of the attempt, or of its task when `begun`; a task instance
+    marked meanwhile stops the attempt as the executor's SIGTERM would (`stop`)."""
     try:
         if begun is not None:
             with runner.attempt_logging(begun.path):
-                executed = runner.execute_attempt(store, config, dag, begun)[0]
+                executed = runner.execute_attempt(
+                    store, config, dag, begun, on_moved=stop.stop_self
+                )[0]
                 reaper.end_attempt_processes()
             return 0, Outcome(executed)
         result = runner.run_attempt(
             store, config, dag, request.ti_id, hostname=hostname(),
-            end_processes=reaper.end_attempt_processes,
+            end_processes=reaper.end_attempt_processes, on_moved=stop.stop_self,
         )  # fmt: skip
     except BaseException as exc:  # the outcome is unknown: report, exit non-zero
         log.exception("attempt of task instance %s failed outside the task", request.ti_id)
