@@ -13,7 +13,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, delete, func, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from engine import masking
@@ -622,8 +621,12 @@ def set_rendered_fields(
 @functools.cache
 def _upsert_rendered(dialect: str) -> Any:
     """INSERT ... ON CONFLICT DO UPDATE of a rendered_fields row, built once per dialect."""
+    if dialect == "postgresql":  # each dialect's module only where it is used
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert
     table = RenderedFields.__table__
-    statement = (postgresql if dialect == "postgresql" else sqlite).insert(table)
+    statement = dialect_insert(table)
     return statement.on_conflict_do_update(
         index_elements=[table.c.dag_id, table.c.run_id, table.c.task_id, table.c.map_index],
         set_={"try_number": statement.excluded.try_number, "fields": statement.excluded.fields},

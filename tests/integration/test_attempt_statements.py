@@ -12,13 +12,14 @@ from datetime import UTC, datetime
 
 from sqlalchemy import event, select
 
+from engine.clock import FakeClock
 from engine.execution import runner
 from engine.execution.attempt import load_dag
 from engine.execution.stub import StubExecutor
 from engine.scheduling.scheduler import Scheduler
 from engine.store.models import RenderedFields, StateTransition, TaskInstance, TaskTry
 from tests.integration import test_scheduler_tick as tick_tests
-from tests.integration.test_scheduler_tick import Clock, trigger
+from tests.integration.test_scheduler_tick import trigger
 
 sched_config = tick_tests.sched_config
 add_dag = tick_tests.add_dag
@@ -38,7 +39,7 @@ def test_an_attempt_takes_two_transactions_of_eight_statements(store, sched_conf
         """,
     )
     stub = StubExecutor()
-    scheduler = Scheduler(store, sched_config, stub, clock=Clock(NOW))
+    scheduler = Scheduler(store, sched_config, stub, clock=FakeClock(NOW))
     scheduler.start()
     run_id = trigger(store, "counted", NOW)
     for _ in range(3):
