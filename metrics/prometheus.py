@@ -29,7 +29,7 @@ import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
@@ -43,15 +43,27 @@ log = logging.getLogger(__name__)
 
 Source = Callable[[], Iterable[Sample]]
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+MultiprocessMode = Literal[
+    "all",
+    "liveall",
+    "min",
+    "livemin",
+    "max",
+    "livemax",
+    "sum",
+    "livesum",
+    "mostrecent",
+    "livemostrecent",
+]
 #: How a gauge's values from several processes combine (prometheus_client's modes).
 #: Each executor reports its own slots and tasks: their sum over live processes.
-MULTIPROCESS_MODES: Mapping[str, str] = {
+MULTIPROCESS_MODES: Mapping[str, MultiprocessMode] = {
     "executor.open_slots": "livesum",
     "executor.queued_tasks": "livesum",
     "executor.running_tasks": "livesum",
     "build_info": "max",
 }
-DEFAULT_MULTIPROCESS_MODE = "mostrecent"
+DEFAULT_MULTIPROCESS_MODE: MultiprocessMode = "mostrecent"
 
 
 def prepare_multiproc_dir(path: str | Path) -> Path:
@@ -181,7 +193,7 @@ class PrometheusBackend:
             self.server.stop()
             self.server = None
 
-    def _mode(self, metric: Metric) -> str:
+    def _mode(self, metric: Metric) -> MultiprocessMode:
         return MULTIPROCESS_MODES.get(metric.name, DEFAULT_MULTIPROCESS_MODE)
 
     def _build(self, metric: Metric) -> Any:

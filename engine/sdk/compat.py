@@ -157,7 +157,7 @@ def lazy_values(keys: Iterable[str], context: Mapping[str, Any]) -> dict[str, An
     if not wanted or dag is None or run is None:
         return {}
     query = None
-    if PREV_SUCCESS in wanted and hasattr(ti, "api"):
+    if PREV_SUCCESS in wanted and ti is not None and hasattr(ti, "api"):
         query = partial(prev_success, ti.api, run)
     values = airflow2_dates(dag.timetable, run, query)
     return {key: values[key] for key in wanted if key in values}
@@ -180,7 +180,7 @@ def warn_context_key(key: Any, context: Mapping[str, Any]) -> None:
         deprecated(str(key), DEPRECATED_CONTEXT[key], fileloc=fileloc)
 
 
-class TaskContext(dict):
+class TaskContext(dict[str, Any]):
     """The task context: a dict that computes an Airflow 2 variable when it is read (with
     the warning)."""
 
@@ -242,12 +242,12 @@ def _cron_step(timetable: Any, current: datetime, forward: bool) -> datetime:
     tz = timetable.timezone
     local = coerce_utc(current).in_timezone(tz)
     naive = local.replace(tzinfo=None, fold=0)
-    naive = datetime(*naive.timetuple()[:6], naive.microsecond)
-    cron = croniter(timetable.expression, start_time=naive)
+    start = datetime(*naive.timetuple()[:6], naive.microsecond)
+    cron = croniter(timetable.expression, start_time=start)
     scheduled = cron.get_next(datetime) if forward else cron.get_prev(datetime)
     if not _covers_every_hour(timetable.expression):
         return localize(scheduled, tz)
-    return coerce_utc(local + (scheduled - naive))
+    return coerce_utc(local + (scheduled - start))
 
 
 def previous_schedule(timetable: Any, when: datetime) -> datetime | None:

@@ -71,7 +71,7 @@ class RuntimeTaskInstance:
         if task_ids is None:
             ids = sorted(self.task.upstream_task_ids) if self.task is not None else []
         else:
-            ids = [task_ids] if single else list(task_ids)  # type: ignore[arg-type]
+            ids = [task_ids] if single else list(task_ids)
         wanted = {task_id: self.map_index_to_pull(task_id, map_indexes) for task_id in ids}
         found: dict[str, Any] = {}
         source = TaskInstanceKey(self.dag_id, run_id or self.run_id, self.task_id)

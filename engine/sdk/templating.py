@@ -115,7 +115,7 @@ def make_jinja_env(dag: Any = None) -> Any:
     if dag is not None and getattr(dag, "render_template_as_native_obj", False):
         from jinja2.nativetypes import NativeEnvironment
 
-        env = NativeEnvironment(**options)
+        env: jinja2.Environment = NativeEnvironment(**options)
     else:
         env = jinja2.Environment(**options)
     env.context_class = jinja_context_class()  # warns on Airflow 2 variables

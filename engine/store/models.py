@@ -8,7 +8,7 @@ here from the start so that one migration history describes the whole schema.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -29,6 +29,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
+
+if TYPE_CHECKING:
+    from sqlalchemy import Table
 
 from engine import masking
 
@@ -87,6 +90,9 @@ class MaskedJSON(TypeDecorator[Any]):
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    if TYPE_CHECKING:
+        # Every model maps one table; SQLAlchemy types `__table__` as the wider FromClause.
+        __table__: ClassVar[Table]
 
 
 class Dag(Base):

@@ -17,6 +17,7 @@ from engine import masking
 from engine.exceptions import NotFound
 from engine.states import DagRunState, TaskState
 from engine.store import error_signature
+from engine.store.db import affected_rows
 from engine.store.models import (
     CallbackRecord,
     DagRun,
@@ -366,7 +367,7 @@ def heartbeat(session: Session, ti_id: int, now: datetime) -> bool:
         .where(TaskInstance.id == ti_id, TaskInstance.state == TaskState.RUNNING.value)
         .values(last_heartbeat=now)
     )
-    return bool(result.rowcount)
+    return bool(affected_rows(result))
 
 
 def list_tries(session: Session, dag_id: str, run_id: str) -> list[TaskTry]:
@@ -431,7 +432,7 @@ def get_xcoms(
         XCom.key == key,
     )
     if map_index is not None:
-        return dict(session.execute(query.where(XCom.map_index == map_index)).all())  # type: ignore[arg-type]
+        return dict(session.execute(query.where(XCom.map_index == map_index)).all())
     values: dict[str, list[Any]] = {}
     rows = session.execute(query.where(XCom.map_index >= 0).order_by(XCom.map_index))
     for task_id, value in rows:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, and_, func, insert, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from engine import masking
@@ -396,7 +396,7 @@ def adoptable_queued(session: Session, *, include_unowned: bool = False) -> list
     transaction; rows another scheduler is adopting are passed by
     (`ix_task_instance_state_queued_by`)."""
     running_jobs = select(Job.id).where(Job.state == "running")
-    owner_gone = TaskInstance.queued_by_job_id.not_in(running_jobs)
+    owner_gone: ColumnElement[bool] = TaskInstance.queued_by_job_id.not_in(running_jobs)
     if include_unowned:
         owner_gone = TaskInstance.queued_by_job_id.is_(None) | owner_gone
     else:
@@ -585,4 +585,4 @@ def fail_stale_jobs(
             .where(Job.id.in_([job_id for job_id, _, _ in stale]))
             .values(state="failed", end_date=now)
         )
-    return stale  # type: ignore[return-value]
+    return stale

@@ -112,6 +112,7 @@ def _data_version(connection: Any) -> int:
     """SQLite's count of commits by other connections, as this one has seen them."""
     cursor = connection.cursor()
     try:
-        return cursor.execute("PRAGMA data_version").fetchone()[0]
+        version: int = cursor.execute("PRAGMA data_version").fetchone()[0]
+        return version
     finally:
         cursor.close()
