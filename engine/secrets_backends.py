@@ -219,7 +219,7 @@ def _build(
     names: tuple[str, ...], variables_file: str, connections_file: str, kwargs_json: str
 ) -> tuple[tuple[str, SecretsBackend], ...]:
     all_kwargs = json.loads(kwargs_json)
-    built = []
+    built: list[tuple[str, SecretsBackend]] = []
     for name in names:
         if name == "env":
             built.append((name, EnvBackend()))

@@ -162,7 +162,7 @@ def runs_at_risk(
     with store.session(readonly=True) as session:
         runs = sorted({(row.dag_id, row.run_id) for row in warned})
         dag_ids = sorted({dag_id for dag_id, _ in runs})
-        serialized = dict(
+        serialized: dict[str, Any] = dict(
             session.execute(select(Dag.dag_id, Dag.serialized).where(Dag.dag_id.in_(dag_ids))).all()
         )
         states = forecast.task_states(session, runs)

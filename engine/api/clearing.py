@@ -64,7 +64,7 @@ def load_plan(session: Session, dag_id: str) -> tuple[Dag, SerializedDAG]:
 
 
 #: Why a queued or running task instance is not cleared.
-_BUSY = {
+_BUSY: dict[str, str] = {
     TaskState.QUEUED: "handed to an executor; clear it once it ends",
     TaskState.RUNNING: "its attempt is executing; clear it once it ends",
 }
@@ -224,13 +224,13 @@ def _delete_xcoms(session: Session, dag_id: str, task_ids_by_run: Mapping[str, s
     runs_by_tasks: dict[frozenset[str], list[str]] = defaultdict(list)
     for run_id, task_ids in task_ids_by_run.items():
         runs_by_tasks[frozenset(task_ids)].append(run_id)
-    for task_ids, run_ids in runs_by_tasks.items():
+    for cleared, run_ids in runs_by_tasks.items():
         for start in range(0, len(run_ids), CHUNK_SIZE):
             session.execute(
                 delete(XCom).where(
                     XCom.dag_id == dag_id,
                     XCom.run_id.in_(run_ids[start : start + CHUNK_SIZE]),
-                    XCom.task_id.in_(sorted(task_ids)),
+                    XCom.task_id.in_(sorted(cleared)),
                 )
             )
 

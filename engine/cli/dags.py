@@ -130,7 +130,7 @@ def show(cli: CliContext, dag_id: str, output: str) -> None:
 
     with cli.store.session() as session:
         plan = SerializedDAG.from_dict(dag_store.get_dag(session, dag_id).serialized)
-    tasks = [
+    tasks: list[dict[str, Any]] = [
         {
             "task_id": task.task_id,
             "operator": task.operator,

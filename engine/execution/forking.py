@@ -62,18 +62,18 @@ class _Popen(popen_forkserver.Popen):
     def _launch(self, process_obj: Any) -> None:
         _lean.active = True
         try:
-            super()._launch(process_obj)
+            super()._launch(process_obj)  # type: ignore[misc]  # typeshed omits Popen._launch
         finally:
             _lean.active = False
 
 
-class _Process(mp_contexts.ForkServerProcess):  # type: ignore[name-defined]
+class _Process(mp_contexts.ForkServerProcess):
     @staticmethod
     def _Popen(process_obj: Any) -> Any:
         return _Popen(process_obj)
 
 
-class _Context(mp_contexts.ForkServerContext):  # type: ignore[name-defined]
+class _Context(mp_contexts.ForkServerContext):
     Process = _Process
 
 

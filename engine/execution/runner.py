@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -587,7 +587,10 @@ def callback_name(callback: Any) -> str:
 
 def run_callbacks(
     store: Any,
-    callbacks: Callable[[dict], Any] | Sequence[Callable[[dict], Any]] | None,
+    callbacks: Callable[[dict], Any]
+    | list[Callable[[dict], Any]]
+    | tuple[Callable[[dict], Any], ...]
+    | None,
     context: dict,
     kind: str,
     ti: RuntimeTaskInstance | None,
@@ -622,7 +625,10 @@ def run_callbacks(
                 error=secrets.redact(error) if error else None,
             )
         emit.callback_ran(
-            ti.dag_id if ti else dag_id, kind, error is not None, dag_level=ti is None
+            ti.dag_id if ti else dag_id,  # type: ignore[arg-type]  # given when ti is None
+            kind,
+            error is not None,
+            dag_level=ti is None,
         )
         outcomes.append(error)
     return outcomes

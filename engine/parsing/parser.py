@@ -137,7 +137,8 @@ def parse_files(
         next_deadline = min(child.started + timeout for child in running.values())
         ready = wait(list(running), timeout=max(0.0, next_deadline - time.monotonic()))
         for conn in ready:
-            results.append(_collect(running.pop(conn)))  # type: ignore[arg-type]
+            # wait() returns some of the Connections it was given
+            results.append(_collect(running.pop(conn)))  # type: ignore[call-overload]
         now = time.monotonic()
         for conn, child in list(running.items()):
             if now - child.started >= timeout:

@@ -94,9 +94,10 @@ class CeleryExecutor:
         self.start()
         for request in requests:
             if request.external_id is None:  # queued by a caller that did not assign one
-                request = self._reassign(request, None)
-                if request is None:
+                reassigned = self._reassign(request, None)
+                if reassigned is None:
                     continue
+                request = reassigned
             sent = _Sent(request, time.monotonic())
             self._inflight[request.ti_id] = sent
             self._send(sent)
@@ -230,7 +231,8 @@ class CeleryExecutor:
                 del self._inflight[row.id]  # another message carries it now
             else:
                 del self._inflight[row.id]
-                self._results[sent.request.external_id] = now + self.result_wait
+                # a sent request has its message id
+                self._results[sent.request.external_id] = now + self.result_wait  # type: ignore[index]
                 request = sent.request
                 self._events.append(
                     AttemptEvent(

@@ -100,6 +100,8 @@ def run_attempt_message(message_id: str, fields: dict[str, Any]) -> dict[str, An
         return {"state": None, "stale": True, "metrics": []}
     stop = StopHandler(_NoReasons())
     previous = signal.signal(signal.SIGTERM, stop)
+    outcome: TaskState | None
+    error: str | None
     try:
         try:
             dag = load_dag(request.fileloc, request.dag_id, request.task_id, cache)
