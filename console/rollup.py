@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select
 
@@ -21,6 +21,9 @@ from engine import hooks
 from engine.periodic import PeriodicService
 from engine.store.db import Store
 from engine.store.models import CapacityBucket, TaskTry
+
+if TYPE_CHECKING:
+    from engine.config import Config
 
 #: seconds between two passes
 INTERVAL = 60.0
@@ -68,7 +71,7 @@ class CapacityRollup(PeriodicService):
 
     def __init__(
         self,
-        config: Any,
+        config: Config,
         store: Store,
         *,
         registry: hooks.Registry | None = None,

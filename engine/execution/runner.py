@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -61,6 +61,12 @@ from engine.sdk.templating import date_context, make_jinja_env
 from engine.states import TaskState
 from engine.store import runs, transitions
 from engine.store import workers as store_workers
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from engine.config import Config
+    from engine.store.db import Store
 
 log = logging.getLogger(__name__)
 task_log = logging.getLogger("engine.task")
@@ -148,7 +154,7 @@ def _seconds(value: timedelta | float | None) -> float | None:
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
 
-def build_context(dag: Any, task: Any, run: Any, ti: RuntimeTaskInstance, config: Any) -> dict:
+def build_context(dag: Any, task: Any, run: Any, ti: RuntimeTaskInstance, config: Config) -> dict:
     """The template and callback context of one attempt (Airflow's names)."""
     context = TaskContext(
         date_context(run.logical_date, run.data_interval_start, run.data_interval_end)
@@ -182,7 +188,7 @@ class StaleMessage(TransitionConflict):
 
 
 def _begin(
-    store: Any,
+    store: Store,
     ti_id: int,
     *,
     base_log: Path,
@@ -233,13 +239,13 @@ def _begin(
     return ti, run, path, resumed
 
 
-def heartbeat_interval(config: Any) -> float:
+def heartbeat_interval(config: Config) -> float:
     """Seconds between heartbeats: several per `scheduler.heartbeat_timeout`, at most 5."""
     return min(5.0, float(config["scheduler.heartbeat_timeout"]) / 6)
 
 
 @contextlib.contextmanager
-def heartbeating(store: Any, ti_id: int, interval: float, clock: Clock) -> Iterator[None]:
+def heartbeating(store: Store, ti_id: int, interval: float, clock: Clock) -> Iterator[None]:
     """Refresh `last_heartbeat` from a daemon thread while the block runs, so the scheduler
     can tell a live attempt from one whose process vanished (a zombie)."""
     stop = threading.Event()
@@ -352,8 +358,8 @@ class Executed:
 
 
 def begin_attempt(
-    store: Any,
-    config: Any,
+    store: Store,
+    config: Config,
     ti_id: int,
     *,
     clock: Clock = utcnow,
@@ -379,7 +385,7 @@ def begin_attempt(
 
 
 def execute_attempt(
-    store: Any, config: Any, dag: Any, begun: Begun, *, clock: Clock = utcnow
+    store: Store, config: Config, dag: Any, begun: Begun, *, clock: Clock = utcnow
 ) -> tuple[Executed, Any, RuntimeTaskInstance, dict]:
     """Run the task of a begun attempt, with heartbeats, in this process; call it inside
     `attempt_logging(begun.path)`. Returns how it ended, the task (unmapped if it was
@@ -419,7 +425,7 @@ def execute_attempt(
 
 
 def finish_attempt(
-    store: Any,
+    store: Store,
     dag: Any,
     begun: Begun,
     executed: Executed,
@@ -439,8 +445,8 @@ def finish_attempt(
 
 
 def run_attempt(
-    store: Any,
-    config: Any,
+    store: Store,
+    config: Config,
     dag: Any,
     ti_id: int,
     *,
@@ -484,7 +490,7 @@ def _describe(exc: BaseException) -> str:
 
 
 def _finish(
-    store: Any,
+    store: Store,
     row: Any,
     run: Any,
     task: Any,
@@ -545,7 +551,7 @@ def _finish(
     )  # fmt: skip
 
 
-def _skip_downstream(session: Any, row: Any, task_ids: frozenset[str], now: datetime) -> None:
+def _skip_downstream(session: Session, row: Any, task_ids: frozenset[str], now: datetime) -> None:
     """Skip the tasks a branch or short-circuit did not follow (those not yet started)."""
     waiting = [
         ti
@@ -570,7 +576,7 @@ _AFTER_CALLBACKS = {
 
 
 def _after_callbacks(
-    store: Any, task: Any, result: AttemptResult, context: dict, ti: RuntimeTaskInstance
+    store: Store, task: Any, result: AttemptResult, context: dict, ti: RuntimeTaskInstance
 ) -> None:
     kind = _AFTER_CALLBACKS.get(result.state)
     if kind and context:
@@ -586,7 +592,7 @@ def callback_name(callback: Any) -> str:
 
 
 def run_callbacks(
-    store: Any,
+    store: Store,
     callbacks: Callable[[dict], Any]
     | list[Callable[[dict], Any]]
     | tuple[Callable[[dict], Any], ...]

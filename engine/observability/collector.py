@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
@@ -50,6 +50,10 @@ from engine.states import DAG_RUN_ACTIVE, DagRunState, TaskState
 from engine.store.models import Dag, DagFile, DagRun, ImportError_, TaskInstance
 from engine.store.scheduling import pool_sizes
 from metrics import Sample
+
+if TYPE_CHECKING:
+    from engine.config import Config
+    from engine.store.db import Store
 
 Clock = Callable[[], datetime]
 #: Task states shown per (queue, dag_id, task_id); queued and running hold pool slots.
@@ -86,7 +90,9 @@ class _Snapshot:
     parsed_files: dict[str, datetime]
 
 
-def metastore_source(store: Any, config: Any, clock: Clock = utcnow) -> Callable[[], list[Sample]]:
+def metastore_source(
+    store: Store, config: Config, clock: Clock = utcnow
+) -> Callable[[], list[Sample]]:
     """The source to hand to `PrometheusBackend.add_source`: reads the metastore per scrape.
 
     A database error propagates: the backend then drops this source's samples from that

@@ -49,6 +49,10 @@ from engine.store.models import DagFile, Job
 from metrics import Sample
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from engine.config import Config
+    from engine.store.db import Store
     from metrics.server import MetricsServer
 
 Check = Callable[[], tuple[bool, Mapping[str, Any]]]
@@ -62,8 +66,8 @@ MIN_PROCESSOR_GRACE = 60.0
 
 def install_health_checks(
     server: MetricsServer,
-    store: Any,
-    config: Any,
+    store: Store,
+    config: Config,
     *,
     executor: Any = None,
     job_id: Callable[[], int | None] = lambda: None,
@@ -95,7 +99,7 @@ def health_source(server: MetricsServer) -> Callable[[], list[Sample]]:
     return read_health
 
 
-def metastore_check(store: Any) -> Check:
+def metastore_check(store: Store) -> Check:
     """The metastore answers a trivial query; its latency says how well."""
 
     def check() -> tuple[bool, Mapping[str, Any]]:
@@ -111,8 +115,8 @@ def metastore_check(store: Any) -> Check:
 
 
 def scheduler_check(
-    store: Any,
-    config: Any,
+    store: Store,
+    config: Config,
     *,
     job_id: Callable[[], int | None] = lambda: None,
     clock: Clock = utcnow,
@@ -144,7 +148,7 @@ def scheduler_check(
     return check
 
 
-def _scheduler_job(session: Any, own: int | None) -> Job | None:
+def _scheduler_job(session: Session, own: int | None) -> Job | None:
     if own is not None:
         return session.get(Job, own)
     query = (
@@ -156,7 +160,7 @@ def _scheduler_job(session: Any, own: int | None) -> Job | None:
     return session.execute(query).scalar_one_or_none()
 
 
-def dag_processor_check(store: Any, config: Any, *, clock: Clock = utcnow) -> Check:
+def dag_processor_check(store: Store, config: Config, *, clock: Clock = utcnow) -> Check:
     """Changes to DAG files reach the metastore within the grace (see the module doc)."""
     grace = max(3 * float(config["scheduler.min_file_process_interval"]), MIN_PROCESSOR_GRACE)
     folders = dag_folders(config)
@@ -220,7 +224,7 @@ def _unparsed_changes(
     return late
 
 
-def executor_check(executor: Any, config: Any) -> Check:
+def executor_check(executor: Any, config: Config) -> Check:
     """The executor's slots and attempts; it passes whenever the executor answers."""
     parallelism = config["core.parallelism"]
 
@@ -235,7 +239,7 @@ def executor_check(executor: Any, config: Any) -> Check:
     return check
 
 
-def error_detail(exc: BaseException, store: Any) -> dict[str, str]:
+def error_detail(exc: BaseException, store: Store) -> dict[str, str]:
     """The error's class and first line, with the metastore's URL and password blanked."""
     lines = str(exc).strip().splitlines()
     message = lines[0] if lines else ""

@@ -33,7 +33,9 @@ from engine.sdk.compat import DagwatchDeprecationWarning, check_source
 from engine.store.dags import FileParseResult
 
 if TYPE_CHECKING:
+    from engine.config import Config
     from engine.store.dags import ParseTotals
+    from engine.store.db import Store
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +208,7 @@ class ProcessorReport:
     problems: list[Problem] = field(default_factory=list)
 
 
-def dag_folders(config: Any) -> list[Path]:
+def dag_folders(config: Config) -> list[Path]:
     folders = [Path(config["core.dags_folder"])]
     if config["core.load_examples"]:
         folders.append(EXAMPLE_DAGS_FOLDER)
@@ -214,8 +216,8 @@ def dag_folders(config: Any) -> list[Path]:
 
 
 def process_folders(
-    store: Any,
-    config: Any,
+    store: Store,
+    config: Config,
     *,
     force: bool = False,
     now: datetime | None = None,

@@ -28,7 +28,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.execution.base import AttemptEvent, AttemptRequest, CallbackRequest
 from engine.execution.celery.app import RUN_ATTEMPT, RUN_CALLBACKS, celery_app
@@ -36,6 +36,10 @@ from engine.execution.celery.relay import decode_metrics
 from engine.states import TaskState
 from engine.store import workers
 from metrics import stats
+
+if TYPE_CHECKING:
+    from engine.config import Config
+    from engine.store.db import Store
 
 log = logging.getLogger(__name__)
 #: the queue of a task that sets none (`BaseOperator(queue=...)`'s default)
@@ -62,7 +66,7 @@ class CeleryExecutor:
     #: seconds a result is waited for once its attempt ended (then its metrics are lost)
     result_wait = 30.0
 
-    def __init__(self, config: Any, store: Any, parallelism: int | None = None) -> None:
+    def __init__(self, config: Config, store: Store, parallelism: int | None = None) -> None:
         self.config = config
         self.store = store
         self.parallelism: int = parallelism or config["core.parallelism"]
