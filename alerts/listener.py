@@ -13,7 +13,7 @@ import hashlib
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -25,6 +25,9 @@ from engine.hooks import TickContext
 from engine.store.models import Alert, ImportError_, SlaMiss, TaskInstance
 from engine.store.scheduling import pairs_in
 from engine.store.transitions import TASK_INSTANCE, TransitionEvent
+
+if TYPE_CHECKING:
+    from engine.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +48,7 @@ def _iso(value: Any) -> str | None:
 class TransitionAlerts:
     """A transition listener writing outbox rows for the routes that want each event."""
 
-    def __init__(self, routes: Mapping[str, Route], config: Any) -> None:
+    def __init__(self, routes: Mapping[str, Route], config: Config) -> None:
         self.routes = dict(routes)
         self.config = config
         self.wanted = wanted_events(self.routes)
@@ -238,7 +241,7 @@ class ImportErrorAlerts:
     keeps a restarted scheduler from telling the same error twice.
     """
 
-    def __init__(self, routes: Mapping[str, Route], config: Any) -> None:
+    def __init__(self, routes: Mapping[str, Route], config: Config) -> None:
         self.routes = {n: r for n, r in routes.items() if Event.IMPORT_ERROR in r.events}
         self.config = config
         self._seen: dict[str, Any] = {}  # filename -> timestamp of the error last looked at
