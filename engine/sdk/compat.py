@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 import pendulum
 
 if TYPE_CHECKING:
+    from engine.sdk.schedules import Timetable
     from engine.sdk.task_api import TaskAPI
 
 _ENGINE_DIR = str(Path(__file__).resolve().parents[1])
@@ -250,7 +251,7 @@ def _cron_step(timetable: Any, current: datetime, forward: bool) -> datetime:
     return coerce_utc(local + (scheduled - start))
 
 
-def previous_schedule(timetable: Any, when: datetime) -> datetime | None:
+def previous_schedule(timetable: Timetable, when: datetime) -> datetime | None:
     """Airflow 2's `DAG.previous_schedule`: the schedule point before `when`, or None for
     `@once` and `schedule=None`."""
     from engine.sdk.schedules import CronTimetable, DeltaTimetable, coerce_utc
@@ -262,7 +263,7 @@ def previous_schedule(timetable: Any, when: datetime) -> datetime | None:
     return None
 
 
-def following_schedule(timetable: Any, when: datetime) -> datetime | None:
+def following_schedule(timetable: Timetable, when: datetime) -> datetime | None:
     """Airflow 2's `DAG.following_schedule`: the schedule point after `when`, or None for
     `@once` and `schedule=None`."""
     from engine.sdk.schedules import CronTimetable, DeltaTimetable, coerce_utc
@@ -310,7 +311,7 @@ def _airflow2_datetime(value: datetime | None) -> datetime | None:
 
 
 def airflow2_dates(
-    timetable: Any, run: Any, prev_success: Callable[[], datetime | None] | None = None
+    timetable: Timetable, run: Any, prev_success: Callable[[], datetime | None] | None = None
 ) -> dict[str, Any]:
     """The Airflow 2 date variables of a run, as Airflow 2.x's get_template_context."""
     from engine.sdk.schedules import coerce_utc

@@ -174,13 +174,15 @@ def previous_run_ids(session: Session, runs: Sequence[DagRun]) -> dict[int, str 
 # -- task instances -------------------------------------------------------------------
 
 
-def pairs_in(first: Any, second: Any, keys: Iterable[tuple[str, str]]) -> Any:
+def pairs_in(
+    first: Any, second: Any, keys: Iterable[tuple[str, str | None]]
+) -> ColumnElement[bool]:
     """`(first, second) IN keys`, written as `first = :a AND second IN (...)` per first value.
 
     SQLite plans a row-value IN over two or more pairs as a full table scan; this form
     uses a (first, second, ...) index on SQLite and PostgreSQL alike.
     """
-    by_first: dict[str, list[str]] = defaultdict(list)
+    by_first: dict[str, list[str | None]] = defaultdict(list)
     for a, b in keys:
         by_first[a].append(b)
     return or_(*(and_(first == a, second.in_(bs)) for a, bs in sorted(by_first.items())))
@@ -578,7 +580,9 @@ def fail_stale_jobs(
     query = select(Job.id, Job.hostname, Job.pid).where(
         Job.job_type == job_type, Job.state == "running", Job.latest_heartbeat < cutoff
     )
-    stale = [tuple(row) for row in session.execute(skip_locked(query, session))]
+    stale = [
+        (job_id, host, pid) for job_id, host, pid in session.execute(skip_locked(query, session))
+    ]
     if stale:
         session.execute(
             update(Job)

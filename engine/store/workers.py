@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
@@ -53,7 +52,9 @@ def swap_external_id(session: Session, ti_id: int, old: str | None, new: str) ->
     return affected_rows(result) == 1
 
 
-def current_external_id(session: Session, ti_id: int, *, lock: bool = False) -> tuple[str, Any]:
+def current_external_id(
+    session: Session, ti_id: int, *, lock: bool = False
+) -> tuple[str, str | None]:
     """(state, message id) of a task instance; `lock` holds the row (PostgreSQL) until the
     transaction ends, so the attempt that checked it is the one that starts."""
     statement = select(TaskInstance.state, TaskInstance.external_executor_id).where(
