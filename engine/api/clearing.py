@@ -94,12 +94,12 @@ def select_task_instances(
     if states is not None:
         query = query.where(TaskInstance.state.in_(sorted(states)))
     if run_ids is None:
-        return [tuple(row) for row in session.execute(query)]  # type: ignore[misc]
+        return [(ti, state, pk) for ti, state, pk in session.execute(query)]
     ids = sorted(run_ids)
     found: list[_Row] = []
     for start in range(0, len(ids), CHUNK_SIZE):
         chunk = query.where(TaskInstance.run_id.in_(ids[start : start + CHUNK_SIZE]))
-        found.extend(tuple(row) for row in session.execute(chunk))  # type: ignore[misc]
+        found.extend((ti, state, pk) for ti, state, pk in session.execute(chunk))
     return found
 
 

@@ -35,6 +35,8 @@ from typing import TYPE_CHECKING, Any
 import pendulum
 
 if TYPE_CHECKING:
+    from types import FrameType
+
     from engine.sdk.schedules import Timetable
     from engine.sdk.task_api import TaskAPI
 
@@ -74,12 +76,12 @@ _CONTEXT_WORDS = re.compile(r"\b(" + "|".join(sorted(DEPRECATED_CONTEXT, key=len
 
 def _outside_frame() -> tuple[str, int]:
     """The file and line of the first frame outside dagwatch's engine (the DAG file)."""
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     while frame is not None:
         name = frame.f_code.co_filename
         if not name.startswith(_ENGINE_DIR) and "importlib" not in name:
             return name, frame.f_lineno
-        frame = frame.f_back  # type: ignore[assignment]
+        frame = frame.f_back
     return "<unknown>", 0
 
 

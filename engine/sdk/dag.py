@@ -23,6 +23,8 @@ from engine.sdk.params import NOTSET, DagParam, Param, ParamsDict
 from engine.sdk.schedules import coerce_utc, timetable_from_schedule, timezone_of
 
 if TYPE_CHECKING:
+    from types import FrameType
+
     from engine.sdk.tasks import BaseOperator, TaskGroup
 
 KEY_REGEX = re.compile(r"^[\w.-]+$")
@@ -72,9 +74,9 @@ def normalize_callbacks(value: Any, what: str) -> list[Callable[..., Any]]:
 
 def _caller_file() -> str:
     """The file of the first frame outside this module: the file that built the DAG."""
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     while frame is not None and frame.f_code.co_filename == __file__:
-        frame = frame.f_back  # type: ignore[assignment]
+        frame = frame.f_back
     return frame.f_code.co_filename if frame is not None else ""
 
 

@@ -78,8 +78,8 @@ class RuntimeTaskInstance:
         for index in set(wanted.values()):
             same = [task_id for task_id, i in wanted.items() if i == index]
             found.update(self.api.get_xcoms(source, same, key, index))
-        if single:
-            return found.get(task_ids, default)  # type: ignore[arg-type]
+        if isinstance(task_ids, str):
+            return found.get(task_ids, default)
         return [found[task_id] for task_id in ids if task_id in found]
 
     def map_index_to_pull(self, task_id: str, map_indexes: int | None) -> int | None:
