@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from sqlalchemy.orm import Session
 
     from engine.config import Config
+    from engine.execution.base import Executor
     from engine.store.db import Store
     from metrics.server import MetricsServer
 
@@ -69,7 +70,7 @@ def install_health_checks(
     store: Store,
     config: Config,
     *,
-    executor: Any = None,
+    executor: Executor | None = None,
     job_id: Callable[[], int | None] = lambda: None,
     clock: Clock = utcnow,
 ) -> None:
@@ -224,7 +225,7 @@ def _unparsed_changes(
     return late
 
 
-def executor_check(executor: Any, config: Config) -> Check:
+def executor_check(executor: Executor, config: Config) -> Check:
     """The executor's slots and attempts; it passes whenever the executor answers."""
     parallelism = config["core.parallelism"]
 

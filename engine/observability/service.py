@@ -24,6 +24,7 @@ from metrics.gauges import GaugeSet
 if TYPE_CHECKING:
     from engine.config import Config
     from engine.store.db import Store
+    from metrics.server import MetricsServer
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ class Telemetry:
                 f"cannot serve /metrics on {where} (metrics.prometheus_host, "
                 f"metrics.prometheus_port): {exc.strerror or exc}"
             ) from None
-        self.server: Any = None
+        self.server: MetricsServer | None = None
         self._pusher: GaugePusher | None = None
         if serve and self.stats.backends:
             self._serve_metastore_gauges(settings)
