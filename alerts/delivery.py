@@ -170,7 +170,7 @@ def _add_dedup_key(service: Any, key: str, *, resolve: bool = False) -> None:
     incident; a recovery with `resolve` resolves it unless the URL chose an action);
     Opsgenie: the alert's `alias`; webhooks: a header.
     """
-    protocols = set()
+    protocols: set[str] = set()
     for attribute in ("protocol", "secure_protocol"):
         value = getattr(service, attribute, None)
         protocols.update([value] if isinstance(value, str) else value or ())

@@ -30,7 +30,7 @@ import time
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.orm import Session
 
@@ -45,6 +45,10 @@ from engine.clock import SYSTEM, Clock, Every
 from engine.exceptions import TransitionConflict
 from engine.store.models import Alert
 from metrics import stats
+
+if TYPE_CHECKING:
+    from engine.config import Config
+    from engine.store.db import Store
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +135,7 @@ class _Claim:
         return str(self.payload.get("incident_key") or "") or dedup_key(self.fingerprint)
 
 
-def backoff(config: Any, attempt: int) -> timedelta:
+def backoff(config: Config, attempt: int) -> timedelta:
     """The wait after failed attempt number `attempt` (1-based): exponential, capped."""
     delay = float(config["alerts.retry_delay"]) * 2 ** (attempt - 1)
     return timedelta(seconds=min(delay, float(config["alerts.max_retry_delay"])))
@@ -156,8 +160,8 @@ class Dispatcher:
 
     def __init__(
         self,
-        config: Any,
-        store: Any,
+        config: Config,
+        store: Store,
         *,
         clock: Clock = SYSTEM,
         registry: hooks.Registry | None = None,
@@ -588,7 +592,7 @@ class Dispatcher:
             attempt == max_attempts or (final and attempt < max_attempts)
         )
         escalate = undelivered and claim.event != Event.ALERT_DELIVERY_FAILED.value
-        record = {
+        record: dict[str, Any] = {
             "attempt": attempt,
             "ok": delivery.ok,
             "latency": delivery.latency,

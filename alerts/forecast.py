@@ -59,6 +59,8 @@ from metrics.gauges import GaugeSet
 
 if TYPE_CHECKING:
     from alerts.sla import Target
+    from engine.config import Config
+    from engine.store.db import Store
 
 log = logging.getLogger(__name__)
 
@@ -296,8 +298,9 @@ def gauge_samples(at_risk: Mapping[str, int], slack: Mapping[str, float | None])
     samples = []
     for dag_id, count in sorted(at_risk.items()):
         samples.append(Sample("deadline.at_risk", count, {"dag_id": dag_id}))
-        if slack.get(dag_id) is not None:
-            samples.append(Sample("deadline.slack_seconds", slack[dag_id], {"dag_id": dag_id}))
+        seconds = slack.get(dag_id)
+        if seconds is not None:
+            samples.append(Sample("deadline.slack_seconds", seconds, {"dag_id": dag_id}))
     return samples
 
 
@@ -309,7 +312,7 @@ class Forecaster:
     """
 
     def __init__(
-        self, routes: Mapping[str, Route], config: Any, interval: float = FORECAST_INTERVAL
+        self, routes: Mapping[str, Route], config: Config, interval: float = FORECAST_INTERVAL
     ) -> None:
         self.routes = {n: r for n, r in routes.items() if Event.DEADLINE_AT_RISK in r.events}
         self.config = config
@@ -342,7 +345,7 @@ class Forecaster:
         return self.run(ctx.store, self._targets, ctx.now)
 
     def run(
-        self, store: Any, targets: Sequence[Target], now: datetime, *, force: bool = False
+        self, store: Store, targets: Sequence[Target], now: datetime, *, force: bool = False
     ) -> list[Forecast]:
         """Forecast these runs (at most once per interval unless `force`) and warn."""
         with self._lock:
@@ -397,13 +400,17 @@ class Forecaster:
         forecasts: Sequence[Forecast],
         now: datetime,
     ) -> list[outbox.NewAlert]:
-        risky = []
+        risky: list[tuple[Forecast, str, datetime, datetime]] = []
         for f in forecasts:
-            if f.at_risk(now) and (f.dag_id, f.run_id, "") not in self._warned:
+            if (
+                f.deadline is not None  # at risk: it has one
+                and f.at_risk(now)
+                and (f.dag_id, f.run_id, "") not in self._warned
+            ):
                 risky.append((f, "", f.deadline, f.finish))
-            for task_id, (deadline, predicted) in f.late_tasks.items():
+            for task_id, (task_deadline, predicted) in f.late_tasks.items():
                 if (f.dag_id, f.run_id, task_id) not in self._warned:
-                    risky.append((f, task_id, deadline, predicted))
+                    risky.append((f, task_id, task_deadline, predicted))
         if not risky:
             return []
         ids = {f.dag_id for f, *_ in risky}
@@ -459,7 +466,9 @@ class Forecaster:
             extra=kind,
         )
 
-    def _gauge(self, targets: Sequence[Target], forecasts: Sequence[Forecast], now: datetime):
+    def _gauge(
+        self, targets: Sequence[Target], forecasts: Sequence[Forecast], now: datetime
+    ) -> None:
         at_risk: dict[str, int] = {}
         nearest: dict[str, Forecast] = {}
         for f in forecasts:
@@ -500,7 +509,7 @@ class ForecastService:
     def __init__(
         self,
         forecaster: Forecaster,
-        store: Any,
+        store: Store,
         *,
         clock: Clock = SYSTEM,
         registry: hooks.Registry | None = None,

@@ -21,7 +21,7 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -38,6 +38,9 @@ from alerts.routes import Route, run_link
 from alerts.states import AlertStatus
 from engine.store.db import upsert_insert
 from engine.store.models import Alert, AlertIncident, DagRun
+
+if TYPE_CHECKING:
+    from engine.config import Config
 
 OPEN = "open"
 RESOLVED = "resolved"
@@ -169,7 +172,7 @@ def _open_incident(
 
 
 def page_due(
-    session: Session, routes: Mapping[str, Route], config: Any, now: datetime
+    session: Session, routes: Mapping[str, Route], config: Config, now: datetime
 ) -> datetime | None:
     """Write the page of each incident whose next page is due; returns when the next one is.
 
@@ -204,7 +207,12 @@ def _undelivered(session: Session, alert_id: int) -> bool:
 
 
 def _write_page(
-    session: Session, route: Route, incident: AlertIncident, config: Any, now: datetime, kind: str
+    session: Session,
+    route: Route,
+    incident: AlertIncident,
+    config: Config,
+    now: datetime,
+    kind: str,
 ) -> None:
     payload = page_payload(session, route, incident, config, kind)
     event = Event.INCIDENT_RESOLVED if kind == RESOLVED else Event.INCIDENT
@@ -241,7 +249,7 @@ def _severity(route: Route, events: Mapping[str, int]) -> str:
 
 
 def page_payload(
-    session: Session, route: Route, incident: AlertIncident, config: Any, kind: str
+    session: Session, route: Route, incident: AlertIncident, config: Config, kind: str
 ) -> dict[str, Any]:
     """What a page tells: the incident, its alerts by event, its tasks (at most
     MAX_LISTED) and its run-level alerts; the message is rendered from this."""
@@ -271,7 +279,7 @@ def page_payload(
     }
 
 
-def _line(alert: Alert, config: Any, *, link: bool) -> dict[str, Any]:
+def _line(alert: Alert, config: Config, *, link: bool) -> dict[str, Any]:
     payload = alert.payload or {}
     error = str(payload.get("exception") or payload.get("message") or "").strip()
     error = error.splitlines()[-1] if error else ""
@@ -396,7 +404,7 @@ class Resolver:
 
 
 def resolve_all(
-    session: Session, ids: list[int], routes: Mapping[str, Route], config: Any, now: datetime
+    session: Session, ids: list[int], routes: Mapping[str, Route], config: Config, now: datetime
 ) -> int:
     """Resolve these incidents (those still open); returns how many."""
     if not ids:
@@ -427,7 +435,7 @@ def _succeeded_again(session: Session, incident: AlertIncident) -> bool:
 
 
 def resolve(
-    session: Session, route: Route | None, incident: AlertIncident, config: Any, now: datetime
+    session: Session, route: Route | None, incident: AlertIncident, config: Config, now: datetime
 ) -> None:
     """Close the incident (its group's next alert opens a new one); page it resolved if its
     route asks and it was paged (else its first page, still due, says it is resolved)."""

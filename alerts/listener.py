@@ -14,7 +14,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -27,6 +27,9 @@ from engine.hooks import TickContext
 from engine.store.models import ImportError_, SlaMiss, TaskInstance
 from engine.store.scheduling import pairs_in
 from engine.store.transitions import TASK_INSTANCE, TransitionEvent
+
+if TYPE_CHECKING:
+    from engine.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +51,7 @@ def _iso(value: Any) -> str | None:
 class TransitionAlerts:
     """A transition listener writing outbox rows for the routes that want each event."""
 
-    def __init__(self, routes: Mapping[str, Route], config: Any) -> None:
+    def __init__(self, routes: Mapping[str, Route], config: Config) -> None:
         self.routes = dict(routes)
         self.config = config
         self.wanted = wanted_events(self.routes)
@@ -113,7 +116,8 @@ class TransitionAlerts:
         misses = _misses_of_runs(session, failed_runs)
         rows: list[outbox.NewAlert] = []
         for change, events in picked:
-            payload = self._payload(change, timing.get(change.entity_id), misses)
+            found = timing.get(change.entity_id) if change.entity_id is not None else None
+            payload = self._payload(change, found, misses)
             for event in events:
                 rows += compose(
                     self.routes,
@@ -161,7 +165,7 @@ class TransitionAlerts:
         self, session: Session, successes: Sequence[TransitionEvent]
     ) -> list[outbox.NewAlert]:
         """task_resolved for each route whose last alert about the task was a failure."""
-        pairs = {(c.dag_id, c.task_id) for c in successes}
+        pairs = {(c.dag_id, c.task_id) for c in successes if c.task_id is not None}
         events = [Event.TASK_FAILED.value, Event.TASK_RESOLVED.value]
         latest: dict[tuple[str, str, str], tuple[int, str]] = {}
         for alert_id, route, dag_id, task_id, event in alert_store.task_alerts(
@@ -243,7 +247,7 @@ class ImportErrorAlerts:
     keeps a restarted scheduler from telling the same error twice.
     """
 
-    def __init__(self, routes: Mapping[str, Route], config: Any) -> None:
+    def __init__(self, routes: Mapping[str, Route], config: Config) -> None:
         self.routes = {n: r for n, r in routes.items() if Event.IMPORT_ERROR in r.events}
         self.config = config
         self._seen: dict[str, Any] = {}  # filename -> timestamp of the error last looked at

@@ -43,6 +43,7 @@ from engine.exceptions import DagwatchError
 
 if TYPE_CHECKING:
     import apprise
+    from jinja2.sandbox import SandboxedEnvironment
 
     from engine.config import Config
 
@@ -218,9 +219,9 @@ def build_apprise(
     Apprise's own: the caller bounds the delivery (Apprise's shared thread pools would let
     one hanging channel delay another's messages).
     """
-    apprise = load_apprise()
-    asset = apprise.AppriseAsset(async_mode=False, service_timeout=0)
-    notifier = apprise.Apprise(asset=asset)
+    lib = load_apprise()
+    asset = lib.AppriseAsset(async_mode=False, service_timeout=0)
+    notifier: apprise.Apprise = lib.Apprise(asset=asset)
     for where, url in resolve_urls(target, environ):
         if not notifier.add(url, tag=target.tag):
             raise NotifierError(f"{where} is not a valid Apprise URL")
@@ -232,7 +233,7 @@ def build_apprise(
             )
         if not Path(path).expanduser().is_file():
             raise NotifierError(f"alerts.apprise_config = {path}: no such file")
-        loaded = apprise.AppriseConfig(asset=asset)
+        loaded = lib.AppriseConfig(asset=asset)
         if not loaded.add(str(Path(path).expanduser())):
             raise NotifierError(f"alerts.apprise_config = {path}: not an Apprise configuration")
         for server in loaded.services():
@@ -292,7 +293,7 @@ _BODY_FIELDS = (
 
 
 @functools.cache
-def _sandbox() -> Any:
+def _sandbox() -> SandboxedEnvironment:
     from jinja2.sandbox import SandboxedEnvironment
 
     return SandboxedEnvironment(
@@ -459,7 +460,7 @@ def _task_facts(ti: Any, context: Mapping[str, Any]) -> dict[str, Any]:
     with runtime.get_store().session(readonly=True) as session:
         row = session.execute(statement).first()
     moved_on = row is None or row.try_number != ti.try_number
-    state = None if moved_on else str(row.state)
+    state = None if row is None or moved_on else str(row.state)
     event = _TASK_STATE_EVENTS.get(state or "")
     if event == "task_started" and "exception" in context:
         event = None  # an after-attempt callback never sees its own attempt running

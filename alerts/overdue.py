@@ -22,7 +22,7 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -37,6 +37,9 @@ from engine.states import DAG_RUN_ACTIVE, DagRunState
 from engine.store.db import Store, upsert_insert
 from engine.store.models import Dag, DagRun, Job, SlaMiss
 from engine.store.scheduling import NEVER
+
+if TYPE_CHECKING:
+    from engine.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -136,12 +139,14 @@ def find_overdue(
     progressing = _recently_queued(session, {row.dag_id for row in due_dags}, cutoff)
     found = []
     for dag_id, logical, due in due_dags:
-        if dag_id in progressing:
+        if dag_id in progressing or logical is None or due is None:  # None: left out by SQL
             continue
         reason, detail = _reason(dag_id, ctx, heartbeat_timeout)
         run_id = f"scheduled__{logical.astimezone(UTC).isoformat()}"
         found.append(Overdue(dag_id, run_id, logical, due, False, reason, detail))
     for dag_id, run_id, logical, queued_at in queued:
+        if queued_at is None:  # left out by SQL
+            continue
         reason, detail = _reason(dag_id, ctx, heartbeat_timeout)
         found.append(Overdue(dag_id, run_id, logical, queued_at, True, reason, detail))
     return sorted(found, key=lambda o: (o.due, o.dag_id, o.run_id))
@@ -219,7 +224,7 @@ def record(session: Session, overdue: Sequence[Overdue], now: datetime) -> list[
 class OverdueCheck:
     """One pass: find, record and alert the runs that should have started."""
 
-    def __init__(self, config: Any, routes: Mapping[str, Route] | None = None) -> None:
+    def __init__(self, config: Config, routes: Mapping[str, Route] | None = None) -> None:
         self.config = config
         routes = load_routes(config) if routes is None else routes
         self.routes = {n: r for n, r in routes.items() if Event.RUN_NOT_STARTED in r.events}
@@ -288,7 +293,7 @@ class OverdueRuns(PeriodicService):
 
     def __init__(
         self,
-        config: Any,
+        config: Config,
         store: Store,
         *,
         registry: hooks.Registry | None = None,

@@ -27,7 +27,7 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from sqlalchemy import select
@@ -48,6 +48,11 @@ from engine.config import GROUP_FIELDS
 from engine.exceptions import ConfigError
 from engine.store.models import Dag
 
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from engine.config import Config
+
 FALLBACK_ROUTE = "fallback"
 _KEYS = frozenset(
     {"urls", "conn_id", "tag", "events", "dags", "tags", "owners", "severity", "rate_limit"}
@@ -67,7 +72,7 @@ class Grouping:
     send_resolved: bool = False
 
     @classmethod
-    def from_config(cls, config: Any) -> Grouping:
+    def from_config(cls, config: Config) -> Grouping:
         fields = str(config["alerts.group_by"]).split(",")
         return cls(
             group_by=tuple(field.strip() for field in fields if field.strip()),
@@ -209,7 +214,7 @@ def _grouping(name: str, table: Mapping[str, Any], defaults: Grouping) -> Groupi
     return Grouping(tuple(dict.fromkeys(group_by)), send_resolved=send_resolved, **seconds)
 
 
-def load_routes(config: Any) -> dict[str, Route]:
+def load_routes(config: Config) -> dict[str, Route]:
     """The configured routes by name, plus `fallback` when alerts.fallback_urls is set."""
     defaults = Grouping.from_config(config)
     routes = {
@@ -230,7 +235,9 @@ def wanted_events(routes: Mapping[str, Route]) -> frozenset[Event]:
     return frozenset(event for route in routes.values() for event in route.events)
 
 
-def dag_details(session: Any, dag_ids: Iterable[str]) -> dict[str, tuple[list[str], str | None]]:
+def dag_details(
+    session: Session, dag_ids: Iterable[str]
+) -> dict[str, tuple[list[str], str | None]]:
     """Tags and owner of each DAG, for routes that filter on them (one query)."""
     ids = sorted(set(dag_ids))
     if not ids:
@@ -239,7 +246,7 @@ def dag_details(session: Any, dag_ids: Iterable[str]) -> dict[str, tuple[list[st
     return {dag_id: (list(tags or ()), owner) for dag_id, tags, owner in rows}
 
 
-def run_link(config: Any, dag_id: str | None, run_id: str | None) -> str | None:
+def run_link(config: Config, dag_id: str | None, run_id: str | None) -> str | None:
     """The console page of a run (or of a DAG), for the alert's message."""
     if not dag_id:
         return None

@@ -30,7 +30,7 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -46,6 +46,9 @@ from engine.states import DAG_RUN_ACTIVE, TASK_FINISHED, DagRunState
 from engine.store.db import upsert_insert
 from engine.store.models import DagRun, SlaMiss
 from metrics import stats
+
+if TYPE_CHECKING:
+    from engine.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -156,8 +159,10 @@ def run_verdict(run: RunRow, deadline: datetime, now: datetime) -> bool | None:
 def task_verdict(rows: Sequence[tuple[str, datetime | None]], deadline: datetime) -> str | None:
     """The state of a late task instance ((state, end_date) per map index), or None if every
     one finished by `deadline`."""
-    late = [state for state, end in rows if state not in _FINISHED or (end and end > deadline)]
-    unfinished = [state for state in late if state not in _FINISHED]
+    late: list[str | None] = [
+        state for state, end in rows if state not in _FINISHED or (end and end > deadline)
+    ]
+    unfinished: list[str | None] = [state for state in late if state not in _FINISHED]
     return (unfinished or late or [None])[0]
 
 
@@ -357,7 +362,7 @@ def emit_missed(miss: Miss) -> None:
 class SlaChecker:
     """The `sla` tick hook: records, counts and tells each SLA or deadline miss once."""
 
-    def __init__(self, routes: Mapping[str, Route], config: Any) -> None:
+    def __init__(self, routes: Mapping[str, Route], config: Config) -> None:
         self.routes = dict(routes)
         self.config = config
         self.fold = config["alerts.miss_after_failure"] == "fold"

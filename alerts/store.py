@@ -28,7 +28,7 @@ from alerts.states import (
     delivery_transition_allowed,
 )
 from engine.exceptions import IllegalTransition, TransitionConflict
-from engine.store.db import upsert_insert
+from engine.store.db import affected_rows, upsert_insert
 from engine.store.models import Alert, AlertDelivery, Job
 from engine.store.scheduling import pairs_in
 
@@ -142,8 +142,7 @@ def transition_delivery(
     )
     if attempt is not None:
         statement = statement.where(AlertDelivery.attempt == attempt)
-    result = session.execute(statement.values(status=to.value, **dict(values or {})))
-    return int(result.rowcount or 0)
+    return affected_rows(session.execute(statement.values(status=to.value, **dict(values or {}))))
 
 
 # -- writing rows --------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 
@@ -25,6 +25,9 @@ from engine.store import variables as variable_store
 from engine.store.audit import record_audit
 from engine.store.db import Store
 from engine.store.models import Dag, DagRun
+
+if TYPE_CHECKING:
+    from engine.config import Config
 
 
 class NotAllowed(DagwatchError):
@@ -209,7 +212,9 @@ def set_pool(store: Store, user: User, name: str, slots: int, description: str |
     return f"pool {pool.name}: {pool.slots} slots, {pool.open_slots} open"
 
 
-def set_variable(store: Store, user: User, config: Any, key: str, value: str, secret: bool) -> str:
+def set_variable(
+    store: Store, user: User, config: Config, key: str, value: str, secret: bool
+) -> str:
     """Create or replace a variable, audited (the value never is)."""
     require_admin(user)
     is_secret = secret or is_sensitive_key(key)

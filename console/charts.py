@@ -104,7 +104,7 @@ def gantt_chart(tries: pd.DataFrame) -> alt.LayerChart:
 
 def durations_chart(
     durations: pd.DataFrame, stats: Mapping[str, float | None], deadline: float | None
-) -> alt.LayerChart:
+) -> alt.LayerChart | alt.FacetChart:
     """Run durations over time, with the median, the p95 and the deadline as lines."""
     base = alt.Chart(durations).encode(x=alt.X("logical_date:T", title="logical date"))
     points = base.mark_point(filled=True, size=50).encode(
@@ -161,7 +161,7 @@ def last_runs_columns(rows: pd.DataFrame, width: int) -> tuple[pd.DataFrame, lis
 CAPACITY_COLOURS = {"wanted": "#ffb74d", "used": "#1565c0", "limit": "#c62828"}
 
 
-def capacity_chart(points: pd.DataFrame) -> alt.LayerChart:
+def capacity_chart(points: pd.DataFrame) -> alt.LayerChart | alt.FacetChart:
     """Slots wanted (held or waited for, an area), used (a line) and the limit (dashed)
     per bucket of a window: where the area rises above the dashed line, tasks waited."""
     colour = alt.Color(

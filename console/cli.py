@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -56,7 +57,7 @@ def streamlit_command(host: str, port: int) -> list[str]:
 @pass_cli
 def console(cli: CliContext, host: str | None, port: int | None) -> None:
     """Serve the operations console (Streamlit) until stopped."""
-    overrides = {}
+    overrides: dict[str, Any] = {}
     if host is not None:
         overrides["console__host"] = host
     if port is not None:

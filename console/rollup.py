@@ -12,7 +12,7 @@ again gives the same rows, so several schedulers may run it side by side.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select
 
@@ -21,6 +21,9 @@ from engine.clock import SYSTEM, Clock
 from engine.periodic import PeriodicService
 from engine.store.db import Store
 from engine.store.models import CapacityBucket, TaskTry
+
+if TYPE_CHECKING:
+    from engine.config import Config
 
 #: seconds between two passes
 INTERVAL = 60.0
@@ -64,7 +67,7 @@ class CapacityRollup(PeriodicService):
 
     def __init__(
         self,
-        config: Any,
+        config: Config,
         store: Store,
         *,
         registry: hooks.Registry | None = None,

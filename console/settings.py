@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from engine.exceptions import ConfigError
+
+if TYPE_CHECKING:
+    from engine.config import Config
 
 ROLES = ("viewer", "operator", "admin")
 #: what each role may do, cumulatively
@@ -35,7 +38,7 @@ class ConsoleSettings:
     grid_runs: int
 
     @classmethod
-    def from_config(cls, config: Any) -> ConsoleSettings:
+    def from_config(cls, config: Config) -> ConsoleSettings:
         """Read `console.*` from the loaded configuration."""
         return cls(
             host=config["console.host"],

@@ -130,7 +130,7 @@ def clear_panel(dag_id: str, run_ids: list[str], task_ids: list[str]) -> None:
     task = st.selectbox("Task", ["(all tasks)", *task_ids], key=f"{key}_task")
     downstream = st.checkbox("With downstream tasks", key=f"{key}_downstream")
     only_failed = st.checkbox("Only failed", key=f"{key}_only_failed")
-    args = {
+    args: dict[str, Any] = {
         "run_id": None if run_id == "(all runs)" else run_id,
         "task_regex": None if task == "(all tasks)" else f"^{_escape(task)}$",
         "downstream": downstream,

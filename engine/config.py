@@ -81,7 +81,11 @@ class Option:
 
     def _allowed_by_type(self) -> str:
         low, high = self.bounds()
-        span = "" if low is None else f" from {format_number(low)} to {format_number(high)}"
+        span = (
+            ""
+            if low is None or high is None
+            else f" from {format_number(low)} to {format_number(high)}"
+        )
         if self.type in ("int", "float"):
             return ("an integer" if self.type == "int" else "a number") + span
         if self.type == "duration":

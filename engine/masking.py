@@ -24,10 +24,13 @@ import os
 import re
 import threading
 from collections.abc import Mapping
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 from urllib.parse import unquote, urlsplit
 
 from engine.config import MASK
+
+if TYPE_CHECKING:
+    from engine.config import Config
 
 #: Shorter values are not masked: masking "a" or "42" would garble every line of output.
 MIN_SECRET_LENGTH = 3
@@ -159,7 +162,7 @@ def mask_url_password(url: str) -> None:
         mask_secret(unquote(password))
 
 
-def learn_config_secrets(config: Any) -> None:
+def learn_config_secrets(config: Config) -> None:
     """Hide the values of secret options given as text: keys whole, URLs by their password
     (the metastore's URL stays recognisable in logs).
 
@@ -194,7 +197,7 @@ def learn_environment_secrets(environ: Mapping[str, str]) -> None:
             connection.mask_secrets()
 
 
-def learn_secrets(config: Any, environ: Mapping[str, str] | None = None) -> None:
+def learn_secrets(config: Config, environ: Mapping[str, str] | None = None) -> None:
     """Hide what this process can know without reading a secret on purpose (see the module
     docstring), and mask its log handlers; `runtime.configure` calls it in every dagwatch
     process."""

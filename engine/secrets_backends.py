@@ -32,9 +32,12 @@ from collections.abc import Mapping
 from functools import lru_cache
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.exceptions import DagwatchError
+
+if TYPE_CHECKING:
+    from engine.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +204,7 @@ def allowed_names() -> str:
     )
 
 
-def configured(config: Any) -> list[tuple[str, SecretsBackend]]:
+def configured(config: Config) -> list[tuple[str, SecretsBackend]]:
     """(name, backend) in the order of `secrets.backends`."""
     kwargs = config["secrets.backend_kwargs"] or {}
     return list(
@@ -219,7 +222,7 @@ def _build(
     names: tuple[str, ...], variables_file: str, connections_file: str, kwargs_json: str
 ) -> tuple[tuple[str, SecretsBackend], ...]:
     all_kwargs = json.loads(kwargs_json)
-    built = []
+    built: list[tuple[str, SecretsBackend]] = []
     for name in names:
         if name == "env":
             built.append((name, EnvBackend()))
@@ -279,7 +282,7 @@ def _ask(name: str, backend: SecretsBackend, method: str, key: str) -> tuple[boo
         ) from None
 
 
-def find_variable(config: Any, key: str) -> tuple[str | None, bool, str | None]:
+def find_variable(config: Config, key: str) -> tuple[str | None, bool, str | None]:
     """(value, mask it, backend name) from the first backend that holds `key`."""
     from engine.masking import is_sensitive_key
 
@@ -290,7 +293,7 @@ def find_variable(config: Any, key: str) -> tuple[str | None, bool, str | None]:
     return None, False, None
 
 
-def find_connection(config: Any, conn_id: str) -> Any:
+def find_connection(config: Config, conn_id: str) -> Any:
     """The `Connection` from the first backend that holds `conn_id`, or None."""
     from engine.sdk.connections import Connection
 

@@ -56,7 +56,9 @@ def _entry(metric: Metric, match: str, match_type: str = "glob") -> dict[str, An
     return entry
 
 
-def mapping_entries(catalog: Catalog = CATALOG, prefix: str = DEFAULT_PREFIX) -> list[dict]:
+def mapping_entries(
+    catalog: Catalog = CATALOG, prefix: str = DEFAULT_PREFIX
+) -> list[dict[str, Any]]:
     """Every mapping in the order statsd_exporter should try them: exact names, then globs
     with the fewest wildcards first, then regexes (which it tries after all globs)."""
     dotted = f"{prefix.strip('.')}." if prefix.strip(".") else ""

@@ -29,29 +29,45 @@ import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.metrics_core import Metric as Family
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from metrics.catalog import CATALOG, TIMER_BUCKETS, Catalog, Metric, Sample
 from metrics.guard import MAX_SERIES_PER_METRIC, OVERFLOW, sanitize_value
 
+if TYPE_CHECKING:
+    from metrics.server import MetricsServer
+
 log = logging.getLogger(__name__)
 
 Source = Callable[[], Iterable[Sample]]
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+MultiprocessMode = Literal[
+    "all",
+    "liveall",
+    "min",
+    "livemin",
+    "max",
+    "livemax",
+    "sum",
+    "livesum",
+    "mostrecent",
+    "livemostrecent",
+]
 #: How a gauge's values from several processes combine (prometheus_client's modes).
 #: Each executor reports its own slots and tasks: their sum over live processes.
-MULTIPROCESS_MODES: Mapping[str, str] = {
+MULTIPROCESS_MODES: Mapping[str, MultiprocessMode] = {
     "executor.open_slots": "livesum",
     "executor.queued_tasks": "livesum",
     "executor.running_tasks": "livesum",
     "build_info": "max",
 }
-DEFAULT_MULTIPROCESS_MODE = "mostrecent"
+DEFAULT_MULTIPROCESS_MODE: MultiprocessMode = "mostrecent"
 
 
 def prepare_multiproc_dir(path: str | Path) -> Path:
@@ -128,19 +144,19 @@ class PrometheusBackend:
         self._failing_sources: set[int] = set()
         self._sourced: set[str] = set()
         self._rejected: set[str] = set()
-        self.server: Any = None  # a metrics.server.MetricsServer once serve() ran
+        self.server: MetricsServer | None = None  # once serve() ran
         registry.register(_ScrapeCollector(self))
 
     def add_source(self, source: Source) -> None:
         """Read `source()` at every scrape; it returns Samples of catalog gauges/counters."""
         self._sources.append(source)
 
-    def serve(self, host: str = "127.0.0.1", port: int = 9112) -> Any:
+    def serve(self, host: str = "127.0.0.1", port: int = 9112) -> MetricsServer:
         """Start the HTTP server (a daemon thread) and return it; `close()` stops it."""
         from metrics.server import MetricsServer
 
-        self.server = MetricsServer(self.registry, host, port).start()
-        return self.server
+        server = self.server = MetricsServer(self.registry, host, port).start()
+        return server
 
     def count(self, metric: Metric, value: float, labels: Mapping[str, str]) -> None:
         self._child(metric, labels).inc(value)
@@ -181,7 +197,7 @@ class PrometheusBackend:
             self.server.stop()
             self.server = None
 
-    def _mode(self, metric: Metric) -> str:
+    def _mode(self, metric: Metric) -> MultiprocessMode:
         return MULTIPROCESS_MODES.get(metric.name, DEFAULT_MULTIPROCESS_MODE)
 
     def _build(self, metric: Metric) -> Any:
@@ -203,7 +219,7 @@ class PrometheusBackend:
                     instrument = self._metrics[metric.name] = self._build(metric)
         return instrument.labels(*labels.values()) if labels else instrument
 
-    def _pushed(self) -> Iterator[Any]:
+    def _pushed(self) -> Iterator[Family]:
         if self._files is not None:
             yield from self._files.collect()
             return
@@ -258,7 +274,7 @@ class _ScrapeCollector:
     def __init__(self, backend: PrometheusBackend) -> None:
         self._backend = backend
 
-    def describe(self) -> Iterator[Any]:
+    def describe(self) -> Iterator[Family]:
         """Every catalog family, so the registry refuses a second claim on any name."""
         for metric in self._backend.catalog:
             name = family_name(metric)
@@ -269,7 +285,7 @@ class _ScrapeCollector:
             else:
                 yield HistogramMetricFamily(name, metric.help, labels=metric.labels)
 
-    def collect(self) -> Iterator[Any]:
+    def collect(self) -> Iterator[Family]:
         sourced = self._backend._read_sources()
         hidden = self._backend._sourced
         for family in self._backend._pushed():

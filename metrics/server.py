@@ -97,7 +97,7 @@ class MetricsServer:
         return healthy, {"status": "healthy" if healthy else "unhealthy", "checks": results}
 
     def start(self) -> MetricsServer:
-        server_class = _Server
+        server_class: type[_Server] = _Server
         if ":" in self.host:  # an IPv6 literal
             server_class = type("_Server6", (_Server,), {"address_family": socket.AF_INET6})
         self._httpd = server_class((self.host, self.requested_port), _Handler)

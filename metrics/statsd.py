@@ -50,7 +50,7 @@ def _number(value: float) -> int | float:
     return int(value) if value.is_integer() else round(value, 6)
 
 
-class _Client(statsd.StatsClient):
+class _Client(statsd.StatsClient):  # type: ignore[misc]  # the package has no type hints
     """The package's UDP client with dagwatch's send, timer format and DogStatsD tags."""
 
     def __init__(

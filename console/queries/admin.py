@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -10,6 +10,9 @@ from console.queries.common import frame
 from engine.store import pools as pool_store
 from engine.store import variables as variable_store
 from engine.store.db import Store
+
+if TYPE_CHECKING:
+    from engine.config import Config
 
 POOL_COLUMNS = ("pool", "slots", "running_slots", "queued_slots", "open_slots", "description")
 VARIABLE_COLUMNS = ("key", "value", "is_secret", "description")
@@ -22,7 +25,7 @@ def pools(store: Store) -> pd.DataFrame:
     return frame(([row[c] for c in POOL_COLUMNS] for row in rows), POOL_COLUMNS)
 
 
-def variables(store: Store, config: Any) -> pd.DataFrame:
+def variables(store: Store, config: Config) -> pd.DataFrame:
     """Every variable; a secret one's value shows as ***."""
     with store.session(readonly=True) as session:
         records = variable_store.list_variables(session, config=config)

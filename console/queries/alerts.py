@@ -117,7 +117,7 @@ def routes(store: Store, *, window: timedelta, now: datetime | None = None) -> l
         .limit(500)
     )
     with store.session(readonly=True) as session:
-        return [route for (route,) in session.execute(query)]
+        return [route for (route,) in session.execute(query) if route is not None]
 
 
 def attempts(store: Store, alert_id: int, *, limit: int = 100) -> pd.DataFrame:

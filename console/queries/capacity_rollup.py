@@ -36,7 +36,7 @@ from console.queries.capacity import (
 )
 from console.queries.common import utcnow
 from engine.store import scheduling
-from engine.store.db import Store
+from engine.store.db import Store, affected_rows
 from engine.store.models import CapacityBucket
 
 MINUTE = 60
@@ -223,7 +223,7 @@ def prune(store: Store, before: datetime) -> int:
     """Delete the buckets of minutes before `before`; returns how many."""
     with store.session() as session:
         result = session.execute(delete(CapacityBucket).where(CapacityBucket.minute < before))
-        return int(result.rowcount or 0)
+        return affected_rows(result)
 
 
 def covered(store: Store, start: datetime, end: datetime) -> bool:

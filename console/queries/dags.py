@@ -103,7 +103,7 @@ def list_dags(
     return DagPage(frame(rows, COLUMNS), int(total))
 
 
-def _newest_in_state(state: str) -> Select[tuple[str]]:
+def _newest_in_state(state: str) -> Select[str]:
     """The DAGs whose newest run (by logical date) is in `state`: the newest date of each
     DAG comes from the (dag_id, logical_date) index, then one lookup per DAG."""
     newest = (

@@ -252,7 +252,7 @@ def gantt(store: Store, dag_id: str, run_id: str) -> pd.DataFrame:
     )
     with store.session(readonly=True) as session:
         tries = session.execute(tries_query).all()
-        queued: dict[tuple[str, int], list[datetime]] = {}
+        queued: dict[tuple[str | None, int], list[datetime]] = {}
         for task_id, map_index, at in session.execute(queued_query):
             queued.setdefault((task_id, map_index if map_index is not None else -1), []).append(at)
     rows = []

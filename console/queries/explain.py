@@ -4,15 +4,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
 
 import pandas as pd
 from sqlalchemy import select
 
 from console.queries.common import frame, seconds_between, utcnow
-from engine.config import load_config
+from engine.config import Config, load_config
 from engine.scheduling import explain
 from engine.states import TASK_FINISHED
 from engine.store.db import Store
@@ -21,7 +19,7 @@ from engine.store.models import DagRun, TaskInstance
 Explanation = explain.Explanation
 
 
-def _config(config: Mapping[str, Any] | None) -> Mapping[str, Any]:
+def _config(config: Config | None) -> Config:
     """The limits the scheduler applies come from the configuration the console runs with."""
     return config if config is not None else load_config(os.environ)
 
@@ -33,7 +31,7 @@ def task(
     task_id: str,
     map_index: int | None = None,
     *,
-    config: Mapping[str, Any] | None = None,
+    config: Config | None = None,
     now: datetime | None = None,
 ) -> Explanation:
     """Why one task instance is not running."""
@@ -47,7 +45,7 @@ def run(
     dag_id: str,
     run_id: str,
     *,
-    config: Mapping[str, Any] | None = None,
+    config: Config | None = None,
     now: datetime | None = None,
 ) -> Explanation:
     """Why a run is not running, or which of its task instances wait and why."""
@@ -58,7 +56,7 @@ def dag(
     store: Store,
     dag_id: str,
     *,
-    config: Mapping[str, Any] | None = None,
+    config: Config | None = None,
     now: datetime | None = None,
 ) -> Explanation:
     """Why a DAG's next run has not started."""

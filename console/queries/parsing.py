@@ -87,9 +87,8 @@ def files(
     for fileloc, duration, dags, tasks, parsed, broken, timed_out in rows:
         checked = max(parsed, last_pass) if last_pass else parsed
         age = seconds_between(now, checked)
-        table.append(
-            (fileloc, duration, dags, tasks, parsed, age, age > stale_after, broken, timed_out)
-        )
+        stale = age is not None and age > stale_after
+        table.append((fileloc, duration, dags, tasks, parsed, age, stale, broken, timed_out))
     return ParseFiles(
         frame(table, FILE_COLUMNS), total, float(total_parse), stale_count, last_pass, stale_after
     )

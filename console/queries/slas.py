@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 from sqlalchemy import and_, select
@@ -29,6 +29,9 @@ from engine.store import scheduling
 from engine.store.db import Store
 from engine.store.models import Dag, DagRun, SlaMiss, TaskInstance
 from engine.store.scheduling import pairs_in
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 WINDOWS: dict[str, timedelta] = {"24 h": timedelta(hours=24), "7 d": timedelta(days=7)}
 AT_RISK_COLUMNS = (
@@ -162,7 +165,7 @@ def runs_at_risk(
     with store.session(readonly=True) as session:
         runs = sorted({(row.dag_id, row.run_id) for row in warned})
         dag_ids = sorted({dag_id for dag_id, _ in runs})
-        serialized = dict(
+        serialized: dict[str, Any] = dict(
             session.execute(select(Dag.dag_id, Dag.serialized).where(Dag.dag_id.in_(dag_ids))).all()
         )
         states = forecast.task_states(session, runs)
@@ -198,7 +201,7 @@ def _time(text: str | None) -> datetime | None:
 
 
 def _scheduled(
-    session: Any, runs: Sequence[tuple[str, str]]
+    session: Session, runs: Sequence[tuple[str, str]]
 ) -> dict[tuple[str, str], list[tuple[str, str, int]]]:
     """(dag_id, run_id) -> [(task_id, pool, pool_slots)] of its task instances waiting for a
     slot (scheduled)."""
@@ -273,7 +276,7 @@ def misses(
 
 
 def _task_ends(
-    session: Any, runs: set[tuple[str, str]]
+    session: Session, runs: set[tuple[str, str]]
 ) -> dict[tuple[str, str, str], datetime | None]:
     """When each task of these runs finished (its last map index); None: not yet."""
     ends: dict[tuple[str, str, str], datetime | None] = {}

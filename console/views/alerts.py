@@ -104,7 +104,7 @@ labels = {
 if not rows.empty:
     st.subheader("Attempts of an alert")
     chosen = st.selectbox(
-        "Alert", list(labels), format_func=labels.get, key="alerts_chosen"
+        "Alert", list(labels), format_func=labels.__getitem__, key="alerts_chosen"
     )  # fmt: skip
     tried = state.read("alerts.attempts", chosen)
     if tried.empty:
@@ -137,9 +137,10 @@ if not resendable:
     st.caption("No failed or suppressed alert on this page.")
 else:
     alert_id = st.selectbox(
-        "Failed or suppressed alert", resendable, format_func=labels.get, key="resend_alert"
+        "Failed or suppressed alert", resendable, format_func=labels.__getitem__, key="resend_alert"
     )
-    if st.button("Resend…", key="resend_preview", disabled=not user.can_act):
+    resend = st.button("Resend…", key="resend_preview", disabled=not user.can_act)
+    if resend and alert_id is not None:
         ui._run_preview(
             key,
             lambda: alert_page.preview_resend(state.store(), alert_id),

@@ -118,11 +118,11 @@ if tab_durations.open:
         if durations.empty:
             st.info("No finished run yet.")
         else:
-            cols = st.columns(3)
-            cols[0].metric("median", ui.fmt(stats["median"], ".1f") + " s")
-            cols[1].metric("p95", ui.fmt(stats["p95"], ".1f") + " s")
+            stat_cols = st.columns(3)
+            stat_cols[0].metric("median", ui.fmt(stats["median"], ".1f") + " s")
+            stat_cols[1].metric("p95", ui.fmt(stats["p95"], ".1f") + " s")
             deadline = info.deadline_seconds
-            cols[2].metric("deadline", "none" if deadline is None else f"{deadline:.0f} s")
+            stat_cols[2].metric("deadline", "none" if deadline is None else f"{deadline:.0f} s")
             st.altair_chart(
                 charts.durations_chart(durations, stats, info.deadline_seconds),
                 width="stretch",
@@ -130,11 +130,11 @@ if tab_durations.open:
 
 if tab_ti.open:
     with tab_ti:
-        cols = st.columns(4)
-        ti_run = cols[0].selectbox("Run", run_ids or ["-"], index=run_index, key="ti_run")
+        ti_cols = st.columns(4)
+        ti_run = ti_cols[0].selectbox("Run", run_ids or ["-"], index=run_index, key="ti_run")
         task_ids = info.task_ids
         wanted_task = st.query_params.get("task_id")
-        ti_task = cols[1].selectbox(
+        ti_task = ti_cols[1].selectbox(
             "Task",
             task_ids,
             index=task_ids.index(wanted_task) if wanted_task in task_ids else 0,
@@ -143,14 +143,14 @@ if tab_ti.open:
         map_index = -1
         if ti_task in info.mapped:
             indexes = list(state.read("detail.mapped_instances", dag_id, ti_run, ti_task).map_index)
-            map_index = int(cols[2].selectbox("Map index", indexes or [-1], key="ti_map_index"))
+            map_index = int(ti_cols[2].selectbox("Map index", indexes or [-1], key="ti_map_index"))
         why.task_instance(dag_id, ti_run, ti_task, map_index)
         tries = state.read("detail.task_tries", dag_id, ti_run, ti_task, map_index)
         if tries.empty:
             st.info("This task instance has not run yet.")
         else:
             numbers = list(tries.try_number)
-            try_number = cols[3].selectbox("Try", numbers, index=len(numbers) - 1, key="ti_try")
+            try_number = ti_cols[3].selectbox("Try", numbers, index=len(numbers) - 1, key="ti_try")
             chosen = tries[tries.try_number == try_number].iloc[0]
             st.caption(f"try {try_number}: {chosen.state} on {chosen.hostname or '-'}")
             log = detail.read_log(

@@ -11,7 +11,7 @@ settings = state.settings()
 st.title("Overview")
 
 
-def _number(column, label: str, value: object, page: str, link: str, **params: str) -> None:  # type: ignore[no-untyped-def]
+def _number(column, label: str, value: object, page: str, link: str, **params: str) -> None:
     column.metric(label, value)
     column.page_link(page, label=link, query_params=params or None)
 

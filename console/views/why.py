@@ -49,7 +49,7 @@ if run_id != NEXT_RUN:
     )
     task_id, map_index = keys[chosen]
 try:
-    if task_id is not None:
+    if task_id is not None and map_index is not None:
         found = state.read("explain.task", dag_id, run_id, task_id, int(map_index))
     elif run_id != NEXT_RUN:
         found = state.read("explain.run", dag_id, run_id)

@@ -69,7 +69,7 @@ def load_plan(session: Session, dag_id: str) -> tuple[Dag, SerializedDAG]:
 
 
 #: Why a queued or running task instance is not cleared.
-_BUSY = {
+_BUSY: dict[str, str] = {
     TaskState.QUEUED: "handed to an executor; clear it once it ends",
     TaskState.RUNNING: "its attempt is executing; clear it once it ends",
 }

@@ -89,9 +89,9 @@ def mark_run(
         if dry_run or run.state == target.value:
             return result
         reason = f"marked {target.value} by {actor}"
-        for (before, to), ids in todo.items():
+        for (before, after), ids in todo.items():
             transition_task_instances(
-                session, ids, expected=TaskState(before), to=TaskState(to), at=now, reason=reason
+                session, ids, expected=TaskState(before), to=TaskState(after), at=now, reason=reason
             )
         try:
             transition_dag_run(

@@ -7,6 +7,7 @@ from dataclasses import asdict
 from typing import Any
 
 import click
+from sqlalchemy import String
 
 from engine.cli import CliContext, pass_cli
 from engine.cli.output import echo_object, echo_rows, output_option
@@ -48,7 +49,9 @@ class ConnectionUri(click.ParamType):
 
 
 def _column_length(field: str) -> int:
-    return int(models.Connection.__table__.c[field].type.length)
+    column_type = models.Connection.__table__.c[field].type
+    assert isinstance(column_type, String)  # the fields checked are VARCHAR columns
+    return int(column_type.length or 0)
 
 
 def _refuse_what_does_not_fit(connection: Connection, from_uri: bool) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -13,6 +13,9 @@ from engine.cli import CliContext, pass_cli
 from engine.cli.output import echo_object, echo_rows, output_option
 from engine.cli.usage import DATETIME, JSON_OBJECT, NAME, Group
 from engine.exceptions import DagwatchError, NotFound
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 
 @click.group(cls=Group)
@@ -130,7 +133,7 @@ def show(cli: CliContext, dag_id: str, output: str) -> None:
 
     with cli.store.session() as session:
         plan = SerializedDAG.from_dict(dag_store.get_dag(session, dag_id).serialized)
-    tasks = [
+    tasks: list[dict[str, Any]] = [
         {
             "task_id": task.task_id,
             "operator": task.operator,
@@ -172,7 +175,7 @@ def load_dag(cli: CliContext, dag_id: str) -> Any:
     raise NotFound(f"DAG {dag_id!r} is no longer defined in {fileloc}")
 
 
-def _raise_import_error(session: Any, dag_id: str, not_found: NotFound) -> None:
+def _raise_import_error(session: Session, dag_id: str, not_found: NotFound) -> None:
     """Raise the import error of the file that should define `dag_id`, if there is one."""
     from engine.cli import import_errors
 

@@ -10,7 +10,10 @@ import shutil
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 #: the table's width: the terminal's, within these bounds
 MIN_WIDTH, MAX_WIDTH = 80, 120
@@ -90,7 +93,7 @@ def _when(value: Any) -> str:
     return value.strftime("%Y-%m-%d %H:%M") if isinstance(value, datetime) else str(value or "")
 
 
-def error_for_dag(session: Any, dag_id: str) -> tuple[str, str] | None:
+def error_for_dag(session: Session, dag_id: str) -> tuple[str, str] | None:
     """(file, traceback) of the import error that hides DAG `dag_id`: the error of the file
     it was last parsed from, else of a file whose source names it; None if none."""
     from engine.store import dags

@@ -175,7 +175,12 @@ def backfill(
     naive = start.tzinfo is None, end.tzinfo is None
     if naive[0] == naive[1] and start > end:
         raise usage_error(f"--start {start.isoformat()} is after --end {end.isoformat()}")
-    options = {"start": start, "end": end, "conf": conf, "rerun_failed": rerun_failed}
+    options: dict[str, Any] = {
+        "start": start,
+        "end": end,
+        "conf": conf,
+        "rerun_failed": rerun_failed,
+    }
     if not yes:
         planned = api.backfill(cli.store, dag_id, dry_run=True, **options)
         if len(planned) > CONFIRM_ABOVE:

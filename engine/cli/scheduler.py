@@ -7,13 +7,17 @@ import signal
 import subprocess
 import sys
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from engine.cli import CliContext, pass_cli
 from engine.cli.usage import SECONDS
 from engine.exceptions import DagwatchError
+
+if TYPE_CHECKING:
+    from engine.config import Config
+    from engine.store.db import Store
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +33,9 @@ def _stop_on_signals(stop: threading.Event) -> None:
     signal.signal(signal.SIGINT, handler)
 
 
-def run_scheduler(cli: CliContext, *, config: Any, drain: bool, parse: bool, grace: float) -> None:
+def run_scheduler(
+    cli: CliContext, *, config: Config, drain: bool, parse: bool, grace: float
+) -> None:
     """Take the single-scheduler lock, start the processor thread, run the loop.
 
     If one of the process's own threads dies, the loop stops and this raises with the
@@ -47,7 +53,13 @@ def run_scheduler(cli: CliContext, *, config: Any, drain: bool, parse: bool, gra
 
 
 def _run_watched(
-    cli: CliContext, *, config: Any, drain: bool, parse: bool, grace: float, stop: threading.Event
+    cli: CliContext,
+    *,
+    config: Config,
+    drain: bool,
+    parse: bool,
+    grace: float,
+    stop: threading.Event,
 ) -> None:
     from engine.execution import get_executor
     from engine.observability.service import Telemetry
@@ -163,7 +175,7 @@ def standalone(cli: CliContext, grace: float, with_console: bool) -> None:
             _stop_process(console)
 
 
-def _start_console(config: Any) -> subprocess.Popen[bytes] | None:
+def _start_console(config: Config) -> subprocess.Popen[bytes] | None:
     """`dagwatch console` as a child process, when a plugin provides that verb."""
     from engine import hooks
 
@@ -184,7 +196,7 @@ def _stop_process(process: subprocess.Popen[bytes], timeout: float = 10.0) -> No
             process.wait()
 
 
-def _ensure_example_pool(store: Any) -> None:
+def _ensure_example_pool(store: Store) -> None:
     """example_pool_limited needs its pool; create it once, never overwrite a user's."""
     from engine.store import pools
 

@@ -7,7 +7,7 @@ import tempfile
 from dataclasses import asdict, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -148,7 +148,7 @@ def clear(
     """
     from engine import api
 
-    options = {
+    options: dict[str, Any] = {
         "task_regex": task_regex,
         "run_id": run_id,
         "downstream": downstream,
@@ -196,7 +196,12 @@ def failed_deps(
     from engine.scheduling.explain import explain_task
 
     found = explain_task(cli.store, cli.config, dag_id, run_id, task_id, map_index)
-    result = {"dag_id": dag_id, "run_id": run_id, "task_id": task_id, "reason": found.reason}
+    result: dict[str, Any] = {
+        "dag_id": dag_id,
+        "run_id": run_id,
+        "task_id": task_id,
+        "reason": found.reason,
+    }
     if map_index is not None:
         result = {**result, "map_index": map_index}
     # what is in the way (counts, pool holders, upstream states), when there is any

@@ -44,13 +44,13 @@ def _negative_number(ctx: click.Context, given: str) -> str:
     """What to say when a negative number was given where an argument was expected (click
     takes it for an option): name the argument and its range when there is one to name."""
     numbers = [
-        param
+        (param, param.type)
         for param in ctx.command.params
         if isinstance(param, click.Argument) and isinstance(param.type, BoundedInt)
     ]
     if len(numbers) == 1:
-        (param,) = numbers
-        allowed = param.type.allowed()
+        ((param, bounded),) = numbers
+        allowed = bounded.allowed()
         return f"Invalid value for {param.human_readable_name!r}: {given} is not {allowed}"
     return f"{given} is not allowed here: the value must not be negative"
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from engine.states import TaskState
 
@@ -69,7 +69,7 @@ class AttemptEvent:
         return self.state is None
 
 
-def external_ids(executor: Any, ti_ids: Sequence[int]) -> dict[int, str]:
+def external_ids(executor: Executor, ti_ids: Sequence[int]) -> dict[int, str]:
     """The message ids an executor gives these attempts before they are queued ({} for
     executors without messages): the scheduler commits them with the queued state."""
     assign = getattr(executor, "assign_external_ids", None)

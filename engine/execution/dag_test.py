@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.exceptions import DagwatchError
 from engine.execution import runner
@@ -22,6 +22,10 @@ from engine.states import DAG_RUN_FINISHED, DagRunState, TaskState
 from engine.store import runs, transitions
 from engine.store.dags import dag_hash
 from engine.store.models import TaskInstance
+
+if TYPE_CHECKING:
+    from engine.config import Config
+    from engine.store.db import Store
 
 Printer = Callable[[str], None]
 
@@ -38,7 +42,7 @@ class RunReport:
     reason: str | None = None
 
 
-def _prepare_run(store: Any, dag: Any, serialized: dict, logical_date: datetime, conf: dict, now):
+def _prepare_run(store: Store, dag: Any, serialized: dict, logical_date: datetime, conf: dict, now):
     run_id = f"test__{logical_date.isoformat()}"
     with store.session() as session:
         existing = runs.find_dag_run_by_date(session, dag.dag_id, logical_date)
@@ -66,7 +70,7 @@ def _prepare_run(store: Any, dag: Any, serialized: dict, logical_date: datetime,
     return run_id
 
 
-def _states(store: Any, dag_id: str, run_id: str) -> dict[tuple[str, int], TaskInstance]:
+def _states(store: Store, dag_id: str, run_id: str) -> dict[tuple[str, int], TaskInstance]:
     """(task_id, map_index) -> task instance row, detached."""
     with store.session() as session:
         rows = runs.get_task_instances(session, dag_id, run_id)
@@ -74,7 +78,9 @@ def _states(store: Any, dag_id: str, run_id: str) -> dict[tuple[str, int], TaskI
     return {(row.task_id, row.map_index): row for row in rows}
 
 
-def _move(store: Any, rows: list[TaskInstance], to: TaskState, now: datetime, reason: str) -> None:
+def _move(
+    store: Store, rows: list[TaskInstance], to: TaskState, now: datetime, reason: str
+) -> None:
     """Transition rows (grouped by their current state) to `to`."""
     by_state: dict[str, list[int]] = {}
     for row in rows:
@@ -109,8 +115,8 @@ def _next_ready(tis: dict[Any, TaskInstance], order: dict[str, int]) -> TaskInst
 
 
 def run_dag_in_process(
-    store: Any,
-    config: Any,
+    store: Store,
+    config: Config,
     dag: Any,
     *,
     logical_date: datetime,
@@ -187,7 +193,7 @@ def _describe(result: runner.AttemptResult) -> str:
     return line + (f"\n      {result.error}" if result.error else "")
 
 
-def _finish_run(store: Any, dag: Any, run_id: str, report: RunReport, clock) -> None:
+def _finish_run(store: Store, dag: Any, run_id: str, report: RunReport, clock) -> None:
     now = clock()
     with store.session() as session:
         run = runs.get_dag_run(session, dag.dag_id, run_id)
@@ -216,7 +222,7 @@ def _finish_run(store: Any, dag: Any, run_id: str, report: RunReport, clock) -> 
 
 
 def run_task_in_scratch(
-    config: Any, dag: Any, task_id: str, *, logical_date: datetime, scratch: Path
+    config: Config, dag: Any, task_id: str, *, logical_date: datetime, scratch: Path
 ) -> runner.AttemptResult:
     """Run one task once against a throwaway metastore in `scratch` (`tasks test`)."""
     from engine.store.db import Store

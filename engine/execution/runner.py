@@ -24,12 +24,12 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine import secrets
 from engine.exceptions import (
@@ -58,6 +58,12 @@ from engine.sdk.templating import date_context, make_jinja_env
 from engine.states import TaskState
 from engine.store import runs, transitions
 from engine.store import workers as store_workers
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from engine.config import Config
+    from engine.store.db import Store
 
 log = logging.getLogger(__name__)
 task_log = logging.getLogger("engine.task")
@@ -148,7 +154,7 @@ def _seconds(value: timedelta | float | None) -> float | None:
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
 
-def build_context(dag: Any, task: Any, run: Any, ti: RuntimeTaskInstance, config: Any) -> dict:
+def build_context(dag: Any, task: Any, run: Any, ti: RuntimeTaskInstance, config: Config) -> dict:
     """The template and callback context of one attempt (Airflow's names)."""
     context = TaskContext(
         date_context(run.logical_date, run.data_interval_start, run.data_interval_end)
@@ -182,7 +188,7 @@ class StaleMessage(TransitionConflict):
 
 
 def _begin(
-    store: Any,
+    store: Store,
     ti_id: int,
     *,
     base_log: Path,
@@ -233,14 +239,14 @@ def _begin(
     return ti, run, path, resumed
 
 
-def heartbeat_interval(config: Any) -> float:
+def heartbeat_interval(config: Config) -> float:
     """Seconds between heartbeats: several per `scheduler.heartbeat_timeout`, at most 5."""
     return min(5.0, float(config["scheduler.heartbeat_timeout"]) / 6)
 
 
 @contextlib.contextmanager
 def heartbeating(
-    store: Any,
+    store: Store,
     ti_id: int,
     interval: float,
     clock: Clock,
@@ -364,8 +370,8 @@ class Executed:
 
 
 def begin_attempt(
-    store: Any,
-    config: Any,
+    store: Store,
+    config: Config,
     ti_id: int,
     *,
     clock: Clock = utcnow,
@@ -391,8 +397,8 @@ def begin_attempt(
 
 
 def execute_attempt(
-    store: Any,
-    config: Any,
+    store: Store,
+    config: Config,
     dag: Any,
     begun: Begun,
     *,
@@ -440,7 +446,7 @@ def execute_attempt(
 
 
 def finish_attempt(
-    store: Any,
+    store: Store,
     dag: Any,
     begun: Begun,
     executed: Executed,
@@ -460,8 +466,8 @@ def finish_attempt(
 
 
 def run_attempt(
-    store: Any,
-    config: Any,
+    store: Store,
+    config: Config,
     dag: Any,
     ti_id: int,
     *,
@@ -516,7 +522,7 @@ _TRY_ENDS = {
 
 
 def _finish(
-    store: Any,
+    store: Store,
     row: Any,
     run: Any,
     task: Any,
@@ -587,7 +593,7 @@ def _finish(
     )  # fmt: skip
 
 
-def _skip_downstream(session: Any, row: Any, task_ids: frozenset[str], now: datetime) -> None:
+def _skip_downstream(session: Session, row: Any, task_ids: frozenset[str], now: datetime) -> None:
     """Skip the tasks a branch or short-circuit did not follow (those not yet started)."""
     waiting = [
         ti
@@ -612,7 +618,7 @@ _AFTER_CALLBACKS = {
 
 
 def _after_callbacks(
-    store: Any, task: Any, result: AttemptResult, context: dict, ti: RuntimeTaskInstance
+    store: Store, task: Any, result: AttemptResult, context: dict, ti: RuntimeTaskInstance
 ) -> None:
     kind = _AFTER_CALLBACKS.get(result.state)
     if kind and context and not result.moved:
@@ -628,8 +634,11 @@ def callback_name(callback: Any) -> str:
 
 
 def run_callbacks(
-    store: Any,
-    callbacks: Callable[[dict], Any] | Sequence[Callable[[dict], Any]] | None,
+    store: Store,
+    callbacks: Callable[[dict], Any]
+    | list[Callable[[dict], Any]]
+    | tuple[Callable[[dict], Any], ...]
+    | None,
     context: dict,
     kind: str,
     ti: RuntimeTaskInstance | None,
@@ -664,7 +673,10 @@ def run_callbacks(
                 error=secrets.redact(error) if error else None,
             )
         emit.callback_ran(
-            ti.dag_id if ti else dag_id, kind, error is not None, dag_level=ti is None
+            ti.dag_id if ti else dag_id,  # type: ignore[arg-type]  # given when ti is None
+            kind,
+            error is not None,
+            dag_level=ti is None,
         )
         outcomes.append(error)
     return outcomes

@@ -7,15 +7,18 @@ Such a process installs `install_relay(config)` before it runs anything, and han
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from engine import masking
 from engine.observability.settings import metrics_settings
 from metrics import Stats, stats
 from metrics.relay import RelayBackend
 
+if TYPE_CHECKING:
+    from engine.config import Config
 
-def install_relay(config: Any) -> RelayBackend:
+
+def install_relay(config: Config) -> RelayBackend:
     """Make this process's `metrics.stats` buffer into a relay, with the configured lists."""
     settings = metrics_settings(config, serve=False)
     relay = RelayBackend()

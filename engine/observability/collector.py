@@ -39,13 +39,17 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from engine.observability.labels import file_label, folder_forms
 from engine.states import TaskState
 from engine.store import gauges
 from engine.store.gauges import Snapshot
 from metrics import Sample
+
+if TYPE_CHECKING:
+    from engine.config import Config
+    from engine.store.db import Store
 
 Clock = Callable[[], datetime]
 #: Task states shown per (queue, dag_id, task_id); queued and running hold pool slots.
@@ -62,7 +66,9 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def metastore_source(store: Any, config: Any, clock: Clock = utcnow) -> Callable[[], list[Sample]]:
+def metastore_source(
+    store: Store, config: Config, clock: Clock = utcnow
+) -> Callable[[], list[Sample]]:
     """The source to hand to `PrometheusBackend.add_source`: reads the metastore per scrape.
 
     A database error propagates: the backend then drops this source's samples from that

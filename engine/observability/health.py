@@ -49,6 +49,9 @@ from engine.store import scheduling
 from metrics import Sample
 
 if TYPE_CHECKING:
+    from engine.config import Config
+    from engine.execution.base import Executor
+    from engine.store.db import Store
     from metrics.server import MetricsServer
 
 Check = Callable[[], tuple[bool, Mapping[str, Any]]]
@@ -62,10 +65,10 @@ MIN_PROCESSOR_GRACE = 60.0
 
 def install_health_checks(
     server: MetricsServer,
-    store: Any,
-    config: Any,
+    store: Store,
+    config: Config,
     *,
-    executor: Any = None,
+    executor: Executor | None = None,
     job_id: Callable[[], int | None] = lambda: None,
     clock: Clock = utcnow,
 ) -> None:
@@ -95,7 +98,7 @@ def health_source(server: MetricsServer) -> Callable[[], list[Sample]]:
     return read_health
 
 
-def metastore_check(store: Any) -> Check:
+def metastore_check(store: Store) -> Check:
     """The metastore answers a trivial query; its latency says how well."""
 
     def check() -> tuple[bool, Mapping[str, Any]]:
@@ -110,8 +113,8 @@ def metastore_check(store: Any) -> Check:
 
 
 def scheduler_check(
-    store: Any,
-    config: Any,
+    store: Store,
+    config: Config,
     *,
     job_id: Callable[[], int | None] = lambda: None,
     clock: Clock = utcnow,
@@ -143,7 +146,7 @@ def scheduler_check(
     return check
 
 
-def dag_processor_check(store: Any, config: Any, *, clock: Clock = utcnow) -> Check:
+def dag_processor_check(store: Store, config: Config, *, clock: Clock = utcnow) -> Check:
     """Changes to DAG files reach the metastore within the grace (see the module doc)."""
     grace = max(3 * float(config["scheduler.min_file_process_interval"]), MIN_PROCESSOR_GRACE)
     folders = dag_folders(config)
@@ -205,7 +208,7 @@ def _unparsed_changes(
     return late
 
 
-def executor_check(executor: Any, config: Any) -> Check:
+def executor_check(executor: Executor, config: Config) -> Check:
     """The executor's slots and attempts; it passes whenever the executor answers."""
     parallelism = config["core.parallelism"]
 
@@ -220,7 +223,7 @@ def executor_check(executor: Any, config: Any) -> Check:
     return check
 
 
-def error_detail(exc: BaseException, store: Any) -> dict[str, str]:
+def error_detail(exc: BaseException, store: Store) -> dict[str, str]:
     """The error's class and first line, with the metastore's URL and password blanked."""
     lines = str(exc).strip().splitlines()
     message = lines[0] if lines else ""

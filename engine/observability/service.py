@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import metrics
 from engine import masking
@@ -21,6 +21,11 @@ from engine.observability import emit
 from engine.observability.settings import metrics_settings
 from metrics.gauges import GaugeSet
 
+if TYPE_CHECKING:
+    from engine.config import Config
+    from engine.store.db import Store
+    from metrics.server import MetricsServer
+
 log = logging.getLogger(__name__)
 
 
@@ -28,7 +33,7 @@ class Telemetry:
     """This process's metrics: its facade and, in the scheduler, its HTTP server."""
 
     def __init__(
-        self, config: Any, store: Any, *, serve: bool, environ: Mapping[str, str] | None = None
+        self, config: Config, store: Store, *, serve: bool, environ: Mapping[str, str] | None = None
     ) -> None:
         self.config = config
         self.store = store
@@ -41,7 +46,7 @@ class Telemetry:
                 f"cannot serve /metrics on {where} (metrics.prometheus_host, "
                 f"metrics.prometheus_port): {exc.strerror or exc}"
             ) from None
-        self.server: Any = None
+        self.server: MetricsServer | None = None
         self._pusher: GaugePusher | None = None
         if serve and self.stats.backends:
             self._serve_metastore_gauges(settings)

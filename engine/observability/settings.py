@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from metrics import MetricsSettings
+
+if TYPE_CHECKING:
+    from engine.config import Config
 
 
 def _prefixes(raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
 
 
-def metrics_settings(config: Any, *, serve: bool) -> MetricsSettings:
+def metrics_settings(config: Config, *, serve: bool) -> MetricsSettings:
     """Settings for this process; only the scheduler (`serve`) opens the Prometheus port."""
     return MetricsSettings(
         statsd_on=config["metrics.statsd_on"],

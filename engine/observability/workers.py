@@ -6,11 +6,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.observability.collector import Clock, utcnow
 from engine.store import workers
 from metrics import Sample
+
+if TYPE_CHECKING:
+    from engine.config import Config
+    from engine.store.db import Store
 
 
 def worker_samples(rows: Iterable[Any]) -> list[Sample]:
@@ -29,7 +33,9 @@ def worker_samples(rows: Iterable[Any]) -> list[Sample]:
     return samples
 
 
-def workers_source(store: Any, config: Any, clock: Clock = utcnow) -> Callable[[], list[Sample]]:
+def workers_source(
+    store: Store, config: Config, clock: Clock = utcnow
+) -> Callable[[], list[Sample]]:
     """The source to add next to `metastore_source`: one indexed query per scrape."""
     timeout = timedelta(seconds=config["scheduler.heartbeat_timeout"])
 
@@ -42,7 +48,7 @@ def workers_source(store: Any, config: Any, clock: Clock = utcnow) -> Callable[[
 
 
 def with_workers(
-    source: Callable[[], Iterable[Sample]], store: Any, config: Any
+    source: Callable[[], Iterable[Sample]], store: Store, config: Config
 ) -> Callable[[], list[Sample]]:
     """`source` followed by the workers' samples."""
     read_workers = workers_source(store, config)
@@ -53,7 +59,9 @@ def with_workers(
     return read
 
 
-def workers_check(store: Any, config: Any, clock: Clock = utcnow) -> Callable[[], tuple[bool, Any]]:
+def workers_check(
+    store: Store, config: Config, clock: Clock = utcnow
+) -> Callable[[], tuple[bool, Any]]:
     """`/health` check of the celery executor: at least one live worker; detail: how many,
     and slots (total, running, open) per queue. A metastore error fails it, URL hidden."""
     from engine.observability.health import DB_ERRORS, error_detail

@@ -243,7 +243,7 @@ def _unique(aliases: list[cst.ImportAlias]) -> list[cst.ImportAlias]:
     seen: set[tuple[str, str | None]] = set()
     found = []
     for alias in aliases:
-        key = (_dotted(alias.name), _dotted(alias.asname.name) if alias.asname else None)  # type: ignore[arg-type]
+        key = (_dotted(alias.name), _dotted(alias.asname.name) if alias.asname else None)
         if key not in seen:
             seen.add(key)
             found.append(alias)

@@ -13,7 +13,7 @@ import logging
 import os
 import threading
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -21,6 +21,10 @@ from engine.exceptions import StoreError
 from engine.parsing.dag_folder import Problem
 from engine.parsing.parser import ProcessorReport, process_folders
 from engine.store import scheduling
+
+if TYPE_CHECKING:
+    from engine.config import Config
+    from engine.store.db import Store
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +52,7 @@ def describe_pass(report: ProcessorReport) -> str:
     )
 
 
-def run_dag_processor(store: Any, config: Any, stop: threading.Event) -> None:
+def run_dag_processor(store: Store, config: Config, stop: threading.Event) -> None:
     """Parse, then wait for the interval (or `stop`), until `stop` is set.
 
     The processor is a `dag_processor` job whose heartbeat is each pass (with its
@@ -74,7 +78,7 @@ def run_dag_processor(store: Any, config: Any, stop: threading.Event) -> None:
         _end_job(store, job_id)
 
 
-def _start_job(store: Any) -> int | None:
+def _start_job(store: Store) -> int | None:
     try:
         with store.session() as session:
             return scheduling.start_job(session, "dag_processor", os.getpid(), datetime.now(UTC))
@@ -83,7 +87,7 @@ def _start_job(store: Any) -> int | None:
         return None
 
 
-def _beat(store: Any, job_id: int | None, duration: float) -> None:
+def _beat(store: Store, job_id: int | None, duration: float) -> None:
     if job_id is None:
         return
     try:
@@ -93,7 +97,7 @@ def _beat(store: Any, job_id: int | None, duration: float) -> None:
         log.warning("DAG processor heartbeat failed: %s", exc)
 
 
-def _end_job(store: Any, job_id: int | None) -> None:
+def _end_job(store: Store, job_id: int | None) -> None:
     if job_id is None:
         return
     try:
@@ -103,7 +107,9 @@ def _end_job(store: Any, job_id: int | None) -> None:
         log.warning("could not end the DAG processor job: %s", exc)
 
 
-def start_dag_processor_thread(store: Any, config: Any, stop: threading.Event) -> threading.Thread:
+def start_dag_processor_thread(
+    store: Store, config: Config, stop: threading.Event
+) -> threading.Thread:
     """The processor as a daemon thread named THREAD_NAME (see the module doc)."""
     thread = threading.Thread(
         target=run_dag_processor, args=(store, config, stop), name=THREAD_NAME, daemon=True

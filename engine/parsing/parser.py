@@ -34,7 +34,9 @@ from engine.sdk.compat import DagwatchDeprecationWarning, check_source
 from engine.store.dags import FileParseResult
 
 if TYPE_CHECKING:
+    from engine.config import Config
     from engine.store.dags import ParseTotals
+    from engine.store.db import Store
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +138,8 @@ def parse_files(
         next_deadline = min(child.started + timeout for child in running.values())
         ready = wait(list(running), timeout=max(0.0, next_deadline - time.monotonic()))
         for conn in ready:
-            results.append(_collect(running.pop(conn)))  # type: ignore[arg-type]
+            # wait() returns some of the Connections it was given
+            results.append(_collect(running.pop(conn)))  # type: ignore[call-overload]
         now = time.monotonic()
         for conn, child in list(running.items()):
             if now - child.started >= timeout:
@@ -204,7 +207,7 @@ class ProcessorReport:
     problems: list[Problem] = field(default_factory=list)
 
 
-def dag_folders(config: Any) -> list[Path]:
+def dag_folders(config: Config) -> list[Path]:
     folders = [Path(config["core.dags_folder"])]
     if config["core.load_examples"]:
         folders.append(EXAMPLE_DAGS_FOLDER)
@@ -212,8 +215,8 @@ def dag_folders(config: Any) -> list[Path]:
 
 
 def process_folders(
-    store: Any,
-    config: Any,
+    store: Store,
+    config: Config,
     *,
     force: bool = False,
     now: datetime | None = None,

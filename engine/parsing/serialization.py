@@ -156,6 +156,30 @@ def _datetime(value: str | None) -> Any:
 class SerializedTask:
     """Read-only task: the serialized fields as attributes, durations as timedeltas."""
 
+    # set from the serialized fields in __init__
+    task_id: str
+    operator: str
+    operator_name: str
+    owner: str
+    retries: int
+    retry_delay: timedelta | None
+    max_retry_delay: timedelta | None
+    retry_exponential_backoff: bool
+    execution_timeout: timedelta | None
+    sla: timedelta | None
+    pool: str
+    pool_slots: int
+    priority_weight: int
+    priority_weight_total: int
+    weight_rule: str
+    queue: str
+    depends_on_past: bool
+    max_active_tis_per_dag: int | None
+    task_group: str | None
+    is_sensor: bool
+    is_setup: bool
+    is_teardown: bool
+    on_failure_fail_dagrun: bool
     # defaults for DAGs serialized before these fields existed
     wait_for_downstream = False
     max_active_tis_per_dagrun: int | None = None

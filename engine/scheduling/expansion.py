@@ -12,12 +12,15 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.scheduling import deps
 from engine.sdk import mapping
 from engine.states import TaskState
 from engine.store import scheduling, transitions
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +71,7 @@ def ready_to_expand(
 
 
 def expand(
-    session: Any, ready: list[Ready], now: datetime, max_length: int
+    session: Session, ready: list[Ready], now: datetime, max_length: int
 ) -> set[tuple[str, str]]:
     """Expand each ready mapped task; returns the runs whose task instances changed."""
     wanted = {
@@ -91,7 +94,11 @@ def expand(
 
 
 def _expand_one(
-    session: Any, item: Ready, pushed: dict[tuple[str, str], Any], now: datetime, max_length: int
+    session: Session,
+    item: Ready,
+    pushed: dict[tuple[str, str], Any],
+    now: datetime,
+    max_length: int,
 ) -> None:
     spec, placeholder = item.task.mapping, item.placeholder
     (dag_id, run_id), task_id = item.run_key, placeholder.task_id

@@ -16,7 +16,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.exceptions import NotFound
 from engine.parsing.serialization import SerializedDAG
@@ -26,6 +26,12 @@ from engine.store import dags as dag_store
 from engine.store import explain as reads
 from engine.store import runs, scheduling
 from engine.store.explain import Holder, RunRow
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
+    from engine.config import Config
+    from engine.store.db import Store
 
 
 class Why(StrEnum):
@@ -104,7 +110,12 @@ _NOT_BLOCKED = frozenset({Why.FINISHED, Why.ACTIVE, Why.RUNNING, Why.NOT_DUE, Wh
 
 
 def why_not_running(
-    store: Any, config: Any, dag_id: str, run_id: str, task_id: str, map_index: int | None = None
+    store: Store,
+    config: Config,
+    dag_id: str,
+    run_id: str,
+    task_id: str,
+    map_index: int | None = None,
 ) -> str:
     """One sentence: what the task instance waits for, or what state it is in. For a
     mapped task, `map_index` picks the instance (default: the first one not finished)."""
@@ -112,8 +123,8 @@ def why_not_running(
 
 
 def explain_task(
-    store: Any,
-    config: Any,
+    store: Store,
+    config: Config,
     dag_id: str,
     run_id: str,
     task_id: str,
@@ -164,7 +175,7 @@ def explain_task(
 
 
 def explain_run(
-    store: Any, config: Any, dag_id: str, run_id: str, *, now: datetime | None = None
+    store: Store, config: Config, dag_id: str, run_id: str, *, now: datetime | None = None
 ) -> Explanation:
     """Why a run is not running (queued behind max_active_runs, its DAG paused), or for a
     running run, which of its task instances wait and why."""
@@ -186,7 +197,7 @@ def explain_run(
 
 
 def explain_dag(
-    store: Any, config: Any, dag_id: str, *, now: datetime | None = None
+    store: Store, config: Config, dag_id: str, *, now: datetime | None = None
 ) -> Explanation:
     """Why a DAG's next run has not started: paused, not due yet (when it is), its runs
     filling max_active_runs (naming them), a queued run waiting (why), no schedule."""
@@ -221,8 +232,8 @@ class _Context:
 
     def __init__(
         self,
-        session: Any,
-        config: Any,
+        session: Session,
+        config: Config,
         now: datetime,
         plan: SerializedDAG,
         run: Any,
@@ -361,7 +372,7 @@ class _Slots:
         return sum(1 for other in order[:position] if other in chosen)
 
 
-def _select(session: Any, config: Any, plan: SerializedDAG) -> _Slots:
+def _select(session: Session, config: Config, plan: SerializedDAG) -> _Slots:
     candidates = scheduling.scheduled_candidates(session, limit=100_000)
     plans = {plan.dag_id: plan}
     for dag_id, serialized in scheduling.serialized_dags(
@@ -545,7 +556,7 @@ def _instance(rows: list[Any], task_id: str, map_index: int | None) -> Any:
     return mine[0] if mine else None
 
 
-def _reschedule_reason(session: Any, ti: Any) -> str:
+def _reschedule_reason(session: Session, ti: Any) -> str:
     """A sensor in reschedule mode between pokes: when it pokes next, since when it waits,
     and that it holds no slot meanwhile (in poke mode it would hold one all along)."""
     due = ti.next_retry_at.isoformat() if ti.next_retry_at else "?"
@@ -559,7 +570,7 @@ def _reschedule_reason(session: Any, ti: Any) -> str:
     )
 
 
-def _past_states(session: Any, run: Any, task_ids: set[str]) -> dict[str, TaskState] | None:
+def _past_states(session: Session, run: Any, task_ids: set[str]) -> dict[str, TaskState] | None:
     """The previous run's states of the tasks that depend on the past, as the scheduler
     reads them; None when no task does or there is no previous run."""
     if not task_ids:

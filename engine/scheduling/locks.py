@@ -13,9 +13,12 @@ import fcntl
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from engine.exceptions import DagwatchError
+
+if TYPE_CHECKING:
+    from engine.store.db import Store
 
 
 class SchedulerAlreadyRunning(DagwatchError):
@@ -23,7 +26,7 @@ class SchedulerAlreadyRunning(DagwatchError):
 
 
 @contextlib.contextmanager
-def scheduler_lock(store: Any) -> Iterator[None]:
+def scheduler_lock(store: Store) -> Iterator[None]:
     """Hold the single-scheduler lock on SQLite, or raise SchedulerAlreadyRunning."""
     if store.dialect == "sqlite":
         with _file_lock(Path(store.engine.url.database or "dagwatch.db")):

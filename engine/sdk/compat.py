@@ -35,6 +35,9 @@ from typing import TYPE_CHECKING, Any
 import pendulum
 
 if TYPE_CHECKING:
+    from types import FrameType
+
+    from engine.sdk.schedules import Timetable
     from engine.sdk.task_api import TaskAPI
 
 _ENGINE_DIR = str(Path(__file__).resolve().parents[1])
@@ -73,12 +76,12 @@ _CONTEXT_WORDS = re.compile(r"\b(" + "|".join(sorted(DEPRECATED_CONTEXT, key=len
 
 def _outside_frame() -> tuple[str, int]:
     """The file and line of the first frame outside dagwatch's engine (the DAG file)."""
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     while frame is not None:
         name = frame.f_code.co_filename
         if not name.startswith(_ENGINE_DIR) and "importlib" not in name:
             return name, frame.f_lineno
-        frame = frame.f_back  # type: ignore[assignment]
+        frame = frame.f_back
     return "<unknown>", 0
 
 
@@ -157,7 +160,7 @@ def lazy_values(keys: Iterable[str], context: Mapping[str, Any]) -> dict[str, An
     if not wanted or dag is None or run is None:
         return {}
     query = None
-    if PREV_SUCCESS in wanted and hasattr(ti, "api"):
+    if PREV_SUCCESS in wanted and ti is not None and hasattr(ti, "api"):
         query = partial(prev_success, ti.api, run)
     values = airflow2_dates(dag.timetable, run, query)
     return {key: values[key] for key in wanted if key in values}
@@ -180,7 +183,7 @@ def warn_context_key(key: Any, context: Mapping[str, Any]) -> None:
         deprecated(str(key), DEPRECATED_CONTEXT[key], fileloc=fileloc)
 
 
-class TaskContext(dict):
+class TaskContext(dict[str, Any]):
     """The task context: a dict that computes an Airflow 2 variable when it is read (with
     the warning)."""
 
@@ -242,15 +245,15 @@ def _cron_step(timetable: Any, current: datetime, forward: bool) -> datetime:
     tz = timetable.timezone
     local = coerce_utc(current).in_timezone(tz)
     naive = local.replace(tzinfo=None, fold=0)
-    naive = datetime(*naive.timetuple()[:6], naive.microsecond)
-    cron = croniter(timetable.expression, start_time=naive)
+    start = datetime(*naive.timetuple()[:6], naive.microsecond)
+    cron = croniter(timetable.expression, start_time=start)
     scheduled = cron.get_next(datetime) if forward else cron.get_prev(datetime)
     if not _covers_every_hour(timetable.expression):
         return localize(scheduled, tz)
-    return coerce_utc(local + (scheduled - naive))
+    return coerce_utc(local + (scheduled - start))
 
 
-def previous_schedule(timetable: Any, when: datetime) -> datetime | None:
+def previous_schedule(timetable: Timetable, when: datetime) -> datetime | None:
     """Airflow 2's `DAG.previous_schedule`: the schedule point before `when`, or None for
     `@once` and `schedule=None`."""
     from engine.sdk.schedules import CronTimetable, DeltaTimetable, coerce_utc
@@ -262,7 +265,7 @@ def previous_schedule(timetable: Any, when: datetime) -> datetime | None:
     return None
 
 
-def following_schedule(timetable: Any, when: datetime) -> datetime | None:
+def following_schedule(timetable: Timetable, when: datetime) -> datetime | None:
     """Airflow 2's `DAG.following_schedule`: the schedule point after `when`, or None for
     `@once` and `schedule=None`."""
     from engine.sdk.schedules import CronTimetable, DeltaTimetable, coerce_utc
@@ -310,7 +313,7 @@ def _airflow2_datetime(value: datetime | None) -> datetime | None:
 
 
 def airflow2_dates(
-    timetable: Any, run: Any, prev_success: Callable[[], datetime | None] | None = None
+    timetable: Timetable, run: Any, prev_success: Callable[[], datetime | None] | None = None
 ) -> dict[str, Any]:
     """The Airflow 2 date variables of a run, as Airflow 2.x's get_template_context."""
     from engine.sdk.schedules import coerce_utc

@@ -182,7 +182,8 @@ class Connection:
     @property
     def extra_dejson(self) -> dict[str, Any]:
         """The extra options as a dict (a copy)."""
-        return json.loads(json.dumps(self.extra))
+        extra: dict[str, Any] = json.loads(json.dumps(self.extra))
+        return extra
 
     def to_dict(self, *, masked: bool = True) -> dict[str, Any]:
         """The fields, with the password and sensitive extra values masked unless told not to."""

@@ -108,7 +108,7 @@ class TriggerDagRunOperator(BaseOperator):
         self.logical_date = logical_date
         self.reset_dag_run = bool(reset_dag_run)
         self.wait_for_completion = wait_for_completion
-        self.poke_interval: float = seconds_of(poke_interval, "poke_interval", task_id)  # type: ignore[assignment]
+        self.poke_interval = seconds_of(poke_interval, "poke_interval", task_id)
         # as in Airflow: no allowed states means success; failed_states=[] means none
         self.allowed_states = _states(allowed_states, DagRunState, "allowed_states", task_id) or (
             DagRunState.SUCCESS.value,
@@ -470,9 +470,9 @@ class ExternalTaskSensor(BaseSensorOperator):
             raise TaskError(message)
         wanted = task_ids if task_ids is not None else [self.external_dag_id]
         for date in dates:
-            states = found.get(date.isoformat(), [])
+            entries = found.get(date.isoformat(), [])
             for name in wanted:
-                mine = [state for other, state in states if other == name]
+                mine = [state for other, state in entries if other == name]
                 if not mine or any(state not in self.allowed_states for state in mine):
                     return False
         return True

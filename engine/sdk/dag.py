@@ -13,7 +13,7 @@ import heapq
 import inspect
 import re
 import sys
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +23,8 @@ from engine.sdk.params import NOTSET, DagParam, Param, ParamsDict
 from engine.sdk.schedules import coerce_utc, timetable_from_schedule, timezone_of
 
 if TYPE_CHECKING:
+    from types import FrameType
+
     from engine.sdk.tasks import BaseOperator, TaskGroup
 
 KEY_REGEX = re.compile(r"^[\w.-]+$")
@@ -72,9 +74,9 @@ def normalize_callbacks(value: Any, what: str) -> list[Callable[..., Any]]:
 
 def _caller_file() -> str:
     """The file of the first frame outside this module: the file that built the DAG."""
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     while frame is not None and frame.f_code.co_filename == __file__:
-        frame = frame.f_back  # type: ignore[assignment]
+        frame = frame.f_back
     return frame.f_code.co_filename if frame is not None else ""
 
 
@@ -82,8 +84,10 @@ def find_cycle(ids: Sequence[str], downstream: Mapping[str, Collection[str]]) ->
     """A cycle as a path that ends where it starts (a, b, a), or None; deterministic."""
     index = {task_id: i for i, task_id in enumerate(ids)}
 
-    def children(node: str) -> Iterable[str]:
-        return iter(sorted((c for c in downstream.get(node, ()) if c in index), key=index.get))
+    def children(node: str) -> Iterator[str]:
+        return iter(
+            sorted((c for c in downstream.get(node, ()) if c in index), key=index.__getitem__)
+        )
 
     state: dict[str, int] = {}  # 1: on the current path, 2: fully explored
     for root in ids:
@@ -369,7 +373,9 @@ class DAG:
         label = task._edge_labels.get(downstream_task_id) if task is not None else None
         return {"label": label} if label is not None else {}
 
-    def set_edge_info(self, upstream_task_id: str, downstream_task_id: str, info: Mapping) -> None:
+    def set_edge_info(
+        self, upstream_task_id: str, downstream_task_id: str, info: Mapping[str, Any]
+    ) -> None:
         self.get_task(upstream_task_id)._edge_labels[downstream_task_id] = info["label"]
 
     def following_schedule(self, dttm: datetime) -> datetime | None:

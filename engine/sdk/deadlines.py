@@ -45,10 +45,17 @@ _TIME_OF_DAY = re.compile(r"^(\d{1,2}):(\d{2})(?::(\d{2}))?$")
 class RunTimes(Protocol):
     """The columns of a DAG run a deadline is computed from."""
 
-    run_type: str
-    logical_date: dt.datetime
-    data_interval_end: dt.datetime | None
-    queued_at: dt.datetime | None
+    @property
+    def run_type(self) -> str: ...
+
+    @property
+    def logical_date(self) -> dt.datetime: ...
+
+    @property
+    def data_interval_end(self) -> dt.datetime | None: ...
+
+    @property
+    def queued_at(self) -> dt.datetime | None: ...
 
 
 def scheduled_time(run: RunTimes) -> dt.datetime:

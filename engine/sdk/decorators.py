@@ -193,7 +193,7 @@ class _TaskDecorator:
     def __call__(self, *args: Any, **kwargs: Any) -> XComArg:
         return self.build(self.operator_class, op_args=args, op_kwargs=kwargs)
 
-    def partial(self, **kwargs: Any) -> Any:
+    def partial(self, **kwargs: Any) -> TaskPartial:
         """The arguments every mapped instance shares; then `.expand(...)` (Airflow)."""
         return TaskPartial(self, kwargs)
 

@@ -16,10 +16,13 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.exceptions import DagDefinitionError, TaskError
 from engine.sdk.tasks import BaseOperator, MappedArgument, XComArg, iter_xcom_args
+
+if TYPE_CHECKING:
+    from engine.sdk.decorators import _TaskDecorator
 
 #: The two ways of mapping: the product of several named lists, or one list of kwargs.
 PRODUCT = "product"
@@ -309,7 +312,7 @@ class MappedOperatorOutput(XComArg):
 class TaskPartial(_Partial):
     """`@task` function `.partial(fixed=...)`: the fixed arguments of every instance."""
 
-    def __init__(self, decorator: Any, fn_kwargs: Mapping[str, Any]) -> None:
+    def __init__(self, decorator: _TaskDecorator, fn_kwargs: Mapping[str, Any]) -> None:
         self.decorator = decorator
         self.fixed = dict(fn_kwargs)
         self.owner = f"task {decorator.function.__name__!r}"

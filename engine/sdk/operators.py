@@ -19,7 +19,7 @@ from typing import Any
 
 from engine.exceptions import DagDefinitionError, SkipTask, TaskError
 from engine.sdk.compat import DEPRECATED_CONTEXT, lazy_values, names_in_module_of, warn_context_key
-from engine.sdk.schedules import coerce_utc
+from engine.sdk.schedules import Timetable, coerce_utc
 from engine.sdk.tasks import BaseOperator
 
 log = logging.getLogger("engine.task")
@@ -243,7 +243,7 @@ class ShortCircuitOperator(PythonOperator):
 TRIGGERED_RUN_TYPES = frozenset({"manual", "test"})
 
 
-def is_latest_interval(timetable: Any, data_interval_end: datetime, now: datetime) -> bool:
+def is_latest_interval(timetable: Timetable, data_interval_end: datetime, now: datetime) -> bool:
     """Whether `now` is within the interval after the one ending at `data_interval_end`,
     i.e. whether a run of that interval is the latest one the schedule has made due.
 

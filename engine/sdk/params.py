@@ -34,7 +34,7 @@ class _NotSet:
     def __copy__(self) -> _NotSet:
         return self
 
-    def __deepcopy__(self, memo: dict) -> _NotSet:
+    def __deepcopy__(self, memo: dict[int, Any]) -> _NotSet:
         return self
 
 
@@ -134,7 +134,7 @@ class ParamsDict(MutableMapping[str, Param]):
     def __repr__(self) -> str:
         return f"ParamsDict({self._params!r})"
 
-    def __deepcopy__(self, memo: dict) -> ParamsDict:
+    def __deepcopy__(self, memo: dict[int, Any]) -> ParamsDict:
         new = ParamsDict()
         new._params = {k: copy.deepcopy(v, memo) for k, v in self._params.items()}
         return new

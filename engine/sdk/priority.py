@@ -12,9 +12,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.exceptions import DagDefinitionError
+
+if TYPE_CHECKING:
+    from engine.sdk.tasks import BaseOperator
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +42,7 @@ class PriorityWeightStrategy:
         return cls(**data)
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and other.serialize() == self.serialize()  # type: ignore[attr-defined]
+        return type(other) is type(self) and other.serialize() == self.serialize()
 
     def __hash__(self) -> int:
         return hash((type(self), repr(sorted(self.serialize().items()))))
@@ -107,7 +110,7 @@ def resolve_weight_rule(value: Any, task_id: str) -> tuple[str, PriorityWeightSt
 class ParseTimeTaskInstance:
     """What `get_weight(ti)` sees at parse time: the task before its first try."""
 
-    task: Any
+    task: BaseOperator
     try_number: int = 0
     map_index: int = -1
 
@@ -120,7 +123,7 @@ class ParseTimeTaskInstance:
         return self.task.dag_id
 
 
-def strategy_weight(strategy: PriorityWeightStrategy, task: Any) -> int:
+def strategy_weight(strategy: PriorityWeightStrategy, task: BaseOperator) -> int:
     """The strategy's weight for `task`, checked to be an int."""
     weight = strategy.get_weight(ParseTimeTaskInstance(task))
     if not isinstance(weight, int) or isinstance(weight, bool):

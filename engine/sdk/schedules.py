@@ -144,7 +144,7 @@ class Timetable:
         raise ValueError(f"unknown timetable type {kind!r}")
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and other.serialize() == self.serialize()  # type: ignore[attr-defined]
+        return type(other) is type(self) and other.serialize() == self.serialize()
 
     def __hash__(self) -> int:
         return hash(repr(sorted(self.serialize().items())))

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Literal, overload
 
 from engine.exceptions import (
     DagDefinitionError,
@@ -52,6 +52,16 @@ class PokeReturnValue:
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+@overload
+def seconds_argument(
+    value: Any, name: str, task_id: str, optional: Literal[False] = False
+) -> float: ...
+
+
+@overload
+def seconds_argument(value: Any, name: str, task_id: str, optional: bool) -> float | None: ...
 
 
 def seconds_argument(value: Any, name: str, task_id: str, optional: bool = False) -> float | None:
@@ -92,8 +102,8 @@ class BaseSensorOperator(BaseOperator):
         **kwargs: Any,
     ) -> None:
         task_id = kwargs.get("task_id", "?")
-        self.poke_interval: float = seconds_argument(poke_interval, "poke_interval", task_id)  # type: ignore[assignment]
-        self.timeout: float = seconds_argument(timeout, "timeout", task_id)  # type: ignore[assignment]
+        self.poke_interval = seconds_argument(poke_interval, "poke_interval", task_id)
+        self.timeout = seconds_argument(timeout, "timeout", task_id)
         self.max_wait = seconds_argument(max_wait, "max_wait", task_id, optional=True)
         if mode not in MODES:
             raise DagDefinitionError(
@@ -115,7 +125,7 @@ class BaseSensorOperator(BaseOperator):
     def _interval(self, pokes: int) -> float:
         if not self.exponential_backoff:
             return self.poke_interval
-        interval = self.poke_interval * 2 ** (pokes - 1)
+        interval: float = self.poke_interval * 2 ** (pokes - 1)
         return min(interval, self.max_wait) if self.max_wait is not None else interval
 
     def _check_timeout(self, elapsed: float) -> None:

@@ -125,7 +125,7 @@ class SetupTeardownScope:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if exc[0] is not None:
+        if exc[0] is not None or self.dag is None:  # __enter__ refused a scope without a DAG
             return
         new = [
             task

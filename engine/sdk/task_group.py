@@ -72,7 +72,7 @@ class TaskGroup(DependencyMixin):
             parent_group = current_task_group(dag)
         if parent_group is not None and parent_group.dag is not dag:
             raise DagDefinitionError(f"TaskGroup {group_id!r}: its parent belongs to another DAG")
-        self.dag = dag
+        self.dag: DAG = dag
         self._group_id = group_id
         self.parent_group = parent_group
         self.prefix_group_id = prefix_group_id

@@ -69,15 +69,15 @@ class RuntimeTaskInstance:
         if task_ids is None:
             ids = sorted(self.task.upstream_task_ids) if self.task is not None else []
         else:
-            ids = [task_ids] if single else list(task_ids)  # type: ignore[arg-type]
+            ids = [task_ids] if single else list(task_ids)
         wanted = {task_id: self.map_index_to_pull(task_id, map_indexes) for task_id in ids}
         found: dict[str, Any] = {}
         source = TaskInstanceKey(self.dag_id, run_id or self.run_id, self.task_id)
         for index in set(wanted.values()):
             same = [task_id for task_id, i in wanted.items() if i == index]
             found.update(self.api.get_xcoms(source, same, key, index))
-        if single:
-            return found.get(task_ids, default)  # type: ignore[arg-type]
+        if isinstance(task_ids, str):
+            return found.get(task_ids, default)
         return [found[task_id] for task_id in ids if task_id in found]
 
     def map_index_to_pull(self, task_id: str, map_indexes: int | None) -> int | None:

@@ -63,7 +63,7 @@ class XComArg(DependencyMixin):
         # without this, __getitem__ would make the object iterable forever
         raise TypeError("an XComArg is not iterable; its value is known only when the task runs")
 
-    def __deepcopy__(self, memo: dict) -> XComArg:
+    def __deepcopy__(self, memo: dict[int, Any]) -> XComArg:
         return self  # immutable reference to a task
 
     @property
@@ -125,7 +125,7 @@ class MappedArgument:
     def __repr__(self) -> str:
         return f"MappedArgument({self.group.group_id!r}, {self.name!r})"
 
-    def __deepcopy__(self, memo: dict) -> MappedArgument:
+    def __deepcopy__(self, memo: dict[int, Any]) -> MappedArgument:
         return self
 
     def resolve(self, context: Mapping[str, Any]) -> Any:
@@ -394,7 +394,8 @@ class BaseOperator(LoggingMixin, DependencyMixin):
             _is_int(slots) and slots >= 1, task_id, f"pool_slots must be an int >= 1, not {slots!r}"
         )
         _check(_is_int(weight), task_id, f"priority_weight must be an int, not {weight!r}")
-        self.pool_slots, self.priority_weight = slots, weight
+        self.pool_slots: int = slots
+        self.priority_weight: int = weight
         self.weight_rule, self._weight_strategy = _weight_rule(args["weight_rule"], task_id)
         try:
             self.trigger_rule = TriggerRule(args["trigger_rule"])
@@ -633,7 +634,7 @@ class BaseOperator(LoggingMixin, DependencyMixin):
                 setattr(other, name, _safe_copy(getattr(self, name)))
         return other
 
-    def __deepcopy__(self, memo: dict) -> BaseOperator:
+    def __deepcopy__(self, memo: dict[int, Any]) -> BaseOperator:
         cls = type(self)
         result = cls.__new__(cls)
         memo[id(self)] = result

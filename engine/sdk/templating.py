@@ -15,13 +15,16 @@ import uuid
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from types import SimpleNamespace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.exceptions import SkipTask, TemplateError
 from engine.sdk.compat import jinja_context_class
 from engine.sdk.params import DagParam
 from engine.sdk.schedules import coerce_utc
 from engine.sdk.tasks import MappedArgument, XComArg
+
+if TYPE_CHECKING:
+    from jinja2 import Environment
 
 
 def ds_add(ds: str, days: int) -> str:
@@ -90,7 +93,7 @@ def date_context(
     }
 
 
-def make_jinja_env(dag: Any = None) -> Any:
+def make_jinja_env(dag: Any = None) -> Environment:
     """The Jinja environment for a DAG's templates.
 
     Template files are looked up next to the DAG file, then in `template_searchpath`.
@@ -115,7 +118,7 @@ def make_jinja_env(dag: Any = None) -> Any:
     if dag is not None and getattr(dag, "render_template_as_native_obj", False):
         from jinja2.nativetypes import NativeEnvironment
 
-        env = NativeEnvironment(**options)
+        env: jinja2.Environment = NativeEnvironment(**options)
     else:
         env = jinja2.Environment(**options)
     env.context_class = jinja_context_class()  # warns on Airflow 2 variables
@@ -129,7 +132,7 @@ def make_jinja_env(dag: Any = None) -> Any:
 def render_value(
     value: Any,
     context: Mapping[str, Any],
-    env: Any,
+    env: Environment,
     template_ext: tuple[str, ...] = (),
     _seen: set[int] | None = None,
 ) -> Any:
@@ -174,7 +177,7 @@ def _describe(exc: BaseException) -> str:
 
 
 def render_template_fields(
-    operator: Any, context: Mapping[str, Any], jinja_env: Any = None
+    operator: Any, context: Mapping[str, Any], jinja_env: Environment | None = None
 ) -> None:
     """Render each of `operator.template_fields` in place, or raise TemplateError."""
     env = jinja_env if jinja_env is not None else make_jinja_env(getattr(operator, "dag", None))

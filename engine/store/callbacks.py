@@ -34,7 +34,7 @@ def add(session: Session, requests: Sequence[Any], now: datetime, job_id: int | 
     ids = []
     for request in requests:
         ids.append(
-            session.scalar(
+            session.execute(
                 insert(CallbackRequest)
                 .values(
                     dag_id=request.dag_id,
@@ -50,7 +50,7 @@ def add(session: Session, requests: Sequence[Any], now: datetime, job_id: int | 
                     attempts=1,
                 )
                 .returning(CallbackRequest.id)
-            )
+            ).scalar_one()
         )
     return ids
 

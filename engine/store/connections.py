@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from engine.config import Config
 from engine.exceptions import StoreError
 from engine.secrets import decrypt_token, encrypt, get_fernet
+from engine.store.db import affected_rows
 from engine.store.models import Connection as ConnectionRow
 
 
@@ -35,15 +36,32 @@ class ConnectionRecord:
 class ConnectionFields(Protocol):
     """What `add_connection` stores (an `engine.sdk.connections.Connection` has it)."""
 
-    conn_id: str
-    conn_type: str | None
-    description: str | None
-    host: str | None
-    login: str | None
-    password: str | None
-    schema: str | None
-    port: int | None
-    extra: Mapping[str, Any]
+    @property
+    def conn_id(self) -> str: ...
+
+    @property
+    def conn_type(self) -> str | None: ...
+
+    @property
+    def description(self) -> str | None: ...
+
+    @property
+    def host(self) -> str | None: ...
+
+    @property
+    def login(self) -> str | None: ...
+
+    @property
+    def password(self) -> str | None: ...
+
+    @property
+    def schema(self) -> str | None: ...
+
+    @property
+    def port(self) -> int | None: ...
+
+    @property
+    def extra(self) -> Mapping[str, Any]: ...
 
 
 def _to_record(row: ConnectionRow, config: Config) -> ConnectionRecord:
@@ -98,7 +116,7 @@ def add_connection(
 def delete_connection(session: Session, conn_id: str) -> bool:
     """Delete a connection; False when there was none."""
     result = session.execute(delete(ConnectionRow).where(ConnectionRow.conn_id == conn_id))
-    return bool(result.rowcount)
+    return bool(affected_rows(result))
 
 
 def list_connections(session: Session, *, config: Config) -> list[ConnectionRecord]:

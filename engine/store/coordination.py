@@ -18,10 +18,12 @@ SQLite allows one scheduler (`engine.scheduling.locks`), so each of these is a n
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVarTuple
 
-from sqlalchemy import text
+from sqlalchemy import Select, text
 from sqlalchemy.orm import Session
+
+Ts = TypeVarTuple("Ts")
 
 #: Advisory lock keys ("dagwatch" + a letter, as bigints): queueing and run admission.
 QUEUE_LOCK = 0x646167777451
@@ -38,7 +40,7 @@ def lock(session: Session, key: int) -> None:
         session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": key})
 
 
-def skip_locked(query: Any, session: Session, *of: Any) -> Any:
+def skip_locked(query: Select[*Ts], session: Session, *of: Any) -> Select[*Ts]:
     """`query ... FOR UPDATE [OF ...] SKIP LOCKED` on PostgreSQL; `query` unchanged on SQLite."""
     if not is_postgres(session):
         return query

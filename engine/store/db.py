@@ -15,10 +15,10 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from sqlalchemy import create_engine, event, text
-from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.engine import URL, Connection, CursorResult, Engine, Result, make_url
 from sqlalchemy.exc import ArgumentError, DisconnectionError, NoSuchModuleError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import QueuePool
@@ -180,8 +180,15 @@ class Store:
         self.engine.dispose(close=close)
 
 
+def affected_rows(result: Result[*tuple[Any, ...]]) -> int:
+    """The rows an UPDATE or DELETE run with `Session.execute` matched.
+
+    A DML statement's result is a CursorResult, which `Session.execute` is not typed to say."""
+    return cast(CursorResult[*tuple[Any, ...]], result).rowcount
+
+
 @contextmanager
-def committing(factory: sessionmaker) -> Iterator[Session]:
+def committing(factory: sessionmaker[Session]) -> Iterator[Session]:
     """A session from `factory` that commits when the block succeeds, rolls back when it
     raises, and is closed either way."""
     session = factory()

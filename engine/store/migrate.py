@@ -112,7 +112,8 @@ def _expression_indexes() -> dict[str, str]:
         index.name: table.name
         for table in Base.metadata.tables.values()
         for index in table.indexes
-        if any(not hasattr(expression, "table") for expression in index.expressions)
+        if index.name is not None
+        and any(not hasattr(expression, "table") for expression in index.expressions)
     }
 
 

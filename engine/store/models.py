@@ -8,7 +8,7 @@ here from the start so that one migration history describes the whole schema.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from sqlalchemy import (
     JSON,
@@ -30,6 +30,10 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+if TYPE_CHECKING:
+    from sqlalchemy import Table
+    from sqlalchemy.engine import Dialect
+
 from engine import masking
 
 NAMING_CONVENTION = {
@@ -49,7 +53,7 @@ class UtcDateTime(TypeDecorator[datetime]):
     impl = DateTime(timezone=True)
     cache_ok = True
 
-    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
         if value.tzinfo is None:
@@ -58,7 +62,7 @@ class UtcDateTime(TypeDecorator[datetime]):
         # SQLite stores text: drop the offset so comparisons in SQL stay lexical and correct.
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
-    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
@@ -71,7 +75,7 @@ class MaskedText(TypeDecorator[str]):
     impl = Text
     cache_ok = True
 
-    def process_bind_param(self, value: str | None, dialect: Any) -> str | None:
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
         return masking.redact(value) if isinstance(value, str) else value
 
 
@@ -81,12 +85,15 @@ class MaskedJSON(TypeDecorator[Any]):
     impl = JSON
     cache_ok = True
 
-    def process_bind_param(self, value: Any, dialect: Any) -> Any:
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
         return masking.redact_value(value)
 
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    if TYPE_CHECKING:
+        # Every model maps one table; SQLAlchemy types `__table__` as the wider FromClause.
+        __table__: ClassVar[Table]
 
 
 class Dag(Base):

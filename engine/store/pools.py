@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import ColumnElement, Row, Select, and_, case, func, select
 from sqlalchemy.orm import Session
@@ -55,7 +54,7 @@ def _slots_in(state: TaskState) -> ColumnElement[int]:
     )
 
 
-def _pool_query(name: str | None = None) -> Select[Any]:
+def _pool_query(name: str | None = None) -> Select[str, int, str, int, int, int]:
     counted = (TaskState.RUNNING.value, TaskState.QUEUED.value, TaskState.SCHEDULED.value)
     query = (
         select(
@@ -75,7 +74,7 @@ def _pool_query(name: str | None = None) -> Select[Any]:
     return query if name is None else query.where(Pool.name == name)
 
 
-def _info(row: Row[Any]) -> PoolInfo:
+def _info(row: Row[str, int, str, int, int, int]) -> PoolInfo:
     return PoolInfo(
         name=row.name,
         slots=row.slots,

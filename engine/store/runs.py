@@ -19,6 +19,7 @@ from engine import masking
 from engine.exceptions import NotFound
 from engine.states import DagRunState, TaskState
 from engine.store import error_signature
+from engine.store.db import affected_rows
 from engine.store.models import (
     CallbackRecord,
     DagRun,
@@ -151,13 +152,13 @@ def delete_xcoms(session: Session, dag_id: str, task_ids_by_run: Mapping[str, se
     runs_by_tasks: dict[frozenset[str], list[str]] = defaultdict(list)
     for run_id, task_ids in task_ids_by_run.items():
         runs_by_tasks[frozenset(task_ids)].append(run_id)
-    for task_ids, run_ids in runs_by_tasks.items():
+    for cleared, run_ids in runs_by_tasks.items():
         for start in range(0, len(run_ids), CHUNK_SIZE):
             session.execute(
                 delete(XCom).where(
                     XCom.dag_id == dag_id,
                     XCom.run_id.in_(run_ids[start : start + CHUNK_SIZE]),
-                    XCom.task_id.in_(sorted(task_ids)),
+                    XCom.task_id.in_(sorted(cleared)),
                 )
             )
 
@@ -467,7 +468,7 @@ def heartbeat(session: Session, ti_id: int, now: datetime) -> bool:
         .where(TaskInstance.id == ti_id, TaskInstance.state == TaskState.RUNNING.value)
         .values(last_heartbeat=now)
     )
-    return bool(result.rowcount)
+    return bool(affected_rows(result))
 
 
 def task_instance_state(session: Session, ti_id: int) -> str | None:
@@ -537,7 +538,7 @@ def get_xcoms(
         XCom.key == key,
     )
     if map_index is not None:
-        return dict(session.execute(query.where(XCom.map_index == map_index)).all())  # type: ignore[arg-type]
+        return dict(session.execute(query.where(XCom.map_index == map_index)).all())
     values: dict[str, list[Any]] = {}
     rows = session.execute(query.where(XCom.map_index >= 0).order_by(XCom.map_index))
     for task_id, value in rows:
@@ -621,12 +622,16 @@ def set_rendered_fields(
 @functools.cache
 def _upsert_rendered(dialect: str) -> Any:
     """INSERT ... ON CONFLICT DO UPDATE of a rendered_fields row, built once per dialect."""
-    if dialect == "postgresql":  # each dialect's module only where it is used
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
     table = RenderedFields.__table__
-    statement = dialect_insert(table)
+    statement: Any  # each dialect's module only where it is used
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
+        statement = postgresql_insert(table)
+    else:
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        statement = sqlite_insert(table)
     return statement.on_conflict_do_update(
         index_elements=[table.c.dag_id, table.c.run_id, table.c.task_id, table.c.map_index],
         set_={"try_number": statement.excluded.try_number, "fields": statement.excluded.fields},

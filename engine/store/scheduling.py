@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, and_, func, insert, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from engine import masking
@@ -174,13 +174,15 @@ def previous_run_ids(session: Session, runs: Sequence[DagRun]) -> dict[int, str 
 # -- task instances -------------------------------------------------------------------
 
 
-def pairs_in(first: Any, second: Any, keys: Iterable[tuple[str, str]]) -> Any:
+def pairs_in(
+    first: Any, second: Any, keys: Iterable[tuple[str, str | None]]
+) -> ColumnElement[bool]:
     """`(first, second) IN keys`, written as `first = :a AND second IN (...)` per first value.
 
     SQLite plans a row-value IN over two or more pairs as a full table scan; this form
     uses a (first, second, ...) index on SQLite and PostgreSQL alike.
     """
-    by_first: dict[str, list[str]] = defaultdict(list)
+    by_first: dict[str, list[str | None]] = defaultdict(list)
     for a, b in keys:
         by_first[a].append(b)
     return or_(*(and_(first == a, second.in_(bs)) for a, bs in sorted(by_first.items())))
@@ -396,7 +398,7 @@ def adoptable_queued(session: Session, *, include_unowned: bool = False) -> list
     transaction; rows another scheduler is adopting are passed by
     (`ix_task_instance_state_queued_by`)."""
     running_jobs = select(Job.id).where(Job.state == "running")
-    owner_gone = TaskInstance.queued_by_job_id.not_in(running_jobs)
+    owner_gone: ColumnElement[bool] = TaskInstance.queued_by_job_id.not_in(running_jobs)
     if include_unowned:
         owner_gone = TaskInstance.queued_by_job_id.is_(None) | owner_gone
     else:
@@ -578,14 +580,16 @@ def fail_stale_jobs(
     query = select(Job.id, Job.hostname, Job.pid).where(
         Job.job_type == job_type, Job.state == "running", Job.latest_heartbeat < cutoff
     )
-    stale = [tuple(row) for row in session.execute(skip_locked(query, session))]
+    stale = [
+        (job_id, host, pid) for job_id, host, pid in session.execute(skip_locked(query, session))
+    ]
     if stale:
         session.execute(
             update(Job)
             .where(Job.id.in_([job_id for job_id, _, _ in stale]))
             .values(state="failed", end_date=now)
         )
-    return stale  # type: ignore[return-value]
+    return stale
 
 
 def scheduler_job(session: Session, own: int | None) -> Job | None:

@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import ClauseElement, bindparam, insert, inspect, select, update
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.attributes import instance_state, set_committed_value
 from sqlalchemy.orm.util import identity_key
 
 from engine import masking
@@ -101,7 +101,7 @@ def guard_state_writes(session: Session, _flush_context: Any, _instances: Any) -
     initial state is fine.
     """
     for obj in session.dirty:
-        if isinstance(obj, TaskInstance | DagRun) and inspect(obj).attrs.state.history.added:
+        if isinstance(obj, TaskInstance | DagRun) and instance_state(obj).attrs.state.history.added:
             entity = TASK_INSTANCE if isinstance(obj, TaskInstance) else DAG_RUN
             raise StoreError(
                 f"{entity.replace('_', ' ')} {obj.id}: state {obj.state!r} was assigned directly; "

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 from engine.config import MASK, Config
 from engine.exceptions import StoreError
 from engine.secrets import decrypt_token, encrypt, get_fernet
+from engine.store.db import affected_rows
 from engine.store.models import Connection as ConnectionRow
 from engine.store.models import Variable as VariableRow
 
@@ -81,7 +82,7 @@ def set_variable(
 def delete_variable(session: Session, key: str) -> bool:
     """Delete a variable; False when there was none."""
     result = session.execute(delete(VariableRow).where(VariableRow.key == key))
-    return bool(result.rowcount)
+    return bool(affected_rows(result))
 
 
 def list_variables(session: Session, *, config: Config) -> list[VariableRecord]:

@@ -11,10 +11,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import text
 from sqlalchemy.orm import Session
+
+if TYPE_CHECKING:
+    from engine.store.db import Store
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +37,7 @@ def notify_scheduler(session: Session) -> None:
 class ChangeWatcher:
     """Sleeps until another process commits, `stop` is set, or the timeout passes."""
 
-    def __init__(self, store: Any) -> None:
+    def __init__(self, store: Store) -> None:
         self._store = store
         self._connection: Any = None
         self._last_version: int | None = None
@@ -42,7 +45,8 @@ class ChangeWatcher:
     def _open(self) -> Any:
         if self._connection is None:
             pooled = self._store.engine.raw_connection()
-            connection = pooled.dbapi_connection
+            # the driver's own connection (psycopg's or sqlite3's)
+            connection: Any = pooled.dbapi_connection
             # Its own connection, never returned to the pool: LISTEN and autocommit must not
             # leak into the sessions that later borrow pooled connections.
             pooled.detach()
@@ -112,6 +116,7 @@ def _data_version(connection: Any) -> int:
     """SQLite's count of commits by other connections, as this one has seen them."""
     cursor = connection.cursor()
     try:
-        return cursor.execute("PRAGMA data_version").fetchone()[0]
+        version: int = cursor.execute("PRAGMA data_version").fetchone()[0]
+        return version
     finally:
         cursor.close()

@@ -10,12 +10,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from engine.states import TaskState
+from engine.store.db import affected_rows
 from engine.store.models import TaskInstance, Worker
 
 _TI = TaskInstance.__table__
@@ -49,10 +49,12 @@ def swap_external_id(session: Session, ti_id: int, old: str | None, new: str) ->
         )
         .values(external_executor_id=new)
     )
-    return result.rowcount == 1
+    return affected_rows(result) == 1
 
 
-def current_external_id(session: Session, ti_id: int, *, lock: bool = False) -> tuple[str, Any]:
+def current_external_id(
+    session: Session, ti_id: int, *, lock: bool = False
+) -> tuple[str, str | None]:
     """(state, message id) of a task instance; `lock` holds the row (PostgreSQL) until the
     transaction ends, so the attempt that checked it is the one that starts."""
     statement = select(TaskInstance.state, TaskInstance.external_executor_id).where(
@@ -116,7 +118,9 @@ def start_worker(
     return row.id
 
 
-def heartbeat_worker(session: Session, worker_id: int, now: datetime, running: dict) -> None:
+def heartbeat_worker(
+    session: Session, worker_id: int, now: datetime, running: dict[str, int]
+) -> None:
     session.execute(
         update(Worker)
         .where(Worker.id == worker_id)

@@ -129,8 +129,8 @@ def install(engine: Engine, database: str) -> None:
 
     # SQLAlchemy has no event after a COMMIT (its `commit` event fires before it), and
     # releasing before the COMMIT would send the next writer into SQLite's busy handler.
-    dialect.do_commit = do_commit  # type: ignore[method-assign]
-    dialect.do_rollback = do_rollback  # type: ignore[method-assign]
+    dialect.do_commit = do_commit  # type: ignore[assignment]
+    dialect.do_rollback = do_rollback  # type: ignore[assignment]
 
 
 def acquire(connection: Any) -> None:

@@ -16,9 +16,12 @@ The choices that keep an attempt from being lost or run twice (see docs/deployme
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from celery import Celery
+
+if TYPE_CHECKING:
+    from engine.config import Config
 
 #: the Celery task names
 RUN_ATTEMPT = "dagwatch.run_attempt"
@@ -31,7 +34,7 @@ SEND_RETRY = {"max_retries": 2, "interval_start": 0.2, "interval_step": 0.5, "in
 RESULT_EXPIRES = 600
 
 
-def celery_app(config: Any) -> Celery:
+def celery_app(config: Config) -> Celery:
     """A Celery app configured from `celery.*`; the worker registers the tasks on it."""
     app = Celery("dagwatch", set_as_current=False)
     app.conf.update(

@@ -32,7 +32,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery import states
 from celery.backends.base import KeyValueStoreBackend
@@ -43,6 +43,10 @@ from engine.execution.celery.relay import decode_metrics
 from engine.states import TaskState
 from engine.store import workers
 from metrics import stats
+
+if TYPE_CHECKING:
+    from engine.config import Config
+    from engine.store.db import Store
 
 log = logging.getLogger(__name__)
 #: the queue of a task that sets none (`BaseOperator(queue=...)`'s default)
@@ -71,7 +75,7 @@ class CeleryExecutor:
     #: seconds between reads of the running attempts' results (a failed one: lost process)
     lost_check_interval = 1.0
 
-    def __init__(self, config: Any, store: Any, parallelism: int | None = None) -> None:
+    def __init__(self, config: Config, store: Store, parallelism: int | None = None) -> None:
         self.config = config
         self.store = store
         self.parallelism: int = parallelism or config["core.parallelism"]
@@ -104,9 +108,10 @@ class CeleryExecutor:
         self.start()
         for request in requests:
             if request.external_id is None:  # queued by a caller that did not assign one
-                request = self._reassign(request, None)
-                if request is None:
+                reassigned = self._reassign(request, None)
+                if reassigned is None:
                     continue
+                request = reassigned
             sent = _Sent(request, time.monotonic())
             self._inflight[request.ti_id] = sent
             self._send(sent)
@@ -243,7 +248,8 @@ class CeleryExecutor:
                 del self._inflight[row.id]  # another message carries it now
             else:
                 del self._inflight[row.id]
-                self._results[sent.request.external_id] = now + self.result_wait
+                # a sent request has its message id
+                self._results[sent.request.external_id] = now + self.result_wait  # type: ignore[index]
                 request = sent.request
                 self._events.append(
                     AttemptEvent(
@@ -262,7 +268,8 @@ class CeleryExecutor:
             return
         self._last_lost_check = now
         try:
-            failed = failed_messages(self.app, [sent.request.external_id for sent, _ in running])
+            ids = [sent.request.external_id for sent, _ in running if sent.request.external_id]
+            failed = failed_messages(self.app, ids)
         except Exception as exc:  # the result backend is down: the heartbeats still tell
             log.warning("could not read the results of running attempts: %s", exc)
             return

@@ -25,7 +25,7 @@ import threading
 from collections import Counter
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine import runtime
 from engine.execution import reaper, runner
@@ -48,6 +48,9 @@ from engine.observability.child_metrics import install_relay
 from engine.states import TaskState
 from engine.store import workers
 from engine.store.db import Store
+
+if TYPE_CHECKING:
+    from engine.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +102,8 @@ def run_attempt_message(message_id: str, fields: dict[str, Any]) -> dict[str, An
         return {"state": None, "stale": True, "metrics": []}
     stop = StopHandler(_NoReasons())
     previous = signal.signal(signal.SIGTERM, stop)
+    outcome: TaskState | None
+    error: str | None
     try:
         try:
             dag = load_dag(request.fileloc, request.dag_id, request.task_id, cache)
@@ -131,7 +136,7 @@ def run_callbacks_message(fields: dict[str, Any]) -> dict[str, Any]:
     return {"metrics": encode_metrics(relay.drain())}
 
 
-def worker_app(config: Any) -> Any:
+def worker_app(config: Config) -> Any:
     """The Celery app with dagwatch's two tasks registered."""
     app = celery_app(config)
 
@@ -187,7 +192,7 @@ class Heartbeat:
 
 
 def run_worker(
-    config: Any, store: Store, *, queues: Sequence[str], concurrency: int, name: str | None
+    config: Config, store: Store, *, queues: Sequence[str], concurrency: int, name: str | None
 ) -> int:
     """Run the worker until SIGTERM/SIGINT (warm shutdown: running attempts finish)."""
     _PAYLOAD["config"] = config_payload(config)
