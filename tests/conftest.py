@@ -1,13 +1,16 @@
 """Shared fixtures: an isolated DAGWATCH_HOME, its config, and migrated metastores.
 
 `store` runs each test on SQLite and on PostgreSQL. The PostgreSQL database is created once
-per session (dagwatch_test_<hex>), migrated once, and truncated before each test.
+per session (dagwatch_test_<hex>), migrated once, and truncated before each test. A SQLite
+metastore is a copy of a file migrated once per session (`sqlite_template`): running the
+Alembic migrations costs far more than copying the few hundred kilobytes they produce.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -19,7 +22,7 @@ from engine import runtime
 from engine.config import Config, load_config
 from engine.secrets import get_masker
 from engine.store.db import Store
-from engine.store.migrate import DEFAULT_POOL, migrate
+from engine.store.migrate import DEFAULT_POOL, DEFAULT_POOL_SLOTS, migrate
 from engine.store.models import Base, Pool
 from metrics import Stats
 from metrics.testing import MemoryBackend
@@ -116,17 +119,54 @@ def _configured(store: Store, config: Config) -> Iterator[Store]:
         runtime.reset()
 
 
-def _sqlite(config: Config) -> Store:
+CopyTemplate = Callable[[Path, int], None]
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> CopyTemplate:
+    """`copy(path, default_pool_slots)`: puts at `path` a SQLite metastore migrated to head.
+
+    Each pool size is migrated once per session (`migrate`, exactly as `dagwatch db migrate`
+    does it) into a template file; every caller then gets a copy of that file. The store is
+    disposed before the copy, so SQLite has checkpointed its write-ahead log into the file.
+    """
+    folder = tmp_path_factory.mktemp("sqlite_templates")
+    templates: dict[int, Path] = {}
+
+    def copy(path: Path, default_pool_slots: int = DEFAULT_POOL_SLOTS) -> None:
+        template = templates.get(default_pool_slots)
+        if template is None:
+            template = folder / f"migrated_{default_pool_slots}.db"
+            store = Store(f"sqlite:///{template}")
+            migrate(store, default_pool_slots)
+            store.dispose()
+            log = template.with_name(f"{template.name}-wal")
+            assert not log.exists(), f"{log} was not checkpointed into the template"
+            templates[default_pool_slots] = template
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(template, path)
+
+    return copy
+
+
+def _sqlite(config: Config, copy_template: CopyTemplate) -> Store:
     store = Store.from_config(config)  # the default: $DAGWATCH_HOME/dagwatch.db
-    migrate(store, config.get("core.default_pool_slots"))
+    slots = config.get("core.default_pool_slots")
+    path = Path(store.url.database or ":memory:")
+    if path.name == ":memory:" or path.exists():  # nothing to copy over: migrate in place
+        migrate(store, slots)
+    else:
+        copy_template(path, slots)
     return store
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def store(request: pytest.FixtureRequest, config: Config) -> Iterator[Store]:
+def store(
+    request: pytest.FixtureRequest, config: Config, sqlite_template: CopyTemplate
+) -> Iterator[Store]:
     """A migrated metastore, SQLite in `home` or the session's PostgreSQL database, emptied."""
     if request.param == "sqlite":
-        sqlite_store = _sqlite(config)
+        sqlite_store = _sqlite(config, sqlite_template)
         yield from _configured(sqlite_store, config)
         sqlite_store.dispose()
     else:
@@ -136,9 +176,9 @@ def store(request: pytest.FixtureRequest, config: Config) -> Iterator[Store]:
 
 
 @pytest.fixture
-def sqlite_store(config: Config) -> Iterator[Store]:
+def sqlite_store(config: Config, sqlite_template: CopyTemplate) -> Iterator[Store]:
     """A migrated SQLite metastore in `home` (for SQLite-specific behaviour)."""
-    store = _sqlite(config)
+    store = _sqlite(config, sqlite_template)
     yield from _configured(store, config)
     store.dispose()
 
