@@ -35,7 +35,7 @@ from console.queries.capacity import (
     limit_levels,
 )
 from console.queries.common import utcnow
-from engine.store import scheduling
+from engine.store import coordination, scheduling
 from engine.store.db import Store, affected_rows
 from engine.store.models import CapacityBucket
 
@@ -202,13 +202,17 @@ def write(
     store: Store, first: datetime, minutes: int, parallelism: int
 ) -> int:  # fmt: skip
     """Compute and (re)write the buckets of `minutes` closed minutes from `first`: the
-    minutes' rows are deleted and inserted again in one transaction. Returns rows written."""
+    minutes' rows are deleted and inserted again in one transaction, under an advisory
+    lock on PostgreSQL so two schedulers rewriting the same minutes take turns (each
+    would otherwise miss the other's uncommitted rows and insert them again). Returns
+    rows written."""
     first = floor_minute(first)
     with store.session(readonly=True) as session:
         sizes = scheduling.pool_sizes(session)
     rows = compute(store, first, minutes * MINUTE, sizes, parallelism)
     end = first + timedelta(minutes=minutes)
     with store.session() as session:
+        coordination.lock(session, coordination.CAPACITY_ROLLUP_LOCK)
         session.execute(
             delete(CapacityBucket).where(
                 CapacityBucket.minute >= first, CapacityBucket.minute < end

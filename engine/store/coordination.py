@@ -25,9 +25,12 @@ from sqlalchemy.orm import Session
 
 Ts = TypeVarTuple("Ts")
 
-#: Advisory lock keys ("dagwatch" + a letter, as bigints): queueing and run admission.
+#: Advisory lock keys ("dagwatch" + a letter, as bigints): queueing, run admission, and
+#: the console's capacity rollup (its writer is a service of every scheduler).
 QUEUE_LOCK = 0x646167777451
 RUNS_LOCK = 0x646167777452
+#: held while a scheduler rewrites minutes of the console's capacity rollup
+CAPACITY_ROLLUP_LOCK = 0x646167777453
 
 
 def is_postgres(session: Session) -> bool:

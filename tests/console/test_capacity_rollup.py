@@ -81,6 +81,33 @@ def test_writing_again_gives_the_same_rows_and_old_buckets_are_pruned(store):
     assert capacity_rollup.covered(store, hist.START + timedelta(minutes=45), hist.END)
 
 
+def test_two_schedulers_rewriting_the_same_minutes_take_turns(store):
+    """Every scheduler runs the rollup's writer: on PostgreSQL two rewriting the same
+    minutes at once used to insert each other's rows again (a duplicate key)."""
+    sizes, tries = hist.POOL_FULL
+    hist.write(store, sizes, tries)
+    capacity_rollup.write(store, hist.START, 60, 32)
+    expected = _rows(store)
+    for _ in range(5):
+        barrier = threading.Barrier(2)
+        errors: list[BaseException] = []
+
+        def rewrite(barrier: threading.Barrier = barrier, errors: list = errors) -> None:
+            barrier.wait(timeout=60)
+            try:
+                capacity_rollup.write(store, hist.START, 60, 32)
+            except BaseException as exc:  # reported below, with the other writer's
+                errors.append(exc)
+
+        writers = [threading.Thread(target=rewrite) for _ in range(2)]
+        for writer in writers:
+            writer.start()
+        for writer in writers:
+            writer.join(timeout=120)
+        assert errors == []
+        assert _rows(store) == expected
+
+
 def test_a_pass_fills_the_closed_minutes_rewrites_the_last_and_prunes_by_age(store):
     sizes, tries = hist.POOL_FULL
     hist.write(store, sizes, tries)
