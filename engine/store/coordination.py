@@ -26,11 +26,14 @@ from sqlalchemy.orm import Session
 Ts = TypeVarTuple("Ts")
 
 #: Advisory lock keys ("dagwatch" + a letter, as bigints): queueing, run admission, and
-#: the console's capacity rollup (its writer is a service of every scheduler).
+#: the console's capacity rollup and a DAG processor's parse results (every scheduler
+#: runs a writer of each).
 QUEUE_LOCK = 0x646167777451
 RUNS_LOCK = 0x646167777452
 #: held while a scheduler rewrites minutes of the console's capacity rollup
 CAPACITY_ROLLUP_LOCK = 0x646167777453
+#: held while a DAG processor records one pass's files, DAGs and import errors
+PARSE_RESULTS_LOCK = 0x646167777454
 
 
 def is_postgres(session: Session) -> bool:

@@ -21,6 +21,7 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from engine.exceptions import NotFound
+from engine.store import coordination
 from engine.store.models import Dag, DagFile, ImportError_
 
 
@@ -144,7 +145,10 @@ def record_parse_results(
     now: datetime,
     paused_at_creation: bool,
 ) -> None:
-    """Store files, DAGs and import errors from one processor pass."""
+    """Store files, DAGs and import errors from one processor pass. On PostgreSQL the
+    passes of several DAG processors (one per scheduler) take turns: each reads a row
+    before writing it, and two at once would both insert a file or DAG new to both."""
+    coordination.lock(session, coordination.PARSE_RESULTS_LOCK)
     owners, duplicate_errors = _owners(session, results)
     for result in results:
         error = result.error or duplicate_errors.get(result.fileloc)

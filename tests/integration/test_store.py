@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import select, text
 
 from engine import runtime
 from engine.exceptions import StoreError
+from engine.store import dags
 from engine.store.audit import record_audit
 from engine.store.db import Store
-from engine.store.models import AuditLog, Pool
+from engine.store.models import AuditLog, DagFile, Pool
 
 
 def pool_slots(store: Store, name: str = "default_pool") -> int | None:
@@ -207,3 +209,39 @@ def test_runtime_drops_a_store_built_for_another_database(config, tmp_path):
     runtime.configure(other)
     assert runtime.get_store() is not first
     assert runtime.get_store().url.database == str(tmp_path / "o.db")
+
+
+def test_two_dag_processors_recording_the_same_new_files_take_turns(store):
+    """Every scheduler runs a DAG processor over the same folder: two passes recording
+    files new to both used to insert the same rows twice on PostgreSQL."""
+    for round_ in range(5):
+        results = [
+            dags.FileParseResult(f"/dags/r{round_}_f{i}.py", f"h{i}", 0.1, error="boom")
+            for i in range(20)
+        ]
+        barrier = threading.Barrier(2)
+        errors: list[BaseException] = []
+
+        def record(
+            barrier: threading.Barrier = barrier, errors: list = errors, results: list = results
+        ) -> None:
+            barrier.wait(timeout=60)
+            try:
+                with store.session() as session:
+                    dags.record_parse_results(
+                        session, results, now=datetime.now(UTC), paused_at_creation=False
+                    )
+            except BaseException as exc:  # reported below, with the other writer's
+                errors.append(exc)
+
+        writers = [threading.Thread(target=record) for _ in range(2)]
+        for writer in writers:
+            writer.start()
+        for writer in writers:
+            writer.join(timeout=120)
+        assert errors == []
+        with store.session(readonly=True) as session:
+            files = session.scalars(
+                select(DagFile.fileloc).where(DagFile.fileloc.like(f"/dags/r{round_}_%"))
+            ).all()
+        assert len(files) == 20
