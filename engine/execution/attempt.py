@@ -1,9 +1,10 @@
 """Inside a worker: find the task in its DAG file, run the attempt or callbacks, report.
 
-Shared by the local executor's workers (`engine.execution.local.worker`), its callback
-processes (`callback_main`) and the sequential executor, which calls `run_request` in its
-own process. An attempt whose DAG file or task cannot be loaded never starts: its task
-instance goes queued → failed with the reason, so the scheduler does not wait on it forever.
+`run_here` is the one way an attempt runs in the process that calls it: a local-executor
+worker (`engine.execution.local.worker`) or the attempt process it forked, a Celery pool
+process, the sequential executor. Callback processes start at `callback_main`. An
+attempt whose DAG file or task cannot be loaded never starts: its task instance goes
+queued → failed with the reason, so the scheduler does not wait on it forever.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import sys
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import MutableMapping
+from collections.abc import Callable, MutableMapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -80,6 +82,10 @@ class DagCache(OrderedDict[DagFileKey, dict[str, Any]]):
         super().__init__()
         self.max_files = max_files
         self.imports = 0  #: how many imports filled it (a changed count means new objects)
+
+    def load(self, request: AttemptRequest) -> Any:
+        """The DAG of `request`, imported once per version of its file."""
+        return load_dag(request.fileloc, request.dag_id, request.task_id, self)
 
     def trim(self) -> None:
         """Drop the least recently used files beyond `max_files`, with their modules."""
@@ -173,16 +179,60 @@ def refuse(
     return state, reason if state else f"{reason}; the task instance was no longer queued"
 
 
-def run_request(
-    store: Store, config: Config, request: AttemptRequest, cache: DagCache | None
-) -> tuple[TaskState | None, str | None]:
-    """Run one attempt in this process: (the state the runner recorded, its error)."""
+@dataclass(frozen=True)
+class Ran:
+    """How an attempt run by `run_here` ended."""
+
+    #: the state recorded; None when none was (it failed outside the task, or the task
+    #: instance was no longer queued when a refused attempt was to fail)
+    state: TaskState | None
+    error: str | None = None
+    #: it failed outside the task's code: what it recorded, and what it left, is unknown
+    broken: bool = False
+
+
+def run_here(
+    store: Store,
+    config: Config,
+    request: AttemptRequest,
+    load: Callable[[AttemptRequest], Any],
+    *,
+    ready: Callable[[], object] | None = None,
+    pid: int | None = None,
+    external_id: str | None = None,
+    end_processes: Callable[[], object] | None = None,
+    on_moved: Callable[[str], object] | None = None,
+    contain: type[BaseException] | tuple[type[BaseException], ...] = Exception,
+) -> Ran:
+    """Run one attempt in this process and record it, as every executor does.
+
+    `load` gives the DAG (an attempt whose DAG or task cannot be loaded is refused:
+    queued → failed); `ready` is called once it is loaded, just before the attempt begins
+    (a worker notes there what the attempt may change in its process). `end_processes`
+    and `on_moved` are `runner.run_attempt`'s. An exception of the `contain` classes
+    raised outside the task's code is reported as a broken attempt instead of raised: a
+    process that exists only to run attempts contains them all (`BaseException`); the
+    scheduler's own process (the sequential executor) lets an interrupt through.
+    """
     try:
-        dag = load_dag(request.fileloc, request.dag_id, request.task_id, cache)
-    except UnrunnableAttempt as exc:
-        return refuse(store, request, exc)
-    result = runner.run_attempt(store, config, dag, request.ti_id, hostname=hostname())
-    return result.state, result.error
+        try:
+            dag = load(request)
+        except UnrunnableAttempt as exc:
+            state, error = refuse(store, request, exc)
+            return Ran(state, error)
+        if ready is not None:
+            ready()
+        result = runner.run_attempt(
+            store, config, dag, request.ti_id, hostname=hostname(), pid=pid,
+            external_id=external_id, end_processes=end_processes, on_moved=on_moved,
+        )  # fmt: skip
+    except runner.StaleMessage:
+        raise
+    except contain as exc:
+        log.exception("attempt of task instance %s failed outside the task", request.ti_id)
+        error = f"the attempt failed outside the task: {type(exc).__name__}: {exc}"
+        return Ran(None, error, broken=True)
+    return Ran(result.state, result.error)
 
 
 class StopHandler:

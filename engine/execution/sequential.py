@@ -11,7 +11,7 @@ import logging
 from collections.abc import Sequence
 
 from engine.config import Config
-from engine.execution.attempt import DagCache, extend_sys_path, run_callback_request, run_request
+from engine.execution.attempt import DagCache, extend_sys_path, run_callback_request, run_here
 from engine.execution.base import AttemptEvent, AttemptRequest, CallbackRequest
 from engine.store.db import Store
 
@@ -38,19 +38,16 @@ class SequentialExecutor:
             self._events.append(self._run(request))
 
     def _run(self, request: AttemptRequest) -> AttemptEvent:
-        try:
-            state, error = run_request(self.store, self.config, request, self._dags)
-        except Exception as exc:  # the attempt could not be recorded: report it as lost
-            log.exception("attempt of task instance %s failed outside the task", request.ti_id)
-            state, error = None, f"the attempt failed outside the task: {type(exc).__name__}: {exc}"
+        # an attempt that failed outside the task is reported as lost (state None)
+        ran = run_here(self.store, self.config, request, self._dags.load)
         return AttemptEvent(
             ti_id=request.ti_id,
             dag_id=request.dag_id,
             run_id=request.run_id,
             task_id=request.task_id,
-            state=state,
+            state=ran.state,
             exit_code=None,
-            error=error,
+            error=ran.error,
         )
 
     def queue_callbacks(self, requests: Sequence[CallbackRequest]) -> None:

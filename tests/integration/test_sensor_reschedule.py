@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import select
 
 from engine import api
-from engine.execution.attempt import fail_unstarted, run_request
+from engine.execution.attempt import DagCache, fail_unstarted, run_here
 from engine.execution.stub import StubExecutor
 from engine.observability.collector import metastore_source
 from engine.observability.service import GaugePusher
@@ -271,7 +271,7 @@ def stub_scheduler(store, loop_config):
 def work(store, config, stub: StubExecutor, task_id: str) -> TaskState:
     """Run the held attempt of `task_id` in this process as a worker would, then report it."""
     (ti_id,) = [ti_id for ti_id, request in stub.held.items() if request.task_id == task_id]
-    state, _ = run_request(store, config, stub.held[ti_id], None)
+    state = run_here(store, config, stub.held[ti_id], DagCache().load).state
     stub.finish(ti_id, state)
     return state
 

@@ -32,14 +32,12 @@ from engine.execution import reaper, runner
 from engine.execution.attempt import (
     DagCache,
     StopHandler,
-    UnrunnableAttempt,
     config_from_payload,
     config_payload,
     extend_sys_path,
     hostname,
-    load_dag,
-    refuse,
     run_callback_request,
+    run_here,
 )
 from engine.execution.base import AttemptRequest, CallbackRequest
 from engine.execution.celery.app import RUN_ATTEMPT, RUN_CALLBACKS, celery_app
@@ -102,19 +100,12 @@ def run_attempt_message(message_id: str, fields: dict[str, Any]) -> dict[str, An
         return {"state": None, "stale": True, "metrics": []}
     stop = StopHandler(_NoReasons())
     previous = signal.signal(signal.SIGTERM, stop)
-    outcome: TaskState | None
-    error: str | None
     try:
-        try:
-            dag = load_dag(request.fileloc, request.dag_id, request.task_id, cache)
-        except UnrunnableAttempt as exc:
-            outcome, error = refuse(store, request, exc)
-        else:
-            result = runner.run_attempt(
-                store, config, dag, request.ti_id, hostname=hostname(), external_id=message_id,
-                end_processes=reaper.end_attempt_processes, on_moved=stop.stop_self,
-            )  # fmt: skip
-            outcome, error = result.state, result.error
+        # what fails outside the task fails the Celery task: its executor reports it lost
+        ran = run_here(
+            store, config, request, cache.load, external_id=message_id,
+            end_processes=reaper.end_attempt_processes, on_moved=stop.stop_self, contain=(),
+        )  # fmt: skip
     except runner.StaleMessage as exc:
         log.info("message %s dropped: %s", message_id, exc)
         return {"state": None, "stale": True, "metrics": []}
@@ -122,8 +113,8 @@ def run_attempt_message(message_id: str, fields: dict[str, Any]) -> dict[str, An
         stop.cancel()
         signal.signal(signal.SIGTERM, previous)
     return {
-        "state": outcome.value if outcome else None,
-        "error": error,
+        "state": ran.state.value if ran.state else None,
+        "error": ran.error,
         "metrics": encode_metrics(relay.drain()),
     }
 

@@ -58,11 +58,13 @@ from engine.config import Config
 from engine.execution import forkserver, reaper, runner
 from engine.execution.attempt import (
     DagCache,
+    Ran,
     StopHandler,
     UnrunnableAttempt,
     hostname,
     load_dag,
     refuse,
+    run_here,
 )
 from engine.execution.base import AttemptRequest
 from engine.execution.local import reuse_check
@@ -238,7 +240,7 @@ class Worker:
         signal.signal(signal.SIGTERM, stop)
         self.send(Started(request.ti_id, pid))
         try:
-            state, error, code, changes = self._attempt_here(request, pid, stop)
+            ran, changes = self._attempt_here(request, pid, stop)
         finally:
             stop.cancel()  # stays installed: a late SIGTERM must not end the worker
         self.attempts += 1
@@ -247,34 +249,33 @@ class Worker:
             log.info("worker %s exits after task instance %s: %s", pid, request.ti_id, retire)
             self.send(Retiring(request.ti_id, retire))  # before Done: never given more
             self.exiting = True
-        return Done(request.ti_id, pid, state, error, code)
+        state = ran.state.value if ran.state else None
+        return Done(request.ti_id, pid, state, ran.error, 1 if ran.broken else 0)
 
     def _attempt_here(
         self, request: AttemptRequest, pid: int, stop: StopHandler
-    ) -> tuple[str | None, str | None, int, str | None]:
-        """(state recorded, error, exit code, what the attempt changed in this process)."""
-        try:
-            try:
-                dag = self._load(request)
-            except UnrunnableAttempt as exc:
-                refused, error = refuse(self.store, request, exc)
-                return refused.value if refused else None, error, 0, None
+    ) -> tuple[Ran, str | None]:
+        """How the attempt ended, and what it changed in this process (None: nothing)."""
+        marks: list[reuse_check.Marks] = []
+        ended: list[reaper.Ended] = []
+
+        def ready() -> None:  # the DAG is loaded: what the attempt finds, it must leave
             self._memory_baseline = self._memory_baseline or reuse_check.resident_bytes()
-            marks = reuse_check.Marks.take()
-            ended: list[reaper.Ended] = []
-            result = runner.run_attempt(
-                self.store, self.config, dag, request.ti_id, hostname=hostname(), pid=pid,
-                end_processes=lambda: ended.append(reaper.end_attempt_processes()),
-                on_moved=stop.stop_self,
-            )  # fmt: skip
-        except BaseException as exc:  # the outcome is unknown: report it, let a fresh worker on
-            log.exception("attempt of task instance %s failed outside the task", request.ti_id)
-            error = f"the attempt failed in its worker: {type(exc).__name__}: {exc}"
-            return None, error, 1, "the attempt failed outside the task"
+            marks.append(reuse_check.Marks.take())
+
+        ran = run_here(
+            self.store, self.config, request, self._load, ready=ready, pid=pid,
+            end_processes=lambda: ended.append(reaper.end_attempt_processes()),
+            on_moved=stop.stop_self, contain=BaseException,
+        )  # fmt: skip
+        if ran.broken:  # the outcome is unknown: let a fresh worker on
+            return ran, "the attempt failed outside the task"
+        if not marks:  # refused: nothing of the task ran
+            return ran, None
         # A worker that had to kill children retires too: the task's objects for them (a
         # Popen it never waited for) would act on their pids once recycled.
-        found = [ended[0].describe() if ended else None, marks.changes(self._memory_baseline)]
-        return result.state.value, result.error, 0, "; ".join(filter(None, found)) or None
+        found = [ended[0].describe() if ended else None, marks[0].changes(self._memory_baseline)]
+        return ran, "; ".join(filter(None, found)) or None
 
     def _why_retire(self, stop: StopHandler, changes: str | None) -> str | None:
         """Why this worker must not run another attempt, if it must not."""
@@ -296,8 +297,8 @@ class Worker:
         try:
             dag = self._load(request)
         except UnrunnableAttempt as exc:
-            state, error = refuse(self.store, request, exc)
-            return Done(request.ti_id, None, state.value if state else None, error, None)
+            refused, why = refuse(self.store, request, exc)
+            return Done(request.ti_id, None, refused.value if refused else None, why, None)
         begun = None
         if not any(getattr(dag.get_task(request.task_id), name, None) for name in _CALLBACKS):
             try:
@@ -306,8 +307,8 @@ class Worker:
                 )
             except Exception as exc:  # as if its attempt process had failed before the task
                 log.exception("task instance %s could not begin", request.ti_id)
-                error = f"the attempt could not begin: {type(exc).__name__}: {exc}"
-                return Done(request.ti_id, None, None, error, 1)
+                why = f"the attempt could not begin: {type(exc).__name__}: {exc}"
+                return Done(request.ti_id, None, None, why, 1)
         child = self._fork(request, dag, begun)
         if begun is not None:
             self._record_pid(request, begun, child.pid)
@@ -316,9 +317,11 @@ class Worker:
         code = self._supervise(request, child)
         reaper.end_attempt_processes()  # those the attempt process left here as it exited
         outcome = child.outcome()
-        state, error = outcome.result, outcome.error
-        if begun is not None:
-            state, error = self._finish(dag, begun, outcome)
+        if begun is None:
+            return Done(
+                request.ti_id, child.pid, outcome.result, outcome.error, code, outcome.metrics
+            )
+        state, error = self._finish(dag, begun, outcome)
         return Done(request.ti_id, child.pid, state, error, code, outcome.metrics)
 
     def _record_pid(self, request: AttemptRequest, begun: runner.Begun, pid: int) -> None:
@@ -479,21 +482,20 @@ def _run_in_child(
 ) -> tuple[int, Outcome]:
     """(exit code, outcome) of the attempt, or of its task when `begun`; a task instance
     marked meanwhile stops the attempt as the executor's SIGTERM would (`stop`)."""
-    try:
-        if begun is not None:
-            with runner.attempt_logging(begun.path):
-                executed = runner.execute_attempt(
-                    store, config, dag, begun, on_moved=stop.stop_self
-                )[0]
-                reaper.end_attempt_processes()
-            return 0, Outcome(executed)
-        result = runner.run_attempt(
-            store, config, dag, request.ti_id, hostname=hostname(),
+    if begun is None:  # the whole attempt, as every executor runs it
+        ran = run_here(
+            store, config, request, lambda _request: dag,
             end_processes=reaper.end_attempt_processes, on_moved=stop.stop_self,
+            contain=BaseException,
         )  # fmt: skip
+        error = masking.redact(ran.error) if ran.error else None  # its worker knows fewer secrets
+        return (1 if ran.broken else 0), Outcome(ran.state.value if ran.state else None, error)
+    try:  # only the task: its worker records the attempt
+        with runner.attempt_logging(begun.path):
+            executed = runner.execute_attempt(store, config, dag, begun, on_moved=stop.stop_self)[0]
+            reaper.end_attempt_processes()
     except BaseException as exc:  # the outcome is unknown: report, exit non-zero
         log.exception("attempt of task instance %s failed outside the task", request.ti_id)
-        # masked here: its worker knows fewer secrets
-        error = masking.redact(f"the attempt process failed: {type(exc).__name__}: {exc}")
+        error = masking.redact(f"the attempt failed outside the task: {type(exc).__name__}: {exc}")
         return 1, Outcome(None, error)
-    return 0, Outcome(result.state.value, result.error)
+    return 0, Outcome(executed)
