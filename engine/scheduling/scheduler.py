@@ -468,14 +468,14 @@ class Scheduler:
         if not needing:
             return {}
         previous = scheduling.previous_run_ids(session, needing)
-        keys = [(run.dag_id, previous[run.id]) for run in needing if previous[run.id]]
-        task_ids = {t for run in needing for t in self._plans[run.dag_id].past_task_ids}
-        states = scheduling.task_states_of_runs(session, keys, task_ids)
-        return {
-            run.id: states.get((run.dag_id, previous[run.id]), {})
+        before = {
+            run.id: (run.dag_id, previous_id)
             for run in needing
-            if previous[run.id]
+            if (previous_id := previous[run.id])
         }
+        task_ids = {t for run in needing for t in self._plans[run.dag_id].past_task_ids}
+        states = scheduling.task_states_of_runs(session, before.values(), task_ids)
+        return {run_id: states.get(key, {}) for run_id, key in before.items()}
 
     def _expand_mapped(
         self,
@@ -782,7 +782,7 @@ class Scheduler:
         task = plan.dag.task_dict.get(ti.task_id) if plan else None
         operator = getattr(task, "operator", None)
         emit.attempt_finished(ti.dag_id, ti.task_id, operator, to, None, zombie=zombie)
-        if task is not None and getattr(task, f"has_{kind}", False):
+        if plan is not None and task is not None and getattr(task, f"has_{kind}", False):
             request = CallbackRequest(
                 ti.dag_id,
                 ti.run_id,
@@ -895,20 +895,20 @@ class Scheduler:
                 # only what schedulers that are gone queued (or what no scheduler owns)
                 orphans = scheduling.adoptable_queued(session, include_unowned=True)
                 self._requeue_orphans(session, orphans, starting=True)
-                orphans = []
+                stranded: list[int] = []
             else:  # the only scheduler: nothing queued before it started is running
-                orphans = [ti.id for ti in scheduling.tis_in_state(session, TaskState.QUEUED)]
-            if orphans:
+                stranded = [ti.id for ti in scheduling.tis_in_state(session, TaskState.QUEUED)]
+            if stranded:
                 transitions.transition_task_instances(
                     session,
-                    orphans,
+                    stranded,
                     expected=TaskState.QUEUED,
                     to=TaskState.SCHEDULED,
                     at=now,
                     reason="orphaned: queued by a scheduler that is gone",
                 )
-                log.warning("reset %d orphaned queued task instances", len(orphans))
-                emit.orphans_cleared(len(orphans))
+                log.warning("reset %d orphaned queued task instances", len(stranded))
+                emit.orphans_cleared(len(stranded))
             self._adopt_orphan_callbacks(session, now)
         self.executor.start()
         self.flush_callbacks()

@@ -86,12 +86,12 @@ class WorkerPool:
         now = time.monotonic()
         if self._live() >= self.size or now < self._respawn_at:
             return None
-        self._ensure_template()
+        template = self._ensure_template()
         ours, theirs = Pipe()
         worker = WorkerHandle(ours, spawned=now, idle_since=now)
         try:
             self._tconn.send(SpawnWorker())
-            send_handle(self._tconn, theirs.fileno(), self._template.pid)
+            send_handle(self._tconn, theirs.fileno(), template.pid)
         except OSError:  # the template died; the next poll notices
             worker.closed_at = now
         finally:
@@ -111,9 +111,10 @@ class WorkerPool:
     def _template_alive(self) -> bool:
         return self._template is not None and self._template.exitcode is None
 
-    def _ensure_template(self) -> None:
-        if self._template_alive():
-            return
+    def _ensure_template(self) -> forkserver.Child:
+        """The template process, started anew if it is not running."""
+        if self._template is not None and self._template.exitcode is None:
+            return self._template
         if self._template is not None:
             log.warning("the worker template exited; starting another")
             self._tconn.close()
@@ -129,13 +130,14 @@ class WorkerPool:
         for worker in self._unforked:  # the old template will never fork these
             worker.closed_at = worker.closed_at or time.monotonic()
         self._unforked.clear()
+        return process
 
     # -- listening -------------------------------------------------------------------
 
     def handles(self) -> list[Any]:
         """What to wait on for news from the template and the workers."""
-        handles = [w.conn for w in self.workers if w.closed_at is None]
-        if self._template_alive():
+        handles: list[Any] = [w.conn for w in self.workers if w.closed_at is None]
+        if self._template is not None and self._template.exitcode is None:
             handles += [self._tconn, self._template.sentinel]
         return handles
 
@@ -171,7 +173,8 @@ class WorkerPool:
         template_alive = self._template_alive()
         gone = []
         for worker in list(self.workers):
-            exited = worker.pid is not None and worker.pid in self._codes
+            report = self._codes.get(worker.pid) if worker.pid is not None else None
+            exited = report is not None
             waited = worker.closed_at is not None and (
                 now >= worker.closed_at + EXIT_REPORT_WAIT or not template_alive
             )
@@ -179,7 +182,9 @@ class WorkerPool:
                 continue
             self.workers.remove(worker)
             worker.conn.close()
-            code, worker.ended = self._codes.pop(worker.pid, (None, None))
+            code: int | None = None
+            if report is not None and worker.pid is not None:
+                code, worker.ended = self._codes.pop(worker.pid)
             gone.append((worker, code))
             asked = worker.retiring and code in (0, None)  # it exited as asked or announced
             if now - worker.spawned < self.respawn_delay and not asked:
