@@ -26,9 +26,22 @@ from engine.store.migrate import DEFAULT_POOL, DEFAULT_POOL_SLOTS, migrate
 from engine.store.models import Base, Pool
 from metrics import Stats
 from metrics.testing import MemoryBackend
-from tests.helpers import PG_HOST, PG_PORT, create_pg_database, drop_pg_database
+from tests.helpers import (
+    PG_HOST,
+    PG_PORT,
+    create_pg_database,
+    drop_pg_database,
+    stop_fork_server,
+)
 
 _PASSED_THROUGH = ("PATH", "HOME")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cli_fork_server() -> Iterator[None]:
+    """`run_cli`'s fork server, if a test started it, ends with the session."""
+    yield
+    stop_fork_server()
 
 
 @pytest.fixture(autouse=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import secrets
 import subprocess
 import sys
@@ -10,11 +11,18 @@ from collections.abc import Mapping
 import psycopg
 from psycopg import sql
 
+from tests.cli_forks import Server
+
 
 def run_cli(
     *args: str, env: Mapping[str, str], input: str | None = None, timeout: float = 60
 ) -> subprocess.CompletedProcess[str]:
-    """Run `python -m engine ARGS` as a user would; stdin is closed unless `input` is given."""
+    """Run `python -m engine ARGS` as a user would, in a process of its own with only `env`;
+    stdin is closed unless `input` is given. The process is forked from a server that has
+    imported dagwatch already (`tests.cli_forks`): a test that is about the interpreter's
+    own start calls `subprocess` itself."""
+    if _forks_allowed(env):
+        return _fork_server().run(args, dict(env), input, timeout)
     return subprocess.run(
         [sys.executable, "-m", "engine", *args],
         env=dict(env),
@@ -25,6 +33,29 @@ def run_cli(
         timeout=timeout,
         check=False,
     )
+
+
+_server: Server | None = None
+
+
+def _forks_allowed(env: Mapping[str, str]) -> bool:
+    """Not for an environment that changes how the interpreter starts (PYTHONPATH...)."""
+    if os.environ.get("DAGWATCH_TEST_REAL_CLI") == "1" or not hasattr(os, "pidfd_open"):
+        return False
+    return not any(name.startswith("PYTHON") for name in env)
+
+
+def _fork_server() -> Server:
+    global _server
+    if _server is None:
+        _server = Server()
+    return _server
+
+
+def stop_fork_server() -> None:
+    """Stop `run_cli`'s fork server, if this process started one (at the session's end)."""
+    if _server is not None:
+        _server.stop()
 
 
 PG_HOST, PG_PORT, PG_USER = "127.0.0.1", 5432, "postgres"

@@ -1,0 +1,304 @@
+"""`run_cli`'s fork server: `python -m engine ARGS` forked from a process that imported
+dagwatch once, instead of an interpreter that imports it all again for every command.
+
+A command started this way is a real process of its own, as with `subprocess.run`: its own
+environment (only what the test passes), working directory, stdin, stdout and stderr
+(pipes), exit code, `atexit` handlers and interpreter shutdown. It runs `python -m
+engine` exactly as the interpreter would (`runpy`, `__main__`), after the fork. What it
+saves is the import of the CLI, SQLAlchemy, the metastore models and the plugins' verbs:
+about half a second of CPU per command, which the tests pay hundreds of times.
+
+The server is this module run as a script (`python -m tests.cli_forks SOCKET`) with an
+environment as small as the commands' own. It imports, then serves one connection per
+command: the client sends the arguments, environment and working directory as JSON with
+its three pipe ends (SCM_RIGHTS); the server forks, answers the child's pid, and once the
+child exited, its exit code (negative: the signal that killed it).
+
+What needs the interpreter's own start (which modules a command imports, `-X importtime`)
+calls `subprocess` itself; `DAGWATCH_TEST_REAL_CLI=1` sends every `run_cli` there too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import socket
+import struct
+import sys
+from typing import Any
+
+#: Modules every command would import: the CLI, its verbs (the plugins' too), the store.
+PRELOAD = (
+    "engine.cli",
+    "engine.store.models",
+    "engine.store.migrate",
+    "engine.api",
+    "sqlalchemy.dialects.sqlite",
+    "sqlalchemy.dialects.postgresql",
+    "psycopg",
+)
+PLUGINS = ("alerts.plugin", "console.plugin")
+_CODE = struct.Struct("!i")
+
+
+def _preload() -> None:
+    import importlib
+
+    from engine.cli.verbs import BUILTIN_VERBS
+
+    for name in PRELOAD:
+        importlib.import_module(name)
+    for verb in BUILTIN_VERBS:
+        verb.load()
+    for name in PLUGINS:
+        for verb in getattr(importlib.import_module(name), "VERBS", ()):
+            verb.load()
+
+
+def _recv_request(conn: socket.socket) -> tuple[dict[str, Any], list[int]]:
+    data = b""
+    fds: list[int] = []
+    while not data.endswith(b"\n"):
+        chunk, received, _flags, _addr = socket.recv_fds(conn, 1 << 20, 3)
+        if not chunk:
+            raise EOFError("the client went away")
+        data += chunk
+        fds += received
+    return json.loads(data), fds
+
+
+def _serve(path: str) -> tuple[dict[str, Any], list[int]]:
+    """Serve until the process forked for a command returns here: (request, its pipes)."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(16)
+    print("ready", flush=True)
+    waiting: dict[int, tuple[int, socket.socket]] = {}  # pidfd -> (pid, its client)
+    while True:
+        ready, _, _ = select.select([listener, *waiting], [], [])
+        for fd in ready:
+            if fd is listener:
+                conn, _ = listener.accept()
+                try:
+                    request, fds = _recv_request(conn)
+                except (EOFError, OSError, ValueError):
+                    conn.close()
+                    continue
+                pid = os.fork()
+                if pid == 0:  # the command's process
+                    listener.close()
+                    for pidfd, (_pid, client) in waiting.items():
+                        os.close(pidfd)
+                        client.close()
+                    conn.close()
+                    return request, fds
+                for received in fds:
+                    os.close(received)
+                conn.sendall(_CODE.pack(pid))
+                waiting[os.pidfd_open(pid)] = (pid, conn)
+            else:
+                pid, conn = waiting.pop(fd)
+                os.close(fd)
+                _, status = os.waitpid(pid, 0)
+                try:
+                    conn.sendall(_CODE.pack(os.waitstatus_to_exitcode(status)))
+                except OSError:
+                    pass  # the client gave up (its timeout)
+                conn.close()
+
+
+def _become_command(request: dict[str, Any], fds: list[int]) -> None:
+    """In the forked child: the pipes on 0, 1 and 2, the test's environment and directory."""
+    for target, fd in enumerate(fds):
+        os.dup2(fd, target)
+        os.close(fd)
+    os.chdir(request["cwd"])
+    os.environ.clear()
+    os.environ.update(request["env"])
+    sys.argv = ["-m", *request["args"]]
+
+
+# -- the client: what `run_cli` calls ------------------------------------------------------
+
+
+class Server:
+    """A fork server of this test process, started at its first command."""
+
+    def __init__(self) -> None:
+        self.process: Any = None
+        self.path = ""
+
+    def start(self) -> None:
+        import subprocess
+        import tempfile
+
+        folder = tempfile.mkdtemp(prefix="dagwatch-cli-forks-")
+        self.path = os.path.join(folder, "socket")
+        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+        env = {name: os.environ[name] for name in ("PATH", "HOME") if name in os.environ}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tests.cli_forks", self.path],
+            cwd=root,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        if self.process.stdout.readline().strip() != "ready":
+            self.process.kill()
+            raise RuntimeError("the CLI fork server did not start")
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def run(
+        self, args: tuple[str, ...], env: dict[str, str], input: str | None, timeout: float
+    ) -> Any:
+        """Run one command: a `subprocess.CompletedProcess` with text output, as
+        `subprocess.run(..., capture_output=True, text=True)` gives."""
+        import subprocess
+        import threading
+        import time
+
+        if not self.alive():
+            self.start()
+        stdin_r, stdin_w = os.pipe()
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            conn.connect(self.path)
+            request = {"args": list(args), "env": env, "cwd": os.getcwd()}
+            socket.send_fds(conn, [json.dumps(request).encode() + b"\n"], [stdin_r, out_w, err_w])
+        finally:
+            for fd in (stdin_r, out_w, err_w):
+                os.close(fd)
+        (pid,) = _CODE.unpack(_recv_exactly(conn, _CODE.size))
+        writer = threading.Thread(target=_write_all, args=(stdin_w, (input or "").encode()))
+        writer.start()
+        deadline = time.monotonic() + timeout
+        out, err = bytearray(), bytearray()
+        pending = {out_r: out, err_r: err}
+        try:
+            while pending:
+                left = deadline - time.monotonic()
+                ready, _, _ = select.select(list(pending), [], [], max(left, 0))
+                if not ready:
+                    raise subprocess.TimeoutExpired(
+                        [sys.executable, "-m", "engine", *args], timeout, bytes(out), bytes(err)
+                    )
+                for fd in ready:
+                    chunk = os.read(fd, 65536)
+                    if chunk:
+                        pending[fd] += chunk
+                    else:
+                        del pending[fd]
+                        os.close(fd)
+            conn.settimeout(max(deadline - time.monotonic(), 0.001))
+            (code,) = _CODE.unpack(_recv_exactly(conn, _CODE.size))
+        except (subprocess.TimeoutExpired, TimeoutError):
+            _kill(pid)
+            raise subprocess.TimeoutExpired(
+                [sys.executable, "-m", "engine", *args], timeout, bytes(out), bytes(err)
+            ) from None
+        finally:
+            for fd in pending:
+                os.close(fd)
+            conn.close()
+            writer.join()
+        return subprocess.CompletedProcess(
+            [sys.executable, "-m", "engine", *args], code, _text(out), _text(err)
+        )
+
+    def stop(self) -> None:
+        if self.alive():
+            self.process.kill()
+            self.process.wait()
+        if self.path:
+            import shutil
+
+            shutil.rmtree(os.path.dirname(self.path), ignore_errors=True)
+
+
+def _recv_exactly(conn: socket.socket, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = conn.recv(size - len(data))
+        if not chunk:
+            raise RuntimeError("the CLI fork server went away mid-command")
+        data += chunk
+    return data
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """stdin of the command: `data`, then end of file (nothing: at once, as DEVNULL does)."""
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+    except BrokenPipeError:
+        pass  # the command did not read it all, as subprocess tolerates
+    finally:
+        os.close(fd)
+
+
+def _kill(pid: int) -> None:
+    import signal
+
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def _text(data: bytearray) -> str:
+    """Decoded as `subprocess.run(text=True)` does (universal newlines)."""
+    return data.decode().replace("\r\n", "\n").replace("\r", "\n")
+
+
+def _run_command() -> None:
+    """`python -m engine` in this process, ended as the interpreter ends one: non-daemon
+    threads joined, `atexit` handlers run, output flushed, the exit code of `SystemExit`
+    (an uncaught exception printed by `sys.excepthook`, exit code 1). What the interpreter
+    would do next, free every object, is skipped: in a forked process that would copy
+    every page it shares with the server."""
+    import atexit
+    import runpy
+    import signal
+    import threading
+
+    code = 0
+    interrupted = False
+    try:
+        runpy.run_module("engine", run_name="__main__", alter_sys=True)
+    except SystemExit as exc:
+        if exc.code is None or isinstance(exc.code, int):
+            code = exc.code or 0
+        else:
+            print(exc.code, file=sys.stderr)
+            code = 1
+    except BaseException as exc:
+        sys.excepthook(type(exc), exc, exc.__traceback__)
+        interrupted = isinstance(exc, KeyboardInterrupt)
+        code = 1
+    threading._shutdown()  # type: ignore[attr-defined]
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    if interrupted:  # as the interpreter ends on an uncaught KeyboardInterrupt
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    import gc
+
+    _preload()
+    gc.freeze()  # what the server imported is never scanned again, in it or a command
+    _become_command(*_serve(sys.argv[1]))
+    _run_command()
