@@ -371,7 +371,8 @@ OPTIONS: tuple[Option, ...] = (
         "default_timezone",
         "str",
         "UTC",
-        "Timezone of naive dates in DAG files.",
+        "Timezone of naive start and end dates in DAG files, and of the schedule of a DAG "
+        "whose start date has no timezone.",
         check=_is_timezone,
         allowed="an IANA timezone name, like UTC or Europe/Amsterdam",
     ),

@@ -45,7 +45,9 @@ def configure(
         if owned and previous is not None and previous is not _store:
             previous.dispose()
     from engine import hooks
+    from engine.sdk.schedules import set_default_timezone
 
+    set_default_timezone(config["core.default_timezone"])  # of naive dates in DAG files
     hooks.install(config)
 
 
@@ -100,5 +102,7 @@ def reset() -> None:
             _store.dispose()
         _config, _store, _owns_store = None, None, False
     from engine import hooks
+    from engine.sdk.schedules import set_default_timezone
 
+    set_default_timezone("UTC")
     hooks.uninstall()

@@ -80,9 +80,14 @@ def import_dag_file(path: Path) -> list[Any]:
     return list(dags.values())
 
 
-def _parse_in_child(path: str, conn: Connection, extra_sys_path: Sequence[str]) -> None:
+def _parse_in_child(
+    path: str, conn: Connection, extra_sys_path: Sequence[str], default_timezone: str = "UTC"
+) -> None:
     """Child side: import the file, serialize its DAGs, send them back once."""
     from engine.parsing.serialization import serialize_dag
+    from engine.sdk.schedules import set_default_timezone
+
+    set_default_timezone(default_timezone)  # of its naive dates
 
     for entry in extra_sys_path:
         if entry not in sys.path:
@@ -117,8 +122,10 @@ def parse_files(
     timeout: float,
     processes: int,
     extra_sys_path: Sequence[str] = (),
+    default_timezone: str = "UTC",
 ) -> list[FileParseResult]:
-    """Import each `(path, content_hash)` in its own child, `processes` at a time."""
+    """Import each `(path, content_hash)` in its own child, `processes` at a time; naive
+    dates in the files are in `default_timezone` (`core.default_timezone`)."""
     pending = list(paths)
     pending.reverse()
     running: dict[Connection, _Child] = {}
@@ -129,7 +136,7 @@ def parse_files(
             reader, writer = Pipe(duplex=False)
             try:
                 process = forkserver.start(
-                    _parse_in_child, str(path), writer, list(extra_sys_path),
+                    _parse_in_child, str(path), writer, list(extra_sys_path), default_timezone,
                     name=f"dagwatch-parse-{path.name}",
                 )  # fmt: skip
             finally:
@@ -241,6 +248,7 @@ def process_folders(
         timeout=config["core.dag_file_processor_timeout"],
         processes=config["core.parsing_processes"],
         extra_sys_path=[str(folder) for folder in folders if os.path.isdir(folder)],
+        default_timezone=config["core.default_timezone"],
     )
     now = now or datetime.now(UTC)
     with store.session() as session:

@@ -20,7 +20,11 @@ from typing import TYPE_CHECKING, Any
 from engine.exceptions import CycleError, DagDefinitionError, DuplicateTaskIdError
 from engine.sdk.deadlines import Deadline, coerce_deadline
 from engine.sdk.params import NOTSET, DagParam, Param, ParamsDict
-from engine.sdk.schedules import coerce_utc, timetable_from_schedule, timezone_of
+from engine.sdk.schedules import (
+    coerce_dag_date,
+    timetable_from_schedule,
+    timezone_of,
+)
 
 if TYPE_CHECKING:
     from types import FrameType
@@ -245,8 +249,8 @@ class DAG:
             if value is not None and not isinstance(value, datetime):
                 raise DagDefinitionError(f"{where}: {name} must be a datetime, not {value!r}")
         self.timezone = timezone_of(start_date)
-        self.start_date = coerce_utc(start_date) if start_date is not None else None
-        self.end_date = coerce_utc(end_date) if end_date is not None else None
+        self.start_date = coerce_dag_date(start_date) if start_date is not None else None
+        self.end_date = coerce_dag_date(end_date) if end_date is not None else None
         self.schedule = schedule
         if dag_display_name is not None and (
             not isinstance(dag_display_name, str) or not dag_display_name.strip()

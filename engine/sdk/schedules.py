@@ -31,6 +31,29 @@ PRESETS: dict[str, str] = {
     "@annually": "0 0 1 1 *",
 }
 _OFFSET = re.compile(r"^([+-])(\d\d):(\d\d)$")
+#: The timezone of naive dates in DAG files (`core.default_timezone`, set when a process
+#: is configured and passed to the processes that parse DAG files).
+_default_timezone: Any = UTC
+
+
+def set_default_timezone(name: str) -> None:
+    """Take naive `start_date`/`end_date` values, and the schedules of DAGs without an
+    aware start date, in timezone `name` (an IANA name or an offset like +05:30)."""
+    global _default_timezone
+    _default_timezone = parse_timezone(name)
+
+
+def default_timezone() -> Any:
+    """The timezone of naive dates in DAG files (UTC unless configured)."""
+    return _default_timezone
+
+
+def coerce_dag_date(value: dt.datetime) -> DateTime:
+    """A DAG's start or end date as UTC: a naive one is a wall-clock time in the default
+    timezone (`core.default_timezone`), as in Airflow."""
+    if isinstance(value, dt.datetime) and (value.tzinfo is None or value.utcoffset() is None):
+        return localize(value.replace(tzinfo=None), _default_timezone)
+    return coerce_utc(value)
 
 
 def coerce_utc(value: dt.datetime) -> DateTime:
@@ -43,9 +66,10 @@ def coerce_utc(value: dt.datetime) -> DateTime:
 
 
 def timezone_of(value: dt.datetime | None) -> Any:
-    """The pendulum timezone of an aware datetime, UTC for naive values or None."""
+    """The pendulum timezone of an aware datetime; the default timezone (UTC unless
+    `core.default_timezone` says otherwise) for naive values or None."""
     if value is None or value.tzinfo is None or value.utcoffset() is None:
-        return UTC
+        return _default_timezone
     return pendulum.instance(value).tz or UTC
 
 

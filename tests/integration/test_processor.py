@@ -202,3 +202,48 @@ def test_example_dags_load_without_import_errors(store, config):
         "example_pool_limited",
         "example_mapping",
     }
+
+
+NAIVE = """
+from datetime import datetime
+from engine import DAG, EmptyOperator
+
+with DAG("local", schedule="@daily", start_date=datetime(2026, 1, 1), catchup=True):
+    EmptyOperator(task_id="a")
+"""
+
+
+def test_naive_dates_are_in_the_default_timezone_for_parser_and_worker(
+    store, proc_config, dags_folder
+):
+    """core.default_timezone: a naive start date is local midnight, and so is the daily
+    schedule, both where the file is parsed and where a worker imports it to run a task."""
+    from engine import runtime
+    from engine.execution.attempt import load_dag
+
+    config = proc_config.with_overrides(core__default_timezone="Europe/Amsterdam")
+    path = write(dags_folder, "local.py", NAIVE)
+    process_folders(store, config)
+    with store.session() as session:
+        serialized = session.get(Dag, "local").serialized
+    assert serialized["start_date"] == "2025-12-31T23:00:00+00:00"
+    assert serialized["timezone"] == serialized["schedule"]["timezone"] == "Europe/Amsterdam"
+    runtime.configure(config, store)  # as a worker is before it imports the file
+    imported = load_dag(str(path), "local", "a", None)
+    assert imported.start_date.isoformat() == serialized["start_date"]
+    assert str(imported.timezone.name) == "Europe/Amsterdam"
+    first = imported.timetable.next_dagrun_info(start_date=imported.start_date, catchup=True)
+    second = imported.timetable.next_dagrun_info(first.end, imported.start_date, catchup=True)
+    assert [interval.start.isoformat() for interval in (first, second)] == [
+        "2025-12-31T23:00:00+00:00",  # local midnights
+        "2026-01-01T23:00:00+00:00",
+    ]
+
+
+def test_naive_dates_stay_utc_by_default(store, proc_config, dags_folder):
+    write(dags_folder, "local.py", NAIVE)
+    process_folders(store, proc_config)
+    with store.session() as session:
+        serialized = session.get(Dag, "local").serialized
+    assert serialized["start_date"] == "2026-01-01T00:00:00+00:00"
+    assert serialized["timezone"] == "UTC"
