@@ -20,12 +20,15 @@ calls `subprocess` itself; `DAGWATCH_TEST_REAL_CLI=1` sends every `run_cli` ther
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import select
 import socket
 import struct
+import subprocess
 import sys
+import threading
 from typing import Any
 
 #: Modules every command would import: the CLI, its verbs (the plugins' too), the store.
@@ -113,6 +116,8 @@ def _become_command(request: dict[str, Any], fds: list[int]) -> None:
     for target, fd in enumerate(fds):
         os.dup2(fd, target)
         os.close(fd)
+    if request.get("new_session"):
+        os.setsid()
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
@@ -130,7 +135,6 @@ class Server:
         self.path = ""
 
     def start(self) -> None:
-        import subprocess
         import tempfile
 
         folder = tempfile.mkdtemp(prefix="dagwatch-cli-forks-")
@@ -157,24 +161,16 @@ class Server:
     ) -> Any:
         """Run one command: a `subprocess.CompletedProcess` with text output, as
         `subprocess.run(..., capture_output=True, text=True)` gives."""
-        import subprocess
-        import threading
         import time
 
-        if not self.alive():
-            self.start()
         stdin_r, stdin_w = os.pipe()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
-        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            conn.connect(self.path)
-            request = {"args": list(args), "env": env, "cwd": os.getcwd()}
-            socket.send_fds(conn, [json.dumps(request).encode() + b"\n"], [stdin_r, out_w, err_w])
+            pid, conn = self.spawn(args, env, (stdin_r, out_w, err_w))
         finally:
             for fd in (stdin_r, out_w, err_w):
                 os.close(fd)
-        (pid,) = _CODE.unpack(_recv_exactly(conn, _CODE.size))
         writer = threading.Thread(target=_write_all, args=(stdin_w, (input or "").encode()))
         writer.start()
         deadline = time.monotonic() + timeout
@@ -211,14 +207,156 @@ class Server:
             [sys.executable, "-m", "engine", *args], code, _text(out), _text(err)
         )
 
+    def spawn(
+        self,
+        args: tuple[str, ...],
+        env: dict[str, str],
+        fds: tuple[int, int, int],
+        new_session: bool = False,
+    ) -> tuple[int, socket.socket]:
+        """Fork `python -m engine ARGS` with `fds` as its stdin, stdout and stderr: (its
+        pid, the connection its exit code will arrive on)."""
+        if not self.alive():
+            self.start()
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            conn.connect(self.path)
+            request = {
+                "args": list(args),
+                "env": env,
+                "cwd": os.getcwd(),
+                "new_session": new_session,
+            }
+            socket.send_fds(conn, [json.dumps(request).encode() + b"\n"], list(fds))
+            (pid,) = _CODE.unpack(_recv_exactly(conn, _CODE.size))
+        except BaseException:
+            conn.close()
+            raise
+        return pid, conn
+
+    def popen(
+        self,
+        args: tuple[str, ...],
+        env: dict[str, str],
+        stdin: Any = None,
+        stdout: Any = None,
+        stderr: Any = None,
+        text: bool = False,
+        start_new_session: bool = False,
+    ) -> Any:
+        """`subprocess.Popen([python, -m, engine, *args], ...)` for this server's commands."""
+        return ForkedPopen(self, args, env, stdin, stdout, stderr, text, start_new_session)
+
     def stop(self) -> None:
         if self.alive():
             self.process.kill()
             self.process.wait()
+        if self.process is not None:
+            self.process.stdout.close()
         if self.path:
             import shutil
 
             shutil.rmtree(os.path.dirname(self.path), ignore_errors=True)
+
+
+class ForkedPopen(subprocess.Popen):  # type: ignore[type-arg]
+    """A command forked by the server, driven like a `subprocess.Popen` of it: pipes,
+    `poll`, `wait`, `communicate`, `send_signal`, `terminate`, `kill`, `returncode`.
+    Its exit code arrives from the server, its parent."""
+
+    def __init__(
+        self,
+        server: Server,
+        args: tuple[str, ...],
+        env: dict[str, str],
+        stdin: Any,
+        stdout: Any,
+        stderr: Any,
+        text: bool,
+        start_new_session: bool,
+    ) -> None:
+        # Popen's __init__ would start the process: set what its other methods read
+        self.args = [sys.executable, "-m", "engine", *args]
+        self.stdin = self.stdout = self.stderr = None
+        self.returncode = None
+        self.encoding = self.errors = None
+        self.text_mode = self.universal_newlines = bool(text)
+        self.pipesize = -1
+        self._waitpid_lock = threading.Lock()
+        self._input = None
+        self._communication_started = False
+        self._sigint_wait_secs = 0.25
+        self._closed_child_pipe_fds = True
+        self._child_created = False
+        theirs, ours, close = _child_fds(stdin, stdout, stderr)
+        try:
+            self.pid, self._conn = server.spawn(args, env, theirs, start_new_session)
+        finally:
+            for fd in close:
+                os.close(fd)
+        self._child_created = True
+        for name, (fd, mode) in ours.items():
+            stream: Any = open(fd, mode)
+            if text:
+                stream = io.TextIOWrapper(stream, write_through=(name == "stdin"))
+            setattr(self, name, stream)
+
+    def _ended(self, code: int) -> int:
+        self.returncode = code
+        self._conn.close()
+        return code
+
+    def _internal_poll(self, _deadstate: Any = None, **_ignored: Any) -> int | None:
+        if self.returncode is None:
+            ready, _, _ = select.select([self._conn], [], [], 0)
+            if ready:
+                self._ended(_CODE.unpack(_recv_exactly(self._conn, _CODE.size))[0])
+        return self.returncode
+
+    def _wait(self, timeout: float | None) -> int:
+        if self.returncode is not None:
+            return self.returncode
+        self._conn.settimeout(timeout)
+        try:
+            data = _recv_exactly(self._conn, _CODE.size)
+        except TimeoutError:
+            raise subprocess.TimeoutExpired(self.args, timeout) from None
+        finally:
+            if self.returncode is None and self._conn.fileno() >= 0:
+                self._conn.settimeout(None)
+        return self._ended(_CODE.unpack(data)[0])
+
+
+def _child_fds(
+    stdin: Any, stdout: Any, stderr: Any
+) -> tuple[tuple[int, int, int], dict[str, tuple[int, str]], list[int]]:
+    """Popen's stdin/stdout/stderr arguments as (the command's three descriptors, this
+    side's pipe ends by attribute, the descriptors to close once it is forked)."""
+    ours: dict[str, tuple[int, str]] = {}
+    close: list[int] = []
+    theirs: list[int] = []
+    for index, (name, spec) in enumerate(
+        (("stdin", stdin), ("stdout", stdout), ("stderr", stderr))
+    ):
+        if spec is None:
+            theirs.append(index)
+        elif spec == subprocess.PIPE:
+            read, write = os.pipe()
+            mine, child = (write, read) if index == 0 else (read, write)
+            ours[name] = (mine, "wb" if index == 0 else "rb")
+            theirs.append(child)
+            close.append(child)
+        elif spec == subprocess.DEVNULL:
+            null = os.open(os.devnull, os.O_RDWR)
+            theirs.append(null)
+            close.append(null)
+        elif spec == subprocess.STDOUT and index == 2:
+            theirs.append(theirs[1])
+        elif isinstance(spec, int):
+            theirs.append(spec)
+        else:
+            theirs.append(spec.fileno())
+    return (theirs[0], theirs[1], theirs[2]), ours, close
 
 
 def _recv_exactly(conn: socket.socket, size: int) -> bytes:

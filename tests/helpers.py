@@ -7,6 +7,7 @@ import secrets
 import subprocess
 import sys
 from collections.abc import Mapping
+from typing import Any
 
 import psycopg
 from psycopg import sql
@@ -32,6 +33,33 @@ def run_cli(
         text=True,
         timeout=timeout,
         check=False,
+    )
+
+
+def start_cli(
+    *args: str,
+    env: Mapping[str, str],
+    stdin: Any = None,
+    stdout: Any = None,
+    stderr: Any = None,
+    text: bool = False,
+    start_new_session: bool = False,
+) -> subprocess.Popen[Any]:
+    """`subprocess.Popen([python, -m, engine, *args], env=env, ...)` for a command that
+    runs on (a scheduler, a dispatcher, a console), forked as `run_cli`'s commands are:
+    the same pipes, `poll`, `wait`, `communicate`, signals and exit code."""
+    if _forks_allowed(env):
+        streams = {"stdin": stdin, "stdout": stdout, "stderr": stderr}
+        return _fork_server().popen(args, dict(env), **streams, text=text,
+                                    start_new_session=start_new_session)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "engine", *args],
+        env=dict(env),
+        stdin=stdin,
+        stdout=stdout,
+        stderr=stderr,
+        text=text,
+        start_new_session=start_new_session,
     )
 
 

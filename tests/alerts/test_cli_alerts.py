@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 
 import pytest
 
 from alerts import outbox
 from alerts.events import Event
 from tests.alerts.conftest import T0, alert_rows, delivery_rows, raise_alert
-from tests.helpers import run_cli
+from tests.helpers import run_cli, start_cli
 
 TOKEN = "cli-secret-7f3a9d21"
 COLUMNS = [
@@ -164,8 +163,9 @@ def test_alerts_dispatch_once_delivers_what_is_due(store, env, alerts_config, re
 def test_alerts_dispatch_runs_until_sigterm(store, env, alerts_config, receiver):
     routes = {"oncall": {"urls": [receiver.url()]}}
     config = alerts_config(alerts__routes=routes)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "engine", "alerts", "dispatch"],
+    process = start_cli(
+        "alerts",
+        "dispatch",
         env=with_routes(env, **routes),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -30,6 +29,7 @@ from tests.alerts.conftest import (
     start_receiver,
     stop_receiver,
 )
+from tests.helpers import start_cli
 
 TASKS = ("extract", "load", "report")
 
@@ -88,8 +88,9 @@ def test_a_hanging_or_slow_channel_does_not_delay_the_other_channels_pages(
     now = datetime.now(UTC)
     for task in TASKS:
         raise_alert(store, config, task_id=task, now=now)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "engine", "alerts", "dispatch"],
+    process = start_cli(
+        "alerts",
+        "dispatch",
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import textwrap
 import time
 from datetime import UTC, datetime
@@ -16,6 +15,7 @@ from engine import api, runtime
 from engine.parsing.parser import process_folders
 from engine.store import runs
 from tests.alerts.conftest import alert_rows
+from tests.helpers import run_cli, start_cli
 
 DAG_FILE = """
 import time
@@ -88,8 +88,9 @@ def test_a_failing_run_pages_once_per_event_and_the_sla_miss_before_the_task_end
     run_id = api.trigger_dag(store, "paged", actor="test").run_id
     received_at: dict[str, datetime] = {}
 
-    process = subprocess.Popen(
-        [sys.executable, "-m", "engine", "scheduler", "--drain"],
+    process = start_cli(
+        "scheduler",
+        "--drain",
         env=paged,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -137,7 +138,6 @@ def test_a_failing_run_pages_once_per_event_and_the_sla_miss_before_the_task_end
 @pytest.mark.slow
 def test_a_restarted_scheduler_does_not_page_again(store, paged, receiver, smtp_sink):
     run_id = api.trigger_dag(store, "paged", actor="test").run_id
-    command = [sys.executable, "-m", "engine", "scheduler", "--drain"]
     routes = json.loads(paged["DAGWATCH__ALERTS__ROUTES"])
     # The events of the first run only: with its durations learned, the second run may also
     # be forecast to miss its SLA (a deadline_at_risk page), if the restarted scheduler
@@ -148,14 +148,14 @@ def test_a_restarted_scheduler_does_not_page_again(store, paged, receiver, smtp_
         "DAGWATCH__ALERTS__GROUP_WINDOW": "0",  # the next run pages at once
         "DAGWATCH__ALERTS__ROUTES": json.dumps(routes),
     }
-    first = subprocess.run(command, env=paged, capture_output=True, text=True, timeout=90)
+    first = run_cli("scheduler", "--drain", env=paged, timeout=90)
     assert first.returncode == 0, first.stderr
     pages = len(receiver.posts)
     assert pages == 3
 
     api.trigger_dag(store, "paged", actor="test", logical_date=datetime.now(UTC))
     # A restart over the finished run and a new one: only the new run pages.
-    second = subprocess.run(command, env=paged, capture_output=True, text=True, timeout=90)
+    second = run_cli("scheduler", "--drain", env=paged, timeout=90)
     assert second.returncode == 0, second.stderr
     time.sleep(0.2)
     new_posts = receiver.posts[pages:]

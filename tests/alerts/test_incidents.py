@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import textwrap
 import time
 from datetime import timedelta
@@ -25,6 +24,7 @@ from engine.parsing.parser import process_folders
 from engine.store import runs
 from engine.store.models import AlertIncident
 from tests.alerts.conftest import T0, alert_rows, raise_alert
+from tests.helpers import start_cli
 
 STORM = """
 from engine import DAG, task
@@ -80,8 +80,8 @@ def scheduler_env(store, environ, receiver, home):
             ),
             "FLAKY_FLAG": str(home / "flaky.flag"),
         }
-        process = subprocess.Popen(
-            [sys.executable, "-m", "engine", "scheduler"],
+        process = start_cli(
+            "scheduler",
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -19,7 +18,7 @@ from alerts.events import DEFAULT_EVENTS, Event
 from alerts.overdue import OverdueCheck, find_overdue
 from engine.store.models import Dag, DagRun, Job, SlaMiss
 from tests.alerts.conftest import alert_rows
-from tests.helpers import run_cli
+from tests.helpers import run_cli, start_cli
 
 NOW = datetime(2026, 1, 10, 12, tzinfo=UTC)
 HOUR = timedelta(hours=1)
@@ -171,8 +170,9 @@ def dispatch_env(cli_env, store, receiver):
 
 
 def _dispatch(env, log) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "engine", "alerts", "dispatch"],
+    return start_cli(
+        "alerts",
+        "dispatch",
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,

@@ -16,7 +16,6 @@ import json
 import signal
 import sqlite3
 import subprocess
-import sys
 import textwrap
 import time
 from collections.abc import Callable, Iterator
@@ -36,7 +35,7 @@ from tests.alerts.conftest import (
     start_receiver,
     stop_receiver,
 )
-from tests.helpers import run_cli
+from tests.helpers import run_cli, start_cli
 
 DAG_FILE = """
 import time
@@ -89,10 +88,8 @@ def env(store, environ, receiver, callback_receiver) -> dict[str, str]:
 
 
 def start(env: dict[str, str], *, drain: bool = False) -> subprocess.Popen:
-    command = [sys.executable, "-m", "engine", "scheduler", *(["--drain"] if drain else [])]
-    return subprocess.Popen(
-        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    args = ["scheduler", *(["--drain"] if drain else [])]
+    return start_cli(*args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def kill(process: subprocess.Popen) -> None:

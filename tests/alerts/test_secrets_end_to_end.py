@@ -10,7 +10,6 @@ import json
 import re
 import signal
 import subprocess
-import sys
 import textwrap
 import time
 import urllib.request
@@ -23,7 +22,7 @@ from sqlalchemy import select
 
 from engine.store.models import Alert, Base, CallbackRecord, DagRun, ImportError_
 from tests.alerts.conftest import free_port
-from tests.helpers import run_cli
+from tests.helpers import run_cli, start_cli
 
 #: One secret per kind; each is unique, so any occurrence anywhere is a leak.
 SECRETS = {
@@ -239,8 +238,8 @@ CLI_VERBS = (
 def test_secrets_of_every_kind_are_never_written_or_sent_in_clear(store, leaky, receiver, home):
     output = home.parent / "scheduler.out"
     with output.open("w") as sink:
-        scheduler = subprocess.Popen(
-            [sys.executable, "-m", "engine", "scheduler"],
+        scheduler = start_cli(
+            "scheduler",
             env=leaky,
             stdout=sink,
             stderr=subprocess.STDOUT,

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 
 import pytest
 
 from console.settings import ConsoleSettings, is_loopback
 from engine.exceptions import ConfigError
 from tests.console.helpers import free_port, http_ok, stop, wait_for
-from tests.helpers import run_cli
+from tests.helpers import run_cli, start_cli
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "127.5.0.1", "::1", "localhost"])
@@ -38,8 +37,10 @@ def test_console_serves_the_app_on_loopback(cli_env, tmp_path):
     port = free_port()
     log = tmp_path / "console.log"
     with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "engine", "console", "--port", str(port)],
+        process = start_cli(
+            "console",
+            "--port",
+            str(port),
             env=cli_env,
             stdout=out,
             stderr=subprocess.STDOUT,

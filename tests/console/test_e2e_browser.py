@@ -11,13 +11,13 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 
 from tests.console.helpers import http_ok, password_console_env, stop, wait_for
+from tests.helpers import start_cli
 
 CHROMIUM = Path("/usr/bin/chromium")
 FLAGS = [
@@ -92,8 +92,8 @@ def standalone(home, cli_env, store, tmp_path):
     port = env["DAGWATCH__CONSOLE__PORT"]
     log = tmp_path / "standalone.log"
     with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "engine", "standalone"],
+        process = start_cli(
+            "standalone",
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,

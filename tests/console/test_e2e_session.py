@@ -4,13 +4,11 @@ after logout, or with a tampered cookie, the login form is back."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
 from tests.console.helpers import http_ok, password_console_env, stop, wait_for
 from tests.console.test_e2e_browser import _settle, browser  # noqa: F401 - a fixture
+from tests.helpers import start_cli
 
 COOKIE = "dagwatch_session"
 
@@ -21,9 +19,7 @@ def console_url(cli_env, store, tmp_path):
     env = password_console_env(cli_env, store)
     log = tmp_path / "console.log"
     with log.open("wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "engine", "console"], env=env, stdout=out, stderr=out
-        )
+        process = start_cli("console", env=env, stdout=out, stderr=out)
         try:
             url = f"http://127.0.0.1:{env['DAGWATCH__CONSOLE__PORT']}"
             wait_for(lambda: http_ok(f"{url}/_stcore/health"), what="the console to serve")

@@ -16,7 +16,6 @@ import json
 import signal
 import socket
 import subprocess
-import sys
 import textwrap
 import threading
 import time
@@ -34,6 +33,7 @@ from engine.store import runs
 from engine.store.models import Dag
 from engine.store.pools import set_pool
 from tests.dashboards.conftest import PROMETHEUS, dashboards, panels, rules, tool
+from tests.helpers import start_cli
 
 FAILING_DAG = """
 from engine import DAG, task
@@ -278,8 +278,8 @@ def test_every_panel_and_rule_evaluates_on_a_live_scheduler(
 ) -> None:
     env, target = scheduler_env
     prometheus = Prometheus(tmp_path, target)
-    scheduler = subprocess.Popen(
-        [sys.executable, "-m", "engine", "scheduler"],
+    scheduler = start_cli(
+        "scheduler",
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -40,6 +40,7 @@ from engine.scheduling import scheduler as scheduler_module
 from engine.scheduling.scheduler import Scheduler
 from engine.states import TaskState
 from engine.store import runs, transitions
+from tests.helpers import start_cli
 
 #: The processes below a task's own: role -> how it detaches.
 CHILDREN = {
@@ -468,8 +469,10 @@ class TestZombieAttempt:
 
 
 def start_scheduler(env: dict[str, str], *args: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "engine", "scheduler", "--no-parse", *args],
+    return start_cli(
+        "scheduler",
+        "--no-parse",
+        *args,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import textwrap
 import time
 import uuid
@@ -25,6 +24,7 @@ from engine import api
 from engine.parsing.parser import process_folders
 from engine.store import pools, runs
 from engine.store.models import Job, TaskInstance
+from tests.helpers import start_cli
 
 pytestmark = [pytest.mark.parametrize("store", ["postgres"], indirect=True)]
 
@@ -115,8 +115,11 @@ def wide_dag(store, config, ledger) -> str:
 
 
 def _start(env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "engine", "scheduler", "--no-parse", "--grace", "5"],
+    return start_cli(
+        "scheduler",
+        "--no-parse",
+        "--grace",
+        "5",
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

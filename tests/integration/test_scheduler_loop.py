@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import textwrap
 import time
 from datetime import UTC, datetime
@@ -24,6 +23,7 @@ from engine.parsing.parser import process_folders
 from engine.scheduling.scheduler import Scheduler
 from engine.store import pools, runs
 from engine.store.models import CallbackRecord, DagRun, TaskTry
+from tests.helpers import run_cli, start_cli
 
 
 @pytest.fixture
@@ -346,8 +346,9 @@ def test_a_metastore_error_in_a_tick_is_logged_and_retried(
 
 
 def start_scheduler(env: dict, *args: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "engine", "scheduler", *args],
+    return start_cli(
+        "scheduler",
+        *args,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -443,13 +444,7 @@ def test_a_second_scheduler_on_sqlite_is_refused(store, process_env):
     first = start_scheduler(process_env, "--no-parse")
     try:
         wait_for(lambda: "scheduler started" in (first.stdout.readline() or ""))
-        second = subprocess.run(
-            [sys.executable, "-m", "engine", "scheduler", "--no-parse"],
-            env=process_env,
-            capture_output=True,
-            text=True,
-            timeout=30,
-        )
+        second = run_cli("scheduler", "--no-parse", env=process_env, timeout=30)
     finally:
         first.send_signal(signal.SIGTERM)
         first.communicate(timeout=30)

@@ -10,7 +10,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import textwrap
 import time
 
@@ -19,6 +18,7 @@ import pytest
 from engine import api
 from engine.parsing.parser import process_folders
 from engine.store import runs
+from tests.helpers import run_cli, start_cli
 from tests.metrics.conftest import OtlpReceiver, UdpReceiver, http_get, labels, scrape
 
 DAG_FILE = """
@@ -98,8 +98,8 @@ def observed(store, environ, udp: UdpReceiver, otlp: OtlpReceiver):
 def test_one_run_reaches_statsd_otel_and_prometheus(store, observed, udp, otlp) -> None:
     env, url = observed
     run_id = api.trigger_dag(store, "observed", actor="test").run_id
-    scheduler = subprocess.Popen(
-        [sys.executable, "-m", "engine", "scheduler"],
+    scheduler = start_cli(
+        "scheduler",
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -209,13 +209,7 @@ def test_a_taken_port_is_one_line_and_exit_1(store, observed) -> None:
         taken.listen()
         port = taken.getsockname()[1]
         env = {**env, "DAGWATCH__METRICS__PROMETHEUS_PORT": str(port)}
-        result = subprocess.run(
-            [sys.executable, "-m", "engine", "scheduler", "--drain"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        result = run_cli("scheduler", "--drain", env=env, timeout=60)
     assert result.returncode == 1
     assert result.stderr.splitlines() == [
         f"error: cannot serve /metrics on 127.0.0.1:{port} (metrics.prometheus_host, "

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import signal
 import subprocess
-import sys
 import textwrap
 import threading
 from collections.abc import Callable, Iterator
@@ -22,6 +21,7 @@ from engine.parsing.parser import process_folders
 from engine.store import runs
 from engine.store.models import DagFile
 from engine.store.pools import set_pool
+from tests.helpers import start_cli
 from tests.metrics.conftest import OtlpReceiver, UdpReceiver, labels, scrape
 from tests.metrics.test_end_to_end import _free_port, _wait
 
@@ -133,8 +133,8 @@ def scheduler(store, environ, udp: UdpReceiver, otlp: OtlpReceiver, tmp_path: Pa
         "DAGWATCH__METRICS__PROMETHEUS_PORT": str(port),
     }
     lines = Lines(udp)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "engine", "scheduler"],
+    process = start_cli(
+        "scheduler",
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
