@@ -101,11 +101,15 @@ def pg_admin_connect() -> psycopg.Connection:
     )
 
 
-def create_pg_database(prefix: str = "dagwatch_test") -> str:
-    """Create an empty database with a random name; returns its SQLAlchemy URL."""
+def create_pg_database(prefix: str = "dagwatch_test", *, template: str | None = None) -> str:
+    """Create a database with a random name, empty or a copy of database `template` (which
+    nobody may be connected to); returns its SQLAlchemy URL."""
     name = f"{prefix}_{secrets.token_hex(6)}"
+    statement = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+    if template is not None:
+        statement += sql.SQL(" TEMPLATE {}").format(sql.Identifier(template))
     with pg_admin_connect() as connection:
-        connection.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        connection.execute(statement)
     return f"postgresql+psycopg://{PG_USER}@{PG_HOST}:{PG_PORT}/{name}"
 
 

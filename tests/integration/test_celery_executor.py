@@ -26,6 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.helpers import run_cli
 from tests.integration.celery_support import (
     Deployment,
+    MetastoreTemplate,
     PrivateRabbitMQ,
     max_overlap,
     wait_until,
@@ -46,13 +47,25 @@ def _answers(port: int) -> bool:
     return True
 
 
+@pytest.fixture(scope="module")
+def metastore_template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MetastoreTemplate]:
+    """The migrated metastore every test of this module starts from (a copy each)."""
+    template = MetastoreTemplate(tmp_path_factory.mktemp("template_home"))
+    try:
+        yield template
+    finally:
+        template.close()
+
+
 @pytest.fixture
-def deployment(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Deployment]:
+def deployment(
+    request: pytest.FixtureRequest, tmp_path: Path, metastore_template: MetastoreTemplate
+) -> Iterator[Deployment]:
     broker, settings = request.param if isinstance(request.param, tuple) else (request.param, {})
     port = 6379 if broker.startswith("redis") else 5672
     if not _answers(port):
         pytest.fail(f"the broker at 127.0.0.1:{port} does not answer (.ci/run starts it)")
-    deployment = Deployment(tmp_path, broker, **settings)
+    deployment = Deployment(tmp_path, broker, metastore_template, **settings)
     try:
         yield deployment
     finally:
@@ -85,9 +98,11 @@ def test_many_tasks_run_once_each_within_the_pool_and_routed_by_queue(deployment
 
     def value(name: str, **labels: str) -> float:
         text = urllib.request.urlopen(f"{url}/metrics", timeout=30).read().decode()
+        # only the lines of `name` are parsed: the page holds every attempt's series
+        lines = [line for line in text.splitlines() if line.split("{")[0].split(" ")[0] == name]
         return sum(
             sample.value
-            for family in text_string_to_metric_families(text)
+            for family in text_string_to_metric_families("\n".join(lines) + "\n")
             for sample in family.samples
             if sample.name == name and labels.items() <= sample.labels.items()
         )
@@ -267,12 +282,14 @@ def _queue_five_without_workers(d: Deployment) -> str:
     return run_id
 
 
-def test_a_redis_restart_loses_no_queued_attempt(tmp_path: Path, private_redis: dict):
+def test_a_redis_restart_loses_no_queued_attempt(
+    tmp_path: Path, private_redis: dict, metastore_template: MetastoreTemplate
+):
     """Attempts queued while no worker runs, then the broker restarts with its queues lost:
     after celery.requeue_timeout the scheduler sends them again under new message ids,
     the workers run each once, and the run succeeds."""
     url = f"redis://127.0.0.1:{private_redis['port']}/0"
-    d = Deployment(tmp_path, url, celery__requeue_timeout=5)
+    d = Deployment(tmp_path, url, metastore_template, celery__requeue_timeout=5)
     try:
         d.env["DAGWATCH__CELERY__RESULT_BACKEND"] = f"redis://127.0.0.1:{private_redis['port']}/1"
         run_id = _queue_five_without_workers(d)
@@ -321,13 +338,15 @@ def private_rabbitmq() -> Iterator[PrivateRabbitMQ]:
         node.close()
 
 
-def test_a_rabbitmq_restart_loses_no_queued_attempt(tmp_path: Path, private_rabbitmq):
+def test_a_rabbitmq_restart_loses_no_queued_attempt(
+    tmp_path: Path, private_rabbitmq, metastore_template: MetastoreTemplate
+):
     """The same on RabbitMQ: Celery's queues are durable and its messages persistent, so a
     node restarted while attempts are queued still holds them; whatever was sent again
     meanwhile (celery.requeue_timeout) is refused in one of its copies, so each body runs
     once and the run succeeds."""
     url = f"amqp://guest:guest@127.0.0.1:{private_rabbitmq.port}//"
-    d = Deployment(tmp_path, url, celery__requeue_timeout=5)
+    d = Deployment(tmp_path, url, metastore_template, celery__requeue_timeout=5)
     try:
         run_id = _queue_five_without_workers(d)
         wait_until(lambda: _amqp_depth(url, d.queue) == 5, 60, "the five messages in the broker")
