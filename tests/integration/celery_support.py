@@ -10,7 +10,6 @@ import secrets
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import textwrap
 import time
@@ -20,7 +19,7 @@ from typing import Any
 
 import psycopg
 
-from tests.helpers import create_pg_database, drop_pg_database, run_cli
+from tests.helpers import create_pg_database, drop_pg_database, run_cli, start_cli
 
 #: the DAG file: `tasks` tasks in pool `p5`, `big` more routed to queue "big"; each body
 #: sleeps `sleep` s (or `long` s for task "long") and then writes its ledger row
@@ -137,8 +136,8 @@ class Deployment:
         log = self.tmp / f"{name}.log"
         self.logs[name] = log
         with log.open("w") as out:
-            self.processes[name] = subprocess.Popen(
-                [sys.executable, "-m", "engine", *args],
+            self.processes[name] = start_cli(
+                *args,
                 env={**self.env, **(env or {})},
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -146,13 +145,18 @@ class Deployment:
                 start_new_session=True,  # its own process group: a SIGKILL takes its pool too
             )
 
+    def node(self, name: str) -> str:
+        """The Celery node name of worker `name`: unique to this deployment, since tests
+        running side by side share the broker (a node name owns a queue of its own)."""
+        return f"{name}@{self.queue}"
+
     def worker(self, name: str, *, queues: str | None = None, concurrency: int = 3) -> None:
-        args = ["worker", "--concurrency", str(concurrency), "--name", f"{name}@test"]
+        args = ["worker", "--concurrency", str(concurrency), "--name", self.node(name)]
         args += ["--queues", queues] if queues else []
         self.start(name, *args, env={"TEST_WORKER": name})
 
     def wait_for_workers(self, names: list[str], timeout: float = 120) -> None:
-        wanted = {f"{name}@test" for name in names}
+        wanted = {self.node(name) for name in names}
         wait_until(lambda: wanted <= self.live_worker_names(), timeout, "workers ready")
         ready = lambda: all("ready." in self.logs[n].read_text() for n in names)  # noqa: E731
         wait_until(ready, timeout, "workers consuming")

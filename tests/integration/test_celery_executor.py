@@ -107,12 +107,13 @@ def test_many_tasks_run_once_each_within_the_pool_and_routed_by_queue(deployment
             if sample.name == name and labels.items() <= sample.labels.items()
         )
 
-    # label values keep letters, digits, _ . - (the metrics guard): "b@test" is "b_test";
+    # label values keep letters, digits, _ . - (the metrics guard): "b@q1" is "b_q1";
     # the slots are those of the workers' latest heartbeat (every few seconds)
+    a_label, b_label = (d.node(name).replace("@", "_") for name in ("a", "b"))
     wait_until(
         lambda: (
-            value("dagwatch_executor_worker_open_slots", queue="big", worker="b_test") == 4
-            and value("dagwatch_executor_worker_running_slots", queue=d.queue, worker="a_test") == 0
+            value("dagwatch_executor_worker_open_slots", queue="big", worker=b_label) == 4
+            and value("dagwatch_executor_worker_running_slots", queue=d.queue, worker=a_label) == 0
         ),
         30,
         "the idle workers' slots in /metrics",
@@ -141,7 +142,7 @@ def test_many_tasks_run_once_each_within_the_pool_and_routed_by_queue(deployment
     assert tries == [(1, LOAD_TASKS + 10)]
     # the workers' heartbeat rows name their queues and slots
     queues = dict(d.sql("SELECT name, queues FROM worker"))
-    assert queues == {"a@test": d.queue, "b@test": f"{d.queue},big"}
+    assert queues == {d.node("a"): d.queue, d.node("b"): f"{d.queue},big"}
 
 
 @pytest.mark.parametrize(
