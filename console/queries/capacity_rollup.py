@@ -166,16 +166,28 @@ def compute_rows(
         only_executor += _per_minute(pool.waiting * mask, minutes, "sum")
     executor.figures["waited_executor_only"] = only_executor
     longest = _longest_per_minute(rows, tries, seconds, minutes)
-    found = []
+    stamps = [first + timedelta(minutes=k) for k in range(minutes)]
+    keys = ("limit_name", "minute", *FIGURES, "waits", "longest")
+    found: list[dict[str, object]] = []
     for name, levels in limits.items():
-        for k in range(minutes):
-            row: dict[str, object] = {"limit_name": name, "minute": first + timedelta(minutes=k)}
-            for column in FIGURES:
-                value = levels.figures[column][k]
-                row[column] = int(value) if column in INTEGERS else float(value)
-            row["waits"] = levels.waits[k]
-            row["longest"] = longest[k] if name == EXECUTOR else ""
-            found.append(row)
+        # a column at a time: whole arrays to Python ints and floats, not value by value
+        columns = [
+            np.asarray(levels.figures[column])
+            .astype(np.int64 if column in INTEGERS else np.float64)
+            .tolist()
+            for column in FIGURES
+        ]
+        found += (
+            dict(zip(keys, values, strict=True))
+            for values in zip(
+                [name] * minutes,
+                stamps,
+                *columns,
+                levels.waits,
+                longest if name == EXECUTOR else [""] * minutes,
+                strict=True,
+            )
+        )
     return found
 
 
@@ -190,10 +202,13 @@ def _longest_per_minute(rows: pd.DataFrame, tries: _Tries, seconds: int, minutes
     waited = np.where(held, tries.holds - tries.waits, -1.0)
     minute = np.floor(np.where(held, tries.holds, 0) / MINUTE).astype(np.int64)
     source, ids = rows["source"].to_numpy(), rows["id"].to_numpy()
+    pick = np.flatnonzero(held & (waited > 0))
+    # by minute, then longest first, ties in row order (np.lexsort is stable)
+    pick = pick[np.lexsort((-waited[pick], minute[pick]))]
+    bounds = np.searchsorted(minute[pick], np.arange(minutes + 1), side="left")
     found = []
     for k in range(minutes):
-        pick = np.flatnonzero(held & (minute == k) & (waited > 0))
-        top = pick[np.argsort(-waited[pick], kind="stable")[:LONGEST]]
+        top = pick[bounds[k] : min(bounds[k + 1], bounds[k] + LONGEST)]
         found.append(",".join(f"{source[i]}:{ids[i]}:{waited[i]:.3f}" for i in top))
     return found
 
@@ -219,7 +234,8 @@ def write(
             )
         )
         if rows:
-            session.execute(insert(CapacityBucket), rows)
+            # the table's insert: one executemany, no ORM bookkeeping per row
+            session.execute(insert(CapacityBucket.__table__), rows)
     return len(rows)
 
 

@@ -12,9 +12,10 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, func, insert, or_, select, update
+from sqlalchemy import ColumnElement, Select, and_, func, insert, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from engine import masking
@@ -144,11 +145,16 @@ def last_scheduled_interval_ends(session: Session, dag_ids: Sequence[str]) -> di
 
 
 def runs_in_state(session: Session, state: DagRunState) -> list[DagRun]:
-    return list(
-        session.execute(
-            select(DagRun).where(DagRun.state == state.value).order_by(DagRun.logical_date)
-        ).scalars()
-    )
+    return list(session.execute(_runs_in_state(state.value)).scalars())
+
+
+# The statements every tick runs unchanged are built once: a statement is immutable, and
+# the one object keeps its cache key, so the tick neither builds nor keys them again.
+
+
+@cache
+def _runs_in_state(state: str) -> Select[Any]:
+    return select(DagRun).where(DagRun.state == state).order_by(DagRun.logical_date)
 
 
 def previous_run_ids(session: Session, runs: Sequence[DagRun]) -> dict[int, str | None]:
@@ -450,25 +456,7 @@ class Occupancy:
 
 def occupancy(session: Session) -> Occupancy:
     """What queued and running task instances hold, in one GROUP BY."""
-    rows = session.execute(
-        select(
-            TaskInstance.dag_id,
-            TaskInstance.run_id,
-            TaskInstance.task_id,
-            TaskInstance.pool,
-            TaskInstance.state,
-            func.count(),
-            func.sum(TaskInstance.pool_slots),
-        )
-        .where(TaskInstance.state.in_([TaskState.QUEUED.value, TaskState.RUNNING.value]))
-        .group_by(
-            TaskInstance.dag_id,
-            TaskInstance.run_id,
-            TaskInstance.task_id,
-            TaskInstance.pool,
-            TaskInstance.state,
-        )
-    )
+    rows = session.execute(_occupancy())
     result = Occupancy(
         defaultdict(int), defaultdict(int), defaultdict(int), defaultdict(int), defaultdict(int), 0
     )
@@ -487,8 +475,36 @@ def occupancy(session: Session) -> Occupancy:
     return result
 
 
+@cache
+def _occupancy() -> Select[str, str, str, str, str, int, int]:
+    return (
+        select(
+            TaskInstance.dag_id,
+            TaskInstance.run_id,
+            TaskInstance.task_id,
+            TaskInstance.pool,
+            TaskInstance.state,
+            func.count(),
+            func.sum(TaskInstance.pool_slots),
+        )
+        .where(TaskInstance.state.in_([TaskState.QUEUED.value, TaskState.RUNNING.value]))
+        .group_by(
+            TaskInstance.dag_id,
+            TaskInstance.run_id,
+            TaskInstance.task_id,
+            TaskInstance.pool,
+            TaskInstance.state,
+        )
+    )
+
+
 def pool_sizes(session: Session) -> dict[str, int]:
-    return dict(session.execute(select(Pool.name, Pool.slots)).all())
+    return dict(session.execute(_pool_sizes()).all())
+
+
+@cache
+def _pool_sizes() -> Select[str, int]:
+    return select(Pool.name, Pool.slots)
 
 
 def close_open_tries(

@@ -11,6 +11,30 @@ import pytest
 from tests.console.seed import Seeded, seed
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _component_manifests_scanned_once() -> Iterator[None]:
+    """Every AppTest looks for Streamlit components in the metadata of every installed
+    package (about a second of CPU each time); the packages do not change during a test
+    session, so the first scan's result is handed to every later one."""
+    try:
+        from streamlit.components.v2 import manifest_scanner
+    except ImportError:  # a Streamlit without installed-component discovery
+        yield
+        return
+    scan = manifest_scanner.scan_component_manifests
+    found: list[Any] = []
+
+    def scan_once(*args: Any, **kwargs: Any) -> list[Any]:
+        if not found:
+            found.append(scan(*args, **kwargs))
+        return list(found[0])
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(manifest_scanner, "scan_component_manifests", scan_once)
+    yield
+    mp.undo()
+
+
 @pytest.fixture
 def seeded(store, config) -> Seeded:
     return seed(store, config)

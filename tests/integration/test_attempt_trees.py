@@ -197,11 +197,8 @@ class Ledger:
         """(pid, role) of the ledger's processes still running: those whose command line
         names the ledger. Not the `task` of a PythonOperator: that is the attempt process
         (a worker, or its fork), which the executor's own tests follow."""
-        found = set()
-        for line in self.lines():
-            if _running(line.pid, str(self.path)):
-                found.add((line.pid, line.role))
-        return found
+        processes = {(line.pid, line.role) for line in self.lines()}  # once each, not per line
+        return {(pid, role) for pid, role in processes if _running(pid, str(self.path))}
 
     def spans(self) -> dict[int, tuple[float, float]]:
         """Each try's first and last line."""
