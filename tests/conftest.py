@@ -1,7 +1,7 @@
 """Shared fixtures: an isolated DAGWATCH_HOME, its config, and migrated metastores.
 
 `store` runs each test on SQLite and on PostgreSQL. The PostgreSQL database is created once
-per session (dagwatch_test_<hex>), migrated once, and truncated before each test. A SQLite
+per session (dagwatch_test_<hex>), migrated once, and emptied before each test. A SQLite
 metastore is a copy of a file migrated once per session (`sqlite_template`): running the
 Alembic migrations costs far more than copying the few hundred kilobytes they produce.
 """
@@ -112,10 +112,24 @@ def _pg_store(pg_url: str) -> Iterator[Store]:
     store.dispose()
 
 
-def _truncate(store: Store, default_pool_slots: int) -> None:
-    tables = ", ".join(f'"{table.name}"' for table in Base.metadata.sorted_tables)
+def _empty(store: Store, default_pool_slots: int) -> None:
+    """Every table emptied and every sequence restarted, as after `db migrate`. DELETE, not
+    TRUNCATE: a test leaves a few rows, and TRUNCATE's new files for every table and index
+    cost PostgreSQL four times the CPU (about 100 ms against 20 ms a test)."""
     with store.session() as session:
-        session.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+        sequences = (
+            session.execute(
+                text(
+                    "SELECT quote_ident(sequencename) FROM pg_sequences WHERE schemaname = 'public'"
+                )
+            )
+            .scalars()
+            .all()
+        )
+        for table in reversed(Base.metadata.sorted_tables):  # rows that others refer to last
+            session.execute(text(f'DELETE FROM "{table.name}"'))
+        for sequence in sequences:
+            session.execute(text(f"ALTER SEQUENCE {sequence} RESTART"))
         session.execute(
             insert(Pool).values(
                 name=DEFAULT_POOL, slots=default_pool_slots, description="Default pool"
@@ -184,7 +198,7 @@ def store(
         sqlite_store.dispose()
     else:
         pg_store: Store = request.getfixturevalue("_pg_store")
-        _truncate(pg_store, config.get("core.default_pool_slots"))
+        _empty(pg_store, config.get("core.default_pool_slots"))
         yield from _configured(pg_store, config)
 
 
