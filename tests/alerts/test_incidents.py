@@ -222,11 +222,13 @@ def test_the_incident_key_stays_the_same_across_retries_and_a_resend(
     raise_alert(store, config)
     dispatcher = Dispatcher(config, store)
     assert dispatcher.run_once(T0).retried == 1
-    assert dispatcher.run_once(T0 + timedelta(seconds=2)).sent == 1
+    # the retry is due 1 s (alerts.retry_delay) after the first attempt ended, which is
+    # T0 plus the real time that attempt took: seconds on a busy machine
+    assert dispatcher.run_once(T0 + timedelta(seconds=30)).sent == 1
     (page,) = alert_rows(store, event=Event.INCIDENT.value)
     with store.session() as session:
-        assert outbox.requeue(session, page.id, T0 + timedelta(seconds=3))
-    assert dispatcher.run_once(T0 + timedelta(seconds=3)).sent == 1
+        assert outbox.requeue(session, page.id, T0 + timedelta(seconds=31))
+    assert dispatcher.run_once(T0 + timedelta(seconds=31)).sent == 1
     keys = {_key(post) for post in receiver.posts}
     (incident,) = _incidents(store)
     assert len(receiver.posts) == 3 and keys == {incident.key}

@@ -31,7 +31,7 @@ def test_the_same_first_screen_from_the_rollup(console_app, seeded):
     up to 59 s longer: the same figures at the page's rounding)."""
     now = datetime.now(UTC)
     rollup.catch_up(seeded.store, now, 32, 8 * 86400.0)
-    assert capacity_rollup.report(seeded.store, "24 h", 32) is not None
+    assert capacity_rollup.report(seeded.store, "24 h", 32, now=now) is not None
     _first_screen_says_what_binds(console_app)
 
 
