@@ -19,13 +19,14 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
 from engine.store.models import DagRun
-from tests.helpers import run_cli
+from tests.helpers import run_cli, start_cli
 
 GOOD = """
 import pendulum
@@ -111,12 +112,12 @@ def process_env(environ, store, hostile) -> dict[str, str]:
 class Process:
     """A dagwatch command in the background, its output in files (a pipe could fill)."""
 
-    def __init__(self, argv: list[str], env: dict[str, str], folder: Path) -> None:
+    def __init__(
+        self, start: Callable[..., subprocess.Popen], env: dict[str, str], folder: Path
+    ) -> None:
         self.out, self.err = folder / "stdout", folder / "stderr"
         with self.out.open("w") as out, self.err.open("w") as err:
-            self.popen = subprocess.Popen(
-                argv, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL, text=True
-            )
+            self.popen = start(env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL, text=True)
 
     @property
     def stdout(self) -> str:
@@ -140,8 +141,11 @@ class Process:
 @contextmanager
 def dagwatch(verb: str, env: dict[str, str], folder: Path, *prefix: str) -> Iterator[Process]:
     folder.mkdir(parents=True, exist_ok=True)
-    argv = [sys.executable, *(prefix or ("-m", "engine")), verb]
-    process = Process(argv, env, folder)
+    if prefix:  # a script of the test's own
+        start = partial(subprocess.Popen, [sys.executable, *prefix, verb])
+    else:
+        start = partial(start_cli, verb)
+    process = Process(start, env, folder)
     try:
         yield process
     finally:
