@@ -28,6 +28,7 @@ end of the socket closes (the client exited or died); its children live on.
 
 from __future__ import annotations
 
+import atexit
 import gc
 import importlib
 import io
@@ -177,6 +178,11 @@ class ForkServer:
             raise RuntimeError("the fork server did not fork the child") from None
         return Child(forked.pid, status, name)
 
+    def stop(self) -> None:
+        """Close our end, so the server exits (its children live on), and reap it."""
+        with self._lock:
+            self._stop()
+
     def _stop(self) -> None:
         if self._socket is not None:
             self._socket.close()  # the server exits when it reads the end of it
@@ -191,6 +197,7 @@ class ForkServer:
 
 
 _server = ForkServer()
+atexit.register(_server.stop)  # reaped before the interpreter's end, not left to the GC
 
 
 def start(target: Any, *args: Any, name: str = "dagwatch-child") -> Child:

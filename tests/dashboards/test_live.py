@@ -153,6 +153,7 @@ class Prometheus:
     """A Prometheus server on a free loopback port, stopped by `close()`."""
 
     def __init__(self, workdir: Path, target: str) -> None:
+        binary = tool("prometheus")  # skips (outside CI) before anything is opened
         self.port = free_port()
         config = workdir / "prometheus.yml"
         config.write_text(
@@ -173,7 +174,7 @@ class Prometheus:
         self.log = (workdir / "prometheus.log").open("w")
         self.process = subprocess.Popen(
             [
-                tool("prometheus"),
+                binary,
                 f"--config.file={config}",
                 f"--storage.tsdb.path={workdir / 'data'}",
                 f"--web.listen-address=127.0.0.1:{self.port}",
@@ -183,7 +184,11 @@ class Prometheus:
             stderr=subprocess.STDOUT,
         )
         self.started = time.time()
-        wait_for(self._ready, "Prometheus ready", timeout=60)
+        try:
+            wait_for(self._ready, "Prometheus ready", timeout=60)
+        except BaseException:
+            self.close()
+            raise
 
     def _ready(self) -> bool:
         assert self.process.poll() is None, "prometheus exited; see prometheus.log"
