@@ -5,8 +5,9 @@ minutes (`console.queries.capacity_rollup`) and prunes those older than
 
 Each pass rewrites the last few minutes as well (an attempt's row may land a little after
 its minute closed) and fills what is missing since the newest bucket, at most
-`CHUNK_MINUTES` per statement, back to the retention on a fresh install. Writing a minute
-again gives the same rows, so several schedulers may run it side by side.
+`CHUNK_MINUTES` per statement, back to the retention on a fresh install. There, the
+minutes before the first try are idle: one is computed and the others copied from it.
+Writing a minute again gives the same rows, so several schedulers may run it side by side.
 """
 
 from __future__ import annotations
@@ -19,10 +20,13 @@ from sqlalchemy import func, select
 from engine import hooks
 from engine.clock import SYSTEM, Clock
 from engine.periodic import PeriodicService
+from engine.states import TaskState
 from engine.store.db import Store
-from engine.store.models import CapacityBucket, TaskTry
+from engine.store.models import CapacityBucket, TaskInstance, TaskTry
 
 if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
+
     from engine.config import Config
 
 #: seconds between two passes
@@ -44,19 +48,43 @@ def catch_up(
 
     closed = floor_minute(now)
     oldest = floor_minute(now - timedelta(seconds=retention))
+    idle_until = oldest
     with store.session(readonly=True) as session:
         newest = session.execute(select(func.max(CapacityBucket.minute))).scalar_one()
         if newest is None:  # a fresh rollup: from the retention, if anything ran at all
             ran = session.execute(select(TaskTry.id).limit(1)).first()
             newest = oldest if ran else closed
             newest += timedelta(minutes=REWRITE_MINUTES - 1)
+            if ran:
+                began = _first_activity(session)
+                idle_until = min(closed, max(oldest, floor_minute(began or oldest)))
     first = max(oldest, newest - timedelta(minutes=REWRITE_MINUTES - 1))
     written = 0
+    if first < idle_until:
+        minutes = int((idle_until - first).total_seconds()) // 60
+        written += capacity_rollup.write_idle(store, first, minutes, parallelism)
+        first = idle_until
     while first < closed:
         minutes = min(CHUNK_MINUTES, int((closed - first).total_seconds()) // 60)
         written += capacity_rollup.write(store, first, minutes, parallelism)
         first += timedelta(minutes=minutes)
     return written, capacity_rollup.prune(store, oldest)
+
+
+def _first_activity(session: Session) -> datetime | None:
+    """The earliest time a try or a waiting task instance has (scheduled, queued,
+    started): no minute before it has anything to count. Read once, by a fresh rollup."""
+    ti, tt = TaskInstance, TaskTry
+    found = session.execute(
+        select(func.min(tt.scheduled_at), func.min(tt.queued_at), func.min(tt.start_date))
+    ).one()
+    waiting = session.execute(
+        select(func.min(ti.scheduled_at), func.min(ti.queued_at)).where(
+            ti.state.in_((TaskState.SCHEDULED.value, TaskState.QUEUED.value))
+        )
+    ).one()
+    times = [at for at in (*found, *waiting) if at is not None]
+    return min(times) if times else None
 
 
 class CapacityRollup(PeriodicService):

@@ -225,7 +225,29 @@ def write(
     with store.session(readonly=True) as session:
         sizes = scheduling.pool_sizes(session)
     rows = compute(store, first, minutes * MINUTE, sizes, parallelism)
-    end = first + timedelta(minutes=minutes)
+    return _replace(store, first, first + timedelta(minutes=minutes), rows)
+
+
+def write_idle(
+    store: Store, first: datetime, minutes: int, parallelism: int
+) -> int:  # fmt: skip
+    """`write` for `minutes` closed minutes from `first` that no try overlaps (before the
+    first try of a fresh rollup): the first minute is computed, the others are copies of
+    it, as their computation would give. Returns rows written."""
+    first = floor_minute(first)
+    with store.session(readonly=True) as session:
+        sizes = scheduling.pool_sizes(session)
+    template = compute(store, first, MINUTE, sizes, parallelism)
+    rows = [
+        {**row, "minute": first + timedelta(minutes=k)} for k in range(minutes) for row in template
+    ]
+    return _replace(store, first, first + timedelta(minutes=minutes), rows)
+
+
+def _replace(
+    store: Store, first: datetime, end: datetime, rows: list[dict[str, object]]
+) -> int:  # fmt: skip
+    """Delete the buckets of [first, end) and insert `rows` in their place."""
     with store.session() as session:
         coordination.lock(session, coordination.CAPACITY_ROLLUP_LOCK)
         session.execute(
