@@ -8,6 +8,7 @@ rendered template fields are written with its outcome.
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime
 
 from sqlalchemy import event, select
@@ -49,16 +50,26 @@ def test_an_attempt_takes_two_transactions_of_eight_statements(store, sched_conf
     statements: list[str] = []
     transactions: list[str] = []
 
+    # the attempt's own: the scheduler's service threads share the engine and may poll
+    attempt_thread = threading.get_ident()
+
     def before(conn, cursor, statement, parameters, context, executemany):
+        if threading.get_ident() != attempt_thread:
+            return
         if statement.split()[0].upper() != "BEGIN":  # SQLite's own; PostgreSQL's is implicit
             statements.append(statement.split()[0].upper())
 
+    def begin(conn):
+        if threading.get_ident() == attempt_thread:
+            transactions.append("begin")
+
     event.listen(store.engine, "before_cursor_execute", before)
-    event.listen(store.engine, "begin", lambda conn: transactions.append("begin"))
+    event.listen(store.engine, "begin", begin)
     try:
         result = runner.run_attempt(store, sched_config, dag, request.ti_id)
     finally:
         event.remove(store.engine, "before_cursor_execute", before)
+        event.remove(store.engine, "begin", begin)
 
     assert result.state.value == "success"
     # start: read the row and its run, move it, its event, its try; outcome: move it, its
