@@ -156,57 +156,6 @@ class Server:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def run(
-        self, args: tuple[str, ...], env: dict[str, str], input: str | None, timeout: float
-    ) -> Any:
-        """Run one command: a `subprocess.CompletedProcess` with text output, as
-        `subprocess.run(..., capture_output=True, text=True)` gives."""
-        import time
-
-        stdin_r, stdin_w = os.pipe()
-        out_r, out_w = os.pipe()
-        err_r, err_w = os.pipe()
-        try:
-            pid, conn = self.spawn(args, env, (stdin_r, out_w, err_w))
-        finally:
-            for fd in (stdin_r, out_w, err_w):
-                os.close(fd)
-        writer = threading.Thread(target=_write_all, args=(stdin_w, (input or "").encode()))
-        writer.start()
-        deadline = time.monotonic() + timeout
-        out, err = bytearray(), bytearray()
-        pending = {out_r: out, err_r: err}
-        try:
-            while pending:
-                left = deadline - time.monotonic()
-                ready, _, _ = select.select(list(pending), [], [], max(left, 0))
-                if not ready:
-                    raise subprocess.TimeoutExpired(
-                        [sys.executable, "-m", "engine", *args], timeout, bytes(out), bytes(err)
-                    )
-                for fd in ready:
-                    chunk = os.read(fd, 65536)
-                    if chunk:
-                        pending[fd] += chunk
-                    else:
-                        del pending[fd]
-                        os.close(fd)
-            conn.settimeout(max(deadline - time.monotonic(), 0.001))
-            (code,) = _CODE.unpack(_recv_exactly(conn, _CODE.size))
-        except (subprocess.TimeoutExpired, TimeoutError):
-            _kill(pid)
-            raise subprocess.TimeoutExpired(
-                [sys.executable, "-m", "engine", *args], timeout, bytes(out), bytes(err)
-            ) from None
-        finally:
-            for fd in pending:
-                os.close(fd)
-            conn.close()
-            writer.join()
-        return subprocess.CompletedProcess(
-            [sys.executable, "-m", "engine", *args], code, _text(out), _text(err)
-        )
-
     def spawn(
         self,
         args: tuple[str, ...],
@@ -367,32 +316,6 @@ def _recv_exactly(conn: socket.socket, size: int) -> bytes:
             raise RuntimeError("the CLI fork server went away mid-command")
         data += chunk
     return data
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    """stdin of the command: `data`, then end of file (nothing: at once, as DEVNULL does)."""
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-    except BrokenPipeError:
-        pass  # the command did not read it all, as subprocess tolerates
-    finally:
-        os.close(fd)
-
-
-def _kill(pid: int) -> None:
-    import signal
-
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
-def _text(data: bytearray) -> str:
-    """Decoded as `subprocess.run(text=True)` does (universal newlines)."""
-    return data.decode().replace("\r\n", "\n").replace("\r", "\n")
 
 
 def _run_command() -> None:

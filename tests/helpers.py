@@ -23,7 +23,9 @@ def run_cli(
     imported dagwatch already (`tests.cli_forks`): a test that is about the interpreter's
     own start calls `subprocess` itself."""
     if _forks_allowed(env):
-        return _fork_server().run(args, dict(env), input, timeout)
+        stdin = subprocess.DEVNULL if input is None else subprocess.PIPE
+        pipes = {"stdin": stdin, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+        return _completed(_fork_server().popen(args, dict(env), **pipes, text=True), input, timeout)
     return subprocess.run(
         [sys.executable, "-m", "engine", *args],
         env=dict(env),
@@ -61,6 +63,21 @@ def start_cli(
         text=text,
         start_new_session=start_new_session,
     )
+
+
+def _completed(
+    process: subprocess.Popen[str], input: str | None, timeout: float
+) -> subprocess.CompletedProcess[str]:
+    """What `subprocess.run` does with the process it started: its input in, its output
+    out, killed (and waited for) if it outlives `timeout`."""
+    with process:
+        try:
+            out, err = process.communicate(input, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            raise
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
 
 
 _server: Server | None = None
