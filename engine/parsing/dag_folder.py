@@ -112,8 +112,8 @@ def read_dag_file(path: str | Path) -> bytes:
             raise UnreadableFile(f"not a regular file: {_kind(mode)}")
         fd = os.open(path, _OPEN_FLAGS)
     except OSError as exc:
-        if exc.errno == errno.ENOENT and not os.path.lexists(path):
-            raise VanishedFile(path) from exc
+        if exc.errno == errno.ENOENT and not os.path.islink(path):
+            raise VanishedFile(path) from exc  # (perhaps made again since: the next scan)
         raise UnreadableFile(_os_reason(path, exc)) from exc
     try:
         mode = os.fstat(fd).st_mode
@@ -189,7 +189,10 @@ class _Walk:
         try:
             info = os.stat(path)
         except OSError as exc:
-            if os.path.lexists(path):
+            # gone since its parent was listed (perhaps made again since: the next walk
+            # takes it), unless it is a link to nothing
+            vanished = exc.errno == errno.ENOENT and not os.path.islink(path)
+            if not vanished and os.path.lexists(path):
                 self._problem(path, _os_reason(path, exc))
             return None
         key = (info.st_dev, info.st_ino)
