@@ -20,13 +20,10 @@ from sqlalchemy import func, select
 from engine import hooks
 from engine.clock import SYSTEM, Clock
 from engine.periodic import PeriodicService
-from engine.states import TaskState
 from engine.store.db import Store
-from engine.store.models import CapacityBucket, TaskInstance, TaskTry
+from engine.store.models import CapacityBucket, TaskTry
 
 if TYPE_CHECKING:
-    from sqlalchemy.orm import Session
-
     from engine.config import Config
 
 #: seconds between two passes
@@ -43,7 +40,7 @@ def catch_up(
     """One pass: write the closed minutes not written yet (and the last `REWRITE_MINUTES`
     again), prune the old; returns (rows written, rows pruned). On a fresh rollup it
     starts at the retention (at the current minute if no task ever ran)."""
-    from console.queries import capacity_rollup  # numpy and pandas: in the thread
+    from console.queries import capacity, capacity_rollup  # numpy and pandas: in the thread
     from console.queries.capacity_rollup import floor_minute
 
     closed = floor_minute(now)
@@ -56,7 +53,7 @@ def catch_up(
             newest = oldest if ran else closed
             newest += timedelta(minutes=REWRITE_MINUTES - 1)
             if ran:
-                began = _first_activity(session)
+                began = capacity.first_activity(session)
                 idle_until = min(closed, max(oldest, floor_minute(began or oldest)))
     first = max(oldest, newest - timedelta(minutes=REWRITE_MINUTES - 1))
     written = 0
@@ -69,22 +66,6 @@ def catch_up(
         written += capacity_rollup.write(store, first, minutes, parallelism)
         first += timedelta(minutes=minutes)
     return written, capacity_rollup.prune(store, oldest)
-
-
-def _first_activity(session: Session) -> datetime | None:
-    """The earliest time a try or a waiting task instance has (scheduled, queued,
-    started): no minute before it has anything to count. Read once, by a fresh rollup."""
-    ti, tt = TaskInstance, TaskTry
-    found = session.execute(
-        select(func.min(tt.scheduled_at), func.min(tt.queued_at), func.min(tt.start_date))
-    ).one()
-    waiting = session.execute(
-        select(func.min(ti.scheduled_at), func.min(ti.queued_at)).where(
-            ti.state.in_((TaskState.SCHEDULED.value, TaskState.QUEUED.value))
-        )
-    ).one()
-    times = [at for at in (*found, *waiting) if at is not None]
-    return min(times) if times else None
 
 
 class CapacityRollup(PeriodicService):

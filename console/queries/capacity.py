@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sqlalchemy import CompoundSelect, and_, func, literal, or_, select, union_all
+from sqlalchemy.orm import Session
 
 from console.advice import EXECUTOR, Advice, LimitFigures, advise
 from console.queries.common import frame, utcnow
@@ -118,6 +119,26 @@ def intervals_statement(
         TaskInstance.state,
     ).where(TaskInstance.state.in_(_WAITING))
     return union_all(tries, waiting)
+
+
+def first_activity(session: Session) -> datetime | None:
+    """The earliest time any row `intervals` reads has (a try's scheduled, queued or start
+    time, a waiting task instance's scheduled or queued time): no minute before it has
+    anything to count. Read once, by a fresh capacity rollup."""
+    tries = session.execute(
+        select(
+            func.min(TaskTry.scheduled_at),
+            func.min(TaskTry.queued_at),
+            func.min(TaskTry.start_date),
+        )
+    ).one()
+    waiting = session.execute(
+        select(func.min(TaskInstance.scheduled_at), func.min(TaskInstance.queued_at)).where(
+            TaskInstance.state.in_(_WAITING)
+        )
+    ).one()
+    times = [at for at in (*tries, *waiting) if at is not None]
+    return min(times) if times else None
 
 
 def now_slots(store: Store, parallelism: int) -> pd.DataFrame:
